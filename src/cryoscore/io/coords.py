@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 import starfile
 
+from cryoscore import __version__
 from cryoscore.errors import InputError
 from cryoscore.io.atomic import atomic_path
 from cryoscore.io.mrc import check_readable
@@ -220,6 +221,17 @@ def read_coordinates(
         raise InputError(path, str(err)) from err
 
 
+def _replace_timestamp_comment(path: Path) -> None:
+    """Swap starfile's "# Created ... at TIME on DATE" line for RELION's version line.
+
+    Keeps the file a function of its content only, so equal inputs give equal files.
+    """
+    lines = path.read_text().splitlines(keepends=True)
+    if lines and lines[0].startswith("# Created by the starfile"):
+        lines[0] = f"# version 30001, written by cryoscore {__version__}\n"
+    path.write_text("".join(lines))
+
+
 def write_coordinates(
     path: str | os.PathLike, coords: ParticleCoordinates, *, box_size_px: int | None = None
 ) -> None:
@@ -242,6 +254,7 @@ def write_coordinates(
     with atomic_path(path) as tmp:
         if suffix == ".star":
             starfile.write(_table_from_fields(coords, _STAR_COLUMNS), tmp)
+            _replace_timestamp_comment(tmp)
         elif suffix == ".csv":
             _table_from_fields(coords, _CSV_COLUMNS).to_csv(tmp, index=False)
         else:

@@ -25,6 +25,7 @@ import mrcfile.utils
 import numpy as np
 from mrcfile.mrcfile import MrcFile
 
+from cryoscore import __version__
 from cryoscore.errors import InputError
 from cryoscore.io.atomic import atomic_path
 
@@ -274,6 +275,8 @@ def write_mrc(
             mrc.set_image_stack()
         mrc.voxel_size = pixel_size_a
         mrc.update_header_stats()
+        # mrcfile's default label holds the time of writing; a fixed one keeps outputs reproducible.
+        mrc.header.label[0] = f"cryoscore {__version__}".encode()
 
 
 def read_half_pair(

@@ -1,0 +1,79 @@
+"""The command line: help with examples, the simulate contract, demo, and one-line errors."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from cryoscore.cli import main
+
+MODELS = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "models"
+TINY = ["--size", "128", "--pixel-size", "4", "--particles", "3", "--micrographs", "1", "--frames", "4"]
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "cryoscore.cli", *args], capture_output=True, text=True)
+
+
+@pytest.mark.parametrize("command", [[], ["simulate"], ["demo"]])
+def test_help_shows_examples(command, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main([*command, "--help"])
+    assert exit_info.value.code == 0
+    assert "examples:" in capsys.readouterr().out
+
+
+def test_simulate_writes_the_contracted_layout(tmp_path):
+    out = tmp_path / "sim"
+    assert main(["simulate", "-o", str(out), *TINY, "--seed", "3"]) == 0
+    names = {path.relative_to(out).as_posix() for path in out.rglob("*") if path.is_file()}
+    assert "reference.mrc" in names and "manifest.json" in names
+    for word in ("even", "odd", "clean", "background"):
+        assert any(word in name and name.endswith(".mrc") for name in names), word
+    full_sums = [name for name in names if name.startswith("micrographs/")]
+    assert full_sums and not any(w in s for s in full_sums for w in ("even", "odd", "clean", "background"))
+    assert not any(".part" in name for name in names)
+
+
+def test_simulate_from_an_atomic_model(tmp_path):
+    out = tmp_path / "sim"
+    model = MODELS / "7a4m_apoferritin_chainA.pdb"
+    assert main(["simulate", "-o", str(out), *TINY, "--specimen", str(model)]) == 0
+    assert (out / "reference.mrc").exists() and (out / "micrographs" / "mic_0000.mrc").exists()
+
+
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["--specimen", "no-such-specimen"], "unknown specimen"),
+        (["--particles", "500"], "--particles"),
+        (["--frames", "1"], "--frames"),
+        (["--size", "16"], "--size"),
+    ],
+)
+def test_bad_simulate_options_give_one_line_and_exit_2(tmp_path, args, needle):
+    result = run_cli("simulate", "-o", str(tmp_path / "sim"), *TINY, *args)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and needle in lines[0] and "Traceback" not in result.stderr
+
+
+def test_simulate_refuses_a_non_empty_output_directory(tmp_path):
+    (tmp_path / "keep.txt").write_text("precious")
+    result = run_cli("simulate", "-o", str(tmp_path), *TINY)
+    assert result.returncode == 2 and "not empty" in result.stderr
+    assert (tmp_path / "keep.txt").read_text() == "precious"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.txt"]
+
+
+def test_demo_writes_a_dataset_and_a_picture(tmp_path, capsys):
+    assert main(["demo", "-o", str(tmp_path / "demo")]) == 0
+    summary = capsys.readouterr().out
+    assert "picture:" in summary and "SNR" in summary
+    with Image.open(tmp_path / "demo" / "overview.png") as picture:
+        assert picture.format == "PNG" and picture.width > 3 * 300
+    assert (tmp_path / "demo" / "dataset" / "manifest.json").exists()
