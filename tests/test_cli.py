@@ -62,6 +62,16 @@ def test_bad_simulate_options_give_one_line_and_exit_2(tmp_path, args, needle):
     assert len(lines) == 1 and needle in lines[0] and "Traceback" not in result.stderr
 
 
+def test_a_corrupt_map_as_specimen_gives_one_line_and_exit_2(tmp_path):
+    bad_map = tmp_path / "map.mrc"
+    bad_map.write_text("this is not an MRC file\n" * 100)
+    result = run_cli("simulate", "-o", str(tmp_path / "sim"), *TINY, "--specimen", str(bad_map))
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and str(bad_map) in lines[0] and "not an MRC file" in lines[0]
+    assert not (tmp_path / "sim" / "manifest.json").exists()
+
+
 def test_simulate_refuses_a_non_empty_output_directory(tmp_path):
     (tmp_path / "keep.txt").write_text("precious")
     result = run_cli("simulate", "-o", str(tmp_path), *TINY)
