@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 from PIL import Image
 
 from cryoscore.cli import main
 
-MODELS = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "models"
 TINY = ["--size", "128", "--pixel-size", "4", "--particles", "3", "--micrographs", "1", "--frames", "4"]
 
 
@@ -39,9 +37,9 @@ def test_simulate_writes_the_contracted_layout(tmp_path):
     assert not any(".part" in name for name in names)
 
 
-def test_simulate_from_an_atomic_model(tmp_path):
+def test_simulate_from_an_atomic_model(tmp_path, shared_data):
     out = tmp_path / "sim"
-    model = MODELS / "7a4m_apoferritin_chainA.pdb"
+    model = shared_data("models", "7a4m_apoferritin_chainA.pdb")
     assert main(["simulate", "-o", str(out), *TINY, "--specimen", str(model)]) == 0
     assert (out / "reference.mrc").exists() and (out / "micrographs" / "mic_0000.mrc").exists()
 

@@ -43,7 +43,6 @@ def test_ctf_zeros_sit_where_the_formula_puts_them(angle_deg):
     params = CtfParams(defocus_u_um=2.0, defocus_v_um=1.4, astigmatism_angle_deg=angle_deg, bfactor_a2=0.0)
     pixel_size, size = 1.0, 1024
     ctf = ctf_2d(params, (size, size), pixel_size, rfft=False).numpy()
-    k = np.fft.fftfreq(size, d=pixel_size)
     for axis_angle, defocus in ((angle_deg, params.defocus_u_um), (angle_deg + 90, params.defocus_v_um)):
         direction = np.deg2rad(axis_angle)
         for zero in _ctf_zero_frequencies(defocus, params, 4):

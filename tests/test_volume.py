@@ -24,7 +24,6 @@ from cryoscore.simulate.volume import (
     specimen_from_model,
 )
 
-MODELS = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "models"
 PIXEL_A = 2.0
 
 
@@ -45,12 +44,6 @@ def centroid_a(volume: np.ndarray, pixel_size_a: float) -> np.ndarray:
     size = volume.shape[0]
     offsets = [(np.indices(volume.shape)[axis] - size // 2) for axis in range(3)]
     return np.array([(offset * volume).sum() / volume.sum() for offset in offsets]) * pixel_size_a
-
-
-def model_path(name: str) -> Path:
-    path = MODELS / name
-    assert path.is_file(), f"reference model missing: {path}"
-    return path
 
 
 # ----------------------------------------------------------------------------- built-ins
@@ -178,8 +171,8 @@ def test_specimen_validation():
     ("name", "diameter_range_a"),
     [("7a4m_apoferritin_chainA.pdb", (50.0, 75.0)), ("3j5p_trpv1.pdb", (100.0, 170.0))],
 )
-def test_specimen_from_model(name, diameter_range_a):
-    path = model_path(name)
+def test_specimen_from_model(shared_data, name, diameter_range_a):
+    path = shared_data("models", name)
     structure = gemmi.read_structure(str(path))
     structure.remove_waters()
     atoms = structure[0].count_occupancies()  # alternate conformations share one atom
@@ -199,13 +192,14 @@ def test_specimen_from_model(name, diameter_range_a):
     assert per_atom[3.0] == pytest.approx(per_atom[2.0], rel=0.01)
 
 
-def test_specimen_from_model_reads_gzipped_mmcif(tmp_path):
-    structure = gemmi.read_structure(str(model_path("7a4m_apoferritin_chainA.pdb")))
+def test_specimen_from_model_reads_gzipped_mmcif(tmp_path, shared_data):
+    model = shared_data("models", "7a4m_apoferritin_chainA.pdb")
+    structure = gemmi.read_structure(str(model))
     structure.setup_entities()
     gz_path = tmp_path / "subunit.cif.gz"
     gz_path.write_bytes(gzip.compress(structure.make_mmcif_document().as_string().encode()))
     from_cif = load_specimen(str(gz_path), 3.0)
-    from_pdb = load_specimen(str(model_path("7a4m_apoferritin_chainA.pdb")), 3.0)
+    from_pdb = load_specimen(str(model), 3.0)
     np.testing.assert_allclose(from_cif.volume_v, from_pdb.volume_v, atol=1e-4)
 
 
