@@ -8,9 +8,13 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
+from cryoscore.errors import InputError
+from cryoscore.io.movie import write_movie
+from cryoscore.pairs.crops import dihedral, random_crop_pairs
+from cryoscore.pairs.halves import HalfPair, pairs_from_dataset, pairs_from_directories, pairs_from_movies
 from cryoscore.pairs.noise import estimate_noise
 from cryoscore.pairs.single import neighbour_subsample_pair
-from cryoscore.simulate.dataset import SimulationConfig, render_truth, sample_halves
+from cryoscore.simulate.dataset import SimulationConfig, render_truth, sample_halves, write_dataset
 from cryoscore.simulate.volume import builtin_specimen
 
 
@@ -71,3 +75,43 @@ def test_neighbour_subsampled_noise_is_independent_and_signal_shared():
     assert abs(np.corrcoef(noise_first.ravel(), noise_second.ravel())[0, 1]) < 0.02 + 4 / math.sqrt(n)
     # ...while the two images share the signal.
     assert np.corrcoef(first.ravel(), second.ravel())[0, 1] > 0.5
+
+
+def test_pairs_from_a_simulated_dataset_and_from_folders(tmp_path):
+    config = SimulationConfig(n_micrographs=2, size_px=128, pixel_size_a=4.0, particles_per_micrograph=3, n_frames=4)
+    write_dataset(config, tmp_path / "data", progress=False)
+    pairs = pairs_from_dataset(tmp_path / "data")
+    assert [pair.name for pair in pairs] == ["mic_0000", "mic_0001"]
+    assert pairs[0].pixel_size_a == 4.0 and pairs[0].even.shape == (128, 128)
+    assert not np.array_equal(pairs[0].even, pairs[0].odd)
+    from_folders = pairs_from_directories(tmp_path / "data" / "even", tmp_path / "data" / "odd")
+    np.testing.assert_array_equal(from_folders[1].odd, pairs[1].odd)
+    (tmp_path / "data" / "odd" / "mic_0001.mrc").unlink()
+    with pytest.raises(InputError, match="without a partner half"):
+        pairs_from_directories(tmp_path / "data" / "even", tmp_path / "data" / "odd")
+    with pytest.raises(InputError, match="not a dataset directory"):
+        pairs_from_dataset(tmp_path)
+
+
+def test_pairs_from_movies_sum_frames_by_parity(tmp_path):
+    frames = np.random.default_rng(0).poisson(3.0, size=(6, 32, 48)).astype(np.float32)
+    write_movie(tmp_path / "movie.tif", iter(frames), 1.2, n_frames=6)
+    (pair,) = pairs_from_movies([tmp_path / "movie.tif"], pixel_size_a=1.2)
+    np.testing.assert_array_equal(pair.even, frames[0::2].sum(0))
+    np.testing.assert_array_equal(pair.odd, frames[1::2].sum(0))
+
+
+def test_crops_match_between_halves_with_the_same_augmentation():
+    rng = np.random.default_rng(5)
+    even = rng.normal(size=(64, 80)).astype(np.float32)
+    pair = HalfPair("m", even, even + 10.0, 1.0)  # odd = even + 10: any mismatch would show
+    sources, targets = random_crop_pairs([pair], 16, 400, np.random.default_rng(6))
+    assert sources.shape == targets.shape == (400, 1, 16, 16)
+    difference = targets - sources
+    per_crop = difference.reshape(400, -1)
+    assert np.all(np.abs(per_crop - per_crop[:, :1]) < 1e-5)  # same region, same transform
+    swapped = per_crop[:, 0] < 0
+    assert 0.4 < swapped.mean() < 0.6  # the source half is random
+    # The 8 symmetries of the square are distinct.
+    image = np.arange(16).reshape(4, 4)
+    assert len({dihedral(image, t).tobytes() for t in range(8)}) == 8
