@@ -1,0 +1,1 @@
+"""Applying denoisers to micrographs: the non-learned baselines, later tiling and samplers."""
