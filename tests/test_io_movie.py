@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import mrcfile
 import numpy as np
 import pytest
 import tifffile
@@ -39,6 +40,14 @@ def test_mrc_movie_keeps_pixel_size(tmp_path, counts):
     write_movie(path, counts, 0.9, n_frames=len(counts))
     with open_movie(path) as movie:
         assert movie.pixel_size_a == 0.9
+
+
+def test_equal_frames_give_identical_mrc_movies(tmp_path, counts):
+    for name in ("a.mrcs", "b.mrcs"):
+        write_movie(tmp_path / name, iter(counts), 1.5, n_frames=len(counts))
+    assert (tmp_path / "a.mrcs").read_bytes() == (tmp_path / "b.mrcs").read_bytes()
+    with mrcfile.open(tmp_path / "a.mrcs") as mrc:  # no time of writing in the header
+        assert mrc.header.label[0].startswith(b"cryoscore ")
 
 
 def test_tiff_is_zlib_compressed_uint16_for_counts_else_float32(tmp_path, counts):

@@ -24,6 +24,7 @@ from cryoscore.io.mrc import (
     check_output,
     check_pixel_size,
     check_readable,
+    finish_header,
     open_mrc_stack,
 )
 
@@ -183,10 +184,9 @@ def _write_mrc_frames(
     first = next(frames)
     with mrcfile.new_mmap(tmp, shape=(n_frames, *first.shape), mrc_mode=2, overwrite=True) as mrc:
         mrc.set_image_stack()
-        mrc.voxel_size = pixel_size_a
         for index, frame in enumerate(itertools.chain([first], frames)):
             mrc.data[index] = frame
-        mrc.update_header_stats()
+        finish_header(mrc, pixel_size_a)
 
 
 def _fits_uint16(frame: np.ndarray) -> bool:

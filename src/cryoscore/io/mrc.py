@@ -255,6 +255,17 @@ def open_mrc_stack(path: str | os.PathLike, *, pixel_size_a: float | None = None
         raise
 
 
+def finish_header(mrc: MrcFile, pixel_size_a: float) -> None:
+    """Set the voxel size (Angstrom) and data statistics of a file whose data are written.
+
+    mrcfile's default label holds the time of writing; a fixed one keeps equal data in
+    equal files.
+    """
+    mrc.voxel_size = pixel_size_a
+    mrc.update_header_stats()
+    mrc.header.label[0] = f"cryoscore {__version__}".encode()
+
+
 def write_mrc(
     path: str | os.PathLike, data: np.ndarray, pixel_size_a: float, *, float16: bool = False
 ) -> None:
@@ -273,10 +284,7 @@ def write_mrc(
         mrc.set_data(stored)
         if stored.ndim == 3 and Path(path).suffix.lower() == ".mrcs":
             mrc.set_image_stack()
-        mrc.voxel_size = pixel_size_a
-        mrc.update_header_stats()
-        # mrcfile's default label holds the time of writing; a fixed one keeps outputs reproducible.
-        mrc.header.label[0] = f"cryoscore {__version__}".encode()
+        finish_header(mrc, pixel_size_a)
 
 
 def read_half_pair(
