@@ -35,8 +35,8 @@ def run_case(case: dict) -> dict:
     """Simulate three micrographs of one case in this process; time each one."""
     import torch
 
-    from cryoscore.simulate import dataset as simulate_dataset
-    from cryoscore.simulate.dataset import SimulationConfig
+    from cryoscore.io.layout import DatasetLayout
+    from cryoscore.simulate.dataset import SimulationConfig, render_truth, write_micrograph
     from cryoscore.simulate.volume import load_specimen
 
     config = replace(
@@ -45,12 +45,12 @@ def run_case(case: dict) -> dict:
         **case,
     )
     specimen = load_specimen(config.specimen, config.pixel_size_a)
-    layout = simulate_dataset.DatasetLayout(Path(tempfile.mkdtemp(prefix="bench-sim-")))
+    layout = DatasetLayout(Path(tempfile.mkdtemp(prefix="bench-sim-")))
     seconds = []
     for index in range(3):
         start = time.perf_counter()
-        truth = simulate_dataset.render_truth(config, specimen, index)
-        simulate_dataset._write_micrograph(layout, config, truth)
+        truth = render_truth(config, specimen, index)
+        write_micrograph(layout, config, truth)
         seconds.append(time.perf_counter() - start)
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return {**case, "particles": config.particles_per_micrograph, "seconds": sum(seconds[1:]) / 2,

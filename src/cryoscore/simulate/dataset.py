@@ -201,38 +201,37 @@ class _HalfSumAccumulator:
             yield frame.numpy()
 
 
-def _write_micrograph(layout: DatasetLayout, config: SimulationConfig, truth: MicrographTruth) -> dict[str, Any]:
+def write_micrograph(layout: DatasetLayout, config: SimulationConfig, truth: MicrographTruth) -> dict[str, Any]:
+    """Draw the noise of one micrograph and write all its files; returns its manifest entry."""
     name, pixel_size = truth.name, config.pixel_size_a
+    paths = {
+        "micrograph": layout.micrograph(name),
+        "even": layout.even(name),
+        "odd": layout.odd(name),
+        "clean": layout.clean(name),
+        "background": layout.background(name),
+        "coordinates": layout.coordinates(name),
+    }
     if config.write_frames:
+        paths["frames"] = layout.frames(name)
         generator = torch.Generator().manual_seed(truth.noise_seed)
         frames = _HalfSumAccumulator(
             sample_frames(truth.expected_per_frame, truth.drift_rc, generator), tuple(truth.clean.shape)
         )
-        write_movie(layout.frames(name), frames, pixel_size, n_frames=config.n_frames)
+        write_movie(paths["frames"], frames, pixel_size, n_frames=config.n_frames)
         even, odd = frames.halves
     else:
         even, odd = sample_halves(truth)
-    images = {
-        layout.micrograph(name): even + odd,
-        layout.even(name): even,
-        layout.odd(name): odd,
-        layout.clean(name): truth.clean,
-        layout.background(name): truth.background,
-    }
-    for path, image in images.items():
-        write_mrc(path, image.numpy(), pixel_size)
-    write_coordinates(layout.coordinates(name), truth.coordinates())
+    images = {"micrograph": even + odd, "even": even, "odd": odd, "clean": truth.clean, "background": truth.background}
+    for kind, image in images.items():
+        write_mrc(paths[kind], image.numpy(), pixel_size)
+    write_coordinates(paths["coordinates"], truth.coordinates())
     return {
         "name": name,
         "n_particles": len(truth.centres_rc),
         "ctf": truth.ctf.to_dict(),
         "drift_px": float(np.linalg.norm(truth.drift_rc[-1] - truth.drift_rc[0])),
-        "files": {
-            kind: str(path.relative_to(layout.root))
-            for kind, path in zip(("micrograph", "even", "odd", "clean", "background"), images)
-        }
-        | {"coordinates": str(layout.coordinates(name).relative_to(layout.root))}
-        | ({"frames": str(layout.frames(name).relative_to(layout.root))} if config.write_frames else {}),
+        "files": {kind: str(path.relative_to(layout.root)) for kind, path in paths.items()},
     }
 
 
@@ -252,7 +251,7 @@ def write_dataset(
     write_mrc(layout.reference, specimen.volume_v, specimen.pixel_size_a)
     # disable=None: a progress bar on a terminal only, never mixed into redirected output.
     indices = tqdm(range(config.n_micrographs), desc="simulate", unit="mic", disable=None if progress else True)
-    entries = [_write_micrograph(layout, config, render_truth(config, specimen, index)) for index in indices]
+    entries = [write_micrograph(layout, config, render_truth(config, specimen, index)) for index in indices]
     manifest = {
         "kind": "simulated",
         "cryoscore_version": __version__,
