@@ -13,6 +13,7 @@ from cryoscore.io.movie import write_movie
 from cryoscore.pairs.crops import dihedral, random_crop_pairs
 from cryoscore.pairs.halves import HalfPair, pairs_from_dataset, pairs_from_directories, pairs_from_movies
 from cryoscore.pairs.noise import estimate_noise
+from cryoscore.pairs.normalise import image_noise_sigma, normalisation_for_image, normalise_pair, signal_std
 from cryoscore.pairs.single import neighbour_subsample_pair
 from cryoscore.simulate.dataset import SimulationConfig, render_truth, sample_halves, write_dataset
 from cryoscore.simulate.volume import builtin_specimen
@@ -115,3 +116,22 @@ def test_crops_match_between_halves_with_the_same_augmentation():
     # The 8 symmetries of the square are distinct.
     image = np.arange(16).reshape(4, 4)
     assert len({dihedral(image, t).tobytes() for t in range(8)}) == 8
+
+
+def test_noise_units_make_half_noise_one_and_full_sums_consistent():
+    config = SimulationConfig(size_px=256, pixel_size_a=3.0, particles_per_micrograph=10, dose_e_per_a2=30.0,
+                              n_frames=10, seed=4)
+    truth = render_truth(config, builtin_specimen("apoferritin", 3.0), 0)
+    even, odd = (half.numpy() for half in sample_halves(truth))
+    pair = normalise_pair(HalfPair("m", even, odd, 3.0))
+    assert estimate_noise(pair.even, pair.odd).sigma_half == pytest.approx(1.0, rel=1e-6)
+    # The self-estimate from neighbouring pixels agrees with the even-odd measurement...
+    sigma_half = estimate_noise(even, odd).sigma_half
+    assert image_noise_sigma(even) == pytest.approx(sigma_half, rel=0.05)
+    # ...and a full sum, normalised on its own, has the half's signal scale and noise 1/sqrt(2).
+    full = even + odd
+    normalisation = normalisation_for_image(full, halves_in_image=2)
+    assert normalisation.noise_sigma == pytest.approx(1 / math.sqrt(2))
+    assert normalisation.scale == pytest.approx(2 * sigma_half, rel=0.05)
+    np.testing.assert_allclose(normalisation.invert(normalisation.apply(full)), full, rtol=1e-5)
+    assert 0.05 <= signal_std([pair]) < 2

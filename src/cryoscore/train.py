@@ -1,0 +1,193 @@
+"""Train a denoiser on Noise2Noise half pairs, with checkpoints, resume and a recorded config.
+
+Every step's randomness (which crops, which added noise) comes from generators seeded by
+``(seed, step)``, so a run resumed from a checkpoint continues exactly as the uninterrupted
+run would have, and the same seed and data give the same model.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from cryoscore import __version__
+from cryoscore.errors import InputError
+from cryoscore.io.atomic import atomic_path
+from cryoscore.nn.checkpoint import save_model
+from cryoscore.nn.precondition import Denoiser, EDMPreconditioner
+from cryoscore.nn.unet import NoiseConditionedUNet, UNetConfig
+from cryoscore.objectives import METHODS, NoiseLevels, noise2noise_loss, score_matching_loss
+from cryoscore.pairs.crops import random_crop_pairs
+from cryoscore.pairs.halves import HalfPair
+from cryoscore.pairs.normalise import normalise_pair, signal_std
+
+logger = logging.getLogger(__name__)
+
+NORMALISATION = "noise-units-v1"
+"""How models see data (``pairs.normalise``); recorded in every model so inference matches."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """One training run. ``crop_px`` must be a multiple of the network's required multiple."""
+
+    method: str = "score"
+    steps: int = 2000
+    batch_size: int = 8
+    crop_px: int = 256
+    learning_rate: float = 5e-4
+    seed: int = 0
+    checkpoint_every: int = 250
+    unet: UNetConfig = field(default_factory=UNetConfig)
+    noise_levels: NoiseLevels = field(default_factory=NoiseLevels)
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ValueError(f"--method must be one of {', '.join(METHODS)}, got {self.method!r}")
+        if min(self.steps, self.batch_size, self.checkpoint_every) < 1 or self.seed < 0:
+            raise ValueError("--steps, batch size and checkpoint interval must be >= 1, --seed >= 0")
+        if not self.learning_rate > 0:
+            raise ValueError("learning rate must be > 0")
+        multiple = self.unet.input_unshuffle * 2**self.unet.depth
+        if self.crop_px < multiple or self.crop_px % multiple:
+            raise ValueError(f"--crop must be a positive multiple of {multiple} px for this network")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What a run produced: the model file and the loss of every step (this run and resumed ones)."""
+
+    model_path: Path
+    losses: list[float]
+    seconds: float
+
+
+def state_path(model_path: Path) -> Path:
+    """Where the resumable training state of ``model_path`` lives (``NAME.state.pt``)."""
+    return model_path.with_suffix(".state.pt")
+
+
+def _step_generators(seed: int, step: int) -> tuple[np.random.Generator, torch.Generator]:
+    numpy_rng = np.random.default_rng([seed, step])
+    return numpy_rng, torch.Generator().manual_seed(int(numpy_rng.integers(2**62)))
+
+
+def _new_denoiser(config: TrainConfig, sigma_data: float) -> Denoiser:
+    with torch.random.fork_rng():  # the initial weights depend on the seed only
+        torch.manual_seed(config.seed)
+        return Denoiser(NoiseConditionedUNet(config.unet), EDMPreconditioner(sigma_data=sigma_data))
+
+
+def _loss(config: TrainConfig, model: Denoiser, sources: np.ndarray, targets: np.ndarray, generator) -> torch.Tensor:
+    source, target = torch.from_numpy(sources), torch.from_numpy(targets)
+    if config.method == "n2n":
+        return noise2noise_loss(model, source, target)
+    return score_matching_loss(model, source, target, config.noise_levels, generator)
+
+
+def _resumable_settings(config: TrainConfig) -> str:
+    """The settings a resumed run must share with the run it continues (all but ``steps``)."""
+    return json.dumps({**config.to_dict(), "steps": None}, sort_keys=True)
+
+
+def _save_state(path: Path, step: int, model: Denoiser, optimizer: torch.optim.Optimizer, losses, config) -> None:
+    state = {
+        "step": step,
+        "config": _resumable_settings(config),
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "losses": torch.tensor(losses, dtype=torch.float64),
+    }
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def _load_state(path: Path, config: TrainConfig) -> dict[str, Any]:
+    try:
+        state = torch.load(path, weights_only=True, map_location="cpu")
+    except Exception as error:  # noqa: BLE001 - torch.load raises many types on bad files
+        raise InputError(path, f"cannot read the training state ({type(error).__name__})") from error
+    if not isinstance(state, dict) or state.get("config") != _resumable_settings(config):
+        raise InputError(path, "training state was made with other settings; resume with the same options")
+    return state
+
+
+def train_model(
+    pairs: Sequence[HalfPair],
+    config: TrainConfig,
+    model_path: str | Path,
+    *,
+    resume: bool = False,
+    progress: bool = True,
+    extra: dict[str, Any] | None = None,
+) -> TrainResult:
+    """Train on ``pairs`` (raw halves) and write the model to ``model_path`` (``.pt``).
+
+    The model's metadata records the resolved config, the data normalisation, the pixel
+    size and ``extra`` (e.g. the command line). A state file beside it (:func:`state_path`)
+    is written every ``checkpoint_every`` steps; ``resume=True`` continues from it, up to
+    ``config.steps`` (which may be more than the interrupted run asked for).
+    """
+    model_path = Path(model_path)
+    if not pairs:
+        raise InputError(model_path, "no training pairs")
+    smallest = min(min(pair.even.shape) for pair in pairs)
+    if smallest < config.crop_px:
+        raise InputError("--crop", f"{config.crop_px} px crops do not fit a {smallest} px micrograph; use --crop smaller")
+    started = time.perf_counter()
+    normalised = [normalise_pair(pair) for pair in pairs]
+    sigma_data = signal_std(normalised)
+    model = _new_denoiser(config, sigma_data)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
+    losses: list[float] = []
+    first_step = 0
+    if resume:
+        state = _load_state(state_path(model_path), config)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        losses = state["losses"].tolist()
+        first_step = int(state["step"])
+        logger.info("resuming %s at step %d", model_path, first_step)
+    model.train()
+    bar = tqdm(
+        range(first_step, config.steps), desc=f"train {config.method}", unit="step",
+        disable=None if progress else True, initial=first_step, total=config.steps,
+    )
+    for step in bar:
+        numpy_rng, generator = _step_generators(config.seed, step)
+        sources, targets = random_crop_pairs(normalised, config.crop_px, config.batch_size, numpy_rng)
+        loss = _loss(config, model, sources, targets, generator)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+        bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}")
+        if (step + 1) % config.checkpoint_every == 0 or step + 1 == config.steps:
+            _save_state(state_path(model_path), step + 1, model, optimizer, losses, config)
+    seconds = time.perf_counter() - started
+    metadata = {
+        "cryoscore_version": __version__,
+        "method": config.method,
+        "normalisation": NORMALISATION,
+        "training_pixel_size_a": pairs[0].pixel_size_a,
+        "sigma_data": sigma_data,
+        "train_config": config.to_dict(),
+        "n_micrographs": len(pairs),
+        "final_loss": float(np.mean(losses[-20:])),
+        "train_seconds": seconds,
+        **(extra or {}),
+    }
+    save_model(model_path, model.eval(), extra=metadata)
+    return TrainResult(model_path, losses, seconds)

@@ -1,0 +1,74 @@
+"""Training: the loss falls, runs are reproducible, resume continues exactly, config recorded."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from cryoscore.errors import InputError
+from cryoscore.nn.checkpoint import load_model
+from cryoscore.nn.unet import UNetConfig
+from cryoscore.pairs.halves import pairs_from_dataset
+from cryoscore.simulate.dataset import SimulationConfig, write_dataset
+from cryoscore.train import NORMALISATION, TrainConfig, state_path, train_model
+
+TINY_NET = UNetConfig(base_channels=16, depth=2, input_unshuffle=2)
+
+
+@pytest.fixture(scope="module")
+def pairs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data")
+    config = SimulationConfig(n_micrographs=3, size_px=256, pixel_size_a=3.0, particles_per_micrograph=12,
+                              dose_e_per_a2=30.0, n_frames=8, seed=1)
+    write_dataset(config, root, progress=False)
+    return pairs_from_dataset(root)
+
+
+def _config(**changes) -> TrainConfig:
+    return TrainConfig(**{"steps": 40, "batch_size": 4, "crop_px": 64, "unet": TINY_NET, "checkpoint_every": 20,
+                          **changes})
+
+
+def _weights(path) -> dict[str, torch.Tensor]:
+    return load_model(path)[0].state_dict()
+
+
+@pytest.mark.parametrize("method", ["n2n", "score"])
+def test_a_few_steps_lower_the_loss_and_record_the_config(tmp_path, pairs, method):
+    result = train_model(pairs, _config(method=method, steps=60), tmp_path / "model.pt", progress=False,
+                         extra={"command_line": ["cryoscore", "train"]})
+    first, last = sum(result.losses[:10]) / 10, sum(result.losses[-10:]) / 10
+    assert len(result.losses) == 60 and last < 0.97 * first
+    recorded = json.loads((tmp_path / "model.json").read_text())["extra"]
+    assert recorded["method"] == method and recorded["normalisation"] == NORMALISATION
+    assert recorded["train_config"]["steps"] == 60 and recorded["training_pixel_size_a"] == 3.0
+    assert recorded["command_line"] == ["cryoscore", "train"] and 0.05 <= recorded["sigma_data"] < 10
+
+
+def test_same_seed_same_model_other_seed_other_model(tmp_path, pairs):
+    for name, seed in (("a", 0), ("b", 0), ("c", 1)):
+        train_model(pairs, _config(seed=seed, steps=10), tmp_path / f"{name}.pt", progress=False)
+    a, b, c = (_weights(tmp_path / f"{name}.pt") for name in "abc")
+    assert all(torch.equal(a[key], b[key]) for key in a)
+    assert not all(torch.equal(a[key], c[key]) for key in a)
+
+
+def test_resume_continues_exactly_like_an_uninterrupted_run(tmp_path, pairs):
+    whole = train_model(pairs, _config(steps=40), tmp_path / "whole.pt", progress=False)
+    train_model(pairs, _config(steps=20), tmp_path / "parts.pt", progress=False)
+    resumed = train_model(pairs, _config(steps=40), tmp_path / "parts.pt", resume=True, progress=False)
+    assert resumed.losses == pytest.approx(whole.losses, rel=1e-5)
+    whole_weights, resumed_weights = _weights(tmp_path / "whole.pt"), _weights(tmp_path / "parts.pt")
+    for key in whole_weights:
+        torch.testing.assert_close(resumed_weights[key], whole_weights[key], rtol=1e-5, atol=1e-6)
+
+
+def test_resume_refuses_other_settings_and_crops_that_do_not_fit(tmp_path, pairs):
+    train_model(pairs, _config(steps=5), tmp_path / "m.pt", progress=False)
+    assert state_path(tmp_path / "m.pt").exists()
+    with pytest.raises(InputError, match="other settings"):
+        train_model(pairs, _config(steps=10, learning_rate=1e-3), tmp_path / "m.pt", resume=True, progress=False)
+    with pytest.raises(InputError, match="--crop"):
+        train_model(pairs, _config(crop_px=512), tmp_path / "big.pt", progress=False)
