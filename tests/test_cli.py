@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -85,3 +86,33 @@ def test_demo_writes_a_dataset_and_a_picture(tmp_path, capsys):
     with Image.open(tmp_path / "demo" / "overview.png") as picture:
         assert picture.format == "PNG" and picture.width > 3 * 300
     assert (tmp_path / "demo" / "dataset" / "manifest.json").exists()
+
+
+def test_train_from_a_dataset_and_from_single_micrographs(tmp_path, capsys):
+    data = tmp_path / "sim"
+    assert main(["simulate", "-o", str(data), "--size", "128", "--pixel-size", "4", "--particles", "3",
+                 "--micrographs", "2", "--frames", "4"]) == 0
+    assert main(["train", str(data), "--method", "score", "-o", str(tmp_path / "score.pt"),
+                 "--steps", "3", "--crop", "64", "--batch-size", "2"]) == 0
+    assert "trained score on 2 micrographs" in capsys.readouterr().out
+    assert main(["train", "--micrographs", str(data / "micrographs"), "--method", "n2n",
+                 "-o", str(tmp_path / "single.pt"), "--steps", "2", "--crop", "32", "--batch-size", "2"]) == 0
+    recorded = json.loads((tmp_path / "single.json").read_text())["extra"]
+    assert recorded["single_image_pairs"] is True and recorded["training_pixel_size_a"] == 8.0
+
+
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["--method", "score", "-o", "m.pt"], "exactly one of"),
+        (["--even", "e/", "--method", "score", "-o", "m.pt"], "--even and --odd go together"),
+        (["nowhere/", "--method", "score", "-o", "m.model"], "must end in .pt"),
+        (["nowhere/", "--method", "score", "-o", "m.pt"], "not a dataset directory"),
+        (["nowhere/", "--method", "guided", "-o", "m.pt"], "invalid choice"),
+    ],
+)
+def test_bad_train_options_give_one_line_and_exit_2(tmp_path, args, needle):
+    result = subprocess.run([sys.executable, "-m", "cryoscore.cli", "train", *args], capture_output=True, text=True,
+                            cwd=tmp_path)
+    assert result.returncode == 2
+    assert needle in result.stderr.strip().splitlines()[-1] and "Traceback" not in result.stderr

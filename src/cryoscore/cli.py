@@ -27,6 +27,15 @@ examples:
   cryoscore simulate -o sim/ --carbon-edge --contamination 3 --background-strength 2
 """
 
+TRAIN_EXAMPLES = """
+examples:
+  cryoscore train sim/ --method score -o score.pt                 # a dataset directory (even/ and odd/)
+  cryoscore train --even even/ --odd odd/ --method n2n -o n2n.pt --steps 4000
+  cryoscore train --movies movies/*.tif --pixel-size 0.83 --method score -o model.pt
+  cryoscore train --micrographs mics/ --method score -o model.pt  # no frames: neighbour sub-sampling
+  cryoscore train sim/ --method score -o score.pt --steps 4000 --resume   # continue a run
+"""
+
 DEMO_EXAMPLES = """
 examples:
   cryoscore demo                    # writes ./cryoscore-demo/
@@ -130,6 +139,81 @@ def _run_simulate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_train(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "train",
+        help="train a denoiser on Noise2Noise pairs",
+        description="Train a denoiser on independent noisy halves of micrographs (even/odd frame sums), "
+        "or on pairs made from single micrographs. Methods: n2n (plain Noise2Noise, the Topaz recipe), "
+        "score (Noise2Noise denoising score matching over a range of noise levels).",
+        epilog=TRAIN_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("dataset", nargs="?", type=Path, metavar="DATASET_DIR",
+                        help="dataset directory with even/ and odd/ (as written by cryoscore simulate)")
+    parser.add_argument("--even", type=Path, metavar="DIR", help="folder of even-frame sums (with --odd)")
+    parser.add_argument("--odd", type=Path, metavar="DIR", help="folder of odd-frame sums, same file names")
+    parser.add_argument("--movies", type=Path, nargs="+", metavar="MOVIE", help="movies (MRC or TIFF) split by frame parity")
+    parser.add_argument("--micrographs", type=Path, metavar="DIR",
+                        help="single micrographs without frames: pairs by neighbour sub-sampling (half resolution)")
+    parser.add_argument("--method", required=True, choices=("n2n", "score"), help="training objective")
+    parser.add_argument("-o", "--output", required=True, type=Path, metavar="MODEL", help="model file to write (.pt)")
+    parser.add_argument("--steps", type=int, default=2000, metavar="N", help="optimiser steps (default: 2000)")
+    parser.add_argument("--batch-size", type=int, default=8, metavar="N", help="crops per step (default: 8)")
+    parser.add_argument("--crop", type=int, default=256, metavar="PX", help="crop edge, a multiple of 32 (default: 256)")
+    parser.add_argument("--learning-rate", type=_positive_float, default=5e-4, metavar="LR", help="Adam step size (default: 5e-4)")
+    parser.add_argument("--pixel-size", type=_positive_float, metavar="A", help="A per pixel, overriding the files' headers")
+    parser.add_argument("--seed", type=_non_negative_int, default=0, metavar="S", help="random seed (default: 0)")
+    parser.add_argument("--resume", action="store_true", help="continue from MODEL's saved training state")
+    parser.set_defaults(handler=_run_train)
+
+
+def _training_pairs(args: argparse.Namespace) -> list:
+    from cryoscore.pairs.halves import pairs_from_dataset, pairs_from_directories, pairs_from_movies
+    from cryoscore.pairs.single import pairs_from_single_micrographs
+
+    sources = {
+        "DATASET_DIR": args.dataset is not None,
+        "--even/--odd": args.even is not None or args.odd is not None,
+        "--movies": args.movies is not None,
+        "--micrographs": args.micrographs is not None,
+    }
+    chosen = [name for name, given in sources.items() if given]
+    if len(chosen) != 1:
+        raise InputError("options", "give exactly one of DATASET_DIR, --even/--odd, --movies or --micrographs")
+    if args.dataset is not None:
+        return pairs_from_dataset(args.dataset, pixel_size_a=args.pixel_size)
+    if chosen == ["--even/--odd"]:
+        if args.even is None or args.odd is None:
+            raise InputError("options", "--even and --odd go together")
+        return pairs_from_directories(args.even, args.odd, pixel_size_a=args.pixel_size)
+    if args.movies is not None:
+        return pairs_from_movies(args.movies, pixel_size_a=args.pixel_size)
+    micrographs = sorted(args.micrographs.glob("*.mrc"))
+    if not micrographs:
+        raise InputError(args.micrographs, "no .mrc files")
+    return pairs_from_single_micrographs(micrographs, pixel_size_a=args.pixel_size, seed=args.seed)
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    from cryoscore.train import TrainConfig, train_model
+
+    if args.output.suffix != ".pt":
+        raise InputError(args.output, "model file name must end in .pt")
+    try:
+        config = TrainConfig(method=args.method, steps=args.steps, batch_size=args.batch_size, crop_px=args.crop,
+                             learning_rate=args.learning_rate, seed=args.seed)
+    except ValueError as error:
+        raise InputError("options", str(error)) from None
+    pairs = _training_pairs(args)
+    result = train_model(pairs, config, args.output, resume=args.resume,
+                         extra={"command_line": ["cryoscore", *sys.argv[1:]],
+                                "single_image_pairs": args.micrographs is not None})
+    print(f"trained {args.method} on {len(pairs)} micrographs in {result.seconds:.0f} s "
+          f"(final loss {sum(result.losses[-20:]) / len(result.losses[-20:]):.4f}); model: {result.model_path}")
+    return 0
+
+
 def _add_demo(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "demo",
@@ -171,7 +255,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"cryoscore {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log more")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    adders: list[Callable[[argparse._SubParsersAction], None]] = [_add_simulate, _add_demo]
+    adders: list[Callable[[argparse._SubParsersAction], None]] = [_add_simulate, _add_train, _add_demo]
     for add in adders:
         add(subparsers)
     return parser

@@ -15,7 +15,14 @@ noise. Even/odd frame sums are better whenever a movie exists.
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+from typing import Sequence
+
 import numpy as np
+
+from cryoscore.io.mrc import read_mrc
+from cryoscore.pairs.halves import HalfPair
 
 # The six ways to pick two different pixels of a 2 x 2 cell, as (row, col) offsets.
 _CELL = np.array([(0, 0), (0, 1), (1, 0), (1, 1)])
@@ -35,3 +42,15 @@ def neighbour_subsample_pair(image: np.ndarray, rng: np.random.Generator) -> tup
     second = np.where(swap, choice[..., 0], choice[..., 1])
     take = lambda index: np.take_along_axis(cells, index[..., None], axis=2)[..., 0]  # noqa: E731
     return take(first).astype(np.float32), take(second).astype(np.float32)
+
+
+def pairs_from_single_micrographs(
+    paths: Sequence[str | os.PathLike], *, pixel_size_a: float | None = None, seed: int = 0
+) -> list[HalfPair]:
+    """A neighbour-sub-sampled pair from each micrograph; the pairs' pixel size is doubled."""
+    pairs = []
+    for index, path in enumerate(paths):
+        image, pixel_size = read_mrc(path, pixel_size_a=pixel_size_a)
+        first, second = neighbour_subsample_pair(image, np.random.default_rng([seed, index]))
+        pairs.append(HalfPair(Path(path).stem, first, second, 2 * pixel_size))
+    return pairs
