@@ -36,6 +36,14 @@ examples:
   cryoscore train sim/ --method score -o score.pt --steps 4000 --resume   # continue a run
 """
 
+DENOISE_EXAMPLES = """
+examples:
+  cryoscore denoise micrographs/*.mrc -o denoised/ --model score.pt     # full frame sums
+  cryoscore denoise even/*.mrc -o denoised_even/ --model score.pt --halves 1
+  cryoscore denoise micrographs/*.mrc -o lowpassed/ --lowpass 20        # Gaussian low-pass at 20 A
+  cryoscore denoise mic.mrc -o out/ --model score.pt --float16 --tile 512
+"""
+
 DEMO_EXAMPLES = """
 examples:
   cryoscore demo                    # writes ./cryoscore-demo/
@@ -214,6 +222,60 @@ def _run_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_denoise(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "denoise",
+        help="denoise micrographs with a trained model or a low-pass filter",
+        description="Denoise MRC micrographs: one-step Tweedie estimate of a model from cryoscore train, "
+        "tiled so memory stays bounded, or the low-pass baseline. Writes one MRC per input, with the "
+        "input's file name and pixel size, into OUTDIR.",
+        epilog=DENOISE_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("inputs", nargs="+", type=Path, metavar="MRC", help="micrographs to denoise")
+    parser.add_argument("-o", "--output", required=True, type=Path, metavar="OUTDIR", help="folder for the results")
+    parser.add_argument("--model", type=Path, metavar="MODEL", help="model file from cryoscore train (.pt)")
+    parser.add_argument("--lowpass", type=_positive_float, metavar="A", help="low-pass at this resolution instead")
+    parser.add_argument("--lowpass-kind", choices=("gaussian", "butterworth"), default="gaussian",
+                        help="low-pass filter shape (default: gaussian)")
+    parser.add_argument("--halves", type=int, choices=(1, 2), default=2,
+                        help="how many frame halves an input holds: 2 for full sums, 1 for even/odd sums (default: 2)")
+    parser.add_argument("--pixel-size", type=_positive_float, metavar="A", help="A per pixel, overriding the headers")
+    parser.add_argument("--tile", type=int, default=1024, metavar="PX", help="tile edge for inference (default: 1024)")
+    parser.add_argument("--float16", action="store_true", help="write float16 MRC (mode 12)")
+    parser.set_defaults(handler=_run_denoise)
+
+
+def _run_denoise(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from cryoscore.infer.denoise import denoise_image, load_denoiser
+    from cryoscore.infer.lowpass import lowpass_filter
+    from cryoscore.io.mrc import read_mrc, write_mrc
+
+    if (args.model is None) == (args.lowpass is None):
+        raise InputError("options", "give --model MODEL (from cryoscore train) or --lowpass A; "
+                         "no default model is shipped yet")
+    if args.tile < 1:
+        raise InputError("--tile", "must be >= 1 pixel")
+    outputs = [args.output / path.name for path in args.inputs]
+    for path, output in zip(args.inputs, outputs):
+        if output.resolve() == path.resolve():
+            raise InputError(output, "output would overwrite its input; choose another -o")
+    if len(set(outputs)) != len(outputs):
+        raise InputError(args.output, "two inputs have the same file name")
+    denoiser = load_denoiser(args.model) if args.model is not None else None
+    for path, output in tqdm(list(zip(args.inputs, outputs)), desc="denoise", unit="mic", disable=None):
+        image, pixel_size = read_mrc(path, pixel_size_a=args.pixel_size)
+        if denoiser is None:
+            result = lowpass_filter(image, pixel_size, args.lowpass, kind=args.lowpass_kind)
+        else:
+            result = denoise_image(denoiser, image, halves_in_image=args.halves, tile_px=args.tile)
+        write_mrc(output, result, pixel_size, float16=args.float16)
+    print(f"denoised {len(outputs)} micrographs into {args.output}")
+    return 0
+
+
 def _add_demo(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "demo",
@@ -255,7 +317,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"cryoscore {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log more")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    adders: list[Callable[[argparse._SubParsersAction], None]] = [_add_simulate, _add_train, _add_demo]
+    adders: list[Callable[[argparse._SubParsersAction], None]] = [_add_simulate, _add_train, _add_denoise, _add_demo]
     for add in adders:
         add(subparsers)
     return parser
