@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from cryoscore.errors import InputError
-from cryoscore.infer.lowpass import lowpass_filter
+from cryoscore.filters import lowpass_filter
 
 
 def _wave(period_a: float, pixel_size_a: float, size: int = 256) -> np.ndarray:

@@ -12,7 +12,7 @@ from cryoscore.nn.checkpoint import load_model
 from cryoscore.nn.unet import UNetConfig
 from cryoscore.pairs.halves import pairs_from_dataset
 from cryoscore.simulate.dataset import SimulationConfig, write_dataset
-from cryoscore.train import NORMALISATION, TrainConfig, state_path, train_model
+from cryoscore.train import NORMALISATION, GuidanceConfig, TrainConfig, state_path, train_model
 
 TINY_NET = UNetConfig(base_channels=16, depth=2, input_unshuffle=2)
 
@@ -72,3 +72,31 @@ def test_resume_refuses_other_settings_and_crops_that_do_not_fit(tmp_path, pairs
         train_model(pairs, _config(steps=10, learning_rate=1e-3), tmp_path / "m.pt", resume=True, progress=False)
     with pytest.raises(InputError, match="--crop"):
         train_model(pairs, _config(crop_px=512), tmp_path / "big.pt", progress=False)
+
+
+def test_guided_with_lambda_zero_is_exactly_score(tmp_path, pairs):
+    train_model(pairs, _config(method="score", steps=8), tmp_path / "score.pt", progress=False)
+    unguided = GuidanceConfig(reference="apoferritin", strength=0.0)
+    train_model(pairs, _config(method="guided", guidance=unguided, steps=8), tmp_path / "guided.pt", progress=False)
+    score, guided = _weights(tmp_path / "score.pt"), _weights(tmp_path / "guided.pt")
+    assert all(torch.equal(score[key], guided[key]) for key in score)
+
+
+def test_guided_training_lowers_the_loss_and_records_the_guidance(tmp_path, pairs):
+    guidance = GuidanceConfig(reference="apoferritin", strength=1.0, resolution_a=25.0)
+    result = train_model(pairs, _config(method="guided", guidance=guidance, steps=60), tmp_path / "g.pt",
+                         progress=False)
+    first, last = sum(result.losses[:10]) / 10, sum(result.losses[-10:]) / 10
+    assert last < 0.97 * first
+    recorded = json.loads((tmp_path / "g.json").read_text())["extra"]
+    assert recorded["method"] == "guided" and recorded["guidance"]["strength"] == 1.0
+    assert recorded["guidance"]["reference_name"] == "apoferritin" and recorded["guidance"]["fitted_amplitude"] > 0
+
+
+def test_guidance_and_method_must_agree():
+    with pytest.raises(ValueError, match="--reference"):
+        TrainConfig(method="guided")
+    with pytest.raises(ValueError, match="--reference"):
+        TrainConfig(method="score", guidance=GuidanceConfig(reference="apoferritin"))
+    with pytest.raises(ValueError, match="--lambda"):
+        GuidanceConfig(reference="apoferritin", strength=-1)

@@ -34,6 +34,8 @@ examples:
   cryoscore train --movies movies/*.tif --pixel-size 0.83 --method score -o model.pt
   cryoscore train --micrographs mics/ --method score -o model.pt  # no frames: neighbour sub-sampling
   cryoscore train sim/ --method score -o score.pt --steps 4000 --resume   # continue a run
+  cryoscore train sim/ --method guided --reference ref.mrc -o guided.pt   # target-guided
+  cryoscore train sim/ --method guided --reference 7a4m.pdb --lambda 2 --reference-resolution 30 -o guided.pt
 """
 
 DENOISE_EXAMPLES = """
@@ -153,7 +155,9 @@ def _add_train(subparsers: argparse._SubParsersAction) -> None:
         help="train a denoiser on Noise2Noise pairs",
         description="Train a denoiser on independent noisy halves of micrographs (even/odd frame sums), "
         "or on pairs made from single micrographs. Methods: n2n (plain Noise2Noise, the Topaz recipe), "
-        "score (Noise2Noise denoising score matching over a range of noise levels).",
+        "score (Noise2Noise denoising score matching over a range of noise levels), guided (score plus "
+        "synthetic examples made from a reference map or atomic model in the data's own noise and background, "
+        "which teach the particle and that the low-frequency background is not signal).",
         epilog=TRAIN_EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -164,7 +168,15 @@ def _add_train(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--movies", type=Path, nargs="+", metavar="MOVIE", help="movies (MRC or TIFF) split by frame parity")
     parser.add_argument("--micrographs", type=Path, metavar="DIR",
                         help="single micrographs without frames: pairs by neighbour sub-sampling (half resolution)")
-    parser.add_argument("--method", required=True, choices=("n2n", "score"), help="training objective")
+    parser.add_argument("--method", required=True, choices=("n2n", "score", "guided"), help="training objective")
+    parser.add_argument("--reference", metavar="MAP_OR_MODEL",
+                        help="guided: reference density, an MRC map, a PDB/mmCIF model or a built-in specimen name")
+    parser.add_argument("--lambda", dest="strength", type=float, default=1.0, metavar="L",
+                        help="guided: weight of the guidance loss; 0 is the score method (default: 1)")
+    parser.add_argument("--reference-resolution", type=_positive_float, default=25.0, metavar="A",
+                        help="guided: the reference guides wavelengths longer than this (default: 25)")
+    parser.add_argument("--guide-defocus", type=_positive_float, nargs=2, default=(1.0, 2.5), metavar=("MIN_UM", "MAX_UM"),
+                        help="guided: defocus range of the synthetic images, micrometres (default: 1.0 2.5)")
     parser.add_argument("-o", "--output", required=True, type=Path, metavar="MODEL", help="model file to write (.pt)")
     parser.add_argument("--steps", type=int, default=2000, metavar="N", help="optimiser steps (default: 2000)")
     parser.add_argument("--batch-size", type=int, default=8, metavar="N", help="crops per step (default: 8)")
@@ -203,6 +215,21 @@ def _training_pairs(args: argparse.Namespace) -> list:
     return pairs_from_single_micrographs(micrographs, pixel_size_a=args.pixel_size, seed=args.seed)
 
 
+def _guidance_config(args: argparse.Namespace):
+    from cryoscore.train import GuidanceConfig
+
+    if args.method != "guided":
+        if args.reference is not None:
+            raise InputError("--reference", "only --method guided takes a reference")
+        return None
+    if args.reference is None:
+        raise InputError("--reference", "--method guided needs --reference MAP_OR_MODEL")
+    if Path(args.reference).suffix and not Path(args.reference).is_file():
+        raise InputError(args.reference, "reference file not found")
+    return GuidanceConfig(reference=args.reference, strength=args.strength, resolution_a=args.reference_resolution,
+                          defocus_range_um=tuple(args.guide_defocus))
+
+
 def _run_train(args: argparse.Namespace) -> int:
     from cryoscore.train import TrainConfig, train_model
 
@@ -210,7 +237,7 @@ def _run_train(args: argparse.Namespace) -> int:
         raise InputError(args.output, "model file name must end in .pt")
     try:
         config = TrainConfig(method=args.method, steps=args.steps, batch_size=args.batch_size, crop_px=args.crop,
-                             learning_rate=args.learning_rate, seed=args.seed)
+                             learning_rate=args.learning_rate, seed=args.seed, guidance=_guidance_config(args))
     except ValueError as error:
         raise InputError("options", str(error)) from None
     pairs = _training_pairs(args)
@@ -250,7 +277,7 @@ def _run_denoise(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from cryoscore.infer.denoise import denoise_image, load_denoiser
-    from cryoscore.infer.lowpass import lowpass_filter
+    from cryoscore.filters import lowpass_filter
     from cryoscore.io.mrc import read_mrc, write_mrc
 
     if (args.model is None) == (args.lowpass is None):

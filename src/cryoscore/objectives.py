@@ -9,6 +9,9 @@ A source crop and a target crop show the same signal with independent noise of s
   ``sigma = sqrt(1 + sigma_add^2)`` and still predicts the other half, with EDM's per-level
   weight ``1 / c_out(sigma)^2``. L2 makes the optimum ``E[signal | noisy source]`` at every
   level, so Tweedie's formula turns the denoiser into the score of the noisy data.
+- ``guided``: the ``score`` loss plus ``lambda`` times a supervised score-matching loss on
+  synthetic examples with known clean targets (``pairs.guidance``), counted only at the
+  wavelengths the reference is trusted at. With ``lambda = 0`` it is ``score``.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import torch
 
 from cryoscore.nn.precondition import Denoiser
 
-METHODS = ("n2n", "score")
+METHODS = ("n2n", "score", "guided")
 HALF_NOISE_SIGMA = 1.0
 """Noise std of one half in noise units (by construction of the normalisation)."""
 
@@ -53,6 +56,15 @@ def noise2noise_loss(denoiser: Denoiser, source: torch.Tensor, target: torch.Ten
     return torch.mean((denoiser(source, sigma) - target) ** 2)
 
 
+def _add_noise(
+    source: torch.Tensor, levels: NoiseLevels, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``source`` (B, 1, H, W) with extra noise of random levels; returns it and the total levels (B,)."""
+    sigma_add = levels.sample(source.shape[0], generator)
+    noisy = source + sigma_add[:, None, None, None] * torch.randn(source.shape, generator=generator)
+    return noisy, torch.sqrt(HALF_NOISE_SIGMA**2 + sigma_add**2)
+
+
 def score_matching_loss(
     denoiser: Denoiser,
     source: torch.Tensor,
@@ -61,8 +73,28 @@ def score_matching_loss(
     generator: torch.Generator,
 ) -> torch.Tensor:
     """EDM-weighted L2 of ``D(source + sigma_add * eps, sigma)`` against the other half."""
-    sigma_add = levels.sample(source.shape[0], generator)
-    noisy = source + sigma_add[:, None, None, None] * torch.randn(source.shape, generator=generator)
-    sigma = torch.sqrt(HALF_NOISE_SIGMA**2 + sigma_add**2)
+    noisy, sigma = _add_noise(source, levels, generator)
     weight = denoiser.preconditioner.loss_weight(sigma)[:, None, None, None]
     return torch.mean(weight * (denoiser(noisy, sigma) - target) ** 2)
+
+
+def guided_loss(
+    denoiser: Denoiser,
+    synthetic_input: torch.Tensor,
+    clean_target: torch.Tensor,
+    levels: NoiseLevels,
+    generator: torch.Generator,
+    band: torch.Tensor,
+) -> torch.Tensor:
+    """Supervised score matching on synthetic examples, EDM-weighted, inside a frequency band.
+
+    ``synthetic_input`` (B, 1, H, W) holds a half's noise level (1) like a real half;
+    ``clean_target`` is its noise- and background-free particle image. The error is
+    filtered by ``band`` (H, W//2+1, an rfft transfer) before it is squared, so only the
+    wavelengths the reference is trusted at are taught.
+    """
+    noisy, sigma = _add_noise(synthetic_input, levels, generator)
+    weight = denoiser.preconditioner.loss_weight(sigma)[:, None, None, None]
+    error = denoiser(noisy, sigma) - clean_target
+    band_error = torch.fft.irfft2(torch.fft.rfft2(error) * band, s=error.shape[-2:])
+    return torch.mean(weight * band_error**2)

@@ -25,8 +25,9 @@ from cryoscore.io.atomic import atomic_path
 from cryoscore.nn.checkpoint import save_model
 from cryoscore.nn.precondition import Denoiser, EDMPreconditioner
 from cryoscore.nn.unet import NoiseConditionedUNet, UNetConfig
-from cryoscore.objectives import METHODS, NoiseLevels, noise2noise_loss, score_matching_loss
+from cryoscore.objectives import METHODS, NoiseLevels, guided_loss, noise2noise_loss, score_matching_loss
 from cryoscore.pairs.crops import random_crop_pairs
+from cryoscore.pairs.guidance import GuidanceConfig, GuidanceExamples
 from cryoscore.pairs.halves import HalfPair
 from cryoscore.pairs.normalise import normalise_pair, signal_std
 
@@ -38,7 +39,10 @@ NORMALISATION = "noise-units-v1"
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """One training run. ``crop_px`` must be a multiple of the network's required multiple."""
+    """One training run. ``crop_px`` must be a multiple of the network's required multiple.
+
+    ``guidance`` is required by ``method="guided"`` and refused by the other methods.
+    """
 
     method: str = "score"
     steps: int = 2000
@@ -49,10 +53,13 @@ class TrainConfig:
     checkpoint_every: int = 250
     unet: UNetConfig = field(default_factory=UNetConfig)
     noise_levels: NoiseLevels = field(default_factory=NoiseLevels)
+    guidance: GuidanceConfig | None = None
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
             raise ValueError(f"--method must be one of {', '.join(METHODS)}, got {self.method!r}")
+        if (self.method == "guided") != (self.guidance is not None):
+            raise ValueError("--method guided needs --reference, and only guided takes one")
         if min(self.steps, self.batch_size, self.checkpoint_every) < 1 or self.seed < 0:
             raise ValueError("--steps, batch size and checkpoint interval must be >= 1, --seed >= 0")
         if not self.learning_rate > 0:
@@ -90,11 +97,25 @@ def _new_denoiser(config: TrainConfig, sigma_data: float) -> Denoiser:
         return Denoiser(NoiseConditionedUNet(config.unet), EDMPreconditioner(sigma_data=sigma_data))
 
 
-def _loss(config: TrainConfig, model: Denoiser, sources: np.ndarray, targets: np.ndarray, generator) -> torch.Tensor:
-    source, target = torch.from_numpy(sources), torch.from_numpy(targets)
+def _loss(
+    config: TrainConfig,
+    model: Denoiser,
+    pairs: list[HalfPair],
+    guidance: GuidanceExamples | None,
+    numpy_rng: np.random.Generator,
+    generator: torch.Generator,
+) -> torch.Tensor:
+    """One step's loss; every random draw comes from the step's own generators, in a fixed order."""
+    sources, targets = (torch.from_numpy(crops) for crops in
+                        random_crop_pairs(pairs, config.crop_px, config.batch_size, numpy_rng))
     if config.method == "n2n":
-        return noise2noise_loss(model, source, target)
-    return score_matching_loss(model, source, target, config.noise_levels, generator)
+        return noise2noise_loss(model, sources, targets)
+    loss = score_matching_loss(model, sources, targets, config.noise_levels, generator)
+    if guidance is None:
+        return loss
+    inputs, clean = (torch.from_numpy(crops) for crops in guidance.sample(config.batch_size, config.crop_px, numpy_rng))
+    band = guidance.loss_band(config.crop_px)
+    return loss + guidance.config.strength * guided_loss(model, inputs, clean, config.noise_levels, generator, band)
 
 
 def _resumable_settings(config: TrainConfig) -> str:
@@ -149,6 +170,9 @@ def train_model(
     started = time.perf_counter()
     normalised = [normalise_pair(pair) for pair in pairs]
     sigma_data = signal_std(normalised)
+    guidance = None
+    if config.guidance is not None and config.guidance.strength > 0:  # lambda 0 is exactly score
+        guidance = GuidanceExamples(config.guidance, normalised, pairs[0].pixel_size_a, config.seed)
     model = _new_denoiser(config, sigma_data)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
     losses: list[float] = []
@@ -167,8 +191,7 @@ def train_model(
     )
     for step in bar:
         numpy_rng, generator = _step_generators(config.seed, step)
-        sources, targets = random_crop_pairs(normalised, config.crop_px, config.batch_size, numpy_rng)
-        loss = _loss(config, model, sources, targets, generator)
+        loss = _loss(config, model, normalised, guidance, numpy_rng, generator)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -185,6 +208,7 @@ def train_model(
         "sigma_data": sigma_data,
         "train_config": config.to_dict(),
         "n_micrographs": len(pairs),
+        "guidance": guidance.summary() if guidance is not None else None,
         "final_loss": float(np.mean(losses[-20:])),
         "train_seconds": seconds,
         **(extra or {}),

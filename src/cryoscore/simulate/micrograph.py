@@ -107,18 +107,32 @@ def particle_contrast(
 ) -> torch.Tensor:
     """Phase-contrast image ``c`` (H, W) of particles at ``centres_rc`` with ``angles_deg``.
 
-    ``volume_v`` is the potential (D, D, D) in volts on the micrograph's pixel grid. The CTF
-    is applied on a canvas padded by the particle box plus the CTF's delocalisation, so
-    nothing wraps around the image edges; ``c`` is dimensionless (0 away from particles).
+    ``volume_v`` is the potential (D, D, D) in volts on the micrograph's pixel grid; ``c``
+    is dimensionless (0 away from particles). See :func:`contrast_from_projections`.
     """
-    box = volume_v.shape[-1]
+    projections = project_potential(volume_v, angles_deg, pixel_size_a)
+    return contrast_from_projections(projections, pixel_size_a, centres_rc, shape, ctf)
+
+
+def contrast_from_projections(
+    projections_va: torch.Tensor,
+    pixel_size_a: float,
+    centres_rc: np.ndarray,
+    shape: tuple[int, int],
+    ctf: CtfParams,
+) -> torch.Tensor:
+    """Phase-contrast image ``c`` (H, W) of projected potentials (n, D, D) in V*A at ``centres_rc``.
+
+    The CTF is applied on a canvas padded by the particle box plus the CTF's
+    delocalisation, so nothing wraps around the image edges.
+    """
+    box = projections_va.shape[-1]
     # A feature at spatial frequency k is displaced by lambda * defocus * k; bound it at Nyquist.
     nyquist_per_a = 1 / (2 * pixel_size_a)
     max_defocus_a = max(ctf.defocus_u_um, ctf.defocus_v_um) * 1e4
     delocalisation_px = electron_wavelength_a(ctf.voltage_kv) * max_defocus_a * nyquist_per_a / pixel_size_a
     pad = int(box // 2 + 1 + min(delocalisation_px, max(shape)))
-    projections = project_potential(volume_v, angles_deg, pixel_size_a)
-    potential = projected_potential_image(projections, centres_rc, shape, pad)
+    potential = projected_potential_image(projections_va, centres_rc, shape, pad)
     phase = interaction_constant_rad_per_v_a(ctf.voltage_kv) * potential
     transfer = ctf_2d(ctf, tuple(phase.shape), pixel_size_a, rfft=True)
     contrast = -2.0 * torch.fft.irfft2(torch.fft.rfft2(phase) * transfer, s=phase.shape)

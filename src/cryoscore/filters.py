@@ -1,4 +1,4 @@
-"""Low-pass filtering: the conventional, non-learned denoiser every method is compared with."""
+"""Fourier filters in Angstrom; the low-pass is also the conventional, non-learned denoiser every method is compared with."""
 
 from __future__ import annotations
 

@@ -1,0 +1,228 @@
+"""Target guidance: synthetic examples with known clean targets, made from a reference density.
+
+The ``guided`` method (``objectives.guided_loss``) needs examples whose clean image is known
+and whose background is known *not* to be signal. Each synthetic example is
+
+- a target ``t``: CTF-modulated projections of the reference density (MRC map, atomic model
+  or built-in specimen) at random orientations, positions and defoci, scaled to the
+  particle contrast the data show (:func:`fit_amplitude`), and
+- an input ``t + background + noise``, where the background is the data's own low
+  frequencies (wavelengths longer than ``BACKGROUND_DIAMETERS`` particle diameters: ice,
+  gradients, carbon) and the noise is the data's own ``(even - odd) / sqrt(2)``, which has a
+  half's noise level and the true (possibly coloured) noise spectrum.
+
+Everything is in noise units (``pairs.normalise``). The loss compares the network's output
+with ``t`` only at wavelengths longer than the reference resolution, so the reference
+teaches the particle's shape and that the background is not signal, and never dictates
+detail finer than the resolution it is trusted to.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from cryoscore.errors import InputError
+from cryoscore.filters import lowpass_filter, lowpass_transfer
+from cryoscore.pairs.crops import dihedral
+from cryoscore.pairs.halves import HalfPair
+from cryoscore.simulate.ctf import CtfParams
+from cryoscore.simulate.micrograph import contrast_from_projections, place_particles
+from cryoscore.simulate.project import project_potential, random_orientations
+from cryoscore.simulate.volume import load_specimen
+
+BACKGROUND_DIAMETERS = 4.0
+"""Wavelengths longer than this many particle diameters count as background, not particle."""
+
+PROJECTION_BANK_SIZE = 256
+"""Reference projections computed once per training run and reused at random positions."""
+
+AMPLITUDE_FIT_CROPS = 16
+"""Synthetic crops rendered at unit amplitude to measure their band power."""
+
+
+@dataclass(frozen=True)
+class GuidanceConfig:
+    """How a reference density guides training.
+
+    Attributes
+    ----------
+    reference:
+        An MRC map, a PDB/mmCIF model, or a built-in specimen name (``simulate.volume``).
+    strength:
+        ``lambda``, the weight of the guided loss against the Noise2Noise score loss;
+        0 makes ``guided`` identical to ``score``.
+    resolution_a:
+        The reference is trusted to this resolution, Angstrom: the guided loss acts only on
+        longer wavelengths (Gaussian low-pass, transfer 1/sqrt(2) at ``1/resolution_a``).
+    defocus_range_um:
+        Defocus of the synthetic images, drawn uniformly, micrometres (underfocus positive).
+    area_fraction:
+        Fraction of a synthetic crop covered by particles (sets how many are placed).
+    voltage_kv, cs_mm, amplitude_contrast, bfactor_a2:
+        Microscope of the synthetic images (RELION conventions, as ``simulate.ctf``).
+    """
+
+    reference: str
+    strength: float = 1.0
+    resolution_a: float = 25.0
+    defocus_range_um: tuple[float, float] = (1.0, 2.5)
+    area_fraction: float = 0.2
+    voltage_kv: float = 300.0
+    cs_mm: float = 2.7
+    amplitude_contrast: float = 0.07
+    bfactor_a2: float = 60.0
+
+    def __post_init__(self) -> None:
+        checks = {
+            "--lambda must be >= 0": self.strength >= 0,
+            "--reference-resolution must be > 0": self.resolution_a > 0,
+            "guidance defocus needs 0 < min <= max": 0 < self.defocus_range_um[0] <= self.defocus_range_um[1],
+            "guidance area fraction must lie in (0, 0.5]": 0 < self.area_fraction <= 0.5,
+        }
+        failed = [message for message, ok in checks.items() if not ok]
+        if failed:
+            raise ValueError("; ".join(failed))
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def band_power(first: np.ndarray, second: np.ndarray, pixel_size_a: float, longest_a: float, shortest_a: float) -> float:
+    """Per-pixel cross power of two images (H, W) at wavelengths in [shortest_a, longest_a].
+
+    For two halves of one micrograph the noise averages out and this is the signal's
+    variance in that band (Parseval: ``sum Re(A B*) / N^2`` over the band's frequencies).
+    """
+    ky = np.fft.fftfreq(first.shape[0], d=pixel_size_a)[:, None]
+    kx = np.fft.fftfreq(first.shape[1], d=pixel_size_a)[None, :]
+    k = np.sqrt(ky**2 + kx**2)
+    band = (k >= 1 / longest_a) & (k <= 1 / shortest_a)
+    cross = np.fft.fft2(first.astype(np.float64)) * np.conj(np.fft.fft2(second.astype(np.float64)))
+    return float(cross.real[band].sum() / first.size**2)
+
+
+class GuidanceExamples:
+    """Draws synthetic (input, target) crops for one training run.
+
+    Parameters
+    ----------
+    config:
+        The guidance settings.
+    normalised_pairs:
+        The training halves in noise units (half noise std 1), all at ``pixel_size_a``.
+    pixel_size_a:
+        Pixel size of the training data, Angstrom; the reference is resampled to it.
+    seed:
+        Seeds the projection bank and the amplitude fit, so a run is reproducible.
+    """
+
+    def __init__(self, config: GuidanceConfig, normalised_pairs: Sequence[HalfPair], pixel_size_a: float, seed: int):
+        self.config = config
+        self.pixel_size_a = pixel_size_a
+        specimen = load_specimen(config.reference, pixel_size_a)
+        self.diameter_px = specimen.diameter_a / pixel_size_a
+        self.reference_name = specimen.name
+        rng = np.random.default_rng([seed, 0x6A1DE])
+        self.projections_va = project_potential(
+            torch.from_numpy(specimen.volume_v), random_orientations(PROJECTION_BANK_SIZE, rng), pixel_size_a
+        )
+        background_cutoff_a = BACKGROUND_DIAMETERS * specimen.diameter_a
+        self.backgrounds = [
+            lowpass_filter((pair.even + pair.odd) / 2, pixel_size_a, background_cutoff_a) for pair in normalised_pairs
+        ]
+        self.noises = [((pair.even - pair.odd) / math.sqrt(2)).astype(np.float32) for pair in normalised_pairs]
+        self.amplitude = self.fit_amplitude(normalised_pairs, rng)
+
+    def _band(self) -> tuple[float, float]:
+        """The particle band: wavelengths between the reference resolution and the diameter."""
+        return self.diameter_px * self.pixel_size_a, self.config.resolution_a
+
+    def fit_amplitude(self, normalised_pairs: Sequence[HalfPair], rng: np.random.Generator) -> float:
+        """Scale of the synthetic contrast that matches the data's signal power in the particle band.
+
+        The data's signal power is the even/odd cross power (noise cancels); the synthetic
+        power is measured on crops at unit amplitude and this run's particle density.
+        Raises InputError when the halves show no signal in the band.
+        """
+        longest_a, shortest_a = self._band()
+        data_power = float(np.median([
+            band_power(pair.even - pair.even.mean(), pair.odd - pair.odd.mean(), self.pixel_size_a, longest_a, shortest_a)
+            for pair in normalised_pairs
+        ]))
+        crop_px = min(256, *normalised_pairs[0].even.shape)
+        synthetic = [self.render_contrast(crop_px, rng) for _ in range(AMPLITUDE_FIT_CROPS)]
+        synthetic_power = float(np.mean([
+            band_power(image, image, self.pixel_size_a, longest_a, shortest_a) for image in synthetic
+        ]))
+        if not (data_power > 0 and synthetic_power > 0):
+            raise InputError(
+                "--reference", "the training halves show no particle signal between the reference resolution and "
+                "the particle diameter, so guidance has nothing to match; train with --method score"
+            )
+        return math.sqrt(data_power / synthetic_power)
+
+    def render_contrast(self, crop_px: int, rng: np.random.Generator) -> np.ndarray:
+        """Unit-amplitude phase contrast (crop_px, crop_px) of randomly placed reference particles.
+
+        Particles are placed on a canvas one diameter wider on every side and the centre is
+        cut out, so particles cross the crop's edges as they cross a micrograph's. The count
+        is Poisson around ``area_fraction`` coverage, capped at twice that, which always fits.
+        """
+        margin = int(math.ceil(self.diameter_px))
+        canvas_px = crop_px + 2 * margin
+        expected = self.config.area_fraction * canvas_px**2 / (math.pi * (self.diameter_px / 2) ** 2)
+        count = min(int(rng.poisson(expected)), int(2 * expected))
+        centres = place_particles(rng, (canvas_px, canvas_px), count, self.diameter_px, edge_particles=True)
+        chosen = rng.integers(len(self.projections_va), size=len(centres))
+        mean_defocus = rng.uniform(*self.config.defocus_range_um)
+        ctf = CtfParams(
+            defocus_u_um=mean_defocus, defocus_v_um=mean_defocus, voltage_kv=self.config.voltage_kv,
+            cs_mm=self.config.cs_mm, amplitude_contrast=self.config.amplitude_contrast,
+            bfactor_a2=self.config.bfactor_a2,
+        )
+        contrast = contrast_from_projections(
+            self.projections_va[chosen], self.pixel_size_a, centres, (canvas_px, canvas_px), ctf
+        )
+        return contrast[margin : margin + crop_px, margin : margin + crop_px].numpy()
+
+    def _data_crop(self, images: list[np.ndarray], crop_px: int, rng: np.random.Generator) -> np.ndarray:
+        image = images[rng.integers(len(images))]
+        row = rng.integers(image.shape[0] - crop_px + 1)
+        col = rng.integers(image.shape[1] - crop_px + 1)
+        return dihedral(image[row : row + crop_px, col : col + crop_px], int(rng.integers(8)))
+
+    def sample(self, n_crops: int, crop_px: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """``n_crops`` synthetic (input, target) crops, each (n_crops, 1, crop_px, crop_px) float32.
+
+        The target is the full-resolution particle image; the guided loss low-passes the
+        error, not the target, so synthetic inputs look like real data at every frequency.
+        """
+        inputs = np.empty((n_crops, 1, crop_px, crop_px), dtype=np.float32)
+        targets = np.empty_like(inputs)
+        for index in range(n_crops):
+            target = self.amplitude * self.render_contrast(crop_px, rng)
+            background = self._data_crop(self.backgrounds, crop_px, rng)
+            noise = self._data_crop(self.noises, crop_px, rng)
+            targets[index, 0] = target
+            inputs[index, 0] = target + background + noise
+        return inputs, targets
+
+    def loss_band(self, crop_px: int) -> torch.Tensor:
+        """Transfer (crop_px, crop_px//2+1) that keeps the wavelengths the reference is trusted at."""
+        transfer = lowpass_transfer((crop_px, crop_px), self.pixel_size_a, self.config.resolution_a)
+        return torch.from_numpy(transfer.astype(np.float32))
+
+    def summary(self) -> dict[str, Any]:
+        """What the model's metadata records about the guidance."""
+        return {
+            **self.config.to_dict(),
+            "reference_name": self.reference_name,
+            "reference_diameter_a": self.diameter_px * self.pixel_size_a,
+            "fitted_amplitude": self.amplitude,
+        }

@@ -1,0 +1,91 @@
+"""Target guidance: synthetic examples look like the data and the guided loss stays in its band."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from cryoscore.io.mrc import read_mrc
+from cryoscore.nn.precondition import Denoiser, EDMPreconditioner
+from cryoscore.nn.unet import NoiseConditionedUNet, UNetConfig
+from cryoscore.objectives import NoiseLevels, guided_loss
+from cryoscore.pairs.guidance import GuidanceConfig, GuidanceExamples, band_power
+from cryoscore.pairs.halves import pairs_from_dataset
+from cryoscore.pairs.normalise import normalise_pair
+from cryoscore.simulate.dataset import SimulationConfig, write_dataset
+
+PIXEL_SIZE_A = 3.0
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    root = tmp_path_factory.mktemp("guidance")
+    # 24 apoferritin particles (40 px across) on 384 px: 20% of the area, the guidance default.
+    config = SimulationConfig(n_micrographs=2, size_px=384, pixel_size_a=PIXEL_SIZE_A, particles_per_micrograph=24,
+                              dose_e_per_a2=30.0, n_frames=8, seed=3)
+    write_dataset(config, root, progress=False)
+    return root
+
+
+@pytest.fixture(scope="module")
+def examples(dataset):
+    normalised = [normalise_pair(pair) for pair in pairs_from_dataset(dataset)]
+    return GuidanceExamples(GuidanceConfig(reference=str(dataset / "reference.mrc")), normalised, PIXEL_SIZE_A, seed=0)
+
+
+def test_band_power_measures_shared_signal_and_cancels_independent_noise():
+    rng = np.random.default_rng(0)
+    rows, cols = np.mgrid[:256, :256]
+    wave = np.cos(2 * np.pi * cols / 16.0)  # wavelength 16 px = 48 A, variance 0.5
+    first, second = wave + rng.normal(size=wave.shape), wave + rng.normal(size=wave.shape)
+    assert band_power(first, second, PIXEL_SIZE_A, 100.0, 20.0) == pytest.approx(0.5, abs=0.03)
+    assert abs(band_power(first - wave, second - wave, PIXEL_SIZE_A, 100.0, 20.0)) < 0.03
+    assert abs(band_power(wave, wave, PIXEL_SIZE_A, 40.0, 10.0)) < 1e-9  # the wave lies outside this band
+
+
+def test_fitted_amplitude_matches_the_physics_of_the_simulated_dose(dataset, examples):
+    # In noise units a particle's contrast c shows as sqrt(mean counts of a half) * c for Poisson data.
+    even, _ = read_mrc(dataset / "even" / "mic_0000.mrc")
+    expected = math.sqrt(even.mean())
+    assert examples.amplitude == pytest.approx(expected, rel=0.3)
+
+
+def test_synthetic_inputs_carry_the_data_noise_and_background_but_targets_do_not(examples):
+    inputs, targets = examples.sample(6, 128, np.random.default_rng(1))
+    assert inputs.shape == targets.shape == (6, 1, 128, 128)
+    residual = inputs - targets  # background + noise, drawn from the data
+    assert residual.std() == pytest.approx(1.0, rel=0.1)  # a half's noise, in noise units
+    assert targets.std() > 0.02 and abs(targets.mean()) < 3 * targets.std()
+    # The data's background is smooth: almost no power at wavelengths shorter than the particle.
+    diameter_a = examples.diameter_px * PIXEL_SIZE_A
+    background_maps = examples.backgrounds[0]
+    short = band_power(background_maps, background_maps, PIXEL_SIZE_A, diameter_a, 2 * PIXEL_SIZE_A)
+    assert short < 0.01 * background_maps.var()
+
+
+def test_same_generator_state_gives_the_same_examples(examples):
+    first = examples.sample(2, 64, np.random.default_rng(5))
+    second = examples.sample(2, 64, np.random.default_rng(5))
+    assert all(np.array_equal(a, b) for a, b in zip(first, second))
+
+
+def test_guided_loss_ignores_errors_finer_than_the_reference_resolution(examples):
+    net = UNetConfig(base_channels=8, depth=2, input_unshuffle=2)
+    torch.manual_seed(0)
+    denoiser = Denoiser(NoiseConditionedUNet(net), EDMPreconditioner(sigma_data=0.5))
+    inputs, targets = (torch.from_numpy(array) for array in examples.sample(2, 64, np.random.default_rng(2)))
+    band = examples.loss_band(64)
+    levels = NoiseLevels(zero_fraction=1.0)  # no added noise: the loss is deterministic
+    cols = torch.arange(64.0)
+    fine = 0.5 * torch.cos(torch.pi * cols)[None, None, None, :] * torch.ones_like(targets)  # Nyquist stripes
+    coarse = 0.5 * torch.cos(2 * torch.pi * cols / 64)[None, None, None, :] * torch.ones_like(targets)
+
+    def loss(target):
+        return guided_loss(denoiser, inputs, target, levels, torch.Generator().manual_seed(0), band).item()
+
+    base = loss(targets)
+    assert loss(targets + fine) == pytest.approx(base, rel=1e-3)
+    assert loss(targets + coarse) > 1.5 * base
