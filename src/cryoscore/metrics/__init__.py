@@ -1,0 +1,1 @@
+"""Judges of denoised micrographs against simulation ground truth."""
