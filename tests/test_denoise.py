@@ -8,7 +8,8 @@ import pytest
 
 from cryoscore.cli import main
 from cryoscore.errors import InputError
-from cryoscore.infer.denoise import TrainedDenoiser, denoise_image, load_denoiser
+from cryoscore.infer.denoise import TrainedDenoiser, denoise_image, load_denoiser, sample_image
+from cryoscore.infer.sampler import SamplerConfig
 from cryoscore.io.layout import DatasetLayout
 from cryoscore.io.mrc import read_mrc
 from cryoscore.nn.unet import UNetConfig
@@ -77,5 +78,40 @@ def test_cli_denoise_keeps_names_and_pixel_size(trained, tmp_path, capsys):
     truth = read_mrc(layout.clean("mic_0000"))[0] + read_mrc(layout.background("mic_0000"))[0]
     raw = read_mrc(inputs[0])[0]
     assert np.mean((lowpassed - truth) ** 2) < 0.5 * np.mean((raw - truth) ** 2)
-    assert main(["denoise", inputs[0], "-o", str(tmp_path / "none")]) == 2
-    assert "no default model" in capsys.readouterr().err
+    assert main(["denoise", inputs[0], "-o", str(tmp_path / "both"), "--lowpass", "20",
+                 "--model", str(models["score"])]) == 2
+    assert "not both" in capsys.readouterr().err
+
+
+def test_sampler_writes_a_mean_and_a_std_map_and_is_reproducible(trained, tmp_path):
+    layout, models = trained
+    source = str(layout.micrograph("mic_0000"))
+    for run in ("a", "b"):
+        assert main(["denoise", source, "-o", str(tmp_path / run), "--model", str(models["score"]),
+                     "--uncertainty", "3", "--steps", "2", "--tile", "256"]) == 0
+    mean, std = read_mrc(tmp_path / "a" / "mic_0000.mrc")[0], read_mrc(tmp_path / "a" / "mic_0000_std.mrc")[0]
+    np.testing.assert_array_equal(mean, read_mrc(tmp_path / "b" / "mic_0000.mrc")[0])
+    truth = read_mrc(layout.clean("mic_0000"))[0] + read_mrc(layout.background("mic_0000"))[0]
+    raw = read_mrc(source)[0]
+    assert np.mean((mean - truth) ** 2) < 0.2 * np.mean((raw - truth) ** 2)
+    assert np.all(std >= 0) and np.median(std) > 0
+    assert np.median(std) < raw.std()  # the samples agree far better than the input agrees with the truth
+
+
+def test_the_uncertainty_map_is_larger_where_the_input_is_noisier(trained):
+    layout, models = trained
+    denoiser = load_denoiser(models["score"])
+    full = read_mrc(layout.micrograph("mic_0001"))[0].astype(np.float64)
+    extra = np.random.default_rng(0).normal(scale=np.sqrt(full.mean()), size=full.shape)  # +50% noise variance
+    extra[:, : full.shape[1] // 2] = 0  # only on the right half
+    sampler = SamplerConfig(name="sde", steps=2, samples=6, seed=1)
+    _, std = sample_image(denoiser, (full + extra).astype(np.float32), sampler)
+    left, right = np.median(std[:, 32:160]), np.median(std[:, 224:352])
+    assert right > 1.1 * left, (left, right)
+
+
+def test_a_single_level_n2n_model_cannot_sample(trained, tmp_path, capsys):
+    layout, models = trained
+    assert main(["denoise", str(layout.micrograph("mic_0000")), "-o", str(tmp_path / "o"),
+                 "--model", str(models["n2n"]), "--uncertainty", "2"]) == 2
+    assert "cannot sample" in capsys.readouterr().err

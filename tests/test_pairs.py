@@ -13,7 +13,13 @@ from cryoscore.io.movie import write_movie
 from cryoscore.pairs.crops import dihedral, random_crop_pairs
 from cryoscore.pairs.halves import HalfPair, pairs_from_dataset, pairs_from_directories, pairs_from_movies
 from cryoscore.pairs.noise import estimate_noise
-from cryoscore.pairs.normalise import image_noise_sigma, normalisation_for_image, normalise_pair, signal_std
+from cryoscore.pairs.normalise import (
+    image_noise_sigma,
+    normalisation_for_image,
+    normalise_pair,
+    relative_noise_map,
+    signal_std,
+)
 from cryoscore.pairs.single import neighbour_subsample_pair
 from cryoscore.simulate.dataset import SimulationConfig, render_truth, sample_halves, write_dataset
 from cryoscore.simulate.volume import builtin_specimen
@@ -135,3 +141,14 @@ def test_noise_units_make_half_noise_one_and_full_sums_consistent():
     assert normalisation.scale == pytest.approx(2 * sigma_half, rel=0.05)
     np.testing.assert_allclose(normalisation.invert(normalisation.apply(full)), full, rtol=1e-5)
     assert 0.05 <= signal_std([pair]) < 2
+
+
+def test_relative_noise_map_follows_the_local_noise_level():
+    rng = np.random.default_rng(2)
+    image = rng.normal(scale=1.0, size=(256, 256))
+    image[:, 128:] *= 2.0  # the right half twice as noisy
+    noise_map = relative_noise_map(image, window_px=32)
+    assert noise_map.shape == image.shape
+    left, right = np.median(noise_map[:, 16:112]), np.median(noise_map[:, 144:240])
+    assert right / left == pytest.approx(2.0, rel=0.1)
+    assert np.sqrt(np.mean(noise_map**2)) == pytest.approx(1.0, rel=0.05)

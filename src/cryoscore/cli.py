@@ -40,7 +40,9 @@ examples:
 
 DENOISE_EXAMPLES = """
 examples:
-  cryoscore denoise micrographs/*.mrc -o denoised/ --model score.pt     # full frame sums
+  cryoscore denoise micrographs/*.mrc -o denoised/                      # the shipped default model
+  cryoscore denoise micrographs/*.mrc -o denoised/ --model score.pt     # your own model, full frame sums
+  cryoscore denoise mic.mrc -o out/ --uncertainty 8                     # + out/mic_std.mrc, 8 samples
   cryoscore denoise even/*.mrc -o denoised_even/ --model score.pt --halves 1
   cryoscore denoise micrographs/*.mrc -o lowpassed/ --lowpass 20        # Gaussian low-pass at 20 A
   cryoscore denoise mic.mrc -o out/ --model score.pt --float16 --tile 512
@@ -161,8 +163,9 @@ def _add_train(subparsers: argparse._SubParsersAction) -> None:
         epilog=TRAIN_EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("dataset", nargs="?", type=Path, metavar="DATASET_DIR",
-                        help="dataset directory with even/ and odd/ (as written by cryoscore simulate)")
+    parser.add_argument("datasets", nargs="*", type=Path, metavar="DATASET_DIR",
+                        help="dataset directories with even/ and odd/ (as written by cryoscore simulate); "
+                        "several are pooled")
     parser.add_argument("--even", type=Path, metavar="DIR", help="folder of even-frame sums (with --odd)")
     parser.add_argument("--odd", type=Path, metavar="DIR", help="folder of odd-frame sums, same file names")
     parser.add_argument("--movies", type=Path, nargs="+", metavar="MOVIE", help="movies (MRC or TIFF) split by frame parity")
@@ -171,12 +174,13 @@ def _add_train(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--method", required=True, choices=("n2n", "score", "guided"), help="training objective")
     parser.add_argument("--reference", metavar="MAP_OR_MODEL",
                         help="guided: reference density, an MRC map, a PDB/mmCIF model or a built-in specimen name")
-    parser.add_argument("--lambda", dest="strength", type=float, default=1.0, metavar="L",
-                        help="guided: weight of the guidance loss; 0 is the score method (default: 1)")
-    parser.add_argument("--reference-resolution", type=_positive_float, default=25.0, metavar="A",
+    parser.add_argument("--lambda", dest="strength", type=float, metavar="L",
+                        help="guided: weight of the guidance loss; 0 is the score method (default: 3)")
+    parser.add_argument("--reference-resolution", type=_positive_float, metavar="A",
                         help="guided: the reference guides wavelengths longer than this (default: 25)")
-    parser.add_argument("--guide-defocus", type=_positive_float, nargs=2, default=(1.0, 2.5), metavar=("MIN_UM", "MAX_UM"),
-                        help="guided: defocus range of the synthetic images, micrometres (default: 1.0 2.5)")
+    parser.add_argument("--guide-defocus", type=_positive_float, nargs=2, metavar=("MIN_UM", "MAX_UM"),
+                        help="guided: defocus range of the synthetic images, micrometres; use your data's "
+                        "(default: 1.0 2.5)")
     parser.add_argument("-o", "--output", required=True, type=Path, metavar="MODEL", help="model file to write (.pt)")
     parser.add_argument("--steps", type=int, default=2000, metavar="N", help="optimiser steps (default: 2000)")
     parser.add_argument("--batch-size", type=int, default=8, metavar="N", help="crops per step (default: 8)")
@@ -193,7 +197,7 @@ def _training_pairs(args: argparse.Namespace) -> list:
     from cryoscore.pairs.single import pairs_from_single_micrographs
 
     sources = {
-        "DATASET_DIR": args.dataset is not None,
+        "DATASET_DIR": bool(args.datasets),
         "--even/--odd": args.even is not None or args.odd is not None,
         "--movies": args.movies is not None,
         "--micrographs": args.micrographs is not None,
@@ -201,8 +205,8 @@ def _training_pairs(args: argparse.Namespace) -> list:
     chosen = [name for name, given in sources.items() if given]
     if len(chosen) != 1:
         raise InputError("options", "give exactly one of DATASET_DIR, --even/--odd, --movies or --micrographs")
-    if args.dataset is not None:
-        return pairs_from_dataset(args.dataset, pixel_size_a=args.pixel_size)
+    if args.datasets:
+        return [pair for root in args.datasets for pair in pairs_from_dataset(root, pixel_size_a=args.pixel_size)]
     if chosen == ["--even/--odd"]:
         if args.even is None or args.odd is None:
             raise InputError("options", "--even and --odd go together")
@@ -226,8 +230,9 @@ def _guidance_config(args: argparse.Namespace):
         raise InputError("--reference", "--method guided needs --reference MAP_OR_MODEL")
     if Path(args.reference).suffix and not Path(args.reference).is_file():
         raise InputError(args.reference, "reference file not found")
-    return GuidanceConfig(reference=args.reference, strength=args.strength, resolution_a=args.reference_resolution,
-                          defocus_range_um=tuple(args.guide_defocus))
+    given = {"strength": args.strength, "resolution_a": args.reference_resolution,
+             "defocus_range_um": tuple(args.guide_defocus) if args.guide_defocus else None}
+    return GuidanceConfig(reference=args.reference, **{name: value for name, value in given.items() if value is not None})
 
 
 def _run_train(args: argparse.Namespace) -> int:
@@ -253,15 +258,17 @@ def _add_denoise(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "denoise",
         help="denoise micrographs with a trained model or a low-pass filter",
-        description="Denoise MRC micrographs: one-step Tweedie estimate of a model from cryoscore train, "
-        "tiled so memory stays bounded, or the low-pass baseline. Writes one MRC per input, with the "
-        "input's file name and pixel size, into OUTDIR.",
+        description="Denoise MRC micrographs: one-step Tweedie estimate of a model from cryoscore train (or of "
+        "the default model shipped with cryoscore), tiled so memory stays bounded, a stochastic sampler with a "
+        "per-pixel standard deviation map, or the low-pass baseline. Writes one MRC per input, with the "
+        "input's file name and pixel size, into OUTDIR (and NAME_std.mrc with --uncertainty).",
         epilog=DENOISE_EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("inputs", nargs="+", type=Path, metavar="MRC", help="micrographs to denoise")
     parser.add_argument("-o", "--output", required=True, type=Path, metavar="OUTDIR", help="folder for the results")
-    parser.add_argument("--model", type=Path, metavar="MODEL", help="model file from cryoscore train (.pt)")
+    parser.add_argument("--model", type=Path, metavar="MODEL",
+                        help="model file from cryoscore train (.pt); default: the model shipped with cryoscore")
     parser.add_argument("--lowpass", type=_positive_float, metavar="A", help="low-pass at this resolution instead")
     parser.add_argument("--lowpass-kind", choices=("gaussian", "butterworth"), default="gaussian",
                         help="low-pass filter shape (default: gaussian)")
@@ -269,35 +276,62 @@ def _add_denoise(subparsers: argparse._SubParsersAction) -> None:
                         help="how many frame halves an input holds: 2 for full sums, 1 for even/odd sums (default: 2)")
     parser.add_argument("--pixel-size", type=_positive_float, metavar="A", help="A per pixel, overriding the headers")
     parser.add_argument("--tile", type=int, default=1024, metavar="PX", help="tile edge for inference (default: 1024)")
+    parser.add_argument("--sampler", choices=("tweedie", "sde"), default="tweedie",
+                        help="tweedie: one deterministic step; sde: reverse-diffusion samples (default: tweedie)")
+    parser.add_argument("--steps", type=int, default=10, metavar="N", help="sde: steps per sample (default: 10)")
+    parser.add_argument("--uncertainty", type=int, metavar="K",
+                        help="draw K sde samples: write their mean and their per-pixel std (NAME_std.mrc)")
+    parser.add_argument("--seed", type=_non_negative_int, default=0, metavar="S", help="sde: random seed (default: 0)")
     parser.add_argument("--float16", action="store_true", help="write float16 MRC (mode 12)")
     parser.set_defaults(handler=_run_denoise)
+
+
+def _sampler_config(args: argparse.Namespace):
+    """None for the one-step estimate, else the sampler the options ask for."""
+    from cryoscore.infer.sampler import SamplerConfig
+
+    if args.sampler == "tweedie" and args.uncertainty is None:
+        return None
+    if args.lowpass is not None:
+        raise InputError("--lowpass", "the low-pass baseline has no sampler or uncertainty")
+    try:
+        return SamplerConfig(name="sde", steps=args.steps, samples=args.uncertainty or 1, seed=args.seed)
+    except ValueError as error:
+        raise InputError("options", str(error)) from None
 
 
 def _run_denoise(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from cryoscore.infer.denoise import denoise_image, load_denoiser
     from cryoscore.filters import lowpass_filter
+    from cryoscore.infer.denoise import denoise_image, load_denoiser, sample_image
     from cryoscore.io.mrc import read_mrc, write_mrc
 
-    if (args.model is None) == (args.lowpass is None):
-        raise InputError("options", "give --model MODEL (from cryoscore train) or --lowpass A; "
-                         "no default model is shipped yet")
+    if args.model is not None and args.lowpass is not None:
+        raise InputError("options", "give --model MODEL or --lowpass A, not both")
     if args.tile < 1:
         raise InputError("--tile", "must be >= 1 pixel")
+    sampler = _sampler_config(args)
     outputs = [args.output / path.name for path in args.inputs]
+    std_outputs = [output.with_name(f"{output.stem}_std{output.suffix}") for output in outputs]
     for path, output in zip(args.inputs, outputs):
         if output.resolve() == path.resolve():
             raise InputError(output, "output would overwrite its input; choose another -o")
-    if len(set(outputs)) != len(outputs):
-        raise InputError(args.output, "two inputs have the same file name")
-    denoiser = load_denoiser(args.model) if args.model is not None else None
-    for path, output in tqdm(list(zip(args.inputs, outputs)), desc="denoise", unit="mic", disable=None):
+    written = outputs + (std_outputs if args.uncertainty is not None else [])
+    if len(set(written)) != len(written):
+        raise InputError(args.output, "two outputs would have the same file name (inputs named alike, or NAME_std.mrc)")
+    denoiser = load_denoiser(args.model) if args.lowpass is None else None
+    for path, output, std_output in tqdm(list(zip(args.inputs, outputs, std_outputs)), desc="denoise", unit="mic",
+                                         disable=None):
         image, pixel_size = read_mrc(path, pixel_size_a=args.pixel_size)
         if denoiser is None:
             result = lowpass_filter(image, pixel_size, args.lowpass, kind=args.lowpass_kind)
-        else:
+        elif sampler is None:
             result = denoise_image(denoiser, image, halves_in_image=args.halves, tile_px=args.tile)
+        else:
+            result, std = sample_image(denoiser, image, sampler, halves_in_image=args.halves, tile_px=args.tile)
+            if args.uncertainty is not None:
+                write_mrc(std_output, std, pixel_size, float16=args.float16)
         write_mrc(output, result, pixel_size, float16=args.float16)
     print(f"denoised {len(outputs)} micrographs into {args.output}")
     return 0

@@ -164,6 +164,10 @@ def train_model(
     model_path = Path(model_path)
     if not pairs:
         raise InputError(model_path, "no training pairs")
+    pixel_sizes = sorted({pair.pixel_size_a for pair in pairs})
+    if pixel_sizes[-1] > 1.01 * pixel_sizes[0]:
+        raise InputError(model_path, f"training micrographs have different pixel sizes ({pixel_sizes[0]:g} to "
+                         f"{pixel_sizes[-1]:g} A); train on one pixel size")
     smallest = min(min(pair.even.shape) for pair in pairs)
     if smallest < config.crop_px:
         raise InputError("--crop", f"{config.crop_px} px crops do not fit a {smallest} px micrograph; use --crop smaller")

@@ -9,18 +9,23 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from importlib import resources
 from typing import Any
 
 import numpy as np
 import torch
 
 from cryoscore.errors import InputError
+from cryoscore.infer.sampler import DenoiseFunction, SamplerConfig, sample_mean_and_std
 from cryoscore.infer.tiling import TilingConfig, apply_tiled
 from cryoscore.nn.checkpoint import load_model
 from cryoscore.nn.precondition import Denoiser
 from cryoscore.objectives import HALF_NOISE_SIGMA
-from cryoscore.pairs.normalise import normalisation_for_image
+from cryoscore.pairs.normalise import normalisation_for_image, relative_noise_map
 from cryoscore.train import NORMALISATION
+
+DEFAULT_MODEL = resources.files("cryoscore") / "models" / "default.pt"
+"""The model shipped inside the package (``scripts/train_default_model.sh`` made it)."""
 
 
 @dataclass(frozen=True)
@@ -49,10 +54,27 @@ class TrainedDenoiser:
         return max(image_sigma, HALF_NOISE_SIGMA)
 
 
-def load_denoiser(path: str | os.PathLike) -> TrainedDenoiser:
-    """Load a model file written by ``cryoscore train``."""
+def load_denoiser(path: str | os.PathLike | None = None) -> TrainedDenoiser:
+    """Load a model file written by ``cryoscore train``; without a path, the shipped default model."""
+    if path is None:
+        with resources.as_file(DEFAULT_MODEL) as default_path:
+            model, metadata = load_model(default_path)
+        return TrainedDenoiser(model, metadata, "the default model")
     model, metadata = load_model(path)
     return TrainedDenoiser(model, metadata, str(path))
+
+
+def _tiled_denoise_function(denoiser: TrainedDenoiser, tile_px: int, batch_size: int) -> DenoiseFunction:
+    """``D(x, sigma)`` on a whole image (H, W) in noise units, evaluated tile by tile."""
+    net = denoiser.model.net
+    config = TilingConfig(tile_px=tile_px, halo_px=net.receptive_field_px, batch_size=batch_size)
+
+    def denoise(image: torch.Tensor, sigma: float) -> torch.Tensor:
+        level = torch.tensor([sigma], dtype=torch.float32)
+        return apply_tiled(lambda batch: denoiser.model(batch, level.expand(len(batch))), image, config=config,
+                           multiple=net.required_multiple)
+
+    return denoise
 
 
 def denoise_image(
@@ -70,13 +92,36 @@ def denoise_image(
     the same result as whole-image inference.
     """
     normalisation = normalisation_for_image(image, halves_in_image)
-    net = denoiser.model.net
-    sigma = torch.tensor([denoiser.network_sigma(normalisation.noise_sigma)])
-    config = TilingConfig(tile_px=tile_px, halo_px=net.receptive_field_px, batch_size=batch_size)
-    denoised = apply_tiled(
-        lambda batch: denoiser.model(batch, sigma.expand(len(batch))),
+    denoise = _tiled_denoise_function(denoiser, tile_px, batch_size)
+    estimate = denoise(torch.from_numpy(normalisation.apply(image)), denoiser.network_sigma(normalisation.noise_sigma))
+    return normalisation.invert(estimate.numpy())
+
+
+def sample_image(
+    denoiser: TrainedDenoiser,
+    image: np.ndarray,
+    sampler: SamplerConfig,
+    *,
+    halves_in_image: int = 2,
+    tile_px: int = 1024,
+    batch_size: int = 1,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and per-pixel standard deviation of ``image`` (H, W) over stochastic samples, input units.
+
+    ``sampler.samples`` draws of the reverse-diffusion sampler (``infer.sampler``); the
+    standard deviation map is zero for a single draw. Needs a model trained over a range
+    of noise levels (``score`` or ``guided``).
+    """
+    if denoiser.metadata["method"] == "n2n":
+        raise InputError(denoiser.source, "an n2n model knows a single noise level and cannot sample; "
+                         "use --sampler tweedie or a score or guided model")
+    normalisation = normalisation_for_image(image, halves_in_image)
+    mean, std = sample_mean_and_std(
+        _tiled_denoise_function(denoiser, tile_px, batch_size),
         torch.from_numpy(normalisation.apply(image)),
-        config=config,
-        multiple=net.required_multiple,
+        normalisation.noise_sigma,
+        HALF_NOISE_SIGMA,
+        torch.from_numpy(relative_noise_map(image)),
+        sampler,
     )
-    return normalisation.invert(denoised.numpy())
+    return normalisation.invert(mean.numpy()), (std.numpy() * normalisation.scale).astype(np.float32)

@@ -56,7 +56,9 @@ class GuidanceConfig:
         An MRC map, a PDB/mmCIF model, or a built-in specimen name (``simulate.volume``).
     strength:
         ``lambda``, the weight of the guided loss against the Noise2Noise score loss;
-        0 makes ``guided`` identical to ``score``.
+        0 makes ``guided`` identical to ``score``. Where the network cannot tell synthetic
+        from real data, it keeps about ``1 / (1 + lambda)`` of the low-frequency background
+        Noise2Noise alone would keep; 3 measured better than 1 on simulated data (README).
     resolution_a:
         The reference is trusted to this resolution, Angstrom: the guided loss acts only on
         longer wavelengths (Gaussian low-pass, transfer 1/sqrt(2) at ``1/resolution_a``).
@@ -69,7 +71,7 @@ class GuidanceConfig:
     """
 
     reference: str
-    strength: float = 1.0
+    strength: float = 3.0
     resolution_a: float = 25.0
     defocus_range_um: tuple[float, float] = (1.0, 2.5)
     area_fraction: float = 0.2

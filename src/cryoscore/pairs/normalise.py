@@ -14,6 +14,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+from scipy import ndimage
 
 from cryoscore.pairs.halves import HalfPair
 from cryoscore.pairs.noise import estimate_noise
@@ -70,6 +71,21 @@ def image_noise_sigma(image: np.ndarray) -> float:
     """
     first, second = neighbour_subsample_pair(image, np.random.default_rng(0))
     return float(np.std(first.astype(np.float64) - second) / math.sqrt(2))
+
+
+def relative_noise_map(image: np.ndarray, window_px: int = 64) -> np.ndarray:
+    """Local noise std of ``image`` (H, W) relative to its global noise std (mean about 1), float32 (H, W).
+
+    From the same neighbour sub-sampling as :func:`image_noise_sigma`: the local variance
+    of the difference image over ``window_px``-wide windows, brought back to full size.
+    Where thick ice, carbon or a lower dose change the noise, the map says by how much.
+    """
+    first, second = neighbour_subsample_pair(image, np.random.default_rng(0))
+    difference = first.astype(np.float64) - second
+    local_variance = ndimage.uniform_filter(difference**2, size=max(window_px // 2, 1), mode="reflect")
+    relative = np.sqrt(local_variance / max(float(np.mean(difference**2)), 1e-30))
+    zoom = (image.shape[0] / relative.shape[0], image.shape[1] / relative.shape[1])
+    return ndimage.zoom(relative, zoom, order=1, mode="nearest", grid_mode=True).astype(np.float32)
 
 
 def normalisation_for_image(image: np.ndarray, halves_in_image: int) -> Normalisation:
