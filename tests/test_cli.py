@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
@@ -86,6 +87,9 @@ def test_demo_writes_a_dataset_and_a_picture(tmp_path, capsys):
     with Image.open(tmp_path / "demo" / "overview.png") as picture:
         assert picture.format == "PNG" and picture.width > 3 * 300
     assert (tmp_path / "demo" / "dataset" / "manifest.json").exists()
+    assert sorted(path.name for path in (tmp_path / "demo" / "denoised").iterdir()) == ["mic_0000.mrc", "mic_0001.mrc"]
+    raw, denoised = map(float, re.search(r"raw (-?[0-9.]+), denoised (-?[0-9.]+)", summary).groups())
+    assert denoised > raw + 0.3  # the shipped default model removes most of the shot noise
 
 
 def test_train_from_a_dataset_and_from_single_micrographs(tmp_path, capsys):
@@ -108,7 +112,8 @@ def test_train_from_a_dataset_and_from_single_micrographs(tmp_path, capsys):
         (["--even", "e/", "--method", "score", "-o", "m.pt"], "--even and --odd go together"),
         (["nowhere/", "--method", "score", "-o", "m.model"], "must end in .pt"),
         (["nowhere/", "--method", "score", "-o", "m.pt"], "not a dataset directory"),
-        (["nowhere/", "--method", "guided", "-o", "m.pt"], "invalid choice"),
+        (["nowhere/", "--method", "guided", "-o", "m.pt"], "needs --reference"),
+        (["nowhere/", "--method", "diffusion", "-o", "m.pt"], "invalid choice"),
     ],
 )
 def test_bad_train_options_give_one_line_and_exit_2(tmp_path, args, needle):
