@@ -19,7 +19,7 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "cryoscore.cli", *args], capture_output=True, text=True)
 
 
-@pytest.mark.parametrize("command", [[], ["simulate"], ["demo"]])
+@pytest.mark.parametrize("command", [[], ["simulate"], ["demo"], ["pick"], ["score"], ["bench"]])
 def test_help_shows_examples(command, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main([*command, "--help"])
@@ -118,6 +118,40 @@ def test_train_from_a_dataset_and_from_single_micrographs(tmp_path, capsys):
 )
 def test_bad_train_options_give_one_line_and_exit_2(tmp_path, args, needle):
     result = subprocess.run([sys.executable, "-m", "cryoscore.cli", "train", *args], capture_output=True, text=True,
+                            cwd=tmp_path)
+    assert result.returncode == 2
+    assert needle in result.stderr.strip().splitlines()[-1] and "Traceback" not in result.stderr
+
+
+def test_pick_then_score_on_a_simulated_dataset(tmp_path, capsys):
+    data = tmp_path / "sim"
+    assert main(["simulate", "-o", str(data), "--size", "384", "--pixel-size", "3", "--particles", "12",
+                 "--micrographs", "2", "--frames", "4", "--dose", "60", "--seed", "4"]) == 0
+    micrographs = sorted(str(path) for path in (data / "micrographs").glob("*.mrc"))
+    assert main(["pick", *micrographs, "-o", str(tmp_path / "picks"), "--diameter", "120"]) == 0
+    assert sorted(path.name for path in (tmp_path / "picks").iterdir()) == ["mic_0000.star", "mic_0001.star",
+                                                                             "pick.json"]
+    capsys.readouterr()
+    # Scale from pick.json; the true coordinates of the dataset are the truth.
+    assert main(["score", str(tmp_path / "picks"), str(data / "coordinates"), "--json", str(tmp_path / "s.json")]) == 0
+    table = capsys.readouterr().out
+    assert "pooled" in table and "AP" in table
+    pooled = json.loads((tmp_path / "s.json").read_text())["pooled"]
+    assert pooled["n_truth"] == 24 and pooled["ap"] > 0.5  # apoferritin at a high dose is easy to pick
+
+
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["pick", "a.mrc", "-o", "p", "--diameter", "100", "--picker", "template"], "needs a reference"),
+        (["pick", "missing.mrc", "-o", "p", "--diameter", "100"], "missing.mrc"),
+        (["score", "nowhere", "."], "not a directory"),
+        (["bench", "--quick", "cfg.toml", "-o", "b"], "not both"),
+        (["bench", "missing.toml", "-o", "b"], "no such benchmark config file"),
+    ],
+)
+def test_bad_pick_score_bench_options_give_one_line_and_exit_2(tmp_path, args, needle):
+    result = subprocess.run([sys.executable, "-m", "cryoscore.cli", *args], capture_output=True, text=True,
                             cwd=tmp_path)
     assert result.returncode == 2
     assert needle in result.stderr.strip().splitlines()[-1] and "Traceback" not in result.stderr

@@ -89,3 +89,26 @@ def test_guided_loss_ignores_errors_finer_than_the_reference_resolution(examples
     base = loss(targets)
     assert loss(targets + fine) == pytest.approx(base, rel=1e-3)
     assert loss(targets + coarse) > 1.5 * base
+
+
+def test_the_bank_refreshes_a_fixed_number_of_slots_per_step():
+    from cryoscore.pairs.guidance import BANK_REFRESH_PER_STEP, SYNTHETIC_BANK_SIZE
+
+    generation = GuidanceExamples.bank_generation
+    for step in range(3 * SYNTHETIC_BANK_SIZE):
+        changed = [slot for slot in range(SYNTHETIC_BANK_SIZE)
+                   if generation(slot, step) != (generation(slot, step - 1) if step else 0)]
+        assert len(changed) == BANK_REFRESH_PER_STEP
+
+
+def test_examples_at_a_step_do_not_depend_on_the_steps_drawn_before(dataset, examples):
+    # What makes a resumed guided run draw what an uninterrupted one would.
+    fresh = GuidanceExamples(examples.config, [normalise_pair(pair) for pair in pairs_from_dataset(dataset)],
+                             PIXEL_SIZE_A, seed=0)
+    for step in range(5):
+        examples.sample(2, 64, np.random.default_rng(step), step)
+    after_history = examples.sample(3, 64, np.random.default_rng(9), 40)
+    without_history = fresh.sample(3, 64, np.random.default_rng(9), 40)
+    assert all(np.array_equal(a, b) for a, b in zip(after_history, without_history))
+    later = fresh.sample(3, 64, np.random.default_rng(9), 400)
+    assert not np.array_equal(later[1], without_history[1])  # the bank moved on

@@ -48,6 +48,26 @@ examples:
   cryoscore denoise mic.mrc -o out/ --model score.pt --float16 --tile 512
 """
 
+PICK_EXAMPLES = """
+examples:
+  cryoscore pick denoised/*.mrc -o picks/ --diameter 120                  # blob picker, reference-free
+  cryoscore pick denoised/*.mrc -o picks/ --diameter 120 --threshold 3    # keep picks scoring >= 3
+  cryoscore pick denoised/*.mrc -o picks/ --diameter 120 --picker template --reference ref.mrc
+"""
+
+SCORE_EXAMPLES = """
+examples:
+  cryoscore score picks/ sim/coordinates/                     # scale from picks/pick.json or sim/manifest.json
+  cryoscore score picks/ truth/ --diameter 120 --pixel-size 1.85 --json score.json
+"""
+
+BENCH_EXAMPLES = """
+examples:
+  cryoscore bench --quick -o bench-quick/          # a smoke run, about a minute
+  cryoscore bench -o bench/                        # the default simulated benchmark
+  cryoscore bench benchmarks/real.toml -o bench-real/
+"""
+
 DEMO_EXAMPLES = """
 examples:
   cryoscore demo                    # writes ./cryoscore-demo/
@@ -337,6 +357,106 @@ def _run_denoise(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_pick(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "pick",
+        help="pick particles: one RELION coordinate STAR per micrograph",
+        description="Pick particles with the reference-free blob picker (Difference of Gaussians sized from the "
+                    "diameter) or a template picker (cross-correlation with projections of a reference). Writes "
+                    "OUTDIR/NAME.star per input with rlnAutopickFigureOfMerit, and OUTDIR/pick.json.",
+        epilog=PICK_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("inputs", nargs="+", type=Path, metavar="MRC", help="micrographs (raw or denoised)")
+    parser.add_argument("-o", "--output", type=Path, required=True, metavar="OUTDIR", help="where the STAR files go")
+    parser.add_argument("--diameter", type=_positive_float, required=True, metavar="A", help="particle diameter, A")
+    parser.add_argument("--picker", choices=("blob", "template"), default="blob", help="default: blob")
+    parser.add_argument("--reference", metavar="MAP_OR_MODEL",
+                        help="template picker: MRC map, atomic model or built-in specimen name")
+    parser.add_argument("--threshold", type=float, metavar="T",
+                        help="keep picks scoring at least T (default: every local maximum, for a PR curve)")
+    parser.add_argument("--max-picks", type=int, metavar="N", help="keep at most N picks per micrograph")
+    parser.add_argument("--pixel-size", type=_positive_float, metavar="A",
+                        help="pixel size, A (default: from the MRC header)")
+    parser.set_defaults(handler=_run_pick)
+
+
+def _run_pick(args: argparse.Namespace) -> int:
+    from cryoscore.pick.run import pick_micrographs
+
+    written = pick_micrographs(args.inputs, args.output, args.diameter, picker=args.picker, reference=args.reference,
+                               pixel_size_a=args.pixel_size, max_picks=args.max_picks, threshold=args.threshold)
+    print(f"picked {len(written)} micrographs into {args.output}")
+    return 0
+
+
+def _add_score(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "score",
+        help="score picks against true coordinates: precision, recall, F1, AP",
+        description="Match picks one-to-one to true particle centres (maximum matching within a fraction of the "
+                    "diameter) at every score threshold; print precision, recall and F1 at the best threshold and "
+                    "the average precision, per micrograph and pooled.",
+        epilog=SCORE_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("picks", type=Path, metavar="PICKS_DIR", help="NAME.star (or .box/.csv) per micrograph")
+    parser.add_argument("truth", type=Path, metavar="TRUTH_DIR", help="true coordinates, same file names")
+    parser.add_argument("--radius-fraction", type=_positive_float, default=0.5, metavar="F",
+                        help="match within F particle diameters (default: 0.5)")
+    parser.add_argument("--diameter", type=_positive_float, metavar="A",
+                        help="particle diameter, A (default: from PICKS_DIR/pick.json or the dataset manifest)")
+    parser.add_argument("--pixel-size", type=_positive_float, metavar="A", help="pixel size, A (default: as --diameter)")
+    parser.add_argument("--json", type=Path, metavar="FILE", help="also write every number as JSON")
+    parser.set_defaults(handler=_run_score)
+
+
+def _run_score(args: argparse.Namespace) -> int:
+    from cryoscore.metrics.picking import score_directories, write_score_json
+
+    for directory in (args.picks, args.truth):
+        if not directory.is_dir():
+            raise InputError(directory, "not a directory")
+    score = score_directories(args.picks, args.truth, radius_fraction=args.radius_fraction,
+                              diameter_a=args.diameter, pixel_size_a=args.pixel_size)
+    print(score.table())
+    if args.json is not None:
+        write_score_json(args.json, score)
+    return 0
+
+
+def _add_bench(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "bench",
+        help="judge denoisers by picking, 3D reconstruction and pixel metrics; write a report",
+        description="Simulate (or read) datasets, train the learned denoisers, judge every denoiser with the same "
+                    "pickers, reconstruction and pixel metrics, run the bias controls, and write OUTDIR/metrics.json, "
+                    "OUTDIR/report.html and OUTDIR/summary.md. Without CONFIG: the default simulated benchmark.",
+        epilog=BENCH_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("config", nargs="?", type=Path, metavar="CONFIG", help="benchmark TOML file")
+    parser.add_argument("--quick", action="store_true", help="the built-in smoke benchmark (about a minute)")
+    parser.add_argument("-o", "--output", type=Path, required=True, metavar="OUTDIR")
+    parser.add_argument("--overwrite", action="store_true", help="write into a non-empty output directory")
+    parser.set_defaults(handler=_run_bench)
+
+
+def _run_bench(args: argparse.Namespace) -> int:
+    from cryoscore.bench.config import DEFAULT_CONFIG, QUICK_CONFIG, load_bench_config
+    from cryoscore.bench.report import headline_markdown
+    from cryoscore.bench.run import run_bench
+
+    if args.quick and args.config is not None:
+        raise InputError("options", "give CONFIG or --quick, not both")
+    config = QUICK_CONFIG if args.quick else DEFAULT_CONFIG if args.config is None else load_bench_config(args.config)
+    _require_empty_output(args.output, args.overwrite)
+    document = run_bench(config, args.output, command_line=["cryoscore", *sys.argv[1:]])
+    print(headline_markdown(document), end="")
+    print(f"report: {args.output / 'report.html'}; every number: {args.output / 'metrics.json'}")
+    return 0
+
+
 def _add_demo(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "demo",
@@ -378,7 +498,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"cryoscore {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log more")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    adders: list[Callable[[argparse._SubParsersAction], None]] = [_add_simulate, _add_train, _add_denoise, _add_demo]
+    adders: list[Callable[[argparse._SubParsersAction], None]] = [
+        _add_simulate, _add_train, _add_denoise, _add_pick, _add_score, _add_bench, _add_demo,
+    ]
     for add in adders:
         add(subparsers)
     return parser

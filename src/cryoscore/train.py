@@ -104,6 +104,7 @@ def _loss(
     guidance: GuidanceExamples | None,
     numpy_rng: np.random.Generator,
     generator: torch.Generator,
+    step: int,
 ) -> torch.Tensor:
     """One step's loss; every random draw comes from the step's own generators, in a fixed order."""
     sources, targets = (torch.from_numpy(crops) for crops in
@@ -113,7 +114,7 @@ def _loss(
     loss = score_matching_loss(model, sources, targets, config.noise_levels, generator)
     if guidance is None:
         return loss
-    inputs, clean = (torch.from_numpy(crops) for crops in guidance.sample(config.batch_size, config.crop_px, numpy_rng))
+    inputs, clean = (torch.from_numpy(crops) for crops in guidance.sample(config.batch_size, config.crop_px, numpy_rng, step))
     band = guidance.loss_band(config.crop_px)
     return loss + guidance.config.strength * guided_loss(model, inputs, clean, config.noise_levels, generator, band)
 
@@ -195,7 +196,7 @@ def train_model(
     )
     for step in bar:
         numpy_rng, generator = _step_generators(config.seed, step)
-        loss = _loss(config, model, normalised, guidance, numpy_rng, generator)
+        loss = _loss(config, model, normalised, guidance, numpy_rng, generator, step)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

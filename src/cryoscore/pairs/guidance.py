@@ -43,6 +43,15 @@ PROJECTION_BANK_SIZE = 256
 """Reference projections computed once per training run and reused at random positions."""
 
 AMPLITUDE_FIT_CROPS = 16
+
+SYNTHETIC_BANK_SIZE = 64
+"""Synthetic particle images kept ready; training draws from them with random flips."""
+
+BANK_REFRESH_PER_STEP = 2
+"""Bank slots re-rendered at each training step (rendering is the costly part of a
+guided step): a 600-step run sees about 1,200 distinct particle arrangements, and each
+slot's content is a function of (seed, slot, step) alone, so a resumed run draws the same
+examples as an uninterrupted one."""
 """Synthetic crops rendered at unit amplitude to measure their band power."""
 
 
@@ -140,6 +149,8 @@ class GuidanceExamples:
         ]
         self.noises = [((pair.even - pair.odd) / math.sqrt(2)).astype(np.float32) for pair in normalised_pairs]
         self.amplitude = self.fit_amplitude(normalised_pairs, rng)
+        self.seed = seed
+        self._bank: dict[int, tuple[int, int, np.ndarray]] = {}  # slot -> (crop_px, generation, contrast)
 
     def _band(self) -> tuple[float, float]:
         """The particle band: wavelengths between the reference resolution and the diameter."""
@@ -199,16 +210,41 @@ class GuidanceExamples:
         col = rng.integers(image.shape[1] - crop_px + 1)
         return dihedral(image[row : row + crop_px, col : col + crop_px], int(rng.integers(8)))
 
-    def sample(self, n_crops: int, crop_px: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-        """``n_crops`` synthetic (input, target) crops, each (n_crops, 1, crop_px, crop_px) float32.
+    @staticmethod
+    def bank_generation(slot: int, step: int) -> int:
+        """How many times bank ``slot`` has been re-rendered by training ``step`` (0-based).
 
-        The target is the full-resolution particle image; the guided loss low-passes the
-        error, not the target, so synthetic inputs look like real data at every frequency.
+        Step ``t`` re-renders slots ``t * R .. t * R + R - 1`` (modulo the bank size, R =
+        :data:`BANK_REFRESH_PER_STEP`), so slot ``j``'s turns come every ``B / R`` steps.
+        """
+        period = SYNTHETIC_BANK_SIZE // BANK_REFRESH_PER_STEP
+        turn = slot // BANK_REFRESH_PER_STEP
+        return 0 if step < turn else (step - turn) // period + 1
+
+    def _bank_contrast(self, slot: int, crop_px: int, step: int) -> np.ndarray:
+        """Bank ``slot``'s unit-amplitude particle image at ``step``, rendered when stale."""
+        generation = self.bank_generation(slot, step)
+        cached = self._bank.get(slot)
+        if cached is None or cached[:2] != (crop_px, generation):
+            rng = np.random.default_rng([self.seed, 0xBA4C, slot, generation])
+            cached = (crop_px, generation, self.render_contrast(crop_px, rng))
+            self._bank[slot] = cached
+        return cached[2]
+
+    def sample(self, n_crops: int, crop_px: int, rng: np.random.Generator, step: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        """``n_crops`` synthetic (input, target) crops at training ``step``, each (n_crops, 1, crop_px, crop_px) float32.
+
+        Targets are bank images (:data:`SYNTHETIC_BANK_SIZE`, refreshed as
+        :meth:`bank_generation` says) under a random flip/rotation; inputs add a random crop
+        of the data's background and of its noise. The target is the full-resolution
+        particle image; the guided loss low-passes the error, not the target, so synthetic
+        inputs look like real data at every frequency. ``rng`` draws everything else.
         """
         inputs = np.empty((n_crops, 1, crop_px, crop_px), dtype=np.float32)
         targets = np.empty_like(inputs)
         for index in range(n_crops):
-            target = self.amplitude * self.render_contrast(crop_px, rng)
+            slot = int(rng.integers(SYNTHETIC_BANK_SIZE))
+            target = self.amplitude * dihedral(self._bank_contrast(slot, crop_px, step), int(rng.integers(8)))
             background = self._data_crop(self.backgrounds, crop_px, rng)
             noise = self._data_crop(self.noises, crop_px, rng)
             targets[index, 0] = target

@@ -1,0 +1,710 @@
+"""Particle picks judged against ground-truth centres: precision, recall, F1, average precision.
+
+Coordinates are (x, y) in pixels of the micrograph, as in :mod:`cryoscore.io.coords`.
+
+Definitions
+-----------
+Match
+    A pick and a true centre match when their Euclidean distance is at most the matching
+    radius (inclusive: a pick exactly at the radius matches). Matching is one-to-one.
+Thresholds
+    Picks are ranked by descending score; a threshold keeps the picks whose score is
+    ``>=`` it. The curve has one point per *distinct* score, so picks with equal scores
+    enter together and the order of tied picks never matters.
+True positives
+    At each threshold, TP is the size of the *maximum* one-to-one matching between the kept
+    picks and the truth (not a greedy one). It is found for every prefix of the ranking at
+    once by Kuhn's augmenting-path algorithm: each new pick searches for an augmenting path
+    in the sparse graph of pick-truth pairs within the radius (built with a k-d tree); the
+    matching grows by one exactly when such a path exists, and a pick that finds none never
+    enlarges a later prefix's matching, so one pass gives the exact maximum for every prefix.
+Precision, recall, F1
+    ``precision = TP / kept``, ``recall = TP / n_truth``, ``F1 = 2 TP / (kept + n_truth)``
+    (0 when TP is 0). The best threshold is the one of highest F1; on a tie the highest
+    threshold (fewest picks) wins.
+Average precision (AP)
+    The area under the uninterpolated step precision-recall curve, as scikit-learn's
+    ``average_precision_score``: ``AP = sum_k (R_k - R_{k-1}) P_k`` over the thresholds in
+    descending order with ``R_0 = 0``. Precision is not made monotone, and recall is
+    divided by all true particles, so truth that no pick reaches lowers AP (AP <= max recall).
+Matched pairs and centring error
+    At the best threshold, the pairs reported are a maximum matching of least total
+    distance, from :func:`scipy.optimize.linear_sum_assignment` on each connected block of
+    the pick-truth graph (pairs beyond the radius get a prohibitive cost and are dropped).
+    It has the same size as the augmenting-path TP. The centring error is the mean distance
+    of these pairs, in pixels and in particle diameters.
+Pooling micrographs
+    The pooled curve merges all picks of all micrographs into one ranking by score; at each
+    threshold the TP counts of the micrographs add up. It is not an average of
+    per-micrograph values.
+Edge cases
+    No picks: precision 1.0, recall 0, F1 0, AP 0; the curve is empty and there is no
+    threshold. No truth: every pick is a false positive, precision 0; recall, F1 and AP are
+    undefined (NaN in arrays, None in scalars and in :meth:`MatchResult.to_dict`). Picks
+    without scores (unranked) give a single point with all picks and no threshold, so their
+    AP is precision x recall.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy.optimize import linear_sum_assignment
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
+from scipy.spatial import cKDTree
+
+from cryoscore.errors import InputError
+from cryoscore.io.coords import read_coordinates
+from cryoscore.io.layout import MANIFEST_NAME, read_manifest, write_json
+
+#: The file a picker writes beside its coordinate files, recording the scale it used.
+PICK_JSON_NAME = "pick.json"
+_COORDINATE_SUFFIXES = (".star", ".box", ".csv")
+#: Keys tried, in order, for the particle diameter (Angstrom) in pick.json or manifest.json.
+_DIAMETER_KEYS = ("diameter_a", "particle_diameter_a")
+_PIXEL_SIZE_KEYS = ("pixel_size_a",)
+_EMPTY_INDEX = np.zeros(0, dtype=np.intp)
+_EMPTY_FLOAT = np.zeros(0, dtype=np.float64)
+
+
+def _points(value: Any, name: str) -> np.ndarray:
+    """``value`` as a finite float64 (N, 2) array; an empty input gives (0, 2)."""
+    points = np.array(value, dtype=np.float64)
+    if points.size == 0:
+        points = points.reshape(0, 2)
+    if points.ndim != 2 or points.shape[1] != 2:
+        raise ValueError(f"{name} must have shape (N, 2), got {points.shape}")
+    if not np.all(np.isfinite(points)):
+        raise ValueError(f"{name} has NaN or infinite values")
+    return points
+
+
+def _edges(picks_xy: np.ndarray, truth_xy: np.ndarray, radius_px: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """All (pick, truth) pairs at distance <= ``radius_px``: index arrays (E,) and distances (E,), px.
+
+    The k-d tree proposes candidates within a slightly larger radius; the exact inclusive
+    test is done here, on ``hypot``, so every caller agrees on which pairs match.
+    """
+    if len(picks_xy) == 0 or len(truth_xy) == 0:
+        return _EMPTY_INDEX, _EMPTY_INDEX, _EMPTY_FLOAT
+    candidates = cKDTree(truth_xy).query_ball_point(picks_xy, r=radius_px * (1 + 1e-9))
+    counts = [len(found) for found in candidates]
+    pick_index = np.repeat(np.arange(len(picks_xy)), counts)
+    truth_index = np.array([index for found in candidates for index in found], dtype=np.intp)
+    offset = picks_xy[pick_index] - truth_xy[truth_index]
+    distance = np.hypot(offset[:, 0], offset[:, 1])
+    keep = distance <= radius_px
+    return pick_index[keep], truth_index[keep], distance[keep]
+
+
+def _augment(start: int, adjacency: list[list[int]], partner: list[int], owner: list[int], stamp: list[int]) -> bool:
+    """Search an augmenting path from the unmatched pick ``start``; flip it and return True if found.
+
+    ``partner[pick]`` is the truth matched to a pick and ``owner[truth]`` the pick matched
+    to a truth (-1 when free); ``stamp[truth] == start`` marks truths visited in this search.
+    Iterative depth-first search, so long alternating paths cannot overflow the stack.
+    """
+    stack, cursors = [start], [0]
+    while stack:
+        neighbours = adjacency[stack[-1]]
+        cursor = cursors[-1]
+        while cursor < len(neighbours) and stamp[neighbours[cursor]] == start:
+            cursor += 1
+        if cursor == len(neighbours):
+            stack.pop()
+            cursors.pop()
+            continue
+        truth = neighbours[cursor]
+        cursors[-1] = cursor + 1
+        stamp[truth] = start
+        if owner[truth] < 0:
+            # Each pick on the stack takes the truth the next one gives up (the free one at the top).
+            for pick in reversed(stack):
+                partner[pick], truth = truth, partner[pick]
+                owner[partner[pick]] = pick
+            return True
+        stack.append(owner[truth])
+        cursors.append(0)
+    return False
+
+
+def _prefix_gains(ranked_xy: np.ndarray, truth_xy: np.ndarray, radius_px: float) -> np.ndarray:
+    """(N,) int64: 1 where adding pick k to picks 0..k-1 enlarges the maximum matching, else 0.
+
+    ``np.cumsum`` of the result is the maximum matching size of every prefix of ``ranked_xy``.
+    """
+    gains = np.zeros(len(ranked_xy), dtype=np.int64)
+    pick_index, truth_index, distance = _edges(ranked_xy, truth_xy, radius_px)
+    adjacency: list[list[int]] = [[] for _ in range(len(ranked_xy))]
+    for edge in np.lexsort((distance, pick_index)):  # nearest truth tried first
+        adjacency[pick_index[edge]].append(int(truth_index[edge]))
+    partner, owner, stamp = [-1] * len(ranked_xy), [-1] * len(truth_xy), [-1] * len(truth_xy)
+    for pick, neighbours in enumerate(adjacency):
+        if neighbours and _augment(pick, adjacency, partner, owner, stamp):
+            gains[pick] = 1
+    return gains
+
+
+def _closest_maximum_matching(
+    picks_xy: np.ndarray, truth_xy: np.ndarray, radius_px: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A maximum one-to-one matching within ``radius_px`` of least total distance.
+
+    Returns pick indices (P,), truth indices (P,) and distances (P,) in pixels. Solved by
+    ``linear_sum_assignment`` on each connected block of the pick-truth graph; a pair
+    beyond the radius costs more than any set of allowed pairs could, so the assignment
+    first maximises the allowed pairs, then minimises their total distance; the
+    prohibitive pairs are dropped.
+    """
+    pick_index, truth_index, distance = _edges(picks_xy, truth_xy, radius_px)
+    if len(pick_index) == 0:
+        return _EMPTY_INDEX, _EMPTY_INDEX, _EMPTY_FLOAT
+    n_picks = len(picks_xy)
+    graph = coo_matrix(
+        (np.ones(len(pick_index)), (pick_index, n_picks + truth_index)), shape=(n_picks + len(truth_xy),) * 2
+    )
+    _, labels = connected_components(graph, directed=False)
+    edge_label = labels[pick_index]
+    by_block = np.argsort(edge_label, kind="stable")
+    matched: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+    for edges in np.split(by_block, np.flatnonzero(np.diff(edge_label[by_block])) + 1):
+        rows, row_of_edge = np.unique(pick_index[edges], return_inverse=True)
+        cols, col_of_edge = np.unique(truth_index[edges], return_inverse=True)
+        prohibitive = (min(len(rows), len(cols)) + 1) * radius_px + 1.0
+        cost = np.full((len(rows), len(cols)), prohibitive)
+        cost[row_of_edge, col_of_edge] = distance[edges]
+        row, col = linear_sum_assignment(cost)
+        allowed = cost[row, col] <= radius_px
+        matched.append((rows[row[allowed]], cols[col[allowed]], cost[row, col][allowed]))
+    return tuple(np.concatenate(arrays) for arrays in zip(*matched))  # type: ignore[return-value]
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class _MicrographPicks:
+    """The inputs of one micrograph and its picks' matching gains in rank order.
+
+    ``scores`` are zeros when the picks are unranked; ``order`` (N,) sorts the picks by
+    descending score and ``gains`` (N,) are :func:`_prefix_gains` in that order.
+    """
+
+    picks_xy: np.ndarray
+    scores: np.ndarray
+    ranked: bool
+    truth_xy: np.ndarray
+    radius_px: float
+    diameter_px: float | None
+    order: np.ndarray
+    gains: np.ndarray
+
+    def pairs_at(self, threshold: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """:func:`_closest_maximum_matching` of the picks scoring ``>= threshold``; pick indices into ``picks_xy``."""
+        kept = np.flatnonzero(self.scores >= threshold)
+        pick_index, truth_index, distance = _closest_maximum_matching(
+            self.picks_xy[kept], self.truth_xy, self.radius_px
+        )
+        return kept[pick_index], truth_index, distance
+
+
+def _optional(value: float) -> float | None:
+    """A float for JSON: None for NaN."""
+    return None if math.isnan(value) else float(value)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class MatchResult:
+    """Picks of one micrograph, or of several pooled, matched one-to-one to the true centres.
+
+    The curve has K points, one per distinct score in descending order (see the module
+    docstring); point k keeps the picks scoring ``>= thresholds[k]``. K is 0 without picks
+    and 1 for unranked picks.
+
+    Attributes
+    ----------
+    thresholds:
+        (K,) float64 distinct scores, descending (zeros, meaningless, when unranked).
+    n_selected:
+        (K,) int64 number of picks kept at each threshold.
+    n_true_positives:
+        (K,) int64 maximum one-to-one matching size between the kept picks and the truth.
+    n_picks, n_truth:
+        All picks and all true centres.
+    ranked:
+        False when the picks carry no scores: one point (all picks) and no threshold.
+    best_index:
+        Index of the highest F1 on the curve (the first on a tie); None without picks or
+        without truth.
+    pick_index, truth_index:
+        (P,) int the pairs matched at the best threshold (a maximum matching of least total
+        distance): indices into the ``picks_xy`` and ``truth_xy`` given to :func:`match_picks`,
+        or for a pooled result into the concatenation of the micrographs' arrays in order.
+    distance_px:
+        (P,) float64 distance of each pair, pixels (<= the matching radius).
+    distance_diameters:
+        (P,) float64 the same in particle diameters, or None when a diameter is unknown.
+    """
+
+    thresholds: np.ndarray
+    n_selected: np.ndarray
+    n_true_positives: np.ndarray
+    n_picks: int
+    n_truth: int
+    ranked: bool
+    best_index: int | None
+    pick_index: np.ndarray
+    truth_index: np.ndarray
+    distance_px: np.ndarray
+    distance_diameters: np.ndarray | None
+    _parts: tuple[_MicrographPicks, ...] = dataclasses.field(repr=False)
+
+    @property
+    def precision_curve(self) -> np.ndarray:
+        """(K,) TP / kept picks at each threshold."""
+        return self.n_true_positives / np.maximum(self.n_selected, 1)
+
+    @property
+    def recall_curve(self) -> np.ndarray:
+        """(K,) TP / true centres at each threshold; NaN without truth."""
+        if self.n_truth == 0:
+            return np.full(len(self.thresholds), np.nan)
+        return self.n_true_positives / self.n_truth
+
+    @property
+    def f1_curve(self) -> np.ndarray:
+        """(K,) 2 TP / (kept + n_truth) at each threshold; NaN without truth."""
+        if self.n_truth == 0:
+            return np.full(len(self.thresholds), np.nan)
+        return 2 * self.n_true_positives / (self.n_selected + self.n_truth)
+
+    @property
+    def threshold(self) -> float | None:
+        """The best threshold (keep picks scoring >= it); None when unranked or there is no best."""
+        if self.best_index is None or not self.ranked:
+            return None
+        return float(self.thresholds[self.best_index])
+
+    @property
+    def selected_at_best(self) -> int:
+        """Picks kept at the best threshold (all picks when there is no best threshold)."""
+        return self.n_picks if self.best_index is None else int(self.n_selected[self.best_index])
+
+    @property
+    def true_positives_at_best(self) -> int:
+        """TP at the best threshold (0 when there is no best threshold)."""
+        return 0 if self.best_index is None else int(self.n_true_positives[self.best_index])
+
+    @property
+    def precision(self) -> float:
+        """Precision at the best threshold; 1.0 without picks, 0.0 without truth."""
+        if self.n_picks == 0:
+            return 1.0
+        return self.true_positives_at_best / self.selected_at_best
+
+    @property
+    def recall(self) -> float | None:
+        """Recall at the best threshold; None without truth."""
+        return None if self.n_truth == 0 else self.true_positives_at_best / self.n_truth
+
+    @property
+    def f1(self) -> float | None:
+        """F1 at the best threshold (the highest on the curve); 0.0 without picks, None without truth."""
+        if self.n_truth == 0:
+            return None
+        return 2 * self.true_positives_at_best / (self.selected_at_best + self.n_truth)
+
+    @property
+    def average_precision(self) -> float | None:
+        """Sum over the curve of (recall step) x precision; 0.0 without picks, None without truth."""
+        if self.n_truth == 0:
+            return None
+        recall_steps = np.diff(self.recall_curve, prepend=0.0)
+        return float(np.sum(recall_steps * self.precision_curve))
+
+    @property
+    def centring_error_px(self) -> float | None:
+        """Mean distance of the pairs matched at the best threshold, pixels; None without pairs."""
+        return float(np.mean(self.distance_px)) if len(self.distance_px) else None
+
+    @property
+    def centring_error_diameters(self) -> float | None:
+        """Mean distance of the matched pairs in particle diameters; None without pairs or diameter."""
+        if self.distance_diameters is None or len(self.distance_diameters) == 0:
+            return None
+        return float(np.mean(self.distance_diameters))
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready summary at the best threshold plus the curve (undefined values are None).
+
+        ``threshold`` keeps picks scoring >= it; ``n_selected`` and ``n_true_positives`` are
+        counted there. ``curve`` holds per-threshold lists ``threshold``, ``n_selected``,
+        ``recall`` and ``precision``, thresholds descending.
+        """
+        ranked = self.ranked
+        return {
+            "n_picks": self.n_picks,
+            "n_truth": self.n_truth,
+            "threshold": self.threshold,
+            "n_selected": self.selected_at_best,
+            "n_true_positives": self.true_positives_at_best,
+            "precision": self.precision,
+            "recall": self.recall,
+            "f1": self.f1,
+            "ap": self.average_precision,
+            "centring_error_px": self.centring_error_px,
+            "centring_error_diameters": self.centring_error_diameters,
+            "curve": {
+                "threshold": [float(value) if ranked else None for value in self.thresholds],
+                "n_selected": [int(value) for value in self.n_selected],
+                "recall": [_optional(value) for value in self.recall_curve],
+                "precision": [float(value) for value in self.precision_curve],
+            },
+        }
+
+
+def _result(parts: tuple[_MicrographPicks, ...]) -> MatchResult:
+    """The curve, best threshold and matched pairs of the pooled ``parts`` (one part: one micrograph)."""
+    if not parts:
+        raise ValueError("no micrographs to score")
+    rankings = {part.ranked for part in parts if len(part.picks_xy)}
+    if len(rankings) > 1:
+        raise ValueError("cannot pool ranked picks with unranked ones (picks without scores)")
+    ranked = rankings.pop() if rankings else True
+    scores = np.concatenate([part.scores[part.order] for part in parts])
+    merged = np.argsort(-scores, kind="stable")
+    scores = scores[merged]
+    true_positives = np.cumsum(np.concatenate([part.gains for part in parts])[merged])
+    # The last pick of each run of equal scores closes one threshold.
+    ends = np.flatnonzero(np.append(scores[1:] != scores[:-1], True)) if len(scores) else _EMPTY_INDEX
+    n_truth = sum(len(part.truth_xy) for part in parts)
+    n_selected = ends + 1
+    n_true_positives = true_positives[ends]
+    best_index = None
+    if len(ends) and n_truth:
+        best_index = int(np.argmax(n_true_positives / (n_selected + n_truth)))
+    pick_index, truth_index = [_EMPTY_INDEX], [_EMPTY_INDEX]
+    distance_px, distance_diameters = [_EMPTY_FLOAT], [_EMPTY_FLOAT]
+    pick_offset = truth_offset = 0
+    for part in parts:
+        if best_index is not None:
+            picks, truths, distance = part.pairs_at(scores[ends[best_index]])
+            pick_index.append(picks + pick_offset)
+            truth_index.append(truths + truth_offset)
+            distance_px.append(distance)
+            distance_diameters.append(distance / (np.nan if part.diameter_px is None else part.diameter_px))
+        pick_offset += len(part.picks_xy)
+        truth_offset += len(part.truth_xy)
+    in_diameters = np.concatenate(distance_diameters)
+    return MatchResult(
+        thresholds=scores[ends],
+        n_selected=n_selected.astype(np.int64),
+        n_true_positives=n_true_positives.astype(np.int64),
+        n_picks=len(scores),
+        n_truth=n_truth,
+        ranked=ranked,
+        best_index=best_index,
+        pick_index=np.concatenate(pick_index),
+        truth_index=np.concatenate(truth_index),
+        distance_px=np.concatenate(distance_px),
+        distance_diameters=None if np.any(np.isnan(in_diameters)) else in_diameters,
+        _parts=parts,
+    )
+
+
+def match_picks(
+    picks_xy: Any,
+    scores: Any,
+    truth_xy: Any,
+    radius_px: float,
+    *,
+    diameter_px: float | None = None,
+) -> MatchResult:
+    """Match the picks of one micrograph to its true particle centres, at every score threshold.
+
+    Parameters
+    ----------
+    picks_xy:
+        (N, 2) picked centres (x, y), pixels; N may be 0.
+    scores:
+        (N,) pick scores, higher is more confident; None for unranked picks (one point,
+        all picks).
+    truth_xy:
+        (M, 2) true centres (x, y), pixels; M may be 0.
+    radius_px:
+        Matching radius, pixels (> 0); a pair at exactly this distance matches.
+    diameter_px:
+        Particle diameter, pixels, used only to express the centring error in diameters.
+
+    Returns
+    -------
+    MatchResult: TP per threshold from the maximum matching of each prefix of the ranking
+    (augmenting paths), and at the best-F1 threshold the least-distance maximum matching
+    (``linear_sum_assignment``). Raises ValueError for malformed inputs.
+    """
+    picks = _points(picks_xy, "picks_xy")
+    truth = _points(truth_xy, "truth_xy")
+    if not (math.isfinite(radius_px) and radius_px > 0):
+        raise ValueError(f"radius_px must be a positive number, got {radius_px}")
+    if diameter_px is not None and not (math.isfinite(diameter_px) and diameter_px > 0):
+        raise ValueError(f"diameter_px must be a positive number, got {diameter_px}")
+    ranked = scores is not None
+    score_values = np.zeros(len(picks)) if scores is None else np.array(scores, dtype=np.float64).reshape(-1)
+    if score_values.shape != (len(picks),):
+        raise ValueError(f"scores must have shape ({len(picks)},), got {np.shape(scores)}")
+    if not np.all(np.isfinite(score_values)):
+        raise ValueError("scores has NaN or infinite values")
+    order = np.argsort(-score_values, kind="stable")
+    part = _MicrographPicks(
+        picks_xy=picks,
+        scores=score_values,
+        ranked=ranked,
+        truth_xy=truth,
+        radius_px=float(radius_px),
+        diameter_px=None if diameter_px is None else float(diameter_px),
+        order=order,
+        gains=_prefix_gains(picks[order], truth, float(radius_px)),
+    )
+    return _result((part,))
+
+
+def pool_matches(results: Sequence[MatchResult]) -> MatchResult:
+    """One result for the picks of several micrographs: all picks merged into one ranking by score.
+
+    At each threshold the micrographs' TP counts add up (each micrograph keeps its own
+    radius and truth). Raises ValueError when ranked and unranked picks are mixed
+    (micrographs without picks are neutral).
+    """
+    return _result(tuple(part for result in results for part in result._parts))
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class PickingScore:
+    """Picks of a set of micrographs judged against their ground truth.
+
+    Attributes
+    ----------
+    micrographs:
+        Micrograph name -> its :class:`MatchResult`, sorted by name.
+    pooled:
+        All micrographs pooled (:func:`pool_matches`).
+    radius_fraction:
+        The matching radius in particle diameters.
+    diameter_a, pixel_size_a:
+        Micrograph name -> particle diameter (Angstrom) and pixel size (Angstrom per pixel).
+    """
+
+    micrographs: dict[str, MatchResult]
+    pooled: MatchResult
+    radius_fraction: float
+    diameter_a: dict[str, float]
+    pixel_size_a: dict[str, float]
+
+    def diameter_px(self, name: str) -> float:
+        """Particle diameter on micrograph ``name``, pixels."""
+        return self.diameter_a[name] / self.pixel_size_a[name]
+
+    def radius_px(self, name: str) -> float:
+        """Matching radius on micrograph ``name``, pixels."""
+        return self.radius_fraction * self.diameter_px(name)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: ``radius_fraction``, ``pooled`` and ``micrographs`` (name -> summary).
+
+        Each summary is :meth:`MatchResult.to_dict`; a micrograph's also records
+        ``diameter_a``, ``pixel_size_a`` and ``radius_px``.
+        """
+        micrographs = {}
+        for name, result in self.micrographs.items():
+            micrographs[name] = {
+                "diameter_a": self.diameter_a[name],
+                "pixel_size_a": self.pixel_size_a[name],
+                "radius_px": self.radius_px(name),
+                **result.to_dict(),
+            }
+        return {"radius_fraction": self.radius_fraction, "pooled": self.pooled.to_dict(), "micrographs": micrographs}
+
+    def table(self) -> str:
+        """A fixed-width text table: one row per micrograph, then the pooled row."""
+        rows = [*self.micrographs.items(), ("pooled", self.pooled)]
+        width = max(len("micrograph"), *(len(name) for name, _ in rows))
+        header = (
+            f"{'micrograph':<{width}}  {'picks':>6} {'truth':>6} {'threshold':>10} {'kept':>6} {'TP':>6} "
+            f"{'precision':>9} {'recall':>7} {'F1':>6} {'AP':>6} {'centre_px':>9} {'centre_d':>8}"
+        )
+        lines = [header, "-" * len(header)]
+        for name, result in rows:
+            if name == "pooled":
+                lines.append("-" * len(header))
+            lines.append(
+                f"{name:<{width}}  {result.n_picks:>6} {result.n_truth:>6} {_cell(result.threshold, '.4g', 10)} "
+                f"{result.selected_at_best:>6} {result.true_positives_at_best:>6} "
+                f"{_cell(result.precision, '.3f', 9)} {_cell(result.recall, '.3f', 7)} {_cell(result.f1, '.3f', 6)} "
+                f"{_cell(result.average_precision, '.3f', 6)} {_cell(result.centring_error_px, '.2f', 9)} "
+                f"{_cell(result.centring_error_diameters, '.3f', 8)}"
+            )
+        return "\n".join(lines)
+
+
+def _cell(value: float | None, spec: str, width: int) -> str:
+    """``value`` formatted right-aligned in ``width`` characters; ``-`` for None."""
+    return f"{'-' if value is None else format(value, spec):>{width}}"
+
+
+def _coordinate_files(directory: Path) -> dict[str, Path]:
+    """Stem -> coordinate file (.star, .box, .csv; hidden files skipped) of ``directory``."""
+    if not directory.is_dir():
+        raise InputError(directory, "not a directory")
+    files: dict[str, Path] = {}
+    for path in sorted(directory.iterdir()):
+        if path.suffix.lower() not in _COORDINATE_SUFFIXES or path.name.startswith(".") or not path.is_file():
+            continue
+        if path.stem in files:
+            raise InputError(path, f"same micrograph name as {files[path.stem].name}; keep one file per micrograph")
+        files[path.stem] = path
+    return files
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        content = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise InputError(path, f"not valid JSON ({error})") from None
+    if not isinstance(content, dict):
+        raise InputError(path, "expected a JSON object")
+    return content
+
+
+def _recorded_scales(picks_dir: Path, truth_dir: Path) -> list[tuple[Path, dict[str, Any]]]:
+    """The files that may record the diameter and pixel size, most specific first, with their content.
+
+    ``picks_dir/pick.json`` (the picker's record) and, when ``truth_dir`` is the
+    ``coordinates/`` folder of a dataset, the dataset's manifest.json.
+    """
+    sources = []
+    pick_json = picks_dir / PICK_JSON_NAME
+    if pick_json.is_file():
+        sources.append((pick_json, _read_json(pick_json)))
+    dataset = truth_dir.resolve().parent
+    if truth_dir.resolve().name == "coordinates" and (dataset / MANIFEST_NAME).is_file():
+        sources.append((dataset / MANIFEST_NAME, read_manifest(dataset)))
+    return sources
+
+
+def _recorded_value(source: Path, content: dict[str, Any], keys: tuple[str, ...], name: str) -> float | None:
+    """The first of ``keys`` in ``content`` for micrograph ``name``: a number, or a dict keyed by name.
+
+    A dict key may be the micrograph name or a file name with that stem. None when absent.
+    """
+    for key in keys:
+        value = content.get(key)
+        if isinstance(value, dict):
+            value = next((item for label, item in value.items() if label == name or Path(label).stem == name), None)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value) and value > 0):
+            raise InputError(source, f"{key} must be a positive number, got {value!r}")
+        return float(value)
+    return None
+
+
+def _scale(
+    explicit: float | None,
+    option: str,
+    keys: tuple[str, ...],
+    sources: list[tuple[Path, dict[str, Any]]],
+    names: list[str],
+    picks_dir: Path,
+) -> dict[str, float]:
+    """Name -> value: ``explicit`` when given, else the first source recording it; InputError if none does."""
+    if explicit is not None:
+        if not (math.isfinite(explicit) and explicit > 0):
+            raise InputError(option, f"must be a positive number, got {explicit}")
+        return dict.fromkeys(names, float(explicit))
+    values = {}
+    for name in names:
+        found = (_recorded_value(source, content, keys, name) for source, content in sources)
+        value = next((item for item in found if item is not None), None)
+        if value is None:
+            raise InputError(
+                picks_dir,
+                f"no {keys[0]} for micrograph {name} in {PICK_JSON_NAME} or a dataset {MANIFEST_NAME}; "
+                "pass --diameter and --pixel-size",
+            )
+        values[name] = value
+    return values
+
+
+def score_directories(
+    picks_dir: str | os.PathLike,
+    truth_dir: str | os.PathLike,
+    *,
+    radius_fraction: float = 0.5,
+    diameter_a: float | None = None,
+    pixel_size_a: float | None = None,
+) -> PickingScore:
+    """Score the picks in ``picks_dir`` against the true centres in ``truth_dir``.
+
+    Files are paired by name: ``NAME.star`` (or ``.box`` / ``.csv``, read with
+    :func:`~cryoscore.io.coords.read_coordinates`) in each. Scores are the picks' figure of
+    merit (rlnAutopickFigureOfMerit, the CSV ``score`` column); files without one are
+    unranked. A truth file without a picks file counts as zero picks (all misses).
+
+    The matching radius is ``radius_fraction * diameter_a / pixel_size_a`` pixels. Each of
+    ``diameter_a`` (Angstrom) and ``pixel_size_a`` (Angstrom per pixel) is, in order of
+    precedence: the argument; ``picks_dir/pick.json`` (``diameter_a`` or
+    ``particle_diameter_a``, and ``pixel_size_a``, each a number or a dict micrograph name
+    -> number; a name missing from a dict falls through); the ``manifest.json`` of the
+    dataset whose ``coordinates/`` folder ``truth_dir`` is (``particle_diameter_a``,
+    ``pixel_size_a``).
+
+    Raises InputError for a picks file without a truth file (naming it), no common names,
+    ranked and unranked picks files mixed, a missing diameter or pixel size, or an
+    unreadable file.
+    """
+    picks_dir, truth_dir = Path(picks_dir), Path(truth_dir)
+    if not (math.isfinite(radius_fraction) and radius_fraction > 0):
+        raise InputError("--radius-fraction", f"must be a positive number, got {radius_fraction}")
+    picks_files, truth_files = _coordinate_files(picks_dir), _coordinate_files(truth_dir)
+    for name, path in picks_files.items():
+        if name not in truth_files:
+            raise InputError(path, f"no ground-truth file {name}.star/.box/.csv in {truth_dir}")
+    if not picks_files:
+        raise InputError(picks_dir, f"no coordinate files named like those in {truth_dir}")
+    names = sorted(truth_files)
+    sources = _recorded_scales(picks_dir, truth_dir)
+    diameters = _scale(diameter_a, "--diameter", _DIAMETER_KEYS, sources, names, picks_dir)
+    pixel_sizes = _scale(pixel_size_a, "--pixel-size", _PIXEL_SIZE_KEYS, sources, names, picks_dir)
+    picks = {name: read_coordinates(path) for name, path in picks_files.items()}
+    unranked = [picks_files[name] for name, coords in picks.items() if len(coords) and coords.figure_of_merit is None]
+    if unranked and len(unranked) < sum(1 for coords in picks.values() if len(coords)):
+        raise InputError(unranked[0], "has no scores (figure of merit) while other picks files have them")
+    micrographs = {}
+    for name in names:
+        truth = read_coordinates(truth_files[name])
+        diameter_px = diameters[name] / pixel_sizes[name]
+        coords = picks.get(name)
+        micrographs[name] = match_picks(
+            _EMPTY_FLOAT.reshape(0, 2) if coords is None else np.stack([coords.x_px, coords.y_px], axis=1),
+            None if coords is None else coords.figure_of_merit,
+            np.stack([truth.x_px, truth.y_px], axis=1),
+            radius_fraction * diameter_px,
+            diameter_px=diameter_px,
+        )
+    return PickingScore(
+        micrographs=micrographs,
+        pooled=pool_matches(list(micrographs.values())),
+        radius_fraction=float(radius_fraction),
+        diameter_a=diameters,
+        pixel_size_a=pixel_sizes,
+    )
+
+
+def write_score_json(path: str | os.PathLike, score: PickingScore) -> None:
+    """Write :meth:`PickingScore.to_dict` to ``path`` as indented JSON, atomically."""
+    write_json(path, score.to_dict())
