@@ -1,0 +1,1 @@
+"""Benchmarks that judge denoisers as users do: picking, 3D reconstruction, pixel metrics, bias controls."""

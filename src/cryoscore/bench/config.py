@@ -1,0 +1,196 @@
+"""What a benchmark runs: datasets x denoisers x judges, from a TOML file or built in.
+
+A benchmark config file (TOML) looks like this; every key is optional except the
+datasets, and paths are relative to the file::
+
+    denoisers = ["raw", "lowpass", "n2n", "score", "guided"]
+    judges = ["pixel", "blob", "template", "reconstruction"]
+    lowpass_a = 20.0
+
+    [training]            # one model per learned denoiser and specimen
+    steps = 400
+    batch_size = 8
+    crop_px = 128
+    guidance_strength = 3.0
+    reference_resolution_a = 25.0
+
+    [simulation]          # shared by every simulated dataset
+    pixel_size_a = 3.0
+    size_px = 512
+    train_micrographs = 4
+    test_micrographs = 3
+    empty_micrographs = 2          # particle-free micrographs for the bias control
+    background_strength = 1.5
+
+    [[simulated]]         # one dataset per dose; models are shared across doses
+    specimen = "apoferritin"       # built-in name, MRC map or atomic model
+    doses = [12.0, 30.0]
+    decoy = "elongated"            # guide with a wrong specimen too (bias control)
+
+    [[real]]              # micrographs with coordinate files (STAR/BOX/CSV, same stems)
+    name = "apoferritin-empiar10146"
+    micrographs = "../shared/data/apoferritin-empiar10146/micrographs"
+    coordinates = "../shared/data/apoferritin-empiar10146/coordinates"
+    pixel_size_a = 1.85
+    diameter_a = 120.0
+
+Lengths are in Angstrom, doses in electrons per square Angstrom over the movie.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cryoscore.errors import InputError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+DENOISERS = ("raw", "lowpass", "n2n", "score", "guided")
+"""Every denoiser a benchmark can judge."""
+LEARNED_DENOISERS = ("n2n", "score", "guided")
+JUDGES = ("pixel", "blob", "template", "reconstruction")
+
+
+@dataclass(frozen=True)
+class TrainingSettings:
+    """How each learned denoiser is trained (``cryoscore.train.TrainConfig`` fields)."""
+
+    steps: int = 400
+    batch_size: int = 8
+    crop_px: int = 128
+    seed: int = 0
+    guidance_strength: float = 3.0
+    reference_resolution_a: float = 25.0
+
+
+@dataclass(frozen=True)
+class SimulationSettings:
+    """What every simulated dataset shares; sizes in pixels, lengths in Angstrom."""
+
+    pixel_size_a: float = 3.0
+    size_px: int = 512
+    train_micrographs: int = 4
+    test_micrographs: int = 3
+    empty_micrographs: int = 2
+    background_strength: float = 1.5
+    particle_area_fraction: float = 0.15
+    defocus_range_um: tuple[float, float] = (1.0, 2.5)
+
+
+@dataclass(frozen=True)
+class SimulatedSpecimen:
+    """One specimen simulated at several doses; ``decoy`` is another specimen's density
+    used as a wrong guidance reference (None: no decoy control for this specimen)."""
+
+    specimen: str
+    doses: tuple[float, ...] = (12.0, 30.0)
+    decoy: str | None = None
+
+
+@dataclass(frozen=True)
+class RealDataset:
+    """Real micrographs with annotated particle coordinates (one file per micrograph)."""
+
+    name: str
+    micrographs: Path
+    coordinates: Path
+    pixel_size_a: float
+    diameter_a: float
+    reference: str | None = None
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """A whole benchmark: datasets x denoisers x judges."""
+
+    simulated: tuple[SimulatedSpecimen, ...] = ()
+    real: tuple[RealDataset, ...] = ()
+    denoisers: tuple[str, ...] = ("raw", "lowpass", "n2n", "score", "guided")
+    judges: tuple[str, ...] = JUDGES
+    lowpass_a: float = 20.0
+    training: TrainingSettings = field(default_factory=TrainingSettings)
+    simulation: SimulationSettings = field(default_factory=SimulationSettings)
+
+    def __post_init__(self) -> None:
+        unknown = [name for name in self.denoisers if name not in DENOISERS]
+        unknown += [name for name in self.judges if name not in JUDGES]
+        if unknown:
+            raise ValueError(f"unknown denoiser or judge: {', '.join(unknown)} "
+                             f"(denoisers: {', '.join(DENOISERS)}; judges: {', '.join(JUDGES)})")
+        if "raw" not in self.denoisers:
+            raise ValueError("denoisers must include raw: every gain is measured against it")
+        if not self.simulated and not self.real:
+            raise ValueError("a benchmark needs at least one [[simulated]] or [[real]] dataset")
+        if self.training.steps < 1 or self.simulation.test_micrographs < 1 or self.simulation.train_micrographs < 1:
+            raise ValueError("training steps and train/test micrographs must be >= 1")
+
+    def to_dict(self) -> dict[str, Any]:
+        return json_ready(dataclasses.asdict(self))
+
+
+def json_ready(value: Any) -> Any:
+    """``value`` with paths as strings and tuples as lists, for JSON."""
+    if isinstance(value, dict):
+        return {key: json_ready(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_ready(item) for item in value]
+    return str(value) if isinstance(value, Path) else value
+
+
+QUICK_CONFIG = BenchConfig(
+    simulated=(SimulatedSpecimen("apoferritin", doses=(15.0,), decoy="elongated"),),
+    judges=("pixel", "blob", "reconstruction"),
+    training=TrainingSettings(steps=30, batch_size=4, crop_px=64),
+    simulation=SimulationSettings(size_px=256, train_micrographs=2, test_micrographs=2, empty_micrographs=1),
+)
+"""``cryoscore bench --quick``: one specimen, one dose, a few training steps (a smoke run)."""
+
+DEFAULT_CONFIG = BenchConfig(
+    simulated=(
+        SimulatedSpecimen("apoferritin", decoy="elongated"),
+        SimulatedSpecimen("elongated", decoy="apoferritin"),
+        SimulatedSpecimen("small", decoy="apoferritin"),
+    ),
+)
+"""The default simulated benchmark: three specimens at two doses with structured background."""
+
+
+def _section(table: dict[str, Any], cls: type, source: Path, where: str) -> Any:
+    names = {item.name for item in dataclasses.fields(cls)}
+    unknown = sorted(set(table) - names)
+    if unknown:
+        raise InputError(source, f"unknown key(s) in {where}: {', '.join(unknown)} (known: {', '.join(sorted(names))})")
+    return cls(**{key: tuple(value) if isinstance(value, list) else value for key, value in table.items()})
+
+
+def load_bench_config(path: str | Path) -> BenchConfig:
+    """Read a benchmark TOML file (see the module docstring); InputError on any problem."""
+    path = Path(path)
+    try:
+        table = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise InputError(path, "no such benchmark config file") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
+        raise InputError(path, f"not valid TOML ({error})") from None
+    base = path.parent
+    try:
+        real = []
+        for index, entry in enumerate(table.pop("real", [])):
+            dataset = _section(entry, RealDataset, path, f"[[real]] #{index + 1}")
+            real.append(dataclasses.replace(dataset, micrographs=base / dataset.micrographs,
+                                            coordinates=base / dataset.coordinates))
+        simulated = [_section(entry, SimulatedSpecimen, path, f"[[simulated]] #{index + 1}")
+                     for index, entry in enumerate(table.pop("simulated", []))]
+        training = _section(table.pop("training", {}), TrainingSettings, path, "[training]")
+        simulation = _section(table.pop("simulation", {}), SimulationSettings, path, "[simulation]")
+        return _section({**table, "simulated": tuple(simulated), "real": tuple(real),
+                         "training": training, "simulation": simulation}, BenchConfig, path, "the top level")
+    except (TypeError, ValueError) as error:
+        raise InputError(path, str(error)) from None

@@ -1,0 +1,101 @@
+"""The denoisers a benchmark judges: training the learned ones, and each as a function.
+
+Every denoiser is a function from a full frame sum (H, W), in counts, to its estimate
+(H, W) in the same units, so every judge sees every denoiser the same way.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from cryoscore.bench.config import LEARNED_DENOISERS, TrainingSettings
+from cryoscore.filters import lowpass_filter
+from cryoscore.infer.denoise import TrainedDenoiser, denoise_image, load_denoiser
+from cryoscore.pairs.halves import HalfPair
+from cryoscore.train import GuidanceConfig, TrainConfig, train_model
+
+logger = logging.getLogger(__name__)
+
+DenoiseFunction = Callable[[np.ndarray], np.ndarray]
+
+
+@dataclass(frozen=True)
+class TrainedModel:
+    """A model a benchmark trained: its name (``n2n``, ``guided``, ``guided-decoy``, ...), the
+    loaded denoiser and what to record about the run (seconds, final loss, config)."""
+
+    name: str
+    denoiser: TrainedDenoiser
+    record: dict[str, Any]
+
+
+def train_models(
+    pairs: Sequence[HalfPair],
+    methods: Sequence[str],
+    settings: TrainingSettings,
+    model_dir: Path,
+    *,
+    reference: str | None,
+    decoy: str | None = None,
+    defocus_range_um: tuple[float, float] = (1.0, 2.5),
+) -> dict[str, TrainedModel]:
+    """Train every learned method of ``methods`` on ``pairs``; models go to ``model_dir``.
+
+    ``guided`` is guided by ``reference`` (a map, an atomic model or a built-in specimen
+    name); with a ``decoy`` density a second guided model, ``guided-decoy``, is trained
+    with it in the reference's place, for the bias control. Returns models by name.
+    """
+    runs: list[tuple[str, str, GuidanceConfig | None]] = []
+    for method in methods:
+        if method not in LEARNED_DENOISERS:
+            continue
+        if method != "guided":
+            runs.append((method, method, None))
+            continue
+        for name, density in (("guided", reference), ("guided-decoy", decoy)):
+            if density is not None:
+                guidance = GuidanceConfig(reference=density, strength=settings.guidance_strength,
+                                          resolution_a=settings.reference_resolution_a,
+                                          defocus_range_um=defocus_range_um)
+                runs.append((name, method, guidance))
+    models = {}
+    for name, method, guidance in runs:
+        config = TrainConfig(method=method, steps=settings.steps, batch_size=settings.batch_size,
+                             crop_px=settings.crop_px, seed=settings.seed, guidance=guidance)
+        result = train_model(list(pairs), config, model_dir / f"{name}.pt", progress=False)
+        logger.info("trained %s on %d micrographs in %.1f s", name, len(pairs), result.seconds)
+        tail = result.losses[-20:]
+        models[name] = TrainedModel(name, load_denoiser(result.model_path), {
+            "name": name,
+            "method": method,
+            "n_micrographs": len(pairs),
+            "seconds": result.seconds,
+            "final_loss": float(np.mean(tail)),
+            "reference": guidance.reference if guidance else None,
+            "steps": settings.steps,
+        })
+    return models
+
+
+def denoise_functions(
+    denoisers: Sequence[str], models: dict[str, TrainedModel], pixel_size_a: float, lowpass_a: float
+) -> dict[str, DenoiseFunction]:
+    """Each name of ``denoisers`` (and every trained model) as a function of a full sum.
+
+    ``raw`` is the identity, ``lowpass`` a Gaussian low-pass at ``lowpass_a`` Angstrom,
+    the learned ones the one-step Tweedie estimate of their model.
+    """
+    functions: dict[str, DenoiseFunction] = {}
+    for name in denoisers:
+        if name == "raw":
+            functions[name] = lambda image: image
+        elif name == "lowpass":
+            functions[name] = lambda image: lowpass_filter(image, pixel_size_a, lowpass_a)
+    for name, model in models.items():
+        functions[name] = lambda image, denoiser=model.denoiser: denoise_image(denoiser, image, halves_in_image=2)
+    return functions

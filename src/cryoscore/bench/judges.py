@@ -1,0 +1,133 @@
+"""The judges of a benchmark: what each denoiser does to pixels, picking and the 3D map.
+
+Every denoiser's output goes through the same judges: pixel metrics against the clean
+image (simulated data), the blob picker (primary, reference-free) and the template
+picker scored against the true coordinates, and a reconstruction from the blob picks,
+extracted from the RAW micrographs, so only where the picks are differs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from cryoscore.bench.datasets import TestSet
+from cryoscore.bench.denoisers import DenoiseFunction
+from cryoscore.bench.plots import radial_power_spectrum
+from cryoscore.io.coords import ParticleCoordinates
+from cryoscore.metrics.picking import MatchResult, match_picks, pool_matches
+from cryoscore.metrics.pixel import pixel_metrics
+from cryoscore.pick.blob import pick_blobs
+from cryoscore.pick.template import pick_template
+from cryoscore.simulate.volume import load_specimen
+
+logger = logging.getLogger(__name__)
+
+RADIUS_FRACTION = 0.5
+"""Picks match a true particle within half a diameter (DESIGN.md section 3)."""
+
+
+@dataclass
+class DenoiserOutcome:
+    """What the judges found for one denoiser on one test set.
+
+    ``metrics`` is JSON-ready; ``picks`` the blob picks per micrograph name, ``matches``
+    the blob picker's pooled match (for its precision-recall curve), ``example`` the
+    first micrograph's output (H, W) and ``spectrum`` its radial power spectrum
+    (frequencies 1/A, power).
+    """
+
+    metrics: dict[str, Any]
+    picks: dict[str, ParticleCoordinates]
+    matches: MatchResult
+    example: np.ndarray
+    spectrum: tuple[np.ndarray, np.ndarray]
+    reconstruction: Any = None
+    template_matches: MatchResult | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _picking_metrics(result: MatchResult) -> dict[str, Any]:
+    summary = result.to_dict()
+    return {key: summary[key] for key in ("ap", "f1", "precision", "recall", "threshold", "n_picks", "n_truth",
+                                          "centring_error_px") if key in summary}
+
+
+def _score_picks(test_set: TestSet, picks: dict[str, ParticleCoordinates]) -> MatchResult:
+    diameter_px = test_set.diameter_a / test_set.pixel_size_a
+    results = []
+    for micrograph in test_set.micrographs:
+        found = picks[micrograph.name]
+        results.append(match_picks(np.stack([found.x_px, found.y_px], axis=1), found.figure_of_merit,
+                                   np.stack([micrograph.truth.x_px, micrograph.truth.y_px], axis=1),
+                                   RADIUS_FRACTION * diameter_px, diameter_px=diameter_px))
+    return pool_matches(results)
+
+
+def reference_volume(test_set: TestSet) -> np.ndarray:
+    """The test set's reference density at its pixel size (V*A per voxel, cube)."""
+    return load_specimen(test_set.reference, test_set.pixel_size_a).volume_v
+
+
+def judge_denoiser(
+    test_set: TestSet,
+    name: str,
+    denoise: DenoiseFunction,
+    judges: tuple[str, ...],
+    *,
+    template_reference: np.ndarray | None = None,
+) -> DenoiserOutcome:
+    """Denoise every micrograph of ``test_set`` with ``denoise`` and judge the outputs.
+
+    ``template_reference`` is the cube the template picker correlates with (None: no
+    template judge). Reconstruction is done separately (:func:`attach_reconstruction`).
+    """
+    diameter_px = test_set.diameter_a / test_set.pixel_size_a
+    seconds, pixel_records, picks, template_picks = [], [], {}, {}
+    example = None
+    for micrograph in test_set.micrographs:
+        started = time.perf_counter()
+        estimate = np.asarray(denoise(micrograph.full_sum), dtype=np.float32)
+        seconds.append(time.perf_counter() - started)
+        if example is None:
+            example = estimate
+        if "pixel" in judges and micrograph.clean is not None:
+            centres_rc = np.stack([micrograph.truth.y_px, micrograph.truth.x_px], axis=1)
+            pixel_records.append(dataclasses.asdict(pixel_metrics(estimate, micrograph.clean, centres_rc,
+                                                                  diameter_px, test_set.pixel_size_a)))
+        if "blob" in judges or "reconstruction" in judges:
+            picks[micrograph.name] = pick_blobs(estimate, test_set.pixel_size_a, test_set.diameter_a)
+        if "template" in judges and template_reference is not None:
+            template_picks[micrograph.name] = pick_template(estimate, test_set.pixel_size_a, test_set.diameter_a,
+                                                            template_reference, micrograph.ctf)
+    metrics: dict[str, Any] = {"denoise_seconds_per_micrograph": float(np.median(seconds))}
+    if pixel_records:
+        metrics["pixel"] = {key: float(np.mean([record[key] for record in pixel_records]))
+                            for key in pixel_records[0]}
+    matches = _score_picks(test_set, picks) if picks else None
+    if matches is not None and "blob" in judges:
+        metrics["blob"] = _picking_metrics(matches)
+    template_matches = _score_picks(test_set, template_picks) if template_picks else None
+    if template_matches is not None:
+        metrics["template"] = _picking_metrics(template_matches)
+    logger.info("%s / %s: %s", test_set.label, name,
+                ", ".join(f"{judge} AP {metrics[judge]['ap']:.3f}" for judge in ("blob", "template")
+                          if judge in metrics and metrics[judge]["ap"] is not None))
+    return DenoiserOutcome(metrics, picks, matches, example,
+                           radial_power_spectrum(example, test_set.pixel_size_a), template_matches=template_matches)
+
+
+def picks_above(picks: dict[str, ParticleCoordinates], threshold: float | None) -> dict[str, ParticleCoordinates]:
+    """The picks scoring at least ``threshold`` (all picks when None), per micrograph."""
+    if threshold is None:
+        return picks
+    kept = {}
+    for name, found in picks.items():
+        keep = found.figure_of_merit >= threshold
+        kept[name] = ParticleCoordinates(found.x_px[keep], found.y_px[keep], found.figure_of_merit[keep])
+    return kept

@@ -1,0 +1,157 @@
+"""The benchmark's reports for people: ``report.html`` (self-contained) and ``summary.md``.
+
+Both are written from the metrics document (``metrics.json``'s content) plus the
+in-memory outcomes, which hold what JSON does not: example images and curves.
+"""
+
+from __future__ import annotations
+
+import html
+from pathlib import Path
+from typing import Any
+
+from cryoscore.bench.plots import line_chart_svg, png_data_uri
+from cryoscore.io.atomic import atomic_path
+
+
+def _number(value: Any, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def _table_rows(dataset: dict[str, Any]) -> list[tuple[str, list[str]]]:
+    """(denoiser, cells) rows of one dataset's summary table, cells as in :data:`TABLE_COLUMNS`."""
+    rows = []
+    for name, metrics in dataset["denoisers"].items():
+        blob = metrics.get("blob", {})
+        template = metrics.get("template", {})
+        pixel = metrics.get("pixel", {})
+        reconstruction = metrics.get("reconstruction", {})
+        rows.append((name, [
+            _number(blob.get("ap"), ".3f"), _number(blob.get("f1"), ".3f"), _number(template.get("ap"), ".3f"),
+            _number(pixel.get("psnr_db"), ".2f"), _number(pixel.get("background_power"), ".3g"),
+            _number(reconstruction.get("resolution_half_maps_a"), ".1f"),
+            _number(reconstruction.get("resolution_vs_truth_a"), ".1f"),
+            _number(metrics.get("denoise_seconds_per_micrograph"), ".2f"),
+        ]))
+    return rows
+
+
+TABLE_COLUMNS = ("blob AP", "blob F1", "template AP", "PSNR (dB)", "bg power", "FSC 0.143 (A)", "vs truth 0.5 (A)",
+                 "s / mic")
+
+
+def _checks_lines(summary: dict[str, Any]) -> list[str]:
+    lines = []
+    for name, check in summary["checks"].items():
+        verdict = "holds" if check["holds"] else "DOES NOT HOLD"
+        details = ", ".join(f"{key} {_number(value, '.3f') if isinstance(value, float) else value}"
+                            for key, value in check.items() if key != "holds")
+        lines.append(f"{name}: {verdict} ({details})")
+    return lines
+
+
+def headline_markdown(document: dict[str, Any]) -> str:
+    """The head of the Markdown summary: the command, the mean AP per denoiser and the checks."""
+    summary = document["summary"]
+    lines = ["# cryoscore bench", "",
+             f"Command: `{' '.join(document['command_line'])}`; {document['created']}; "
+             f"{document['seconds']:.0f} s; cryoscore {document['versions']['cryoscore']}, "
+             f"torch {document['versions']['torch']}, {document['machine']['torch_threads']} torch threads.", "",
+             "## Mean blob-picker AP over datasets", "", "| denoiser | AP | datasets |", "|---|---|---|"]
+    lines += [f"| {name} | {_number(entry['ap'], '.3f')} | {entry['n_datasets']} |"
+              for name, entry in summary["denoisers"].items()]
+    lines += ["", "## Checks", ""] + [f"- {line}" for line in _checks_lines(summary)]
+    return "\n".join(lines) + "\n"
+
+
+def markdown_summary(document: dict[str, Any]) -> str:
+    """A terminal-friendly Markdown summary: :func:`headline_markdown`, then one table per dataset
+    with its bias controls."""
+    lines = [headline_markdown(document).rstrip("\n")]
+    for label, dataset in document["datasets"].items():
+        lines += ["", f"## {label}", "",
+                  f"{dataset['kind']}, {dataset['n_micrographs']} micrographs, {dataset['n_particles']} particles, "
+                  f"{dataset['pixel_size_a']:g} A/px, diameter {dataset['diameter_a']:g} A.", "",
+                  "| denoiser | " + " | ".join(TABLE_COLUMNS) + " |", "|---" * (len(TABLE_COLUMNS) + 1) + "|"]
+        lines += [f"| {name} | " + " | ".join(cells) + " |" for name, cells in _table_rows(dataset)]
+        if dataset.get("particle_free"):
+            control = dataset["particle_free"]
+            lines += ["", "Particle-free micrographs, picks per micrograph at each denoiser's best-F1 threshold: "
+                      + ", ".join(f"{name} {entry['picks_per_micrograph']:.1f}" for name, entry in control.items()
+                                  if isinstance(entry, dict))
+                      + (f" ({'pass' if control['pass'] else 'FAIL'}: guided <= score)" if "pass" in control else "")]
+        if dataset.get("decoy"):
+            decoy = dataset["decoy"]
+            lines += ["", "Decoy reference: blob AP " + ", ".join(f"{name} {ap:.3f}" for name, ap in decoy["ap"].items())
+                      + (" (pass: the decoy does not beat score)" if decoy["pass"]
+                         else " (FAIL: guiding with the wrong map beats score, so part of the gain is bias)")]
+    return "\n".join(lines) + "\n"
+
+
+def _dataset_section(label: str, dataset: dict[str, Any], record: dict[str, Any]) -> str:
+    outcomes = record["outcomes"]
+    test_set = record["test_set"]
+    parts = [f"<h2>{html.escape(label)}</h2>",
+             f"<p>{dataset['kind']}, {dataset['n_micrographs']} micrographs, {dataset['n_particles']} particles, "
+             f"{dataset['pixel_size_a']:g} &Aring;/px, particle diameter {dataset['diameter_a']:g} &Aring;.</p>",
+             "<table><tr><th>denoiser</th>" + "".join(f"<th>{html.escape(column)}</th>" for column in TABLE_COLUMNS)
+             + "</tr>"]
+    parts += ["<tr><td>" + html.escape(name) + "</td>" + "".join(f"<td>{cell}</td>" for cell in cells) + "</tr>"
+              for name, cells in _table_rows(dataset)]
+    parts.append("</table>")
+    first = test_set.micrographs[0]
+    panels = [("raw", first.full_sum)] + [(name, outcome.example) for name, outcome in outcomes.items()
+                                          if name != "raw"]
+    if first.clean is not None:
+        panels.append(("truth (clean particles)", first.clean))
+    parts.append('<div class="panels">' + "".join(
+        f'<figure><img src="{png_data_uri(image)}" alt="{html.escape(title)}"><figcaption>{html.escape(title)}'
+        f"</figcaption></figure>" for title, image in panels) + "</div>")
+    charts = []
+    curves = [(name, outcome.matches.recall_curve, outcome.matches.precision_curve)
+              for name, outcome in outcomes.items() if outcome.matches is not None]
+    if curves:
+        charts.append(line_chart_svg(curves, title="blob picker precision-recall", x_label="recall",
+                                     y_label="precision", y_range=(0.0, 1.0)))
+    fsc = [(name, outcome.reconstruction.frequencies_per_a, outcome.reconstruction.fsc_half_maps)
+           for name, outcome in outcomes.items() if outcome.reconstruction is not None]
+    if fsc:
+        charts.append(line_chart_svg(fsc, title="half-map FSC (picks from each denoiser)", x_label="1/A",
+                                     y_label="FSC", y_range=(-0.1, 1.0), hlines=(0.143,)))
+    spectra = [(name, *outcome.spectrum) for name, outcome in outcomes.items()]
+    charts.append(line_chart_svg(spectra, title="radial power spectrum (first micrograph)", x_label="1/A",
+                                 y_label="power", log_y=True))
+    parts.append('<div class="charts">' + "".join(charts) + "</div>")
+    return "".join(parts)
+
+
+STYLE = """
+body { font-family: sans-serif; margin: 2em; max-width: 1400px; }
+table { border-collapse: collapse; margin: 0.5em 0; }
+td, th { border: 1px solid #ccc; padding: 2px 8px; text-align: right; }
+td:first-child, th:first-child { text-align: left; }
+.panels, .charts { display: flex; flex-wrap: wrap; gap: 8px; }
+figure { margin: 0; } figcaption { font-size: 12px; text-align: center; }
+pre { background: #f6f6f6; padding: 0.5em; }
+"""
+
+
+def html_report(document: dict[str, Any], records: list[dict[str, Any]]) -> str:
+    """The self-contained HTML report (inline SVG charts and PNG panels)."""
+    by_label = {record["dataset"]: record for record in records}
+    body = [f"<h1>cryoscore bench</h1><p>Command: <code>{html.escape(' '.join(document['command_line']))}</code>; "
+            f"{document['created']}; {document['seconds']:.0f} s.</p>",
+            "<h2>Summary</h2><table><tr><th>denoiser</th><th>mean blob AP</th><th>datasets</th></tr>"]
+    body += [f"<tr><td>{html.escape(name)}</td><td>{_number(entry['ap'], '.3f')}</td><td>{entry['n_datasets']}</td></tr>"
+             for name, entry in document["summary"]["denoisers"].items()]
+    body.append("</table><pre>" + html.escape("\n".join(_checks_lines(document["summary"]))) + "</pre>")
+    body += [_dataset_section(label, dataset, by_label[label]) for label, dataset in document["datasets"].items()]
+    return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>cryoscore bench</title><style>{STYLE}</style>"
+            f"</head><body>{''.join(body)}</body></html>\n")
+
+
+def write_reports(output_dir: Path, document: dict[str, Any], records: list[dict[str, Any]]) -> None:
+    """Write ``report.html`` and ``summary.md`` into ``output_dir``, atomically."""
+    for name, text in (("report.html", html_report(document, records)), ("summary.md", markdown_summary(document))):
+        with atomic_path(output_dir / name) as tmp:
+            tmp.write_text(text)

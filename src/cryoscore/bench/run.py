@@ -1,0 +1,200 @@
+"""``cryoscore bench``: simulate or read datasets, train the denoisers, judge them, report.
+
+For each simulated specimen: write training and test datasets per dose and a
+particle-free dataset, train each learned denoiser once on the pooled training halves
+(and a guided model with a decoy density), then judge every denoiser on every test set
+and run the bias controls. Real datasets train their learned denoisers on single-image
+pairs (neighbour sub-sampling), having no frames. Everything lands in
+``OUTDIR/metrics.json``, ``OUTDIR/report.html`` and ``OUTDIR/summary.md``.
+"""
+
+from __future__ import annotations
+
+import logging
+import platform
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from cryoscore import __version__
+from cryoscore.bench.config import BenchConfig, json_ready
+from cryoscore.bench.datasets import (
+    TestSet,
+    real_micrograph_paths,
+    real_test_set,
+    simulate_specimen,
+    simulated_test_set,
+)
+from cryoscore.bench.denoisers import denoise_functions, train_models
+from cryoscore.bench.judges import DenoiserOutcome, judge_denoiser, picks_above, reference_volume
+from cryoscore.bench.report import write_reports
+from cryoscore.io.layout import write_json
+from cryoscore.pairs.halves import pairs_from_dataset
+from cryoscore.pairs.single import pairs_from_single_micrographs
+
+logger = logging.getLogger(__name__)
+
+DECOY_AP_MARGIN = 0.01
+"""A decoy-guided model beating ``score``'s blob AP by more than this is reported as bias."""
+
+
+def _versions() -> dict[str, str]:
+    return {"cryoscore": __version__, "torch": torch.__version__, "numpy": np.__version__,
+            "python": platform.python_version()}
+
+
+def _judge_all(test_set: TestSet, functions: dict, config: BenchConfig) -> dict[str, DenoiserOutcome]:
+    template_reference = None
+    if "template" in config.judges and test_set.reference is not None:
+        template_reference = reference_volume(test_set)
+    return {name: judge_denoiser(test_set, name, function, config.judges, template_reference=template_reference)
+            for name, function in functions.items()}
+
+
+def _particle_free_control(
+    empty_set: TestSet, functions: dict, outcomes: dict[str, DenoiserOutcome]
+) -> dict[str, Any]:
+    """Picks per particle-free micrograph after each denoiser, at the threshold that
+    denoiser's best F1 chose on the particle test set of the same dose."""
+    control: dict[str, Any] = {}
+    for name, function in functions.items():
+        threshold = outcomes[name].matches.threshold if name in outcomes else None
+        judged = judge_denoiser(empty_set, name, function, ("blob",))
+        kept = picks_above(judged.picks, threshold if threshold is not None else 0.0)
+        control[name] = {"threshold": threshold,
+                         "picks_per_micrograph": float(np.mean([len(found) for found in kept.values()]))}
+    if "guided" in control and "score" in control:
+        control["pass"] = control["guided"]["picks_per_micrograph"] <= control["score"]["picks_per_micrograph"]
+    return control
+
+
+def _decoy_control(outcomes: dict[str, DenoiserOutcome]) -> dict[str, Any] | None:
+    """Blob AP of the decoy-guided model against score's and guided's on the same test set."""
+    if "guided-decoy" not in outcomes or "score" not in outcomes:
+        return None
+    ap = {name: outcomes[name].metrics["blob"]["ap"] for name in ("score", "guided", "guided-decoy")
+          if name in outcomes}
+    gain = ap["guided-decoy"] - ap["score"]
+    return {"ap": ap, "decoy_gain_over_score": gain, "pass": gain <= DECOY_AP_MARGIN}
+
+
+def _simulated_results(config: BenchConfig, work_dir: Path) -> tuple[list[dict], list[dict]]:
+    datasets, training = [], []
+    for index, specimen in enumerate(config.simulated):
+        specimen_dir = work_dir / specimen.specimen
+        train_dirs, test_dirs, empty_dir = simulate_specimen(config, specimen, index, specimen_dir)
+        pairs = [pair for directory in train_dirs for pair in pairs_from_dataset(directory)]
+        reference = str(train_dirs[0] / "reference.mrc")
+        models = train_models(pairs, config.denoisers, config.training, specimen_dir / "models", reference=reference,
+                              decoy=specimen.decoy, defocus_range_um=config.simulation.defocus_range_um)
+        training.extend({"dataset": specimen.specimen, **model.record} for model in models.values())
+        for test_dir, dose in zip(test_dirs, specimen.doses):
+            test_set = simulated_test_set(test_dir, f"{specimen.specimen} {dose:g} e/A^2")
+            functions = denoise_functions(config.denoisers, models, test_set.pixel_size_a, config.lowpass_a)
+            outcomes = _judge_all(test_set, functions, config)
+            record = {"dataset": test_set.label, "specimen": specimen.specimen, "dose_e_per_a2": dose,
+                      "kind": "simulated", "outcomes": outcomes, "test_set": test_set}
+            if dose == min(specimen.doses):
+                empty_set = simulated_test_set(empty_dir, f"{specimen.specimen} particle-free")
+                record["particle_free"] = _particle_free_control(empty_set, functions, outcomes)
+            record["decoy"] = _decoy_control(outcomes)
+            datasets.append(record)
+    return datasets, training
+
+
+def _real_results(config: BenchConfig, work_dir: Path) -> tuple[list[dict], list[dict]]:
+    datasets, training = [], []
+    for dataset in config.real:
+        paths = real_micrograph_paths(dataset)
+        pairs = pairs_from_single_micrographs(paths, pixel_size_a=dataset.pixel_size_a, seed=config.training.seed)
+        methods = [method for method in config.denoisers if method != "guided" or dataset.reference is not None]
+        models = train_models(pairs, methods, config.training, work_dir / dataset.name / "models",
+                              reference=dataset.reference, defocus_range_um=config.simulation.defocus_range_um)
+        training.extend({"dataset": dataset.name, **model.record} for model in models.values())
+        test_set = real_test_set(dataset, paths)
+        functions = denoise_functions(config.denoisers, models, test_set.pixel_size_a, config.lowpass_a)
+        datasets.append({"dataset": dataset.name, "kind": "real", "outcomes": _judge_all(test_set, functions, config),
+                         "test_set": test_set})
+    return datasets, training
+
+
+def _summary(datasets: list[dict], denoisers: Sequence[str]) -> dict[str, Any]:
+    """Per denoiser: mean blob AP over the datasets (``summary.denoisers.NAME.ap``) and the checks."""
+    summary: dict[str, Any] = {"denoisers": {}}
+    names = [name for name in dict.fromkeys(name for record in datasets for name in record["outcomes"])]
+    for name in names:
+        aps = [record["outcomes"][name].metrics["blob"]["ap"] for record in datasets
+               if name in record["outcomes"] and "blob" in record["outcomes"][name].metrics]
+        aps = [ap for ap in aps if ap is not None]
+        summary["denoisers"][name] = {"ap": float(np.mean(aps)) if aps else None, "n_datasets": len(aps)}
+    simulated = [record for record in datasets if record["kind"] == "simulated"]
+    checks: dict[str, Any] = {}
+    order = [name for name in ("guided", "score", "n2n", "lowpass", "raw") if name in denoisers]
+    mean_ap = {name: summary["denoisers"][name]["ap"] for name in order if name in summary["denoisers"]}
+    if len(mean_ap) == len(order) and None not in mean_ap.values():
+        checks["ap_order"] = {"expected": " > ".join(order), "holds": all(
+            mean_ap[first] >= mean_ap[second] for first, second in zip(order, order[1:]))}
+    if simulated and {"guided", "n2n"} <= set(denoisers):
+        lowest = min(record["dose_e_per_a2"] for record in simulated)
+        gaps = [record["outcomes"]["guided"].metrics["blob"]["ap"] - record["outcomes"]["n2n"].metrics["blob"]["ap"]
+                for record in simulated if record["dose_e_per_a2"] == lowest]
+        checks["guided_minus_n2n_ap_at_lowest_dose"] = {"dose_e_per_a2": lowest, "mean": float(np.mean(gaps)),
+                                                        "holds": bool(np.mean(gaps) >= 0.05)}
+    controls = [record["particle_free"]["pass"] for record in simulated if "pass" in record.get("particle_free", {})]
+    if controls:
+        checks["particle_free_control"] = {"passed": sum(controls), "of": len(controls), "holds": all(controls)}
+    decoys = [record["decoy"]["pass"] for record in simulated if record.get("decoy")]
+    if decoys:
+        checks["decoy_control"] = {"passed": sum(decoys), "of": len(decoys), "holds": all(decoys)}
+    summary["checks"] = checks
+    return summary
+
+
+def metrics_document(config: BenchConfig, datasets: list[dict], training: list[dict], seconds: float,
+                     command_line: Sequence[str]) -> dict[str, Any]:
+    """Every number of the run as one JSON-ready dict (the content of metrics.json)."""
+    return json_ready({
+        "cryoscore_bench": 1,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "command_line": list(command_line),
+        "versions": _versions(),
+        "machine": {"platform": platform.platform(), "torch_threads": torch.get_num_threads()},
+        "config": config.to_dict(),
+        "seconds": seconds,
+        "training": training,
+        "datasets": {
+            record["dataset"]: {
+                "kind": record["kind"],
+                "pixel_size_a": record["test_set"].pixel_size_a,
+                "diameter_a": record["test_set"].diameter_a,
+                "n_micrographs": len(record["test_set"].micrographs),
+                "n_particles": int(sum(len(micrograph.truth) for micrograph in record["test_set"].micrographs)),
+                "denoisers": {name: outcome.metrics for name, outcome in record["outcomes"].items()},
+                **{key: record[key] for key in ("dose_e_per_a2", "particle_free", "decoy") if key in record},
+            }
+            for record in datasets
+        },
+        "summary": _summary(datasets, config.denoisers),
+    })
+
+
+def run_bench(config: BenchConfig, output_dir: Path, *, command_line: Sequence[str] = ("cryoscore", "bench")) -> dict:
+    """Run the benchmark ``config`` into ``output_dir``; returns the metrics document.
+
+    Writes ``metrics.json``, ``report.html`` and ``summary.md`` (atomically) and keeps the
+    datasets and models under ``output_dir/work``.
+    """
+    started = time.perf_counter()
+    work_dir = output_dir / "work"
+    simulated, simulated_training = _simulated_results(config, work_dir)
+    real, real_training = _real_results(config, work_dir)
+    datasets = simulated + real
+    document = metrics_document(config, datasets, simulated_training + real_training,
+                                time.perf_counter() - started, command_line)
+    write_json(output_dir / "metrics.json", document)
+    write_reports(output_dir, document, datasets)
+    return document

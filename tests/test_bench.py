@@ -1,0 +1,68 @@
+"""cryoscore bench: config files, the report pieces, and a tiny benchmark end to end."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cryoscore.bench.config import BenchConfig, SimulatedSpecimen, load_bench_config
+from cryoscore.bench.plots import line_chart_svg, radial_power_spectrum
+from cryoscore.errors import InputError
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def test_a_config_file_reads_with_paths_relative_to_it(tmp_path):
+    path = tmp_path / "bench.toml"
+    path.write_text(
+        'denoisers = ["raw", "lowpass"]\n'
+        "[training]\nsteps = 5\n"
+        '[[simulated]]\nspecimen = "small"\ndoses = [10.0, 20.0]\n'
+        '[[real]]\nname = "r"\nmicrographs = "mics"\ncoordinates = "coords"\npixel_size_a = 2.0\ndiameter_a = 100.0\n'
+    )
+    config = load_bench_config(path)
+    assert config.denoisers == ("raw", "lowpass") and config.training.steps == 5
+    assert config.simulated == (SimulatedSpecimen("small", doses=(10.0, 20.0)),)
+    assert config.real[0].micrographs == tmp_path / "mics" and config.real[0].diameter_a == 100.0
+    assert json.dumps(config.to_dict())  # JSON-ready
+
+
+@pytest.mark.parametrize(
+    "text, needle",
+    [
+        ("[[simulated]]\nspecimen = 'small'\ncolour = 'red'\n", "unknown key(s) in [[simulated]] #1: colour"),
+        ("denoisers = ['raw', 'bm3d']\n[[simulated]]\nspecimen = 'small'\n", "unknown denoiser or judge: bm3d"),
+        ("denoisers = ['lowpass']\n[[simulated]]\nspecimen = 'small'\n", "must include raw"),
+        ("[training]\nsteps = 5\n", "at least one [[simulated]] or [[real]]"),
+        ("[[simulated]\n", "not valid TOML"),
+    ],
+)
+def test_a_bad_config_file_is_one_clear_error(tmp_path, text, needle):
+    path = tmp_path / "bench.toml"
+    path.write_text(text)
+    with pytest.raises(InputError) as error:
+        load_bench_config(path)
+    assert needle in str(error.value) and str(path) in str(error.value)
+
+
+def test_config_needs_a_dataset_and_raw():
+    with pytest.raises(ValueError, match="at least one"):
+        BenchConfig()
+
+
+def test_radial_power_spectrum_finds_a_single_frequency():
+    rows, cols = np.mgrid[0:128, 0:128]
+    image = np.cos(2 * np.pi * cols / 8.0)  # 1/8 cycles per pixel = 1/16 per A at 2 A/px
+    frequencies, power = radial_power_spectrum(image, pixel_size_a=2.0)
+    assert frequencies[np.nanargmax(power)] == pytest.approx(1 / 16, abs=0.5 / 128 / 2.0 * 2)
+    assert frequencies.max() < 0.25  # Nyquist at 2 A/px
+
+
+def test_line_chart_is_valid_svg_and_skips_bad_points():
+    svg = line_chart_svg([("a", [0, 1, 2], [0.0, np.nan, 1.0]), ("b <c>", [0, 1], [1.0, 2.0])],
+                         title="t", x_label="x", y_label="y")
+    assert svg.startswith("<svg") and svg.endswith("</svg>") and "b &lt;c&gt;" in svg
+    assert svg.count("<polyline") == 2
