@@ -27,12 +27,14 @@ datasets, and paths are relative to the file::
     doses = [12.0, 30.0]
     decoy = "elongated"            # guide with a wrong specimen too (bias control)
 
-    [[real]]              # micrographs with coordinate files (STAR/BOX/CSV, same stems)
+    [[real]]              # micrographs with coordinate files (STAR/BOX/CSV, same stems);
+                          # judged binned by 2, learned denoisers trained on single-image pairs
     name = "apoferritin-empiar10146"
     micrographs = "../shared/data/apoferritin-empiar10146/micrographs"
     coordinates = "../shared/data/apoferritin-empiar10146/coordinates"
     pixel_size_a = 1.85
     diameter_a = 120.0
+    reference = "apoferritin"      # guidance and template reference (optional)
 
 Lengths are in Angstrom, doses in electrons per square Angstrom over the movie.
 """

@@ -83,12 +83,14 @@ def train_models(
 
 
 def denoise_functions(
-    denoisers: Sequence[str], models: dict[str, TrainedModel], pixel_size_a: float, lowpass_a: float
+    denoisers: Sequence[str], models: dict[str, TrainedModel], pixel_size_a: float, lowpass_a: float,
+    halves_in_image: int = 2,
 ) -> dict[str, DenoiseFunction]:
-    """Each name of ``denoisers`` (and every trained model) as a function of a full sum.
+    """Each name of ``denoisers`` (and every trained model) as a function of a micrograph.
 
     ``raw`` is the identity, ``lowpass`` a Gaussian low-pass at ``lowpass_a`` Angstrom,
-    the learned ones the one-step Tweedie estimate of their model.
+    the learned ones the one-step Tweedie estimate of their model for an image made of
+    ``halves_in_image`` of the halves it trained on (2: a full frame sum).
     """
     functions: dict[str, DenoiseFunction] = {}
     for name in denoisers:
@@ -97,5 +99,6 @@ def denoise_functions(
         elif name == "lowpass":
             functions[name] = lambda image: lowpass_filter(image, pixel_size_a, lowpass_a)
     for name, model in models.items():
-        functions[name] = lambda image, denoiser=model.denoiser: denoise_image(denoiser, image, halves_in_image=2)
+        functions[name] = lambda image, denoiser=model.denoiser: denoise_image(denoiser, image,
+                                                                               halves_in_image=halves_in_image)
     return functions

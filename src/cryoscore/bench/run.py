@@ -116,7 +116,8 @@ def _real_results(config: BenchConfig, work_dir: Path) -> tuple[list[dict], list
                               reference=dataset.reference, defocus_range_um=config.simulation.defocus_range_um)
         training.extend({"dataset": dataset.name, **model.record} for model in models.values())
         test_set = real_test_set(dataset, paths)
-        functions = denoise_functions(config.denoisers, models, test_set.pixel_size_a, config.lowpass_a)
+        functions = denoise_functions(config.denoisers, models, test_set.pixel_size_a, config.lowpass_a,
+                                      test_set.halves_in_image)
         datasets.append({"dataset": dataset.name, "kind": "real", "outcomes": _judge_all(test_set, functions, config),
                          "test_set": test_set})
     return datasets, training

@@ -1,0 +1,138 @@
+"""Particle boxes cut from a raw micrograph, normalised as RELION does.
+
+A box of ``box_px`` pixels is cut about the nearest pixel to each centre; the sub-pixel
+remainder is removed by a Fourier shift, so the particle centre lands on pixel
+(box//2, box//2). Boxes that reach past the micrograph edge are kept when the centre lies
+on the micrograph: the missing pixels are filled with the mean of the box's pixels on the
+micrograph (the local mean). Each box is then normalised on its background, the pixels
+outside a circle of ``background_radius_px``: a plane fitted to them is subtracted (the
+local ice gradient) and the box is divided by their standard deviation. The contrast is
+inverted so that protein, dark in the micrograph, is positive.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from cryoscore.errors import InputError
+from cryoscore.reconstruct.grid import fourier_resize
+from cryoscore.simulate.project import fourier_shift
+
+#: Background radius as a fraction of the box edge when none is given (RELION: 75 % of
+#: half the box).
+DEFAULT_BACKGROUND_RADIUS_OVER_BOX = 0.375
+#: Floor on the background standard deviation (in the micrograph's units) so that blank,
+#: noise-free boxes are not divided by zero.
+_MIN_BACKGROUND_STD = 1e-6
+
+
+def extraction_box_px(diameter_px: float, box_over_diameter: float = 1.5) -> int:
+    """Even box edge in pixels, at least ``box_over_diameter`` times the particle diameter."""
+    if not (diameter_px > 0 and box_over_diameter >= 1):
+        raise InputError(
+            "diameter", f"need a positive diameter and box/diameter >= 1, got {diameter_px} px and {box_over_diameter}"
+        )
+    return 2 * math.ceil(box_over_diameter * diameter_px / 2)
+
+
+def _background_planes(boxes: torch.Tensor, background: torch.Tensor) -> torch.Tensor:
+    """Least-squares planes ``a + b*y + c*x`` through each box's background pixels.
+
+    ``boxes`` float64 (N, B*B), ``background`` bool (B, B); returns float64 (N, B*B).
+    """
+    box_px = background.shape[-1]
+    axis = torch.arange(box_px, dtype=torch.float64) - box_px // 2
+    yy, xx = torch.meshgrid(axis, axis, indexing="ij")
+    design = torch.stack([torch.ones_like(yy), yy, xx], dim=-1).reshape(-1, 3)
+    selected = background.reshape(-1)
+    coefficients = boxes[:, selected] @ torch.linalg.pinv(design[selected]).T  # (N, 3)
+    return coefficients @ design.T
+
+
+def normalise_particles(boxes: torch.Tensor, background_radius_px: float) -> torch.Tensor:
+    """Boxes (N, B, B) minus their background plane, over the background std, contrast inverted.
+
+    The background is the pixels farther than ``background_radius_px`` from the box centre.
+    Returns float32 (N, B, B) with protein positive and background noise of unit std.
+    """
+    box_px = boxes.shape[-1]
+    axis = torch.arange(box_px, dtype=torch.float32) - box_px // 2
+    background = (axis[:, None] ** 2 + axis[None, :] ** 2) > background_radius_px**2
+    if int(background.sum()) < 3:
+        raise InputError(
+            "background radius", f"{background_radius_px:.1f} px leaves no background in a {box_px} px box"
+        )
+    flat = boxes.reshape(len(boxes), -1).to(torch.float64)
+    residual = flat - _background_planes(flat, background)
+    std = residual[:, background.reshape(-1)].std(dim=1, keepdim=True).clamp_min(_MIN_BACKGROUND_STD)
+    return (-residual / std).reshape(boxes.shape).to(torch.float32)
+
+
+def extract_particles(
+    micrograph: np.ndarray,
+    centres_xy_px: np.ndarray,
+    box_px: int,
+    *,
+    background_radius_px: float | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Cut, centre and normalise particle boxes from a raw micrograph (see the module notes).
+
+    Parameters
+    ----------
+    micrograph:
+        (H, W) raw micrograph (any units, e.g. electron counts), indexed [row, column].
+    centres_xy_px:
+        (N, 2) particle centres as (x = column, y = row) in pixels, first pixel's centre at 0
+        (RELION rlnCoordinateX/Y).
+    box_px:
+        Even box edge in pixels, at most the micrograph's shorter side.
+    background_radius_px:
+        Radius outside which pixels are background, pixels; default 0.375 * box_px.
+
+    Returns
+    -------
+    (particles, kept):
+        float32 (n_kept, box, box) normalised particles with protein positive, and a bool
+        (N,) array marking the centres that were kept (those on the micrograph).
+    """
+    micrograph = np.asarray(micrograph, dtype=np.float32)
+    if micrograph.ndim != 2:
+        raise InputError("micrograph", f"expected a 2D image, got shape {micrograph.shape}")
+    if box_px < 4 or box_px % 2:
+        raise InputError("box", f"the box must be an even number of pixels >= 4, got {box_px}")
+    height, width = micrograph.shape
+    if box_px > min(height, width):
+        raise InputError("box", f"a {box_px} px box is larger than the {width}x{height} px micrograph")
+    centres = np.asarray(centres_xy_px, dtype=np.float64).reshape(-1, 2)
+    nearest_col, nearest_row = np.round(centres[:, 0]).astype(np.int64), np.round(centres[:, 1]).astype(np.int64)
+    kept = (nearest_col >= 0) & (nearest_col < width) & (nearest_row >= 0) & (nearest_row < height)
+    if not kept.any():
+        return np.zeros((0, box_px, box_px), dtype=np.float32), kept
+
+    half = box_px // 2
+    padded = np.pad(micrograph, half, constant_values=np.nan)
+    windows = np.lib.stride_tricks.sliding_window_view(padded, (box_px, box_px))
+    boxes = windows[nearest_row[kept], nearest_col[kept]].copy()  # box pixel (half, half) = nearest pixel
+    local_mean = np.nanmean(boxes, axis=(1, 2), keepdims=True)
+    boxes = np.where(np.isnan(boxes), local_mean, boxes)
+
+    radius = DEFAULT_BACKGROUND_RADIUS_OVER_BOX * box_px if background_radius_px is None else background_radius_px
+    particles = normalise_particles(torch.from_numpy(boxes), radius)
+    remainder_yx = np.stack([centres[kept, 1] - nearest_row[kept], centres[kept, 0] - nearest_col[kept]], axis=1)
+    particles = fourier_shift(particles, torch.from_numpy(-remainder_yx).to(torch.float32))
+    return particles.numpy().astype(np.float32), kept
+
+
+def downsample_particles(particles: np.ndarray, box_px: int) -> np.ndarray:
+    """Fourier-crop particles (N, B, B) to (N, box_px, box_px); the pixel size grows by B / box_px.
+
+    Returns the input unchanged when ``box_px`` is not smaller than B.
+    """
+    if box_px >= particles.shape[-1]:
+        return particles
+    if len(particles) == 0:
+        return np.zeros((0, box_px, box_px), dtype=np.float32)
+    return fourier_resize(torch.from_numpy(particles), box_px, ndim=2).numpy()

@@ -1,0 +1,99 @@
+"""Sampling grids shared by the reconstruction stages: Fourier resampling and masks.
+
+Every array here is a torch tensor whose last ``ndim`` axes are a square image (y, x) or
+a cubic volume (z, y, x) of even edge, with the centre at index ``size // 2`` on each axis.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from cryoscore.errors import InputError
+
+#: Largest relative difference between the requested and the achieved box length (Angstrom)
+#: that :func:`resample_volume` accepts; beyond it the map's scale would be visibly wrong.
+_MAX_BOX_LENGTH_MISMATCH = 0.01
+
+
+def fourier_resize(array: torch.Tensor, size_out: int, ndim: int) -> torch.Tensor:
+    """Resample the last ``ndim`` axes of ``array`` (each of even length n) to ``size_out``.
+
+    Crops (downsampling, a perfect low-pass) or zero-pads (upsampling) the centred DFT, so
+    the pixel size becomes ``pixel_size * n / size_out`` and the centre stays at index
+    ``size // 2``. Values are preserved (a constant image keeps its value). Float32 in,
+    float32 out, shape ``(..., size_out, ...)``.
+    """
+    size_in = array.shape[-1]
+    if size_out == size_in:
+        return array
+    dims = tuple(range(-ndim, 0))
+    spectrum = torch.fft.fftshift(torch.fft.fftn(array, dim=dims), dim=dims)
+    if size_out < size_in:
+        start = size_in // 2 - size_out // 2
+        spectrum = spectrum[(...,) + (slice(start, start + size_out),) * ndim]
+    else:
+        spectrum = F.pad(spectrum, [(size_out - size_in) // 2] * (2 * ndim))
+    resized = torch.fft.ifftn(torch.fft.ifftshift(spectrum, dim=dims), dim=dims).real
+    return (resized * (size_out / size_in) ** ndim).to(torch.float32)
+
+
+def _pad_or_crop_centred(volume: np.ndarray, size: int) -> np.ndarray:
+    """``volume`` (D, D, D) cut or zero-padded to (size, size, size), voxel D//2 -> size//2."""
+    edge = volume.shape[0]
+    if size >= edge:
+        before = size // 2 - edge // 2
+        return np.pad(volume, [(before, size - edge - before)] * 3)
+    start = edge // 2 - size // 2
+    return volume[start : start + size, start : start + size, start : start + size]
+
+
+def resample_volume(
+    volume: np.ndarray, pixel_size_a: float, box_px: int, pixel_size_out_a: float, *, source: str = "map"
+) -> torch.Tensor:
+    """A cubic map (D, D, D) at ``pixel_size_a`` on a ``box_px``^3 grid at ``pixel_size_out_a``.
+
+    The map is cut or zero-padded about its centre voxel to the box length of the output
+    (``box_px * pixel_size_out_a`` Angstrom), then Fourier-resampled to ``box_px``: exact
+    when that length is a whole number of input voxels, as when the output grid is the
+    particles' (the micrograph's pixels, Fourier-cropped). Raises InputError (naming
+    ``source``) if the lengths differ by more than 1 %. Returns float32 (box, box, box).
+    """
+    volume = np.asarray(volume, dtype=np.float32)
+    if volume.ndim != 3 or len(set(volume.shape)) != 1:
+        raise InputError(source, f"expected a cubic 3D map, got shape {volume.shape}")
+    size_in = 2 * round(box_px * pixel_size_out_a / pixel_size_a / 2)
+    achieved_a, wanted_a = size_in * pixel_size_a, box_px * pixel_size_out_a
+    if size_in < 2 or abs(achieved_a - wanted_a) > _MAX_BOX_LENGTH_MISMATCH * wanted_a:
+        raise InputError(
+            source,
+            f"a map at {pixel_size_a:.4g} A/px cannot be resampled to {box_px} px at "
+            f"{pixel_size_out_a:.4g} A/px (box lengths {achieved_a:.1f} and {wanted_a:.1f} A); "
+            "resample it to the micrographs' pixel size first",
+        )
+    cut = torch.from_numpy(np.ascontiguousarray(_pad_or_crop_centred(volume, size_in)))
+    return fourier_resize(cut, box_px, ndim=3)
+
+
+def soft_sphere_mask(size: int, ndim: int, radius_px: float, edge_px: float) -> torch.Tensor:
+    """A disc (ndim=2) or ball (ndim=3) mask about index size//2, float32 (size,)*ndim.
+
+    1 within ``radius_px``, falling as a raised cosine to 0 at ``radius_px + edge_px``.
+    """
+    axis = torch.arange(size, dtype=torch.float32) - size // 2
+    grids = torch.meshgrid(*([axis] * ndim), indexing="ij")
+    radius = torch.sqrt(sum(grid**2 for grid in grids))
+    ramp = ((radius - radius_px) / max(edge_px, 1e-6)).clamp(0.0, 1.0)
+    return 0.5 * (1.0 + torch.cos(math.pi * ramp))
+
+
+def centred_rfft2(images: torch.Tensor) -> torch.Tensor:
+    """rfft2 of images (..., B, B) whose centre is pixel (B//2, B//2), moved to the origin first.
+
+    Returns the unshifted half spectrum (..., B, B//2+1): a particle at the box centre has
+    no phase ramp, and a shift in real space is a phase ``exp(-2 pi i k.s)`` here.
+    """
+    return torch.fft.rfft2(torch.fft.ifftshift(images, dim=(-2, -1)))

@@ -1,0 +1,348 @@
+"""3D reconstruction as a judge: extraction, poses, CTF-corrected insertion, FSC, pipeline."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from scipy.spatial.transform import Rotation
+
+from cryoscore.errors import InputError
+from cryoscore.io.coords import ParticleCoordinates, read_coordinates, write_coordinates
+from cryoscore.io.layout import DatasetLayout, read_manifest
+from cryoscore.reconstruct.ctf import ctf_stack, particle_ctfs
+from cryoscore.reconstruct.extract import downsample_particles, extract_particles, extraction_box_px
+from cryoscore.reconstruct.fsc import FscCurve, fourier_shell_correlation
+from cryoscore.reconstruct.grid import centred_rfft2, fourier_resize, resample_volume, soft_sphere_mask
+from cryoscore.reconstruct.insert import reconstruct_half_maps, reconstruct_map
+from cryoscore.reconstruct.pipeline import reconstruct_dataset, reconstruct_from_picks
+from cryoscore.reconstruct.poses import PoseSearchConfig, _Band, _BandProjector, assign_poses
+from cryoscore.simulate.ctf import CtfParams
+from cryoscore.simulate.dataset import SimulationConfig, render_truth, sample_halves, write_dataset
+from cryoscore.simulate.dose import poisson
+from cryoscore.simulate.project import euler_to_matrices, fourier_shift, project_potential, random_orientations
+from cryoscore.simulate.volume import builtin_specimen, octahedral_rotations
+
+
+def _ctf_modulated(projections: torch.Tensor, ctfs: torch.Tensor) -> torch.Tensor:
+    """Projections (N, B, B) centred at B//2, filtered by CTFs (N, B, B//2+1)."""
+    size = projections.shape[-1]
+    spectra = centred_rfft2(projections) * ctfs
+    return torch.fft.fftshift(torch.fft.irfft2(spectra, s=(size, size)), dim=(-2, -1))
+
+
+def _misorientation_deg(found: torch.Tensor, true: torch.Tensor, symmetry_ops: np.ndarray) -> np.ndarray:
+    """Angle (degrees) of found^T g true, minimised over the symmetry operators g (k, 3, 3)."""
+    found64, true64 = found.double().numpy(), true.double().numpy()
+    angles = [
+        Rotation.from_matrix(np.einsum("nji,jk,nkl->nil", found64, op, true64)).magnitude() for op in symmetry_ops
+    ]
+    return np.degrees(np.min(angles, axis=0))
+
+
+# --------------------------------------------------------------------------- grids and FSC
+
+
+def test_fourier_resize_keeps_the_centre_and_the_values():
+    axis = torch.arange(64, dtype=torch.float32) - 32
+    blob = torch.exp(-(axis[:, None] ** 2 + axis[None, :] ** 2) / (2 * 6.0**2)) + 2.0
+    small = fourier_resize(blob, 32, ndim=2)
+    assert small.shape == (32, 32)
+    assert torch.argmax(small).item() == 16 * 32 + 16  # centre pixel 32 -> 16
+    assert float(small[0, 0]) == pytest.approx(2.0, abs=1e-3)  # values, not sums, are kept
+    assert float(small[16, 16]) == pytest.approx(3.0, abs=1e-2)
+
+
+def test_resample_volume_refuses_incommensurate_pixel_sizes():
+    volume = np.zeros((40, 40, 40), dtype=np.float32)
+    assert resample_volume(volume, 4.0, 32, 5.0).shape == (32, 32, 32)  # 40 x 4 A = 32 x 5 A
+    with pytest.raises(InputError, match="resample it"):
+        resample_volume(volume, 4.0, 32, 5.1)  # 163.2 A vs 160 A
+
+
+def test_fsc_resolution_is_interpolated_between_shells():
+    frequency = np.fft.rfftfreq(20, d=2.0)  # 0 ... 0.25 1/A in steps of 0.025
+    correlation = np.array([1.0, 0.9, 0.6, 0.2, 0.1, 0.05, 0, 0, 0, 0, 0])
+    curve = FscCurve(frequency, correlation)
+    # 0.5 lies a quarter of the way from shell 2 (0.05 1/A) to shell 3 (0.075 1/A).
+    assert curve.resolution_a(0.5) == pytest.approx(1 / 0.05625)
+    assert curve.resolution_a(0.143) == pytest.approx(1 / (0.075 + 0.57 * 0.025))
+    assert FscCurve(frequency, np.ones(11)).resolution_a(0.143) == pytest.approx(4.0)  # Nyquist
+    assert FscCurve(frequency, np.zeros(11)).resolution_a(0.143) == math.inf
+
+
+# --------------------------------------------------------------------------- extraction
+
+
+def test_extract_particles_centres_normalises_and_inverts_contrast():
+    rng = np.random.default_rng(0)
+    rows, cols = np.mgrid[0:200, 0:240]
+    centre_x, centre_y = 101.3, 80.6
+    dark_blob = -30.0 * np.exp(-((cols - centre_x) ** 2 + (rows - centre_y) ** 2) / (2 * 4.0**2))
+    micrograph = 1000.0 + 0.5 * cols - 0.3 * rows + dark_blob + rng.normal(0, 2.0, rows.shape)
+    centres = np.array([[centre_x, centre_y], [3.0, 190.0], [-4.0, 50.0]])
+    particles, kept = extract_particles(micrograph, centres, 40)
+    assert kept.tolist() == [True, True, False]  # the last centre is off the micrograph
+    assert particles.shape == (2, 40, 40) and particles.dtype == np.float32
+    assert np.isfinite(particles).all()  # the box cut by the edge is filled with its local mean
+    particle = particles[0]
+    assert particle[18:23, 18:23].mean() > 10  # dark in the micrograph, positive here
+    weights = np.clip(particle, 0, None) * (particle > 3)
+    yy, xx = np.mgrid[0:40, 0:40]
+    assert (weights * yy).sum() / weights.sum() == pytest.approx(20.0, abs=0.1)
+    assert (weights * xx).sum() / weights.sum() == pytest.approx(20.0, abs=0.1)
+    background = (yy - 20) ** 2 + (xx - 20) ** 2 > 15**2  # the gradient is gone, the noise has unit std
+    assert abs(particle[background].mean()) < 0.1
+    assert particle[background].std() == pytest.approx(1.0, rel=0.1)
+
+
+def test_extraction_box_and_bad_inputs():
+    assert extraction_box_px(31.25) == 48
+    none, kept = extract_particles(np.zeros((64, 64)), np.zeros((0, 2)), 32)
+    assert none.shape == (0, 32, 32) and kept.shape == (0,)
+    assert downsample_particles(none, 16).shape == (0, 16, 16)  # a micrograph without picks
+    assert extraction_box_px(30.0, 2.0) == 60
+    with pytest.raises(InputError, match="larger than"):
+        extract_particles(np.zeros((64, 64)), np.array([[32.0, 32.0]]), 80)
+    micrograph = np.random.default_rng(1).normal(size=(128, 128)).astype(np.float32)
+    reference = np.zeros((32, 32, 32), dtype=np.float32)
+    picks = ParticleCoordinates(x_px=np.array([40.0, 80.0]), y_px=np.array([40.0, 80.0]))
+    ctf = CtfParams(1.5, 1.5)
+    with pytest.raises(InputError, match="one of each per micrograph"):
+        reconstruct_from_picks([micrograph], [picks, picks], [ctf], reference, 4.0, 60.0)
+    outside = ParticleCoordinates(x_px=np.array([-50.0, 500.0]), y_px=np.array([40.0, 40.0]))
+    with pytest.raises(InputError, match="0 of 2 picks"):
+        reconstruct_from_picks([micrograph], [outside], [ctf], reference, 4.0, 60.0)
+    with pytest.raises(InputError, match="larger than"):
+        reconstruct_from_picks([micrograph], [picks], [ctf], reference, 4.0, 400.0)
+
+
+def test_particle_ctfs_take_per_particle_defocus_from_the_coordinates():
+    micrograph_ctf = CtfParams(2.0, 1.8, 30.0, bfactor_a2=50.0)
+    plain = ParticleCoordinates(x_px=np.zeros(2), y_px=np.zeros(2))
+    assert particle_ctfs(plain, micrograph_ctf) == [micrograph_ctf, micrograph_ctf]
+    annotated = ParticleCoordinates(
+        x_px=np.zeros(2), y_px=np.zeros(2), defocus_u_a=np.array([12000.0, 15000.0]),
+        defocus_v_a=np.array([11000.0, 14000.0]), defocus_angle_deg=np.array([10.0, 20.0]),
+    )
+    first, second = particle_ctfs(annotated, micrograph_ctf)
+    assert (first.defocus_u_um, first.defocus_v_um, first.astigmatism_angle_deg) == (1.2, 1.1, 10.0)
+    assert second.defocus_u_um == 1.5 and second.bfactor_a2 == 50.0
+    assert ctf_stack([first, second, first], 32, 3.0).shape == (3, 32, 17)
+
+
+# --------------------------------------------------------------------------- projection conventions
+
+
+def test_band_sections_match_torch_fourier_slice_projections():
+    """The pose search's central sections are the spectra of project_3d_to_2d's projections."""
+    volume = torch.from_numpy(builtin_specimen("elongated", 8.0).volume_v)
+    band = _Band(volume.shape[-1], 12)
+    rotations = euler_to_matrices(random_orientations(5, np.random.default_rng(2)))
+    sections = _BandProjector(volume, band)(rotations)
+    cropped = fourier_resize(volume, band.box, ndim=3)
+    angles = Rotation.from_matrix(rotations.double().numpy()).as_euler("ZYZ", degrees=True)
+    expected = band.gather(centred_rfft2(project_potential(cropped, angles, 1.0)))
+    n_freq = len(band.jx)
+    found = torch.complex(sections[:, :n_freq], sections[:, n_freq:])
+    norms = (found.abs().pow(2).sum(dim=1) * expected.abs().pow(2).sum(dim=1)).sqrt()
+    correlation = (found.conj() * expected).sum(dim=1).real / norms
+    assert correlation.min() > 0.999
+    scale = expected.abs().pow(2).sum() / (found.conj() * expected).sum().real
+    assert float(scale) == pytest.approx(1.0, rel=0.02)
+
+
+def test_true_poses_reconstruct_the_projected_volume_to_near_nyquist():
+    """Euler-angle and shift conventions: the simulator's projections at known angles and
+    shifts, inserted back with the same angles and shifts (no CTF, no noise), give the
+    volume; transposed rotations or negated shifts do not."""
+    pixel_size_a = 8.0
+    volume = torch.from_numpy(builtin_specimen("elongated", pixel_size_a).volume_v)  # C1, 40 px
+    box = volume.shape[-1]
+    rng = np.random.default_rng(3)
+    angles = random_orientations(200, rng)
+    shifts = torch.from_numpy(rng.uniform(-2.0, 2.0, (200, 2))).to(torch.float32)
+    projections = fourier_shift(project_potential(volume, angles, 1.0), shifts)
+    rotations = euler_to_matrices(angles)
+    mask = soft_sphere_mask(box, 3, box / 2 - 4, 3)
+
+    def fsc_with_truth(rotations: torch.Tensor, shifts: torch.Tensor) -> tuple[FscCurve, torch.Tensor]:
+        reconstruction = reconstruct_map(projections, rotations, shifts, None, pixel_size_a, wiener_constant=1e-3)
+        return fourier_shell_correlation(reconstruction, volume, pixel_size_a, mask), reconstruction
+
+    curve, reconstruction = fsc_with_truth(rotations, shifts)
+    nyquist = curve.frequency_per_a[-1]
+    assert curve.correlation[curve.frequency_per_a <= 0.8 * nyquist].min() >= 0.9
+    assert float((reconstruction * volume).sum() / (volume * volume).sum()) == pytest.approx(1.0, abs=0.05)
+    for wrong_rotations, wrong_shifts in ((rotations.transpose(1, 2), shifts), (rotations, -shifts)):
+        wrong, _ = fsc_with_truth(wrong_rotations, wrong_shifts)
+        assert wrong.correlation[wrong.frequency_per_a <= 0.5 * nyquist].min() < 0.8
+
+
+@pytest.mark.slow
+def test_simulated_particles_at_true_poses_reconstruct_to_nyquist_and_noise_does_not():
+    """Sign and CTF conventions against the simulator: dark particles on a micrograph,
+    extracted (inverted) and reconstructed with their true angles and CTFs, give the
+    specimen up to near Nyquist; pure noise boxes do not."""
+    pixel_size_a = 8.0
+    config = SimulationConfig(
+        specimen="elongated", n_micrographs=6, size_px=384, pixel_size_a=pixel_size_a,
+        particles_per_micrograph=45, dose_e_per_a2=100.0, n_frames=4, seed=4,
+    )
+    specimen = builtin_specimen("elongated", pixel_size_a)
+    box = extraction_box_px(specimen.diameter_a / pixel_size_a)  # 48 px
+    signal, noise, angles, ctfs = [], [], [], []
+    generator = torch.Generator().manual_seed(0)
+    for index in range(config.n_micrographs):
+        truth = render_truth(config, specimen, index)
+        micrograph = sum(sample_halves(truth)).numpy()
+        blank = poisson(truth.background, generator).numpy()  # the same ice, no particles
+        centres_xy = truth.centres_rc[:, ::-1]
+        particles, kept = extract_particles(micrograph, centres_xy, box)
+        assert kept.all()
+        signal.append(particles)
+        noise.append(extract_particles(blank, centres_xy, box)[0])
+        angles.append(truth.angles_deg)
+        ctfs.extend([truth.ctf] * len(particles))
+    signal, noise = torch.from_numpy(np.concatenate(signal)), torch.from_numpy(np.concatenate(noise))
+    rotations = euler_to_matrices(np.concatenate(angles))
+    n_particles = len(signal)
+    assert n_particles >= 200
+    halves = np.arange(n_particles) % 2 == 1
+    truth_map = resample_volume(specimen.volume_v, pixel_size_a, box, pixel_size_a)
+    mask = soft_sphere_mask(box, 3, specimen.diameter_a / 2 / pixel_size_a, 3)
+    nyquist_a = 2 * pixel_size_a
+
+    no_shifts = torch.zeros(n_particles, 2)
+    half_1, half_2, full = reconstruct_half_maps(signal, rotations, no_shifts, ctfs, pixel_size_a, halves)
+    half_map_resolution = fourier_shell_correlation(half_1, half_2, pixel_size_a, mask).resolution_a(0.143)
+    against_truth = fourier_shell_correlation(full, truth_map, pixel_size_a, mask)
+    assert half_map_resolution <= 1.2 * nyquist_a
+    assert against_truth.resolution_a(0.5) <= 1.3 * nyquist_a
+    assert against_truth.correlation[1:5].min() > 0.9  # positive: protein came out positive
+
+    random_rotations = euler_to_matrices(random_orientations(n_particles, np.random.default_rng(5)))
+    noise_1, noise_2, _ = reconstruct_half_maps(noise, random_rotations, no_shifts, ctfs, pixel_size_a, halves)
+    noise_resolution = fourier_shell_correlation(noise_1, noise_2, pixel_size_a, mask).resolution_a(0.143)
+    assert noise_resolution > 4 * nyquist_a
+
+
+# --------------------------------------------------------------------------- pose assignment
+
+
+def _clean_particles(name: str, pixel_size_a: float, box: int, n: int, seed: int):
+    """CTF-modulated projections of a built-in specimen at random poses and shifts (< 3 px)."""
+    specimen = builtin_specimen(name, pixel_size_a)
+    volume = resample_volume(specimen.volume_v, pixel_size_a, box, pixel_size_a)
+    rng = np.random.default_rng(seed)
+    angles = random_orientations(n, rng)
+    shifts = torch.from_numpy(rng.uniform(-2.0, 2.0, (n, 2))).to(torch.float32)
+    ctfs = ctf_stack([CtfParams(defocus, defocus) for defocus in rng.uniform(1.0, 2.5, n)], box, pixel_size_a)
+    particles = _ctf_modulated(fourier_shift(project_potential(volume, angles, 1.0), shifts), ctfs)
+    return specimen, volume, euler_to_matrices(angles), shifts, particles, ctfs
+
+
+@pytest.mark.slow
+def test_pose_assignment_recovers_orientations_and_shifts_of_an_asymmetric_particle():
+    pixel_size_a = 6.0
+    specimen, volume, rotations, shifts, particles, ctfs = _clean_particles("elongated", pixel_size_a, 64, 80, 6)
+    config = PoseSearchConfig()
+    poses = assign_poses(
+        particles, ctfs, volume, pixel_size_a, resolution_a=25.0, max_shift_px=4.0,
+        diameter_px=specimen.diameter_a / pixel_size_a, config=config,
+    )
+    errors = _misorientation_deg(poses.rotations, rotations, np.eye(3)[None])
+    assert np.median(errors) < config.local_steps_deg[-1]
+    assert np.percentile(errors, 95) < config.local_steps_deg[-2]
+    assert errors.max() < config.coarse_step_deg
+    assert (poses.shifts_yx_px - shifts).norm(dim=1).max() < 1.0
+    assert poses.scores.min() > 0.95
+    assert poses.angles_deg().shape == (80, 3)
+
+
+@pytest.mark.slow
+def test_pose_assignment_with_octahedral_symmetry_searches_one_asymmetric_unit():
+    pixel_size_a = 4.0
+    _, volume, rotations, shifts, particles, ctfs = _clean_particles("apoferritin", pixel_size_a, 46, 60, 7)
+    poses = assign_poses(
+        particles, ctfs, volume, pixel_size_a, resolution_a=25.0, max_shift_px=3.0, diameter_px=30.0, symmetry="O"
+    )
+    errors = _misorientation_deg(poses.rotations, rotations, octahedral_rotations())
+    assert np.percentile(errors, 95) < 2.5 and errors.max() < 10.0
+    assert (poses.shifts_yx_px - shifts).norm(dim=1).max() < 1.0
+    with pytest.raises(InputError, match="unsupported symmetry"):
+        assign_poses(
+            particles, ctfs, volume, pixel_size_a, resolution_a=25.0, max_shift_px=3.0, diameter_px=30.0, symmetry="I"
+        )
+
+
+# --------------------------------------------------------------------------- end to end
+
+
+@pytest.fixture(scope="module")
+def apoferritin_dataset(tmp_path_factory) -> DatasetLayout:
+    """Three 512 px micrographs of 100 apoferritins at 4 A/px, with true coordinates."""
+    root = tmp_path_factory.mktemp("reconstruct") / "data"
+    config = SimulationConfig(
+        specimen="apoferritin", n_micrographs=3, size_px=512, pixel_size_a=4.0,
+        particles_per_micrograph=100, dose_e_per_a2=40.0, n_frames=4, seed=0,
+    )
+    write_dataset(config, root, progress=False)
+    return DatasetLayout(root)
+
+
+def _write_picks(layout: DatasetLayout, folder_name: str, move) -> str:
+    """Picks made from the true coordinates by ``move(x, y, rng) -> (x, y)``; returns the folder."""
+    folder = layout.root.parent / folder_name
+    folder.mkdir()
+    rng = np.random.default_rng(11)
+    for name in layout.micrograph_names():
+        truth = read_coordinates(layout.coordinates(name))
+        x, y = move(truth.x_px, truth.y_px, rng)
+        write_coordinates(folder / f"{name}.star", ParticleCoordinates(x_px=x, y_px=y))
+    return str(folder)
+
+
+@pytest.fixture(scope="module")
+def true_picks_result(apoferritin_dataset):
+    return reconstruct_dataset(apoferritin_dataset.root)
+
+
+@pytest.mark.slow
+def test_true_picks_reconstruct_well_and_false_picks_cost_resolution(apoferritin_dataset, true_picks_result):
+    manifest = read_manifest(apoferritin_dataset.root)
+    size, diameter_px = manifest["config"]["size_px"], manifest["particle_diameter_a"] / manifest["pixel_size_a"]
+
+    def anywhere(x, y, rng):
+        return tuple(rng.uniform(diameter_px / 2, size - diameter_px / 2, (2, len(x))))
+
+    false = reconstruct_dataset(apoferritin_dataset.root, _write_picks(apoferritin_dataset, "random", anywhere))
+    true = true_picks_result
+    assert true.n_particles == false.n_particles == 300
+    assert true.half_map_resolution_a < 2 * 8.0  # Nyquist is 8 A
+    assert true.truth_resolution_a < 2 * 8.0
+    assert true.half_map_resolution_a < 0.7 * false.half_map_resolution_a
+    assert true.truth_resolution_a < 0.7 * false.truth_resolution_a
+    assert true.mean_pose_score > 2 * false.mean_pose_score
+    summary = json.loads(json.dumps(true.to_dict()))
+    assert summary["n_particles"] == 300 and len(summary["fsc_half_maps"]["fsc"]) == true.box_px // 2 + 1
+    assert set(summary["timings_s"]) == {"extract", "poses", "reconstruct", "fsc", "total"}
+
+
+@pytest.mark.slow
+def test_off_centre_picks_cost_resolution(apoferritin_dataset, true_picks_result):
+    manifest = read_manifest(apoferritin_dataset.root)
+    third_of_diameter_px = manifest["particle_diameter_a"] / manifest["pixel_size_a"] / 3  # beyond the shift search
+
+    def off_centre(x, y, rng):
+        direction = rng.uniform(0, 2 * np.pi, len(x))
+        return x + third_of_diameter_px * np.cos(direction), y + third_of_diameter_px * np.sin(direction)
+
+    shifted = reconstruct_dataset(apoferritin_dataset.root, _write_picks(apoferritin_dataset, "off_centre", off_centre))
+    true = true_picks_result
+    assert shifted.n_particles == true.n_particles
+    assert true.half_map_resolution_a < 0.7 * shifted.half_map_resolution_a
+    assert true.truth_resolution_a < 0.5 * shifted.truth_resolution_a
