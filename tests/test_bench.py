@@ -66,3 +66,41 @@ def test_line_chart_is_valid_svg_and_skips_bad_points():
                          title="t", x_label="x", y_label="y")
     assert svg.startswith("<svg") and svg.endswith("</svg>") and "b &lt;c&gt;" in svg
     assert svg.count("<polyline") == 2
+
+
+def test_bench_runs_end_to_end_on_a_tiny_config(tmp_path):
+    """Simulate, train, judge (pixels, blob picker, reconstruction), run the bias controls and
+    write metrics.json, report.html and summary.md, on a config small enough for seconds."""
+    from cryoscore.bench.config import SimulationSettings, TrainingSettings
+    from cryoscore.bench.run import run_bench
+
+    config = BenchConfig(
+        simulated=(SimulatedSpecimen("apoferritin", doses=(30.0,), decoy="elongated"),),
+        judges=("pixel", "blob", "reconstruction"),
+        training=TrainingSettings(steps=4, batch_size=2, crop_px=64),
+        simulation=SimulationSettings(size_px=192, train_micrographs=1, test_micrographs=2, empty_micrographs=1),
+    )
+    run_bench(config, tmp_path)
+    document = json.loads((tmp_path / "metrics.json").read_text())
+    names = ("raw", "lowpass", "n2n", "score", "guided", "guided-decoy")
+    for name in names:
+        ap = document["summary"]["denoisers"][name]["ap"]
+        assert 0.0 <= ap <= 1.0
+    dataset = document["datasets"]["apoferritin 30 e/A^2"]
+    assert dataset["n_particles"] > 0
+    for name in names:
+        metrics = dataset["denoisers"][name]
+        assert metrics["blob"]["n_truth"] == dataset["n_particles"]
+        assert np.isfinite(metrics["pixel"]["psnr_db"])
+        reconstruction = metrics["reconstruction"]
+        if reconstruction["n_particles"]:
+            # A map from a few dozen particles of 40 px is no better than Nyquist (6 A) allows.
+            assert reconstruction["resolution_half_maps_a"] is None or reconstruction["resolution_half_maps_a"] >= 6.0
+    # raw is the input itself: nothing to compute.
+    assert dataset["denoisers"]["raw"]["denoise_seconds_per_micrograph"] < 0.1
+    assert set(dataset["particle_free"]) >= set(names)
+    assert set(document["summary"]["checks"]) >= {"particle_free_control", "decoy_control"}
+    report = (tmp_path / "report.html").read_text()
+    assert report.startswith("<!DOCTYPE html>") and "<svg" in report and "data:image/png;base64," in report
+    assert "http://" not in report.replace("http://www.w3.org/2000/svg", "") and "https://" not in report
+    assert "apoferritin 30 e/A^2" in (tmp_path / "summary.md").read_text()

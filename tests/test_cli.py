@@ -19,7 +19,7 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "cryoscore.cli", *args], capture_output=True, text=True)
 
 
-@pytest.mark.parametrize("command", [[], ["simulate"], ["demo"], ["pick"], ["score"], ["bench"]])
+@pytest.mark.parametrize("command", [[], ["simulate"], ["demo"], ["pick"], ["score"], ["reconstruct"], ["bench"]])
 def test_help_shows_examples(command, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main([*command, "--help"])
@@ -80,16 +80,22 @@ def test_simulate_refuses_a_non_empty_output_directory(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.txt"]
 
 
-def test_demo_writes_a_dataset_and_a_picture(tmp_path, capsys):
+def test_demo_denoises_picks_scores_reconstructs_and_reports(tmp_path, capsys):
     assert main(["demo", "-o", str(tmp_path / "demo")]) == 0
-    summary = capsys.readouterr().out
-    assert "picture:" in summary and "SNR" in summary
+    summary = capsys.readouterr().out.strip().splitlines()
+    assert summary[1].startswith("report: ") and len(summary) == 5
     with Image.open(tmp_path / "demo" / "overview.png") as picture:
         assert picture.format == "PNG" and picture.width > 3 * 300
     assert (tmp_path / "demo" / "dataset" / "manifest.json").exists()
     assert sorted(path.name for path in (tmp_path / "demo" / "denoised").iterdir()) == ["mic_0000.mrc", "mic_0001.mrc"]
-    raw, denoised = map(float, re.search(r"raw (-?[0-9.]+), denoised (-?[0-9.]+)", summary).groups())
-    assert denoised > raw + 0.3  # the shipped default model removes most of the shot noise
+    assert (tmp_path / "demo" / "report.html").read_text().startswith("<!DOCTYPE html>")
+    metrics = json.loads((tmp_path / "demo" / "metrics.json").read_text())
+    aps = {name: metrics["summary"]["denoisers"][name]["ap"] for name in ("raw", "lowpass", "denoised")}
+    assert re.findall(r"(\w+) ([0-9.]+)", summary[2].split(":", 1)[1]) == [(name, f"{ap:.3f}")
+                                                                          for name, ap in aps.items()]
+    assert min(aps.values()) > 0.5  # apoferritin at 30 e/A^2 is there to be found by every variant
+    correlations = {name: float(value) for name, value in re.findall(r"(\w+) ([0-9.]+)", summary[4].split(":", 1)[1])}
+    assert correlations["denoised"] > correlations["raw"] + 0.3  # the shipped default model removes most of the shot noise
 
 
 def test_train_from_a_dataset_and_from_single_micrographs(tmp_path, capsys):
@@ -139,6 +145,22 @@ def test_pick_then_score_on_a_simulated_dataset(tmp_path, capsys):
     pooled = json.loads((tmp_path / "s.json").read_text())["pooled"]
     assert pooled["n_truth"] == 24 and pooled["ap"] > 0.5  # apoferritin at a high dose is easy to pick
 
+    # Reconstruct from the picks above the best-F1 threshold, and from the true coordinates.
+    threshold = str(pooled["threshold"])
+    assert main(["reconstruct", str(data), "--picks", str(tmp_path / "picks"), "--threshold", threshold,
+                 "-o", str(tmp_path / "recon")]) == 0
+    assert "half maps" in capsys.readouterr().out
+    assert sorted(path.name for path in (tmp_path / "recon").iterdir()) == ["half1.mrc", "half2.mrc", "map.mrc",
+                                                                             "reconstruction.json"]
+    picked = json.loads((tmp_path / "recon" / "reconstruction.json").read_text())
+    assert picked["inputs"]["threshold"] == pooled["threshold"]
+    assert picked["n_picks"] == pooled["n_selected"] and picked["box_px"] == 60  # 1.5 x 120 A at 3 A/px
+    assert main(["reconstruct", str(data), "-o", str(tmp_path / "recon-truth")]) == 0
+    truth = json.loads((tmp_path / "recon-truth" / "reconstruction.json").read_text())
+    assert truth["n_particles"] == 24 and truth["inputs"]["picks"] == "truth"
+    # 24 particles at 60 e/A^2 and 3 A/px resolve better than the 25 A the reference is trusted to.
+    assert truth["half_map_resolution_a"] < 25.0
+
 
 @pytest.mark.parametrize(
     "args, needle",
@@ -146,11 +168,13 @@ def test_pick_then_score_on_a_simulated_dataset(tmp_path, capsys):
         (["pick", "a.mrc", "-o", "p", "--diameter", "100", "--picker", "template"], "needs a reference"),
         (["pick", "missing.mrc", "-o", "p", "--diameter", "100"], "missing.mrc"),
         (["score", "nowhere", "."], "not a directory"),
+        (["reconstruct", "nowhere", "-o", "r"], "not a cryoscore dataset directory"),
+        (["reconstruct", ".", "--picks", "nowhere", "-o", "r"], "picks directory not found"),
         (["bench", "--quick", "cfg.toml", "-o", "b"], "not both"),
         (["bench", "missing.toml", "-o", "b"], "no such benchmark config file"),
     ],
 )
-def test_bad_pick_score_bench_options_give_one_line_and_exit_2(tmp_path, args, needle):
+def test_bad_pick_score_reconstruct_bench_options_give_one_line_and_exit_2(tmp_path, args, needle):
     result = subprocess.run([sys.executable, "-m", "cryoscore.cli", *args], capture_output=True, text=True,
                             cwd=tmp_path)
     assert result.returncode == 2

@@ -172,3 +172,16 @@ def test_real_relion_coordinates(apoferritin_dir):
         table = starfile.read(path)
         np.testing.assert_array_equal(coords.x_px, table["rlnCoordinateX"])
         np.testing.assert_array_equal(coords.y_px, table["rlnCoordinateY"])
+
+
+def test_scoring_at_least_keeps_the_annotations_of_the_kept_particles():
+    coordinates = ParticleCoordinates(x_px=[1, 2, 3], y_px=[4, 5, 6], figure_of_merit=[0.5, 2.0, 1.0],
+                                      defocus_u_a=[10000, 11000, 12000])
+    kept = coordinates.scoring_at_least(1.0)
+    np.testing.assert_array_equal(kept.x_px, [2, 3])
+    np.testing.assert_array_equal(kept.defocus_u_a, [11000, 12000])
+    assert kept.angles_deg is None
+    assert coordinates.scoring_at_least(None) is coordinates
+    assert len(coordinates.scoring_at_least(5.0)) == 0
+    with pytest.raises(ValueError, match="no figure of merit"):
+        ParticleCoordinates(x_px=[1], y_px=[1]).scoring_at_least(0.0)

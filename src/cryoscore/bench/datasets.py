@@ -50,7 +50,8 @@ class TestSet:
 
     ``reference`` is the density the template picker and the reconstruction align to
     (a path or a built-in specimen name; None for none); ``true_map`` the path of the
-    exact density (simulated data) for FSC against the truth.
+    exact density (simulated data) for FSC against the truth; ``symmetry`` its point
+    group label (limits the reconstruction's pose search; None: unknown).
     """
 
     label: str
@@ -61,6 +62,7 @@ class TestSet:
     true_map: Path | None
     dose_e_per_a2: float | None = None
     halves_in_image: int = 2
+    symmetry: str | None = None
 
 
 def _simulation(config: BenchConfig, specimen: SimulatedSpecimen, specimen_index: int, dose_index: int,
@@ -123,7 +125,8 @@ def simulated_test_set(directory: Path, label: str) -> TestSet:
         micrographs.append(TestMicrograph(name, full_sum, read_coordinates(layout.coordinates(name)), clean,
                                           ctf_from_manifest(entries[name])))
     return TestSet(label, tuple(micrographs), manifest["pixel_size_a"], manifest["particle_diameter_a"],
-                   str(layout.reference), layout.reference, manifest["dose_e_per_a2"])
+                   str(layout.reference), layout.reference, manifest["dose_e_per_a2"],
+                   symmetry=manifest.get("specimen", {}).get("symmetry"))
 
 
 def real_micrograph_paths(dataset: RealDataset) -> list[Path]:

@@ -19,11 +19,13 @@ import numpy as np
 from cryoscore.bench.datasets import TestSet
 from cryoscore.bench.denoisers import DenoiseFunction
 from cryoscore.bench.plots import radial_power_spectrum
+from cryoscore.errors import InputError
 from cryoscore.io.coords import ParticleCoordinates
 from cryoscore.metrics.picking import MatchResult, match_picks, pool_matches
 from cryoscore.metrics.pixel import pixel_metrics
 from cryoscore.pick.blob import pick_blobs
 from cryoscore.pick.template import pick_template
+from cryoscore.reconstruct.pipeline import ReconstructionResult, reconstruct_from_picks
 from cryoscore.simulate.volume import load_specimen
 
 logger = logging.getLogger(__name__)
@@ -47,14 +49,14 @@ class DenoiserOutcome:
     matches: MatchResult
     example: np.ndarray
     spectrum: tuple[np.ndarray, np.ndarray]
-    reconstruction: Any = None
+    reconstruction: ReconstructionResult | None = None
     template_matches: MatchResult | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 
 def _picking_metrics(result: MatchResult) -> dict[str, Any]:
     summary = result.to_dict()
-    return {key: summary[key] for key in ("ap", "f1", "precision", "recall", "threshold", "n_picks", "n_truth",
+    return {key: summary[key] for key in ("ap", "f1", "precision", "recall", "threshold", "n_picks", "n_selected", "n_truth",
                                           "centring_error_px") if key in summary}
 
 
@@ -85,7 +87,8 @@ def judge_denoiser(
     """Denoise every micrograph of ``test_set`` with ``denoise`` and judge the outputs.
 
     ``template_reference`` is the cube the template picker correlates with (None: no
-    template judge). Reconstruction is done separately (:func:`attach_reconstruction`).
+    template judge). Reconstruction is done afterwards (:func:`attach_reconstruction`), as it
+    needs the picking threshold.
     """
     diameter_px = test_set.diameter_a / test_set.pixel_size_a
     seconds, pixel_records, picks, template_picks = [], [], {}, {}
@@ -124,10 +127,42 @@ def judge_denoiser(
 
 def picks_above(picks: dict[str, ParticleCoordinates], threshold: float | None) -> dict[str, ParticleCoordinates]:
     """The picks scoring at least ``threshold`` (all picks when None), per micrograph."""
-    if threshold is None:
-        return picks
-    kept = {}
-    for name, found in picks.items():
-        keep = found.figure_of_merit >= threshold
-        kept[name] = ParticleCoordinates(found.x_px[keep], found.y_px[keep], found.figure_of_merit[keep])
-    return kept
+    return {name: found.scoring_at_least(threshold) for name, found in picks.items()}
+
+
+def attach_reconstruction(test_set: TestSet, outcome: DenoiserOutcome, reference: np.ndarray,
+                          *, max_particles: int = 5000) -> None:
+    """Reconstruct from ``outcome``'s blob picks at its best-F1 threshold, boxed from the raw
+    micrographs, and store the result in ``outcome.reconstruction`` and
+    ``outcome.metrics["reconstruction"]``.
+
+    ``reference`` (D, D, D) at the test set's pixel size is both the alignment reference
+    (low-passed to 25 A) and the true map. Needs the micrographs' CTFs (simulated data);
+    with fewer than two usable picks the metrics say so and the map is None.
+    """
+    if any(micrograph.ctf is None for micrograph in test_set.micrographs):
+        raise ValueError(f"{test_set.label}: reconstruction needs each micrograph's CTF")
+    threshold = outcome.matches.threshold if outcome.matches is not None else None
+    kept = picks_above(outcome.picks, threshold)
+    try:
+        result = reconstruct_from_picks(
+            [micrograph.full_sum for micrograph in test_set.micrographs],
+            [kept[micrograph.name] for micrograph in test_set.micrographs],
+            [micrograph.ctf for micrograph in test_set.micrographs],
+            reference, test_set.pixel_size_a, test_set.diameter_a,
+            true_map=reference, symmetry=test_set.symmetry, max_particles=max_particles)
+    except InputError as error:
+        outcome.metrics["reconstruction"] = {"error": str(error), "n_particles": 0}
+        return
+    outcome.reconstruction = result
+    summary = result.to_dict()
+    outcome.metrics["reconstruction"] = {
+        "threshold": threshold,
+        "n_particles": result.n_particles,
+        "resolution_half_maps_a": summary["half_map_resolution_a"],
+        "resolution_vs_truth_a": summary["truth_resolution_a"],
+        "mean_pose_score": result.mean_pose_score,
+        "seconds": result.timings_s["total"],
+        "fsc_half_maps": summary["fsc_half_maps"],
+        "fsc_truth": summary["fsc_truth"],
+    }

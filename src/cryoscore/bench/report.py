@@ -113,7 +113,7 @@ def _dataset_section(label: str, dataset: dict[str, Any], record: dict[str, Any]
     if curves:
         charts.append(line_chart_svg(curves, title="blob picker precision-recall", x_label="recall",
                                      y_label="precision", y_range=(0.0, 1.0)))
-    fsc = [(name, outcome.reconstruction.frequencies_per_a, outcome.reconstruction.fsc_half_maps)
+    fsc = [(name, outcome.reconstruction.fsc_half_maps.frequency_per_a, outcome.reconstruction.fsc_half_maps.correlation)
            for name, outcome in outcomes.items() if outcome.reconstruction is not None]
     if fsc:
         charts.append(line_chart_svg(fsc, title="half-map FSC (picks from each denoiser)", x_label="1/A",

@@ -29,8 +29,14 @@ from cryoscore.bench.datasets import (
     simulate_specimen,
     simulated_test_set,
 )
-from cryoscore.bench.denoisers import denoise_functions, train_models
-from cryoscore.bench.judges import DenoiserOutcome, judge_denoiser, picks_above, reference_volume
+from cryoscore.bench.denoisers import DenoiseFunction, denoise_functions, train_models
+from cryoscore.bench.judges import (
+    DenoiserOutcome,
+    attach_reconstruction,
+    judge_denoiser,
+    picks_above,
+    reference_volume,
+)
 from cryoscore.bench.report import write_reports
 from cryoscore.io.layout import write_json
 from cryoscore.pairs.halves import pairs_from_dataset
@@ -47,12 +53,19 @@ def _versions() -> dict[str, str]:
             "python": platform.python_version()}
 
 
-def _judge_all(test_set: TestSet, functions: dict, config: BenchConfig) -> dict[str, DenoiserOutcome]:
-    template_reference = None
-    if "template" in config.judges and test_set.reference is not None:
-        template_reference = reference_volume(test_set)
-    return {name: judge_denoiser(test_set, name, function, config.judges, template_reference=template_reference)
-            for name, function in functions.items()}
+def judge_all(test_set: TestSet, functions: dict[str, DenoiseFunction], judges: Sequence[str]
+              ) -> dict[str, DenoiserOutcome]:
+    """Every denoiser of ``functions`` judged on ``test_set`` by ``judges`` (names from
+    :data:`~cryoscore.bench.config.JUDGES`); reconstruction only where the CTFs are known."""
+    reference = reference_volume(test_set) if test_set.reference is not None else None
+    outcomes = {name: judge_denoiser(test_set, name, function, tuple(judges),
+                                     template_reference=reference if "template" in judges else None)
+                for name, function in functions.items()}
+    if ("reconstruction" in judges and reference is not None
+            and all(micrograph.ctf is not None for micrograph in test_set.micrographs)):
+        for outcome in outcomes.values():
+            attach_reconstruction(test_set, outcome, reference)
+    return outcomes
 
 
 def _particle_free_control(
@@ -95,7 +108,7 @@ def _simulated_results(config: BenchConfig, work_dir: Path) -> tuple[list[dict],
         for test_dir, dose in zip(test_dirs, specimen.doses):
             test_set = simulated_test_set(test_dir, f"{specimen.specimen} {dose:g} e/A^2")
             functions = denoise_functions(config.denoisers, models, test_set.pixel_size_a, config.lowpass_a)
-            outcomes = _judge_all(test_set, functions, config)
+            outcomes = judge_all(test_set, functions, config.judges)
             record = {"dataset": test_set.label, "specimen": specimen.specimen, "dose_e_per_a2": dose,
                       "kind": "simulated", "outcomes": outcomes, "test_set": test_set}
             if dose == min(specimen.doses):
@@ -118,7 +131,7 @@ def _real_results(config: BenchConfig, work_dir: Path) -> tuple[list[dict], list
         test_set = real_test_set(dataset, paths)
         functions = denoise_functions(config.denoisers, models, test_set.pixel_size_a, config.lowpass_a,
                                       test_set.halves_in_image)
-        datasets.append({"dataset": dataset.name, "kind": "real", "outcomes": _judge_all(test_set, functions, config),
+        datasets.append({"dataset": dataset.name, "kind": "real", "outcomes": judge_all(test_set, functions, config.judges),
                          "test_set": test_set})
     return datasets, training
 
@@ -145,6 +158,12 @@ def _summary(datasets: list[dict], denoisers: Sequence[str]) -> dict[str, Any]:
                 for record in simulated if record["dose_e_per_a2"] == lowest]
         checks["guided_minus_n2n_ap_at_lowest_dose"] = {"dose_e_per_a2": lowest, "mean": float(np.mean(gaps)),
                                                         "holds": bool(np.mean(gaps) >= 0.05)}
+    resolutions = {name: [record["outcomes"][name].metrics.get("reconstruction", {}).get("resolution_half_maps_a")
+                          for record in simulated] for name in ("guided", "n2n") if name in denoisers}
+    if len(resolutions) == 2 and all(None not in values and values for values in resolutions.values()):
+        mean = {name: float(np.mean(values)) for name, values in resolutions.items()}
+        checks["reconstruction_guided_vs_n2n"] = {"guided_half_map_a": mean["guided"], "n2n_half_map_a": mean["n2n"],
+                                                  "holds": mean["guided"] <= mean["n2n"]}
     controls = [record["particle_free"]["pass"] for record in simulated if "pass" in record.get("particle_free", {})]
     if controls:
         checks["particle_free_control"] = {"passed": sum(controls), "of": len(controls), "holds": all(controls)}
@@ -155,16 +174,21 @@ def _summary(datasets: list[dict], denoisers: Sequence[str]) -> dict[str, Any]:
     return summary
 
 
-def metrics_document(config: BenchConfig, datasets: list[dict], training: list[dict], seconds: float,
-                     command_line: Sequence[str]) -> dict[str, Any]:
-    """Every number of the run as one JSON-ready dict (the content of metrics.json)."""
+def metrics_document(config: dict[str, Any], denoisers: Sequence[str], datasets: list[dict], training: list[dict],
+                     seconds: float, command_line: Sequence[str]) -> dict[str, Any]:
+    """Every number of the run as one JSON-ready dict (the content of metrics.json).
+
+    ``config`` records what was run (a benchmark's ``BenchConfig.to_dict()``), ``denoisers``
+    the names the summary's checks compare, ``datasets`` one record per judged test set
+    (``dataset``, ``kind``, ``outcomes``, ``test_set`` and optional controls).
+    """
     return json_ready({
         "cryoscore_bench": 1,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "command_line": list(command_line),
         "versions": _versions(),
         "machine": {"platform": platform.platform(), "torch_threads": torch.get_num_threads()},
-        "config": config.to_dict(),
+        "config": config,
         "seconds": seconds,
         "training": training,
         "datasets": {
@@ -179,7 +203,7 @@ def metrics_document(config: BenchConfig, datasets: list[dict], training: list[d
             }
             for record in datasets
         },
-        "summary": _summary(datasets, config.denoisers),
+        "summary": _summary(datasets, denoisers),
     })
 
 
@@ -194,7 +218,7 @@ def run_bench(config: BenchConfig, output_dir: Path, *, command_line: Sequence[s
     simulated, simulated_training = _simulated_results(config, work_dir)
     real, real_training = _real_results(config, work_dir)
     datasets = simulated + real
-    document = metrics_document(config, datasets, simulated_training + real_training,
+    document = metrics_document(config.to_dict(), config.denoisers, datasets, simulated_training + real_training,
                                 time.perf_counter() - started, command_line)
     write_json(output_dir / "metrics.json", document)
     write_reports(output_dir, document, datasets)

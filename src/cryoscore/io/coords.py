@@ -84,6 +84,17 @@ class ParticleCoordinates:
     def __len__(self) -> int:
         return self.x_px.shape[0]
 
+    def scoring_at_least(self, threshold: float | None) -> "ParticleCoordinates":
+        """The particles whose figure of merit is >= ``threshold``, every annotation kept
+        (all of them when ``threshold`` is None; ValueError if there are no scores)."""
+        if threshold is None:
+            return self
+        if self.figure_of_merit is None:
+            raise ValueError("these coordinates have no figure of merit to threshold")
+        keep = self.figure_of_merit >= threshold
+        return ParticleCoordinates(**{field.name: None if getattr(self, field.name) is None
+                                      else getattr(self, field.name)[keep] for field in dataclasses.fields(self)})
+
 
 def _format(path: Path) -> str:
     """The lower-case suffix of a coordinate file; InputError unless .star, .box or .csv."""

@@ -29,8 +29,8 @@ import torch
 
 from cryoscore.errors import InputError
 from cryoscore.io.coords import ParticleCoordinates, read_coordinates
-from cryoscore.io.layout import DatasetLayout, read_manifest
-from cryoscore.io.mrc import check_pixel_size, read_mrc
+from cryoscore.io.layout import DatasetLayout, read_manifest, write_json
+from cryoscore.io.mrc import check_pixel_size, read_mrc, write_mrc
 from cryoscore.reconstruct.ctf import ctf_stack, particle_ctfs
 from cryoscore.reconstruct.extract import (
     DEFAULT_BACKGROUND_RADIUS_OVER_BOX,
@@ -313,14 +313,19 @@ def reconstruct_from_picks(
 
 
 def reconstruct_dataset(
-    dataset_dir: str | os.PathLike, picks_dir: str | os.PathLike | None = None, **options: Any
+    dataset_dir: str | os.PathLike,
+    picks_dir: str | os.PathLike | None = None,
+    *,
+    threshold: float | None = None,
+    **options: Any,
 ) -> ReconstructionResult:
     """:func:`reconstruct_from_picks` on a dataset directory (see :mod:`cryoscore.io.layout`).
 
     Micrographs are the full sums ``micrographs/NAME.mrc`` of the manifest's micrographs,
     with the manifest's CTFs, pixel size and particle diameter. Picks are read from
     ``picks_dir/NAME.star`` (RELION coordinates; InputError if one is missing), or are the
-    true coordinates ``coordinates/NAME.star`` when ``picks_dir`` is None. The dataset's
+    true coordinates ``coordinates/NAME.star`` when ``picks_dir`` is None; with a
+    ``threshold`` only picks whose figure of merit is at least that are used. The dataset's
     ``reference.mrc`` (for a simulation, the true specimen) is both the alignment reference
     (low-passed) and the true map; the manifest's symmetry is used unless ``symmetry`` is
     given. Other ``options`` go to :func:`reconstruct_from_picks`.
@@ -335,10 +340,13 @@ def reconstruct_dataset(
     except (KeyError, TypeError, ValueError) as error:
         raise InputError(layout.manifest, f"incomplete manifest ({error})") from None
     reference, reference_pixel_size_a = read_mrc(layout.reference, ndim=3)
-    picks = [
-        read_coordinates(layout.coordinates(name) if picks_dir is None else Path(picks_dir) / f"{name}.star")
-        for name in names
-    ]
+    picks = []
+    for name in names:
+        path = layout.coordinates(name) if picks_dir is None else Path(picks_dir) / f"{name}.star"
+        coordinates = read_coordinates(path)
+        if threshold is not None and coordinates.figure_of_merit is None:
+            raise InputError(path, "has no rlnAutopickFigureOfMerit column to apply the threshold to")
+        picks.append(coordinates.scoring_at_least(threshold))
     options.setdefault("symmetry", manifest.get("specimen", {}).get("symmetry"))
     return reconstruct_from_picks(
         [layout.micrograph(name) for name in names],
@@ -352,3 +360,21 @@ def reconstruct_dataset(
         true_map_pixel_size_a=reference_pixel_size_a,
         **options,
     )
+
+
+def write_reconstruction(output_dir: str | os.PathLike, result: ReconstructionResult,
+                         inputs: dict[str, Any] | None = None) -> dict[str, Path]:
+    """Write the maps and the measurements of ``result`` into ``output_dir``, atomically.
+
+    Files: ``half1.mrc`` and ``half2.mrc`` (the half maps), ``map.mrc`` (all particles),
+    all at ``result.pixel_size_a``, and ``reconstruction.json`` (``result.to_dict()`` plus
+    ``inputs``, which should say where the picks came from). Returns the paths by role.
+    """
+    output = Path(output_dir)
+    output.mkdir(parents=True, exist_ok=True)
+    paths = {"half1": output / "half1.mrc", "half2": output / "half2.mrc", "map": output / "map.mrc",
+             "json": output / "reconstruction.json"}
+    for role, volume in (("half1", result.half_maps[0]), ("half2", result.half_maps[1]), ("map", result.full_map)):
+        write_mrc(paths[role], volume, result.pixel_size_a)
+    write_json(paths["json"], {"inputs": inputs or {}, **result.to_dict()})
+    return paths
