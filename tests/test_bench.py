@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -86,6 +89,7 @@ def test_bench_runs_end_to_end_on_a_tiny_config(tmp_path):
     for name in names:
         ap = document["summary"]["denoisers"][name]["ap"]
         assert 0.0 <= ap <= 1.0
+    assert document["denoisers_left_out"] == ([] if shutil.which("topaz") else ["topaz"])
     dataset = document["datasets"]["apoferritin 30 e/A^2"]
     assert dataset["n_particles"] > 0
     for name in names:
@@ -99,8 +103,57 @@ def test_bench_runs_end_to_end_on_a_tiny_config(tmp_path):
     # raw is the input itself: nothing to compute.
     assert dataset["denoisers"]["raw"]["denoise_seconds_per_micrograph"] < 0.1
     assert set(dataset["particle_free"]) >= set(names)
+    for name in names:  # Pearson correlations with reference projections, on particle-free micrographs
+        correlation = dataset["particle_free"][name]["reference_correlation"]
+        assert -1.0 <= correlation["p99"] <= correlation["max"] <= 1.0
     assert set(document["summary"]["checks"]) >= {"particle_free_control", "decoy_control"}
     report = (tmp_path / "report.html").read_text()
     assert report.startswith("<!DOCTYPE html>") and "<svg" in report and "data:image/png;base64," in report
     assert "http://" not in report.replace("http://www.w3.org/2000/svg", "") and "https://" not in report
     assert "apoferritin 30 e/A^2" in (tmp_path / "summary.md").read_text()
+    assert "Particle-free micrographs" in report and "Decoy reference" in report
+
+
+FAKE_TOPAZ = """#!{python}
+# Stands in for Topaz-Denoise's command line: topaz denoise --device D -o OUTDIR MIC.mrc
+import sys, pathlib, mrcfile, numpy as np
+from scipy import ndimage
+args = sys.argv[1:]
+assert args[0] == "denoise" and args[1:3] == ["--device", "-1"] and args[3] == "-o", args
+if {fail}:
+    sys.exit("ERROR: CUDA out of memory")
+source = pathlib.Path(args[5])
+with mrcfile.open(source) as mrc:
+    data = ndimage.gaussian_filter(mrc.data.astype(np.float32), 2.0)
+with mrcfile.new(pathlib.Path(args[4]) / source.name) as mrc:
+    mrc.set_data(data)
+"""
+
+
+def _install_fake_topaz(directory, monkeypatch, *, fail=False):
+    directory.mkdir()
+    script = directory / "topaz"
+    script.write_text(FAKE_TOPAZ.format(python=sys.executable, fail=fail))
+    script.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{directory}{os.pathsep}{os.environ['PATH']}")
+
+
+def test_topaz_joins_the_benchmark_only_when_installed(tmp_path, monkeypatch):
+    from scipy import ndimage
+
+    from cryoscore.bench.denoisers import denoise_functions
+
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    assert "topaz" not in denoise_functions(["raw", "topaz"], {}, 1.5, 20.0)
+    _install_fake_topaz(tmp_path / "bin", monkeypatch)
+    functions = denoise_functions(["raw", "topaz"], {}, 1.5, 20.0)
+    image = np.random.default_rng(0).normal(size=(64, 80)).astype(np.float32)
+    np.testing.assert_allclose(functions["topaz"](image), ndimage.gaussian_filter(image, 2.0), atol=1e-6)
+
+
+def test_a_failing_topaz_is_one_clear_error(tmp_path, monkeypatch):
+    from cryoscore.bench.denoisers import topaz_denoise
+
+    _install_fake_topaz(tmp_path / "bin", monkeypatch, fail=True)
+    with pytest.raises(RuntimeError, match="topaz denoise failed .*CUDA out of memory"):
+        topaz_denoise(np.zeros((32, 32), dtype=np.float32), str(tmp_path / "bin" / "topaz"))

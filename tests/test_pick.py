@@ -7,6 +7,7 @@ import json
 import mrcfile
 import numpy as np
 import pytest
+import torch
 from scipy.optimize import linear_sum_assignment
 from scipy.spatial.distance import cdist, pdist
 
@@ -222,3 +223,26 @@ def test_pick_micrographs_rejects_bad_input_before_writing(tmp_path, small_datas
     with pytest.raises(InputError, match=named):
         pick_micrographs(inputs, tmp_path / "out", progress=False, **options)
     assert not (tmp_path / "out").exists()
+
+
+def test_local_normalised_correlation_is_pearson_with_the_best_template():
+    from cryoscore.pick.template import local_normalised_correlation
+
+    rng = np.random.default_rng(5)
+    size = 9
+    templates = torch.from_numpy(rng.normal(size=(3, size, size)).astype(np.float32))
+    templates -= templates.mean(dim=(-2, -1), keepdim=True)
+    templates /= torch.linalg.vector_norm(templates, dim=(-2, -1), keepdim=True)
+    image = rng.normal(size=(40, 50)).astype(np.float32)
+    image[10:19, 20:29] = 5 * templates[1].numpy() + 2.0  # an exact copy, scaled and offset
+    correlation = local_normalised_correlation(image, templates)
+    assert correlation.shape == (40 - size + 1, 50 - size + 1)
+    assert correlation[10, 20] == pytest.approx(1.0, abs=0.01)
+    # Brute force at a few windows: Pearson of the window with each template, best one.
+    for row, column in [(0, 0), (5, 33), (31, 41)]:
+        window = image[row:row + size, column:column + size].ravel()
+        expected = max(np.corrcoef(window, template.numpy().ravel())[0, 1] for template in templates)
+        assert correlation[row, column] == pytest.approx(expected, abs=0.02)
+    # Pure noise correlates weakly with every template (Pearson over 81 pixels: sd about 0.11).
+    noise = local_normalised_correlation(rng.normal(size=(60, 60)).astype(np.float32), templates)
+    assert np.abs(noise).mean() < 0.15 and noise.max() < 0.6

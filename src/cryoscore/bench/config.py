@@ -3,7 +3,7 @@
 A benchmark config file (TOML) looks like this; every key is optional except the
 datasets, and paths are relative to the file::
 
-    denoisers = ["raw", "lowpass", "n2n", "score", "guided"]
+    denoisers = ["raw", "lowpass", "n2n", "score", "guided", "topaz"]   # topaz: if installed
     judges = ["pixel", "blob", "template", "reconstruction"]
     lowpass_a = 20.0
 
@@ -54,8 +54,8 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
-DENOISERS = ("raw", "lowpass", "n2n", "score", "guided")
-"""Every denoiser a benchmark can judge."""
+DENOISERS = ("raw", "lowpass", "n2n", "score", "guided", "topaz")
+"""Every denoiser a benchmark can judge (``topaz`` only where the ``topaz`` command is installed)."""
 LEARNED_DENOISERS = ("n2n", "score", "guided")
 JUDGES = ("pixel", "blob", "template", "reconstruction")
 
@@ -114,7 +114,7 @@ class BenchConfig:
 
     simulated: tuple[SimulatedSpecimen, ...] = ()
     real: tuple[RealDataset, ...] = ()
-    denoisers: tuple[str, ...] = ("raw", "lowpass", "n2n", "score", "guided")
+    denoisers: tuple[str, ...] = DENOISERS
     judges: tuple[str, ...] = JUDGES
     lowpass_a: float = 20.0
     training: TrainingSettings = field(default_factory=TrainingSettings)

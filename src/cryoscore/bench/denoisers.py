@@ -7,6 +7,9 @@ Every denoiser is a function from a full frame sum (H, W), in counts, to its est
 from __future__ import annotations
 
 import logging
+import shutil
+import subprocess
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -16,6 +19,7 @@ import numpy as np
 from cryoscore.bench.config import LEARNED_DENOISERS, TrainingSettings
 from cryoscore.filters import lowpass_filter
 from cryoscore.infer.denoise import TrainedDenoiser, denoise_image, load_denoiser
+from cryoscore.io.mrc import read_mrc, write_mrc
 from cryoscore.pairs.halves import HalfPair
 from cryoscore.train import GuidanceConfig, TrainConfig, train_model
 
@@ -89,6 +93,8 @@ def denoise_functions(
     """Each name of ``denoisers`` (and every trained model) as a function of a micrograph.
 
     ``raw`` is the identity, ``lowpass`` a Gaussian low-pass at ``lowpass_a`` Angstrom,
+    ``topaz`` Topaz-Denoise's pretrained model (left out, with a warning, when the ``topaz``
+    command is not installed),
     the learned ones the one-step Tweedie estimate of their model for an image made of
     ``halves_in_image`` of the halves it trained on (2: a full frame sum).
     """
@@ -98,7 +104,37 @@ def denoise_functions(
             functions[name] = lambda image: image
         elif name == "lowpass":
             functions[name] = lambda image: lowpass_filter(image, pixel_size_a, lowpass_a)
+        elif name == "topaz":
+            command = shutil.which(TOPAZ_COMMAND)
+            if command is None:
+                logger.warning("topaz is not installed (no %r on PATH): left out of the benchmark", TOPAZ_COMMAND)
+            else:
+                functions[name] = lambda image, command=command: topaz_denoise(image, command)
     for name, model in models.items():
         functions[name] = lambda image, denoiser=model.denoiser: denoise_image(denoiser, image,
                                                                                halves_in_image=halves_in_image)
     return functions
+
+
+TOPAZ_COMMAND = "topaz"
+"""The Topaz-Denoise executable looked up on PATH; ``topaz`` in the benchmark needs it."""
+
+
+def topaz_denoise(image: np.ndarray, command: str = TOPAZ_COMMAND, *, device: int = -1) -> np.ndarray:
+    """``image`` (H, W) denoised by ``topaz denoise`` with its pretrained default model.
+
+    Runs ``COMMAND denoise --device DEVICE -o OUT IN.mrc`` (-1: CPU) in a temporary
+    directory and reads OUT/IN.mrc back; float32 (H, W). Raises RuntimeError with Topaz's
+    last error line if it fails or writes no output.
+    """
+    with tempfile.TemporaryDirectory(prefix="cryoscore-topaz-") as directory:
+        source, output = Path(directory) / "micrograph.mrc", Path(directory) / "denoised"
+        output.mkdir()
+        write_mrc(source, image, 1.0)
+        finished = subprocess.run([command, "denoise", "--device", str(device), "-o", str(output), str(source)],
+                                  capture_output=True, text=True)
+        result = output / source.name
+        if finished.returncode != 0 or not result.is_file():
+            last = (finished.stderr.strip().splitlines() or ["no output"])[-1]
+            raise RuntimeError(f"{command} denoise failed (exit {finished.returncode}): {last}")
+        return read_mrc(result, pixel_size_a=1.0)[0]

@@ -24,7 +24,7 @@ from cryoscore.io.coords import ParticleCoordinates
 from cryoscore.metrics.picking import MatchResult, match_picks, pool_matches
 from cryoscore.metrics.pixel import pixel_metrics
 from cryoscore.pick.blob import pick_blobs
-from cryoscore.pick.template import pick_template
+from cryoscore.pick.template import pick_template, reference_correlation
 from cryoscore.reconstruct.pipeline import ReconstructionResult, reconstruct_from_picks
 from cryoscore.simulate.volume import load_specimen
 
@@ -83,15 +83,19 @@ def judge_denoiser(
     judges: tuple[str, ...],
     *,
     template_reference: np.ndarray | None = None,
+    correlation_reference: np.ndarray | None = None,
 ) -> DenoiserOutcome:
     """Denoise every micrograph of ``test_set`` with ``denoise`` and judge the outputs.
 
     ``template_reference`` is the cube the template picker correlates with (None: no
-    template judge). Reconstruction is done afterwards (:func:`attach_reconstruction`), as it
+    template judge). With a ``correlation_reference`` cube, ``metrics["reference_correlation"]``
+    holds the largest and the 99th-percentile local Pearson correlation of each output with
+    that reference's CTF-modulated projections (:func:`~cryoscore.pick.template.reference_correlation`),
+    averaged over the micrographs: the bias control on particle-free micrographs. Reconstruction is done afterwards (:func:`attach_reconstruction`), as it
     needs the picking threshold.
     """
     diameter_px = test_set.diameter_a / test_set.pixel_size_a
-    seconds, pixel_records, picks, template_picks = [], [], {}, {}
+    seconds, pixel_records, picks, template_picks, correlations = [], [], {}, {}, []
     example = None
     for micrograph in test_set.micrographs:
         started = time.perf_counter()
@@ -108,10 +112,17 @@ def judge_denoiser(
         if "template" in judges and template_reference is not None:
             template_picks[micrograph.name] = pick_template(estimate, test_set.pixel_size_a, test_set.diameter_a,
                                                             template_reference, micrograph.ctf)
+        if correlation_reference is not None:
+            local = reference_correlation(estimate, test_set.pixel_size_a, test_set.diameter_a, correlation_reference,
+                                          micrograph.ctf)
+            correlations.append((float(local.max()), float(np.percentile(local, 99))))
     metrics: dict[str, Any] = {"denoise_seconds_per_micrograph": float(np.median(seconds))}
     if pixel_records:
         metrics["pixel"] = {key: float(np.mean([record[key] for record in pixel_records]))
                             for key in pixel_records[0]}
+    if correlations:
+        metrics["reference_correlation"] = {"max": float(np.mean([high for high, _ in correlations])),
+                                            "p99": float(np.mean([p99 for _, p99 in correlations]))}
     matches = _score_picks(test_set, picks) if picks else None
     if matches is not None and "blob" in judges:
         metrics["blob"] = _picking_metrics(matches)

@@ -60,8 +60,29 @@ def headline_markdown(document: dict[str, Any]) -> str:
              "## Mean blob-picker AP over datasets", "", "| denoiser | AP | datasets |", "|---|---|---|"]
     lines += [f"| {name} | {_number(entry['ap'], '.3f')} | {entry['n_datasets']} |"
               for name, entry in summary["denoisers"].items()]
+    if document.get("denoisers_left_out"):
+        lines += ["", "Left out (not installed or not applicable): " + ", ".join(document["denoisers_left_out"]) + "."]
     lines += ["", "## Checks", ""] + [f"- {line}" for line in _checks_lines(summary)]
     return "\n".join(lines) + "\n"
+
+
+def _control_lines(dataset: dict[str, Any]) -> list[str]:
+    """One sentence per bias control of a dataset (particle-free micrographs, decoy reference)."""
+    lines = []
+    if dataset.get("particle_free"):
+        control = dataset["particle_free"]
+        entries = {name: entry for name, entry in control.items() if isinstance(entry, dict)}
+        lines += ["Particle-free micrographs, picks per micrograph at each denoiser's best-F1 threshold: "
+                  + ", ".join(f"{name} {entry['picks_per_micrograph']:.1f}" for name, entry in entries.items())
+                  + "; 99th-percentile local correlation with reference projections: "
+                  + ", ".join(f"{name} {entry['reference_correlation']['p99']:.3f}" for name, entry in entries.items())
+                  + (f" ({'pass' if control['pass'] else 'FAIL'}: guided <= score)" if "pass" in control else "")]
+    if dataset.get("decoy"):
+        decoy = dataset["decoy"]
+        lines += ["Decoy reference: blob AP " + ", ".join(f"{name} {ap:.3f}" for name, ap in decoy["ap"].items())
+                  + (" (pass: the decoy does not beat score)" if decoy["pass"]
+                     else " (FAIL: guiding with the wrong map beats score, so part of the gain is bias)")]
+    return lines
 
 
 def markdown_summary(document: dict[str, Any]) -> str:
@@ -74,17 +95,7 @@ def markdown_summary(document: dict[str, Any]) -> str:
                   f"{dataset['pixel_size_a']:g} A/px, diameter {dataset['diameter_a']:g} A.", "",
                   "| denoiser | " + " | ".join(TABLE_COLUMNS) + " |", "|---" * (len(TABLE_COLUMNS) + 1) + "|"]
         lines += [f"| {name} | " + " | ".join(cells) + " |" for name, cells in _table_rows(dataset)]
-        if dataset.get("particle_free"):
-            control = dataset["particle_free"]
-            lines += ["", "Particle-free micrographs, picks per micrograph at each denoiser's best-F1 threshold: "
-                      + ", ".join(f"{name} {entry['picks_per_micrograph']:.1f}" for name, entry in control.items()
-                                  if isinstance(entry, dict))
-                      + (f" ({'pass' if control['pass'] else 'FAIL'}: guided <= score)" if "pass" in control else "")]
-        if dataset.get("decoy"):
-            decoy = dataset["decoy"]
-            lines += ["", "Decoy reference: blob AP " + ", ".join(f"{name} {ap:.3f}" for name, ap in decoy["ap"].items())
-                      + (" (pass: the decoy does not beat score)" if decoy["pass"]
-                         else " (FAIL: guiding with the wrong map beats score, so part of the gain is bias)")]
+        lines += [line for control in _control_lines(dataset) for line in ("", control)]
     return "\n".join(lines) + "\n"
 
 
@@ -99,6 +110,7 @@ def _dataset_section(label: str, dataset: dict[str, Any], record: dict[str, Any]
     parts += ["<tr><td>" + html.escape(name) + "</td>" + "".join(f"<td>{cell}</td>" for cell in cells) + "</tr>"
               for name, cells in _table_rows(dataset)]
     parts.append("</table>")
+    parts += [f"<p>{html.escape(line)}</p>" for line in _control_lines(dataset)]
     first = test_set.micrographs[0]
     panels = [("raw", first.full_sum)] + [(name, outcome.example) for name, outcome in outcomes.items()
                                           if name != "raw"]

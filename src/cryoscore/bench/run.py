@@ -48,6 +48,10 @@ DECOY_AP_MARGIN = 0.01
 """A decoy-guided model beating ``score``'s blob AP by more than this is reported as bias."""
 
 
+CORRELATION_MARGIN = 0.02
+"""Guided's 99th-percentile reference correlation on particle-free micrographs may exceed score's by this much."""
+
+
 def _versions() -> dict[str, str]:
     return {"cryoscore": __version__, "torch": torch.__version__, "numpy": np.__version__,
             "python": platform.python_version()}
@@ -71,17 +75,26 @@ def judge_all(test_set: TestSet, functions: dict[str, DenoiseFunction], judges: 
 def _particle_free_control(
     empty_set: TestSet, functions: dict, outcomes: dict[str, DenoiserOutcome]
 ) -> dict[str, Any]:
-    """Picks per particle-free micrograph after each denoiser, at the threshold that
-    denoiser's best F1 chose on the particle test set of the same dose."""
+    """After each denoiser, on particle-free micrographs: picks per micrograph at the
+    threshold that denoiser's best F1 chose on the particle test set of the same dose, and
+    the local correlation with projections of the reference (the guided model's).
+
+    Passes when guided makes no more picks than score and its 99th-percentile reference
+    correlation is no higher than score's by more than :data:`CORRELATION_MARGIN`."""
+    reference = reference_volume(empty_set)
     control: dict[str, Any] = {}
     for name, function in functions.items():
         threshold = outcomes[name].matches.threshold if name in outcomes else None
-        judged = judge_denoiser(empty_set, name, function, ("blob",))
+        judged = judge_denoiser(empty_set, name, function, ("blob",), correlation_reference=reference)
         kept = picks_above(judged.picks, threshold if threshold is not None else 0.0)
         control[name] = {"threshold": threshold,
-                         "picks_per_micrograph": float(np.mean([len(found) for found in kept.values()]))}
+                         "picks_per_micrograph": float(np.mean([len(found) for found in kept.values()])),
+                         "reference_correlation": judged.metrics["reference_correlation"]}
     if "guided" in control and "score" in control:
-        control["pass"] = control["guided"]["picks_per_micrograph"] <= control["score"]["picks_per_micrograph"]
+        guided, score = control["guided"], control["score"]
+        control["pass"] = bool(
+            guided["picks_per_micrograph"] <= score["picks_per_micrograph"]
+            and guided["reference_correlation"]["p99"] <= score["reference_correlation"]["p99"] + CORRELATION_MARGIN)
     return control
 
 
@@ -203,6 +216,8 @@ def metrics_document(config: dict[str, Any], denoisers: Sequence[str], datasets:
             }
             for record in datasets
         },
+        "denoisers_left_out": [name for name in denoisers
+                               if not any(name in record["outcomes"] for record in datasets)],
         "summary": _summary(datasets, denoisers),
     })
 

@@ -187,6 +187,19 @@ def correlation_map(image: np.ndarray, templates: torch.Tensor) -> np.ndarray:
     height, width = image.shape
     basis, coefficients = _basis(templates)
     coefficients = coefficients[_distinct(coefficients)]
+    maps = _basis_correlations(image, basis)
+    mean = maps.mean(dim=1).double()
+    covariance = (maps @ maps.T).double() / maps.shape[1] - torch.outer(mean, mean)
+    variances = torch.einsum("ji,ik,jk->j", coefficients.double(), covariance, coefficients.double())
+    scaled = coefficients / variances.clamp_min(torch.finfo(torch.float32).tiny).sqrt().float()[:, None]
+    best = [(scaled @ maps[:, start : start + _PIXELS]).amax(dim=0) for start in range(0, maps.shape[1], _PIXELS)]
+    return torch.cat(best).reshape(height, width).numpy()
+
+
+def _basis_correlations(image: np.ndarray, basis: torch.Tensor) -> torch.Tensor:
+    """Cross-correlation of ``image`` (h, w) with each basis image (k, T, T) centred at every
+    pixel, zero outside the image (no wrap-around); float32 (k, h * w)."""
+    height, width = image.shape
     size = basis.shape[-1]
     centre = size // 2
     padded_shape = tuple(scipy.fft.next_fast_len(length + size, real=True) for length in (height, width))
@@ -198,12 +211,80 @@ def correlation_map(image: np.ndarray, templates: torch.Tensor) -> np.ndarray:
         spectra = torch.fft.rfft2(basis[start : start + _BATCH], s=padded_shape)
         batch = torch.fft.irfft2(image_spectrum * spectra.conj(), s=padded_shape)[:, :height, :width]
         maps[start : start + _BATCH] = batch.reshape(len(batch), -1)
-    mean = maps.mean(dim=1).double()
-    covariance = (maps @ maps.T).double() / maps.shape[1] - torch.outer(mean, mean)
-    variances = torch.einsum("ji,ik,jk->j", coefficients.double(), covariance, coefficients.double())
-    scaled = coefficients / variances.clamp_min(torch.finfo(torch.float32).tiny).sqrt().float()[:, None]
-    best = [(scaled @ maps[:, start : start + _PIXELS]).amax(dim=0) for start in range(0, maps.shape[1], _PIXELS)]
-    return torch.cat(best).reshape(height, width).numpy()
+    return maps
+
+
+def local_normalised_correlation(image: np.ndarray, templates: torch.Tensor) -> np.ndarray:
+    """Pearson correlation of every template-sized window of ``image`` (h, w) with the
+    best-matching template (n, T, T; zero-mean, unit-norm, as :func:`make_templates` makes
+    them), in [-1, 1]; float32 (h - T + 1, w - T + 1), one value per window lying wholly
+    inside the image, window (i, j) centred on image pixel (i + T//2, j + T//2).
+
+    Unlike :func:`correlation_map` this is not standardised per image, so it compares
+    images on an absolute scale: how much of a window looks like a projection of the
+    reference. Computed on the templates' low-rank basis (the rebuilt templates hold
+    :data:`TEMPLATE_ENERGY` of their norm, so values can fall a little short of 1).
+    """
+    height, width = image.shape
+    size = templates.shape[-1]
+    if height < size or width < size:
+        raise ValueError(f"image {image.shape} is smaller than the {size} px templates")
+    basis, coefficients = _basis(templates)
+    coefficients = coefficients[_distinct(coefficients)]
+    maps = _basis_correlations(np.asarray(image, dtype=np.float32), basis).reshape(len(basis), height, width)
+    centre = size // 2
+    valid = (slice(centre, centre + height - size + 1), slice(centre, centre + width - size + 1))
+    maps = maps[:, valid[0], valid[1]].reshape(len(basis), -1)
+    # Sum of squared deviations from the window mean, by summed-area tables of image and image^2.
+    image64 = torch.from_numpy(np.asarray(image, dtype=np.float64))
+    window_sum, window_square_sum = (
+        torch.nn.functional.avg_pool2d(values[None, None], size, stride=1)[0, 0] * size**2
+        for values in (image64, image64**2)
+    )
+    deviation = (window_square_sum - window_sum**2 / size**2).clamp_min(0).sqrt().reshape(-1)
+    best = torch.cat([(coefficients @ maps[:, start : start + _PIXELS]).amax(dim=0)
+                      for start in range(0, maps.shape[1], _PIXELS)])
+    correlation = best.double() / deviation.clamp_min(torch.finfo(torch.float32).tiny)
+    return correlation.reshape(height - size + 1, width - size + 1).float().numpy()
+
+
+def _coarse_matching_problem(
+    image: np.ndarray, pixel_size_a: float, diameter_a: float, reference_volume: np.ndarray, ctf: CtfParams | None,
+    angular_step_deg: float,
+) -> tuple[np.ndarray, torch.Tensor, int]:
+    """The binned, background-flattened and standardised image, its templates and the binning factor."""
+    check_arguments(image, pixel_size_a, diameter_a)
+    if reference_volume.ndim != 3 or len(set(reference_volume.shape)) != 1:
+        raise ValueError(f"reference_volume must be a cube, got shape {reference_volume.shape}")
+    diameter_px = diameter_a / pixel_size_a
+    factor = binning_factor(diameter_px, TEMPLATE_TARGET_DIAMETER_PX)
+    coarse = robust_standardise(flatten_background(bin_image(image, factor), diameter_px / factor))
+    box_px = 2 * math.ceil(TEMPLATE_BOX_DIAMETERS * diameter_px / factor / 2)
+    templates = make_templates(
+        bin_volume(reference_volume, factor), pixel_size_a * factor, orientation_grid(angular_step_deg), ctf, box_px
+    )
+    return coarse, templates, factor
+
+
+def reference_correlation(
+    image: np.ndarray,
+    pixel_size_a: float,
+    diameter_a: float,
+    reference_volume: np.ndarray,
+    ctf: CtfParams | None,
+    *,
+    angular_step_deg: float = DEFAULT_ANGULAR_STEP_DEG,
+) -> np.ndarray:
+    """How much each region of ``image`` looks like a projection of the reference.
+
+    :func:`local_normalised_correlation` of the image, prepared as :func:`pick_template`
+    prepares it (binned, background flattened), with the same templates; float32 values
+    in [-1, 1] on the binned grid, windows inside the image only. On a micrograph
+    without particles, a denoiser that paints the reference into noise raises it.
+    """
+    coarse, templates, _ = _coarse_matching_problem(image, pixel_size_a, diameter_a, reference_volume, ctf,
+                                                    angular_step_deg)
+    return local_normalised_correlation(coarse, templates)
 
 
 def pick_template(
@@ -243,15 +324,8 @@ def pick_template(
     -------
     ParticleCoordinates in pixels of ``image`` with ``figure_of_merit``, best first.
     """
-    check_arguments(image, pixel_size_a, diameter_a)
-    if reference_volume.ndim != 3 or len(set(reference_volume.shape)) != 1:
-        raise ValueError(f"reference_volume must be a cube, got shape {reference_volume.shape}")
-    diameter_px = diameter_a / pixel_size_a
-    factor = binning_factor(diameter_px, TEMPLATE_TARGET_DIAMETER_PX)
-    coarse = robust_standardise(flatten_background(bin_image(image, factor), diameter_px / factor))
-    box_px = 2 * math.ceil(TEMPLATE_BOX_DIAMETERS * diameter_px / factor / 2)
-    templates = make_templates(
-        bin_volume(reference_volume, factor), pixel_size_a * factor, orientation_grid(angular_step_deg), ctf, box_px
-    )
+    coarse, templates, factor = _coarse_matching_problem(image, pixel_size_a, diameter_a, reference_volume, ctf,
+                                                         angular_step_deg)
     scores = robust_standardise(correlation_map(coarse, templates))
-    return find_peaks(scores, factor, image.shape, diameter_px / 2, threshold=threshold, max_picks=max_picks)
+    return find_peaks(scores, factor, image.shape, diameter_a / pixel_size_a / 2, threshold=threshold,
+                      max_picks=max_picks)
