@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import textwrap
 from pathlib import Path
@@ -46,6 +47,8 @@ examples:
   cryoscore denoise even/*.mrc -o denoised_even/ --model score.pt --halves 1
   cryoscore denoise micrographs/*.mrc -o lowpassed/ --lowpass 20        # Gaussian low-pass at 20 A
   cryoscore denoise mic.mrc -o out/ --model score.pt --float16 --tile 512
+  cryoscore denoise micrographs/ -o denoised/ --workers 4               # 4 processes on this machine
+  cryoscore denoise micrographs/ -o denoised/ --scheduler tcp://head:8786   # an existing Dask cluster
 """
 
 PICK_EXAMPLES = """
@@ -288,7 +291,9 @@ def _add_denoise(subparsers: argparse._SubParsersAction) -> None:
         description="Denoise MRC micrographs: one-step Tweedie estimate of a model from cryoscore train (or of "
         "the default model shipped with cryoscore), tiled so memory stays bounded, a stochastic sampler with a "
         "per-pixel standard deviation map, or the low-pass baseline. Writes one MRC per input, with the "
-        "input's file name and pixel size, into OUTDIR (and NAME_std.mrc with --uncertainty).",
+        "input's file name and pixel size, into OUTDIR (and NAME_std.mrc with --uncertainty), atomically. "
+        "A rerun skips micrographs whose outputs are complete; a micrograph that cannot be read is reported "
+        "and the others go on (exit code 2 at the end). MRC may be files, directories or quoted glob patterns.",
         epilog=DENOISE_EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -310,6 +315,19 @@ def _add_denoise(subparsers: argparse._SubParsersAction) -> None:
                         help="draw K sde samples: write their mean and their per-pixel std (NAME_std.mrc)")
     parser.add_argument("--seed", type=_non_negative_int, default=0, metavar="S", help="sde: random seed (default: 0)")
     parser.add_argument("--float16", action="store_true", help="write float16 MRC (mode 12)")
+    parser.add_argument("--workers", type=int, metavar="N",
+                        help="denoise N micrographs at a time, in N single-threaded processes of a local Dask "
+                        "cluster; the output is the same for every N (default: one after another in this process, "
+                        "with all cores)")
+    parser.add_argument("--scheduler", metavar="ADDRESS",
+                        help="run on an existing Dask distributed cluster, e.g. tcp://host:8786")
+    parser.add_argument("--threads", type=int, metavar="T",
+                        help="torch threads per micrograph (default: all cores in this process, 1 with --workers "
+                        "or --scheduler); CPU results depend on it by float32 round-off only")
+    parser.add_argument("--device", choices=("cpu", "cuda"), help="where the model runs (default: cuda if available)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="recompute outputs that already exist (default: skip micrographs whose outputs are "
+                        "complete, so an interrupted run can be restarted)")
     parser.set_defaults(handler=_run_denoise)
 
 
@@ -319,8 +337,6 @@ def _sampler_config(args: argparse.Namespace):
 
     if args.sampler == "tweedie" and args.uncertainty is None:
         return None
-    if args.lowpass is not None:
-        raise InputError("--lowpass", "the low-pass baseline has no sampler or uncertainty")
     try:
         return SamplerConfig(name="sde", steps=args.steps, samples=args.uncertainty or 1, seed=args.seed)
     except ValueError as error:
@@ -330,38 +346,24 @@ def _sampler_config(args: argparse.Namespace):
 def _run_denoise(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from cryoscore.filters import lowpass_filter
-    from cryoscore.infer.denoise import denoise_image, load_denoiser, sample_image
-    from cryoscore.io.mrc import read_mrc, write_mrc
+    from cryoscore.infer.batch import DenoiseSettings, denoise_micrographs, summary_line
 
-    if args.model is not None and args.lowpass is not None:
-        raise InputError("options", "give --model MODEL or --lowpass A, not both")
-    if args.tile < 1:
-        raise InputError("--tile", "must be >= 1 pixel")
-    sampler = _sampler_config(args)
-    outputs = [args.output / path.name for path in args.inputs]
-    std_outputs = [output.with_name(f"{output.stem}_std{output.suffix}") for output in outputs]
-    for path, output in zip(args.inputs, outputs):
-        if output.resolve() == path.resolve():
-            raise InputError(output, "output would overwrite its input; choose another -o")
-    written = outputs + (std_outputs if args.uncertainty is not None else [])
-    if len(set(written)) != len(written):
-        raise InputError(args.output, "two outputs would have the same file name (inputs named alike, or NAME_std.mrc)")
-    denoiser = load_denoiser(args.model) if args.lowpass is None else None
-    for path, output, std_output in tqdm(list(zip(args.inputs, outputs, std_outputs)), desc="denoise", unit="mic",
-                                         disable=None):
-        image, pixel_size = read_mrc(path, pixel_size_a=args.pixel_size)
-        if denoiser is None:
-            result = lowpass_filter(image, pixel_size, args.lowpass, kind=args.lowpass_kind)
-        elif sampler is None:
-            result = denoise_image(denoiser, image, halves_in_image=args.halves, tile_px=args.tile)
-        else:
-            result, std = sample_image(denoiser, image, sampler, halves_in_image=args.halves, tile_px=args.tile)
-            if args.uncertainty is not None:
-                write_mrc(std_output, std, pixel_size, float16=args.float16)
-        write_mrc(output, result, pixel_size, float16=args.float16)
-    print(f"denoised {len(outputs)} micrographs into {args.output}")
-    return 0
+    if args.workers is not None and args.scheduler is not None:
+        raise InputError("options", "give --workers N (a local cluster) or --scheduler ADDRESS, not both")
+    settings = DenoiseSettings(
+        model=None if args.model is None else str(args.model), lowpass_a=args.lowpass, lowpass_kind=args.lowpass_kind,
+        halves=args.halves, pixel_size_a=args.pixel_size, tile_px=args.tile, sampler=_sampler_config(args),
+        write_std=args.uncertainty is not None, float16=args.float16, device=args.device, overwrite=args.overwrite,
+    )
+
+    def report(record) -> None:
+        if record.status == "failed":
+            tqdm.write(f"cryoscore denoise: failed: {record.error}", file=sys.stderr)
+
+    records = denoise_micrographs(args.inputs, args.output, settings, workers=args.workers,
+                                  scheduler=args.scheduler, torch_threads=args.threads, report=report)
+    print(f"{summary_line(records)}; outputs in {args.output}")
+    return 2 if any(record.status == "failed" for record in records) else 0
 
 
 def _add_pick(subparsers: argparse._SubParsersAction) -> None:
@@ -569,6 +571,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "info" if args.verbose else "warning")  # Dask reads it on import
     try:
         return args.handler(args)
     except InputError as error:

@@ -3,6 +3,10 @@
 The image is put in noise units (``pairs.normalise``) with the number of halves it holds
 (2 for a full sum), the network returns ``E[signal | image]`` for the noise level the
 image has, and the result is mapped back to the input's units.
+
+The model may live on a GPU (``load_denoiser(..., device="cuda")``); the image, the
+sampler's state and the tiling stay on the CPU and only each batch of tiles visits the
+model's device, so CPU results do not depend on this plumbing.
 """
 
 from __future__ import annotations
@@ -53,26 +57,57 @@ class TrainedDenoiser:
             return HALF_NOISE_SIGMA
         return max(image_sigma, HALF_NOISE_SIGMA)
 
+    @property
+    def device(self) -> torch.device:
+        """Where the model's weights are."""
+        return next(self.model.parameters()).device
 
-def load_denoiser(path: str | os.PathLike | None = None) -> TrainedDenoiser:
-    """Load a model file written by ``cryoscore train``; without a path, the shipped default model."""
+    def check_can_sample(self) -> None:
+        """InputError unless the model knows a range of noise levels (``score`` or ``guided``)."""
+        if self.metadata["method"] == "n2n":
+            raise InputError(self.source, "an n2n model knows a single noise level and cannot sample; "
+                             "use --sampler tweedie or a score or guided model")
+
+
+def resolve_device(name: str | None) -> str:
+    """``"cpu"`` or ``"cuda"``: ``name``, or without one CUDA when it is available; InputError for
+    CUDA on a machine without it."""
+    if name is None:
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name not in ("cpu", "cuda"):
+        raise InputError("--device", f"must be cpu or cuda, got {name!r}")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise InputError("--device", f"CUDA is not available to this torch ({torch.__version__}); use --device cpu")
+    return name
+
+
+def load_denoiser(path: str | os.PathLike | None = None, device: str = "cpu") -> TrainedDenoiser:
+    """Load a model file written by ``cryoscore train`` onto ``device`` ("cpu" or "cuda");
+    without a path, the shipped default model."""
     if path is None:
         with resources.as_file(DEFAULT_MODEL) as default_path:
             model, metadata = load_model(default_path)
-        return TrainedDenoiser(model, metadata, "the default model")
+        return TrainedDenoiser(model.to(device), metadata, "the default model")
     model, metadata = load_model(path)
-    return TrainedDenoiser(model, metadata, str(path))
+    return TrainedDenoiser(model.to(device), metadata, str(path))
 
 
 def _tiled_denoise_function(denoiser: TrainedDenoiser, tile_px: int, batch_size: int) -> DenoiseFunction:
-    """``D(x, sigma)`` on a whole image (H, W) in noise units, evaluated tile by tile."""
-    net = denoiser.model.net
+    """``D(x, sigma)`` on a whole image (H, W) in noise units, evaluated tile by tile.
+
+    Each batch of tiles (B, 1, h, w) goes to the model's device and its result comes back to
+    the image's device.
+    """
+    net, device = denoiser.model.net, denoiser.device
     config = TilingConfig(tile_px=tile_px, halo_px=net.receptive_field_px, batch_size=batch_size)
 
     def denoise(image: torch.Tensor, sigma: float) -> torch.Tensor:
-        level = torch.tensor([sigma], dtype=torch.float32)
-        return apply_tiled(lambda batch: denoiser.model(batch, level.expand(len(batch))), image, config=config,
-                           multiple=net.required_multiple)
+        level = torch.tensor([sigma], dtype=torch.float32, device=device)
+
+        def network(batch: torch.Tensor) -> torch.Tensor:
+            return denoiser.model(batch.to(device), level.expand(len(batch))).to(batch.device)
+
+        return apply_tiled(network, image, config=config, multiple=net.required_multiple)
 
     return denoise
 
@@ -112,9 +147,7 @@ def sample_image(
     standard deviation map is zero for a single draw. Needs a model trained over a range
     of noise levels (``score`` or ``guided``).
     """
-    if denoiser.metadata["method"] == "n2n":
-        raise InputError(denoiser.source, "an n2n model knows a single noise level and cannot sample; "
-                         "use --sampler tweedie or a score or guided model")
+    denoiser.check_can_sample()
     normalisation = normalisation_for_image(image, halves_in_image)
     mean, std = sample_mean_and_std(
         _tiled_denoise_function(denoiser, tile_px, batch_size),

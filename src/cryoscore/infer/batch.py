@@ -1,0 +1,342 @@
+"""Denoise many micrographs: in this process, on a local Dask cluster, or on an existing one.
+
+One code path handles a micrograph wherever it runs (:func:`denoise_micrograph`): read,
+denoise, write atomically, and return a :class:`JobRecord`. :func:`run_jobs` maps such a
+job over the inputs, either in this process (one worker, no scheduler) or on a
+``dask.distributed`` cluster: a :class:`~distributed.LocalCluster` of single-threaded worker
+processes on the loopback interface, or the cluster behind ``--scheduler ADDRESS``.
+
+The run is resumable and failure-tolerant:
+
+* outputs are written atomically (:func:`cryoscore.io.atomic.atomic_path`), so a killed run
+  leaves complete outputs and at most stray hidden ``.NAME.*.part.mrc`` files, which the
+  next run deletes;
+* a micrograph whose outputs exist and read back as valid MRC images of its shape is
+  skipped (``overwrite`` recomputes it);
+* a micrograph that fails with an :class:`~cryoscore.errors.InputError` (a corrupt input,
+  say), or whose worker dies, is recorded as failed and the others go on.
+
+Results do not depend on the number of workers: each micrograph is computed by the same
+deterministic function, whichever process runs it, with one torch thread per micrograph on
+a cluster unless ``torch_threads`` says otherwise. On the CPU they do depend, at the level
+of float32 round-off, on that thread count (:func:`run_jobs`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import glob
+import os
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator, Sequence
+
+import numpy as np
+from tqdm import tqdm
+
+from cryoscore.errors import InputError
+from cryoscore.infer.sampler import SamplerConfig
+
+STATUSES = ("ok", "skipped", "failed")
+
+
+@dataclass(frozen=True)
+class DenoiseSettings:
+    """How every micrograph of a run is denoised; sent to each worker with each job.
+
+    Attributes
+    ----------
+    model:
+        Model file from ``cryoscore train``; None for the shipped default model.
+    lowpass_a:
+        Low-pass at this resolution (Angstrom) instead of a model; None to use the model.
+    lowpass_kind:
+        ``"gaussian"`` or ``"butterworth"``.
+    halves:
+        Frame halves an input holds: 2 for full sums, 1 for even/odd sums.
+    pixel_size_a:
+        Angstrom per pixel, overriding the headers; None reads them.
+    tile_px:
+        Tile edge for inference, pixels.
+    sampler:
+        None for the one-step estimate, else the stochastic sampler's settings.
+    write_std:
+        Also write ``NAME_std.mrc``, the samples' per-pixel standard deviation.
+    float16:
+        Write mode-12 (float16) MRC instead of float32.
+    device:
+        ``"cpu"`` or ``"cuda"``; None picks CUDA where the worker has it.
+    overwrite:
+        Recompute micrographs whose outputs are already complete.
+    """
+
+    model: str | None = None
+    lowpass_a: float | None = None
+    lowpass_kind: str = "gaussian"
+    halves: int = 2
+    pixel_size_a: float | None = None
+    tile_px: int = 1024
+    sampler: SamplerConfig | None = None
+    write_std: bool = False
+    float16: bool = False
+    device: str | None = None
+    overwrite: bool = False
+
+
+@dataclass(frozen=True)
+class DenoiseJob:
+    """One micrograph: its input file and the files it writes (``std_output`` only with ``write_std``)."""
+
+    source: Path
+    output: Path
+    std_output: Path | None = None
+
+    @property
+    def outputs(self) -> tuple[Path, ...]:
+        return (self.output,) if self.std_output is None else (self.std_output, self.output)
+
+
+@dataclass(frozen=True)
+class JobRecord:
+    """What happened to one micrograph: ``status`` is ``ok``, ``skipped`` (already done) or
+    ``failed``, with ``error`` the one-line reason; ``seconds`` is the wall time it took."""
+
+    name: str
+    status: str
+    seconds: float
+    error: str | None = None
+
+
+def expand_inputs(inputs: Sequence[Path]) -> list[Path]:
+    """Input micrographs: each path as given, a directory's ``*.mrc`` (sorted), or a quoted
+    glob pattern's matches (sorted); InputError for a directory or pattern matching nothing."""
+    expanded: list[Path] = []
+    for path in inputs:
+        if path.is_dir():
+            found = sorted(path.glob("*.mrc"))
+        elif not path.exists() and glob.has_magic(str(path)):
+            found = sorted(Path(name) for name in glob.glob(str(path)))
+        else:
+            found = [path]
+        if not found:
+            raise InputError(path, "no .mrc files found")
+        expanded.extend(found)
+    return expanded
+
+
+def plan_denoise_jobs(inputs: Sequence[Path], output_dir: Path, *, write_std: bool) -> list[DenoiseJob]:
+    """One job per input, writing ``output_dir/NAME.mrc`` (and ``NAME_std.mrc``); InputError when an
+    output would overwrite its input or two outputs would share a name."""
+    jobs = []
+    for path in inputs:
+        output = output_dir / path.name
+        if output.resolve() == path.resolve():
+            raise InputError(output, "output would overwrite its input; choose another -o")
+        std_output = output.with_name(f"{output.stem}_std{output.suffix}") if write_std else None
+        jobs.append(DenoiseJob(path, output, std_output))
+    written = [output for job in jobs for output in job.outputs]
+    if len(set(written)) != len(written):
+        raise InputError(output_dir, "two outputs would have the same file name (inputs named alike, or NAME_std.mrc)")
+    return jobs
+
+
+@functools.lru_cache(maxsize=1)
+def cached_denoiser(model: str | None, device: str | None):
+    """The :class:`~cryoscore.infer.denoise.TrainedDenoiser` for ``model`` on ``device``, loaded
+    once per process (each worker keeps the last one it loaded)."""
+    from cryoscore.infer.denoise import load_denoiser, resolve_device
+
+    return load_denoiser(model, resolve_device(device))
+
+
+def remove_stale_parts(output: Path) -> None:
+    """Delete temporary files a killed writer of ``output`` left: ``.STEM.XXXXXXXX.partSUFFIX``, the
+    8 characters being :func:`tempfile.mkstemp`'s (see :func:`~cryoscore.io.atomic.atomic_path`)."""
+    pattern = f".{glob.escape(output.stem)}.{'?' * 8}.part{glob.escape(output.suffix)}"
+    for stale in output.parent.glob(pattern):
+        stale.unlink(missing_ok=True)
+
+
+def is_complete(output: Path, shape: tuple[int, int]) -> bool:
+    """Whether ``output`` is a readable, finite 2D MRC image of ``shape`` (rows, columns)."""
+    from cryoscore.io.mrc import read_mrc
+
+    if not output.is_file():
+        return False
+    try:
+        return read_mrc(output)[0].shape == shape
+    except InputError:
+        return False
+
+
+def _input_shape(source: Path, pixel_size_a: float | None) -> tuple[int, int]:
+    """(H, W) of a 2D MRC micrograph, from its header; InputError for anything else."""
+    from cryoscore.io.mrc import open_mrc_stack
+
+    with open_mrc_stack(source, pixel_size_a=pixel_size_a) as stack:
+        if len(stack) != 1:
+            raise InputError(source, f"expected a 2D micrograph but the file holds a stack of {len(stack)} sections")
+        return stack.shape[1:]
+
+
+def _denoise_array(image: np.ndarray, pixel_size_a: float,
+                   settings: DenoiseSettings) -> tuple[np.ndarray, np.ndarray | None]:
+    """The denoised image (H, W) and, with a sampler, its per-pixel std map (H, W), input units."""
+    from cryoscore.filters import lowpass_filter
+    from cryoscore.infer.denoise import denoise_image, sample_image
+
+    if settings.lowpass_a is not None:
+        return lowpass_filter(image, pixel_size_a, settings.lowpass_a, kind=settings.lowpass_kind), None
+    denoiser = cached_denoiser(settings.model, settings.device)
+    if settings.sampler is None:
+        return denoise_image(denoiser, image, halves_in_image=settings.halves, tile_px=settings.tile_px), None
+    return sample_image(denoiser, image, settings.sampler, halves_in_image=settings.halves, tile_px=settings.tile_px)
+
+
+def set_torch_threads(threads: int | None) -> None:
+    """Use ``threads`` torch intra-op threads in this process from now on; None leaves them as they are."""
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
+def denoise_micrograph(job: DenoiseJob, settings: DenoiseSettings, torch_threads: int | None = None) -> JobRecord:
+    """Denoise one micrograph with ``torch_threads`` threads (:func:`set_torch_threads`) and write its
+    outputs atomically, unless they are already complete.
+
+    Returns a :class:`JobRecord`; an :class:`InputError` (unreadable input, NaN pixels, ...)
+    becomes a ``failed`` record, other exceptions (bugs) propagate.
+    """
+    from cryoscore.io.mrc import read_mrc, write_mrc
+
+    set_torch_threads(torch_threads)
+    start = time.perf_counter()
+    name = job.source.name
+    try:
+        for output in job.outputs:
+            remove_stale_parts(output)
+        shape = _input_shape(job.source, settings.pixel_size_a)
+        if not settings.overwrite and all(is_complete(output, shape) for output in job.outputs):
+            return JobRecord(name, "skipped", time.perf_counter() - start)
+        image, pixel_size_a = read_mrc(job.source, pixel_size_a=settings.pixel_size_a)
+        result, std = _denoise_array(image, pixel_size_a, settings)
+        if job.std_output is not None:
+            write_mrc(job.std_output, std, pixel_size_a, float16=settings.float16)
+        write_mrc(job.output, result, pixel_size_a, float16=settings.float16)
+    except InputError as error:
+        return JobRecord(name, "failed", time.perf_counter() - start, str(error))
+    return JobRecord(name, "ok", time.perf_counter() - start)
+
+
+def available_cores() -> int:
+    """CPU cores this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def _cluster_client(stack: contextlib.ExitStack, workers: int, scheduler: str | None):
+    """A Dask client, closed with ``stack``: to ``scheduler``, or to a new LocalCluster of ``workers``
+    single-threaded processes on the loopback interface (closed with ``stack`` too)."""
+    from distributed import Client, LocalCluster
+
+    if scheduler is not None:
+        try:
+            return stack.enter_context(Client(scheduler, timeout="20s"))
+        except (OSError, TimeoutError) as error:
+            raise InputError("--scheduler", f"cannot connect to {scheduler} ({error})") from None
+    cluster = stack.enter_context(LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                                               host="127.0.0.1", dashboard_address=None))
+    return stack.enter_context(Client(cluster))
+
+
+def _run_on_cluster(function: Callable[..., JobRecord], jobs: Sequence[Any], workers: int, scheduler: str | None,
+                    torch_threads: int | None, **kwargs: Any) -> Iterator[tuple[int, JobRecord]]:
+    """(index in ``jobs``, record) for each job, in the order they finish on the cluster."""
+    from distributed import KilledWorker, as_completed
+
+    with contextlib.ExitStack() as stack:
+        client = _cluster_client(stack, workers, scheduler)
+        futures = client.map(function, jobs, pure=False, torch_threads=torch_threads or 1, **kwargs)
+        index = {future.key: number for number, future in enumerate(futures)}
+        for future in as_completed(futures):
+            number = index[future.key]
+            try:
+                record = future.result()
+            except KilledWorker:
+                source = jobs[number].source
+                record = JobRecord(source.name, "failed", 0.0, f"{source}: the worker died (out of memory?)")
+            future.release()
+            yield number, record
+
+
+def run_jobs(function: Callable[..., JobRecord], jobs: Sequence[Any], *, workers: int | None = None,
+             scheduler: str | None = None, torch_threads: int | None = None, progress: bool = True,
+             desc: str = "denoise", report: Callable[[JobRecord], None] | None = None,
+             **kwargs: Any) -> list[JobRecord]:
+    """``function(job, torch_threads=T, **kwargs)`` for every job; returns the records in the order of ``jobs``.
+
+    With neither ``workers`` nor ``scheduler`` the jobs run one after another in this
+    process with T = ``torch_threads`` (None: torch's default, all cores). Otherwise they
+    run on a Dask cluster (see :func:`_cluster_client`), each with T = ``torch_threads`` or 1:
+    the parallelism comes from the workers, one micrograph per Dask thread. ``function``, the
+    jobs (which have a ``source`` path) and ``kwargs`` must be importable and picklable for
+    the cluster. ``report`` is called with each record as it arrives; ``desc`` labels the
+    progress bar.
+
+    On the CPU the result of a job depends on T (oneDNN blocks its convolutions by thread
+    count; float32 round-off differs), never on the number of workers: ``workers=1`` and
+    ``workers=N`` give identical bits, and an in-process run with all cores differs from
+    them only by round-off (about 1e-6 relative).
+    """
+    if workers is not None and workers < 1:
+        raise InputError("--workers", f"must be >= 1, got {workers}")
+    if torch_threads is not None and torch_threads < 1:
+        raise InputError("--threads", f"must be >= 1, got {torch_threads}")
+    if workers is None and scheduler is None:
+        results: Iterable[tuple[int, JobRecord]] = (
+            (number, function(job, torch_threads=torch_threads, **kwargs)) for number, job in enumerate(jobs))
+    else:
+        results = _run_on_cluster(function, jobs, workers or 1, scheduler, torch_threads, **kwargs)
+    records: list[JobRecord | None] = [None] * len(jobs)
+    for number, record in tqdm(results, total=len(jobs), desc=desc, unit="mic", disable=None if progress else True):
+        records[number] = record
+        if report is not None:
+            report(record)
+    return records
+
+
+def summary_line(records: Sequence[JobRecord], verb: str = "denoised") -> str:
+    """``"denoised X, skipped Y (already done), failed Z"``."""
+    counts = Counter(record.status for record in records)
+    return f"{verb} {counts['ok']}, skipped {counts['skipped']} (already done), failed {counts['failed']}"
+
+
+def denoise_micrographs(inputs: Sequence[Path], output_dir: Path, settings: DenoiseSettings, *, workers: int | None = None,
+                        scheduler: str | None = None, torch_threads: int | None = None, progress: bool = True,
+                        report: Callable[[JobRecord], None] | None = None) -> list[JobRecord]:
+    """Denoise every input (files, directories of ``*.mrc``, glob patterns) into ``output_dir``.
+
+    The model and the options are checked here, before any job starts (InputError); then
+    :func:`run_jobs` runs :func:`denoise_micrograph` for each micrograph. Returns one record per
+    micrograph, in input order.
+    """
+    from cryoscore.infer.denoise import resolve_device
+
+    if settings.model is not None and settings.lowpass_a is not None:
+        raise InputError("options", "give --model MODEL or --lowpass A, not both")
+    if settings.tile_px < 1:
+        raise InputError("--tile", "must be >= 1 pixel")
+    if settings.lowpass_a is not None and settings.sampler is not None:
+        raise InputError("--lowpass", "the low-pass baseline has no sampler or uncertainty")
+    jobs = plan_denoise_jobs(expand_inputs(inputs), output_dir, write_std=settings.write_std)
+    if scheduler is None:
+        resolve_device(settings.device)
+    if settings.lowpass_a is None:
+        denoiser = cached_denoiser(settings.model, settings.device if scheduler is None else "cpu")
+        if settings.sampler is not None:
+            denoiser.check_can_sample()
+    return run_jobs(denoise_micrograph, jobs, workers=workers, scheduler=scheduler, torch_threads=torch_threads,
+                    progress=progress, report=report, settings=settings)

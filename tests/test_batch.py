@@ -1,0 +1,122 @@
+"""Batch denoising: Dask workers give the bits one process gives; reruns resume; failures are isolated."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from cryoscore.cli import main
+from cryoscore.infer.batch import remove_stale_parts
+
+NAMES = [f"mic_{index:04d}.mrc" for index in range(6)]
+
+
+@pytest.fixture(scope="module")
+def micrographs(tmp_path_factory) -> Path:
+    """Six simulated 192 x 192 micrographs in a directory."""
+    root = tmp_path_factory.mktemp("batch")
+    assert main(["simulate", "-o", str(root / "sim"), "--micrographs", str(len(NAMES)), "--size", "192",
+                 "--frames", "4", "--particles", "6", "--pixel-size", "3"]) == 0
+    return root / "sim" / "micrographs"
+
+
+@pytest.fixture(scope="module")
+def reference(micrographs, tmp_path_factory) -> dict[str, bytes]:
+    """The bytes of each output of one in-process run with one torch thread."""
+    out = tmp_path_factory.mktemp("reference")
+    assert main(["denoise", str(micrographs), "-o", str(out), "--threads", "1"]) == 0
+    return {name: (out / name).read_bytes() for name in NAMES}
+
+
+def outputs(directory: Path) -> dict[str, bytes]:
+    return {path.name: path.read_bytes() for path in sorted(directory.iterdir())}
+
+
+@pytest.mark.slow
+def test_two_local_workers_give_the_same_bits_as_one_process(micrographs, reference, tmp_path, capsys):
+    # Workers run one torch thread per micrograph by default: the reference's setting.
+    assert main(["denoise", str(micrographs / "*.mrc"), "-o", str(tmp_path), "--workers", "2"]) == 0
+    assert outputs(tmp_path) == reference
+    assert f"denoised {len(NAMES)}, skipped 0 (already done), failed 0" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_an_existing_scheduler_runs_the_same_job(micrographs, reference, tmp_path):
+    from distributed import LocalCluster
+
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
+                      dashboard_address=None) as cluster:
+        assert main(["denoise", str(micrographs), "-o", str(tmp_path), "--scheduler", cluster.scheduler_address]) == 0
+    assert outputs(tmp_path) == reference
+
+
+def test_a_rerun_skips_complete_outputs_and_redoes_missing_or_corrupt_ones(micrographs, reference, tmp_path, capsys):
+    for name, data in reference.items():
+        (tmp_path / name).write_bytes(data)
+    (tmp_path / NAMES[0]).unlink()
+    (tmp_path / NAMES[1]).write_bytes(reference[NAMES[1]][:2000])  # truncated
+    stale = tmp_path / ".mic_0002.x1y2z3w4.part.mrc"  # what a writer killed mid-write leaves
+    stale.write_bytes(b"half")
+    mtimes = {name: (tmp_path / name).stat().st_mtime_ns for name in NAMES[2:]}
+    time.sleep(0.01)
+    assert main(["denoise", str(micrographs), "-o", str(tmp_path), "--threads", "1"]) == 0
+    assert "denoised 2, skipped 4 (already done), failed 0" in capsys.readouterr().out
+    assert outputs(tmp_path) == reference  # the stale part file is gone too
+    assert {name: (tmp_path / name).stat().st_mtime_ns for name in NAMES[2:]} == mtimes
+    assert main(["denoise", str(micrographs), "-o", str(tmp_path), "--threads", "1", "--overwrite"]) == 0
+    assert f"denoised {len(NAMES)}, skipped 0" in capsys.readouterr().out
+
+
+def test_a_corrupt_input_is_reported_and_the_others_are_written(micrographs, reference, tmp_path, capsys):
+    corrupt = tmp_path / "in" / "corrupt.mrc"
+    corrupt.parent.mkdir()
+    corrupt.write_bytes((micrographs / NAMES[0]).read_bytes()[:3000])
+    inputs = [str(micrographs / NAMES[0]), str(corrupt), str(micrographs / NAMES[1])]
+    assert main(["denoise", *inputs, "-o", str(tmp_path / "out"), "--threads", "1"]) == 2
+    captured = capsys.readouterr()
+    assert f"failed: {corrupt}: file is truncated" in captured.err
+    assert "denoised 2, skipped 0 (already done), failed 1" in captured.out
+    assert outputs(tmp_path / "out") == {name: reference[name] for name in NAMES[:2]}
+
+
+def test_a_killed_run_restarts_and_finishes_with_every_output_correct(micrographs, reference, tmp_path):
+    command = [sys.executable, "-m", "cryoscore.cli", "denoise", str(micrographs), "-o", str(tmp_path), "--threads", "1"]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        while not any(tmp_path.glob("mic_*.mrc")) and process.poll() is None:
+            time.sleep(0.005)
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    assert process.returncode == -signal.SIGKILL
+    assert 0 < len(list(tmp_path.glob("mic_*.mrc"))) < len(NAMES)  # killed mid-way
+    assert subprocess.run(command, capture_output=True, check=False).returncode == 0
+    assert outputs(tmp_path) == reference  # every output written and correct, no stray part files
+
+
+def test_stale_part_files_of_other_outputs_are_kept(tmp_path):
+    for name in (".mic_0001.abcd1234.part.mrc", ".mic_00010.abcd1234.part.mrc", ".mic_[1].abcd_234.part.mrc",
+                 ".mic.0001.abcd1234.part.mrc"):
+        (tmp_path / name).write_bytes(b"x")
+    remove_stale_parts(tmp_path / "mic_[1].mrc")
+    remove_stale_parts(tmp_path / "mic_0001.mrc")
+    remove_stale_parts(tmp_path / "mic.mrc")
+    assert sorted(os.listdir(tmp_path)) == [".mic.0001.abcd1234.part.mrc", ".mic_00010.abcd1234.part.mrc"]
+
+
+def test_options_that_cannot_work_exit_2(micrographs, tmp_path, capsys):
+    assert main(["denoise", str(micrographs), "-o", str(tmp_path), "--workers", "2",
+                 "--scheduler", "tcp://127.0.0.1:1"]) == 2
+    assert "not both" in capsys.readouterr().err
+    assert main(["denoise", str(tmp_path / "none" / "*.mrc"), "-o", str(tmp_path)]) == 2
+    assert "no .mrc files" in capsys.readouterr().err
+    if not torch.cuda.is_available():
+        assert main(["denoise", str(micrographs), "-o", str(tmp_path), "--device", "cuda"]) == 2
+        assert "CUDA is not available" in capsys.readouterr().err
