@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -120,3 +121,21 @@ def test_options_that_cannot_work_exit_2(micrographs, tmp_path, capsys):
     if not torch.cuda.is_available():
         assert main(["denoise", str(micrographs), "-o", str(tmp_path), "--device", "cuda"]) == 2
         assert "CUDA is not available" in capsys.readouterr().err
+
+
+def test_binning_denoises_the_block_averaged_micrograph_at_its_noise_level(micrographs, tmp_path, capsys):
+    from cryoscore.filters import bin_image
+    from cryoscore.infer.denoise import denoise_image, load_denoiser
+    from cryoscore.io.mrc import read_mrc
+
+    assert main(["denoise", str(micrographs), "-o", str(tmp_path), "--bin", "2", "--threads", "1"]) == 0
+    image, pixel_size_a = read_mrc(micrographs / NAMES[0])
+    binned, binned_pixel_size_a = read_mrc(tmp_path / NAMES[0])
+    assert binned.shape == (image.shape[0] // 2, image.shape[1] // 2)
+    assert binned_pixel_size_a == pytest.approx(2 * pixel_size_a)
+    # A binned full sum has a quarter of the noise variance: it holds 4 x 2 halves' worth.
+    expected = denoise_image(load_denoiser(), bin_image(image, 2), halves_in_image=8)
+    np.testing.assert_allclose(binned, expected, rtol=0, atol=1e-4 * float(np.abs(expected).max()))
+    capsys.readouterr()
+    assert main(["denoise", str(micrographs), "-o", str(tmp_path), "--bin", "2", "--threads", "1"]) == 0
+    assert f"denoised 0, skipped {len(NAMES)}" in capsys.readouterr().out  # binned outputs count as complete

@@ -315,6 +315,9 @@ def _add_denoise(subparsers: argparse._SubParsersAction) -> None:
                         help="draw K sde samples: write their mean and their per-pixel std (NAME_std.mrc)")
     parser.add_argument("--seed", type=_non_negative_int, default=0, metavar="S", help="sde: random seed (default: 0)")
     parser.add_argument("--float16", action="store_true", help="write float16 MRC (mode 12)")
+    parser.add_argument("--bin", type=int, default=1, metavar="B",
+                        help="block-average B x B pixels before denoising: B^2 times faster, B times the pixel size "
+                        "(default: 1, no binning)")
     parser.add_argument("--workers", type=int, metavar="N",
                         help="denoise N micrographs at a time, in N single-threaded processes of a local Dask "
                         "cluster; the output is the same for every N (default: one after another in this process, "
@@ -354,6 +357,7 @@ def _run_denoise(args: argparse.Namespace) -> int:
         model=None if args.model is None else str(args.model), lowpass_a=args.lowpass, lowpass_kind=args.lowpass_kind,
         halves=args.halves, pixel_size_a=args.pixel_size, tile_px=args.tile, sampler=_sampler_config(args),
         write_std=args.uncertainty is not None, float16=args.float16, device=args.device, overwrite=args.overwrite,
+        bin_factor=args.bin,
     )
 
     def report(record) -> None:

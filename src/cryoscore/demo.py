@@ -20,7 +20,7 @@ from cryoscore.bench.config import json_ready
 from cryoscore.bench.datasets import simulated_test_set
 from cryoscore.bench.report import write_reports
 from cryoscore.bench.run import judge_all, metrics_document
-from cryoscore.filters import lowpass_filter
+from cryoscore.filters import bin_image, lowpass_filter
 from cryoscore.infer.denoise import denoise_image, load_denoiser
 from cryoscore.io.coords import read_coordinates
 from cryoscore.io.layout import DatasetLayout, read_manifest, write_json
@@ -42,11 +42,6 @@ DEMO_CONFIG = SimulationConfig(
 )
 
 
-def _bin(image: np.ndarray, factor: int) -> np.ndarray:
-    height, width = (dimension // factor * factor for dimension in image.shape)
-    return image[:height, :width].reshape(height // factor, factor, width // factor, factor).mean(axis=(1, 3))
-
-
 DEMO_LOWPASS_A = 20.0
 """The low-pass baseline's cut-off, Angstrom."""
 DEMO_JUDGES = ("pixel", "blob", "reconstruction")
@@ -59,10 +54,10 @@ def _write_picture(path: Path, layout: DatasetLayout, name: str, denoised: np.nd
     write_panels_png(
         path,
         [
-            ("full sum (raw counts)", _bin(read_mrc(layout.micrograph(name))[0], factor)),
-            ("denoised (default model)", _bin(denoised, factor)),
-            ("truth: particles (clean)", _bin(read_mrc(layout.clean(name))[0], factor)),
-            ("truth: background (ice, carbon)", _bin(read_mrc(layout.background(name))[0], factor)),
+            ("full sum (raw counts)", bin_image(read_mrc(layout.micrograph(name))[0], factor)),
+            ("denoised (default model)", bin_image(denoised, factor)),
+            ("truth: particles (clean)", bin_image(read_mrc(layout.clean(name))[0], factor)),
+            ("truth: background (ice, carbon)", bin_image(read_mrc(layout.background(name))[0], factor)),
         ],
         circles_rc=np.stack([coordinates.y_px, coordinates.x_px], axis=1) / factor,
         circle_radius_px=diameter_px / 2 / factor,

@@ -38,3 +38,15 @@ def lowpass_filter(
     transfer = lowpass_transfer(image.shape, pixel_size_a, cutoff_a, kind=kind, order=order)
     filtered = np.fft.irfft2(np.fft.rfft2(image.astype(np.float64)) * transfer, s=image.shape)
     return filtered.astype(np.float32)
+
+
+def bin_image(image: np.ndarray, factor: int) -> np.ndarray:
+    """Block-average ``image`` (H, W) over ``factor`` x ``factor`` pixels; float32 (H // factor, W // factor).
+
+    The last ``H % factor`` rows and ``W % factor`` columns are dropped.
+    """
+    height, width = image.shape[0] // factor, image.shape[1] // factor
+    if factor == 1:
+        return np.asarray(image, dtype=np.float32)
+    blocks = image[: height * factor, : width * factor].reshape(height, factor, width, factor)
+    return blocks.mean(axis=(1, 3), dtype=np.float32)

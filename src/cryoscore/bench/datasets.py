@@ -15,10 +15,10 @@ import numpy as np
 
 from cryoscore.bench.config import BenchConfig, RealDataset, SimulatedSpecimen
 from cryoscore.errors import InputError
+from cryoscore.filters import bin_image
 from cryoscore.io.coords import ParticleCoordinates, read_coordinates
 from cryoscore.io.layout import DatasetLayout, read_manifest
 from cryoscore.io.mrc import read_mrc
-from cryoscore.pick.peaks import bin_image
 from cryoscore.simulate.background import BackgroundParams
 from cryoscore.simulate.ctf import CtfParams
 from cryoscore.simulate.dataset import SimulationConfig, write_dataset

@@ -11,9 +11,9 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
+from cryoscore.filters import bin_image
 from cryoscore.io.coords import ParticleCoordinates
 from cryoscore.pick.peaks import (
-    bin_image,
     binning_factor,
     check_arguments,
     find_peaks,

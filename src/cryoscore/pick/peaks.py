@@ -1,7 +1,7 @@
 """What the pickers share: binning, background flattening, robust scaling and peak finding.
 
 Both pickers work on a coarse copy of the micrograph made by block-averaging ``factor``
-x ``factor`` pixels (:func:`bin_image`). Coarse pixel ``i`` averages original pixels
+x ``factor`` pixels (:func:`cryoscore.filters.bin_image`). Coarse pixel ``i`` averages original pixels
 ``i * factor ... i * factor + factor - 1``, so its centre is original pixel
 ``i * factor + (factor - 1) / 2``; :func:`find_peaks` maps picks back to the original
 frame with that rule, so callers never see coarse coordinates.
@@ -33,18 +33,6 @@ def check_arguments(image: np.ndarray, pixel_size_a: float, diameter_a: float) -
 def binning_factor(diameter_px: float, target_px: float) -> int:
     """Integer binning that brings a ``diameter_px`` particle closest to ``target_px`` pixels (>= 1)."""
     return max(1, round(diameter_px / target_px))
-
-
-def bin_image(image: np.ndarray, factor: int) -> np.ndarray:
-    """Block-average ``image`` (H, W) over ``factor`` x ``factor`` pixels; float32 (H // factor, W // factor).
-
-    The last ``H % factor`` rows and ``W % factor`` columns are dropped.
-    """
-    height, width = image.shape[0] // factor, image.shape[1] // factor
-    if factor == 1:
-        return np.asarray(image, dtype=np.float32)
-    blocks = image[: height * factor, : width * factor].reshape(height, factor, width, factor)
-    return blocks.mean(axis=(1, 3), dtype=np.float32)
 
 
 def flatten_background(image: np.ndarray, diameter_px: float) -> np.ndarray:
@@ -124,7 +112,7 @@ def find_peaks(
     Parameters
     ----------
     score_map:
-        (h, w) scores on the grid binned by ``factor`` (:func:`bin_image`), high = particle.
+        (h, w) scores on the grid binned by ``factor`` (:func:`cryoscore.filters.bin_image`), high = particle.
     factor:
         The binning factor, original pixels per coarse pixel.
     image_shape:

@@ -5,7 +5,7 @@ the one a guided denoiser was trained with, or it measures the guidance, not the
 
 Everything happens on a coarse grid where the particle is about
 :data:`TEMPLATE_TARGET_DIAMETER_PX` pixels across: the micrograph is block-averaged
-(:func:`~cryoscore.pick.peaks.bin_image`) and the reference Fourier-cropped
+(:func:`~cryoscore.filters.bin_image`) and the reference Fourier-cropped
 (:func:`bin_volume`) by the same integer factor. Each orientation's cross-correlation map
 is divided by its own standard deviation; the maximum over orientations is then scaled
 to robust noise standard deviations and its peaks are picked like the blob picker's
@@ -25,8 +25,8 @@ import torch
 from torch_so3 import get_uniform_euler_angles
 
 from cryoscore.io.coords import ParticleCoordinates
+from cryoscore.filters import bin_image
 from cryoscore.pick.peaks import (
-    bin_image,
     binning_factor,
     check_arguments,
     find_peaks,
