@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -139,3 +140,17 @@ def test_binning_denoises_the_block_averaged_micrograph_at_its_noise_level(micro
     capsys.readouterr()
     assert main(["denoise", str(micrographs), "-o", str(tmp_path), "--bin", "2", "--threads", "1"]) == 0
     assert f"denoised 0, skipped {len(NAMES)}" in capsys.readouterr().out  # binned outputs count as complete
+
+
+@pytest.mark.slow
+def test_two_local_workers_pick_what_one_process_picks(micrographs, tmp_path):
+    assert main(["pick", str(micrographs), "-o", str(tmp_path / "one"), "--diameter", "120", "--threads", "1"]) == 0
+    assert main(["pick", str(micrographs / "*.mrc"), "-o", str(tmp_path / "two"), "--diameter", "120",
+                 "--workers", "2"]) == 0
+    stars = sorted(path.name for path in (tmp_path / "one").glob("*.star"))
+    assert stars == [name.replace(".mrc", ".star") for name in NAMES]
+    assert outputs(tmp_path / "two").keys() == outputs(tmp_path / "one").keys()
+    for name in stars:
+        assert (tmp_path / "two" / name).read_bytes() == (tmp_path / "one" / name).read_bytes()
+    one, two = (json.loads((tmp_path / run / "pick.json").read_text())["micrographs"] for run in ("one", "two"))
+    assert one == two and all(entry["n_picks"] > 0 for entry in one)

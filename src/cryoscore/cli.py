@@ -56,6 +56,7 @@ examples:
   cryoscore pick denoised/*.mrc -o picks/ --diameter 120                  # blob picker, reference-free
   cryoscore pick denoised/*.mrc -o picks/ --diameter 120 --threshold 3    # keep picks scoring >= 3
   cryoscore pick denoised/*.mrc -o picks/ --diameter 120 --picker template --reference ref.mrc
+  cryoscore pick denoised/ -o picks/ --diameter 120 --workers 2           # a directory, 2 processes
 """
 
 SCORE_EXAMPLES = """
@@ -284,6 +285,24 @@ def _run_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_parallel_options(parser: argparse.ArgumentParser, verb: str) -> None:
+    """--workers, --scheduler and --threads: where the micrographs are processed (cryoscore.infer.batch)."""
+    parser.add_argument("--workers", type=int, metavar="N",
+                        help=f"{verb} N micrographs at a time, in N single-threaded processes of a local Dask "
+                        "cluster; the output is the same for every N (default: one after another in this process, "
+                        "with all cores)")
+    parser.add_argument("--scheduler", metavar="ADDRESS",
+                        help="run on an existing Dask distributed cluster, e.g. tcp://host:8786")
+    parser.add_argument("--threads", type=int, metavar="T",
+                        help="torch threads per micrograph (default: all cores in this process, 1 with --workers "
+                        "or --scheduler); CPU results depend on it by float32 round-off only")
+
+
+def _check_parallel_options(args: argparse.Namespace) -> None:
+    if args.workers is not None and args.scheduler is not None:
+        raise InputError("options", "give --workers N (a local cluster) or --scheduler ADDRESS, not both")
+
+
 def _add_denoise(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "denoise",
@@ -318,15 +337,7 @@ def _add_denoise(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--bin", type=int, default=1, metavar="B",
                         help="block-average B x B pixels before denoising: B^2 times faster, B times the pixel size "
                         "(default: 1, no binning)")
-    parser.add_argument("--workers", type=int, metavar="N",
-                        help="denoise N micrographs at a time, in N single-threaded processes of a local Dask "
-                        "cluster; the output is the same for every N (default: one after another in this process, "
-                        "with all cores)")
-    parser.add_argument("--scheduler", metavar="ADDRESS",
-                        help="run on an existing Dask distributed cluster, e.g. tcp://host:8786")
-    parser.add_argument("--threads", type=int, metavar="T",
-                        help="torch threads per micrograph (default: all cores in this process, 1 with --workers "
-                        "or --scheduler); CPU results depend on it by float32 round-off only")
+    _add_parallel_options(parser, "denoise")
     parser.add_argument("--device", choices=("cpu", "cuda"), help="where the model runs (default: cuda if available)")
     parser.add_argument("--overwrite", action="store_true",
                         help="recompute outputs that already exist (default: skip micrographs whose outputs are "
@@ -351,8 +362,7 @@ def _run_denoise(args: argparse.Namespace) -> int:
 
     from cryoscore.infer.batch import DenoiseSettings, denoise_micrographs, summary_line
 
-    if args.workers is not None and args.scheduler is not None:
-        raise InputError("options", "give --workers N (a local cluster) or --scheduler ADDRESS, not both")
+    _check_parallel_options(args)
     settings = DenoiseSettings(
         model=None if args.model is None else str(args.model), lowpass_a=args.lowpass, lowpass_kind=args.lowpass_kind,
         halves=args.halves, pixel_size_a=args.pixel_size, tile_px=args.tile, sampler=_sampler_config(args),
@@ -380,7 +390,8 @@ def _add_pick(subparsers: argparse._SubParsersAction) -> None:
         epilog=PICK_EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("inputs", nargs="+", type=Path, metavar="MRC", help="micrographs (raw or denoised)")
+    parser.add_argument("inputs", nargs="+", type=Path, metavar="MRC",
+                        help="micrographs (raw or denoised): files, directories of *.mrc or quoted globs")
     parser.add_argument("-o", "--output", type=Path, required=True, metavar="OUTDIR", help="where the STAR files go")
     parser.add_argument("--diameter", type=_positive_float, required=True, metavar="A", help="particle diameter, A")
     parser.add_argument("--picker", choices=("blob", "template"), default="blob", help="default: blob")
@@ -391,14 +402,19 @@ def _add_pick(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--max-picks", type=int, metavar="N", help="keep at most N picks per micrograph")
     parser.add_argument("--pixel-size", type=_positive_float, metavar="A",
                         help="pixel size, A (default: from the MRC header)")
+    _add_parallel_options(parser, "pick")
     parser.set_defaults(handler=_run_pick)
 
 
 def _run_pick(args: argparse.Namespace) -> int:
+    from cryoscore.infer.batch import expand_inputs
     from cryoscore.pick.run import pick_micrographs
 
-    written = pick_micrographs(args.inputs, args.output, args.diameter, picker=args.picker, reference=args.reference,
-                               pixel_size_a=args.pixel_size, max_picks=args.max_picks, threshold=args.threshold)
+    _check_parallel_options(args)
+    written = pick_micrographs(expand_inputs(args.inputs), args.output, args.diameter, picker=args.picker,
+                               reference=args.reference, pixel_size_a=args.pixel_size, max_picks=args.max_picks,
+                               threshold=args.threshold, workers=args.workers, scheduler=args.scheduler,
+                               torch_threads=args.threads)
     print(f"picked {len(written)} micrographs into {args.output}")
     return 0
 

@@ -107,12 +107,14 @@ class DenoiseJob:
 @dataclass(frozen=True)
 class JobRecord:
     """What happened to one micrograph: ``status`` is ``ok``, ``skipped`` (already done) or
-    ``failed``, with ``error`` the one-line reason; ``seconds`` is the wall time it took."""
+    ``failed``, with ``error`` the one-line reason; ``seconds`` is the wall time it took;
+    ``details`` what the job wants to report beyond that (JSON-ready; e.g. a pick count)."""
 
     name: str
     status: str
     seconds: float
     error: str | None = None
+    details: dict[str, Any] | None = None
 
 
 def expand_inputs(inputs: Sequence[Path]) -> list[Path]:

@@ -10,16 +10,19 @@
 
 from __future__ import annotations
 
+import functools
 import logging
+import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
-from tqdm import tqdm
 
 from cryoscore import __version__
 from cryoscore.errors import InputError
-from cryoscore.io.coords import ParticleCoordinates, write_coordinates
+from cryoscore.infer.batch import JobRecord, run_jobs, set_torch_threads
+from cryoscore.io.coords import write_coordinates
 from cryoscore.io.layout import write_json
 from cryoscore.io.mrc import check_pixel_size, open_mrc_stack, read_mrc
 from cryoscore.pick.blob import pick_blobs
@@ -69,6 +72,56 @@ def _check_micrograph(path: Path, pixel_size_a: float | None) -> float:
         return stack.pixel_size_a
 
 
+@dataclass(frozen=True)
+class PickSettings:
+    """How every micrograph of a run is picked; sent to each worker with each job (see
+    :func:`pick_micrographs` for the meaning of each field)."""
+
+    diameter_a: float
+    picker: str = "blob"
+    reference: str | None = None
+    ctf: CtfParams | None = None
+    pixel_size_a: float | None = None
+    angular_step_deg: float = DEFAULT_ANGULAR_STEP_DEG
+    max_picks: int | None = None
+    threshold: float | None = None
+
+
+@dataclass(frozen=True)
+class PickJob:
+    """One micrograph to pick and the STAR file it writes."""
+
+    source: Path
+    output: Path
+
+
+@functools.lru_cache(maxsize=4)
+def _reference_volume(reference: str, pixel_size_a: float) -> np.ndarray:
+    """The template reference sampled at ``pixel_size_a``, loaded once per process and pixel size."""
+    return load_specimen(reference, pixel_size_a).volume_v
+
+
+def pick_micrograph(job: PickJob, settings: PickSettings, torch_threads: int | None = None) -> JobRecord:
+    """Pick one micrograph and write its STAR file atomically; the record's details hold the
+    pixel size and the pick count. An InputError (a micrograph whose header passed but whose
+    data cannot be used) propagates: picking stops with one clear error."""
+    set_torch_threads(torch_threads)
+    start = time.perf_counter()
+    image, pixel_a = read_mrc(job.source, pixel_size_a=settings.pixel_size_a)
+    if settings.picker == "blob":
+        coordinates = pick_blobs(image, pixel_a, settings.diameter_a, max_picks=settings.max_picks,
+                                 threshold=settings.threshold)
+    else:
+        coordinates = pick_template(
+            image, pixel_a, settings.diameter_a, _reference_volume(settings.reference, pixel_a), settings.ctf,
+            angular_step_deg=settings.angular_step_deg, max_picks=settings.max_picks, threshold=settings.threshold,
+        )
+    write_coordinates(job.output, coordinates)
+    logger.info("%s: %d picks", job.source, len(coordinates))
+    return JobRecord(job.source.name, "ok", time.perf_counter() - start,
+                     details={"pixel_size_a": pixel_a, "n_picks": len(coordinates)})
+
+
 def pick_micrographs(
     inputs: Sequence[Path],
     output_dir: Path,
@@ -82,6 +135,9 @@ def pick_micrographs(
     max_picks: int | None = None,
     threshold: float | None = None,
     progress: bool = True,
+    workers: int | None = None,
+    scheduler: str | None = None,
+    torch_threads: int | None = None,
 ) -> list[Path]:
     """Pick every micrograph in ``inputs`` and write ``output_dir/NAME.star`` and ``pick.json``.
 
@@ -113,6 +169,10 @@ def pick_micrographs(
         robust noise standard deviations (None keeps every local maximum above 0).
     progress:
         Show a progress bar (on a terminal only).
+    workers, scheduler, torch_threads:
+        Where the micrographs are picked, as for ``cryoscore denoise``
+        (:func:`cryoscore.infer.batch.run_jobs`): in this process by default, on a local
+        Dask cluster of ``workers`` processes, or on the cluster at ``scheduler``.
 
     Returns
     -------
@@ -126,30 +186,15 @@ def pick_micrographs(
     output_dir = Path(output_dir)
     _check_options(inputs, diameter_a, picker, reference, pixel_size_a, max_picks)
     pixel_sizes = {_check_micrograph(path, pixel_size_a) for path in inputs}
-    references: dict[float, np.ndarray] = {}  # pixel size -> the reference sampled at it
     if picker == "template":  # loaded, and so checked, before anything is written
-        references = {pixel_a: load_specimen(reference, pixel_a).volume_v for pixel_a in pixel_sizes}
-
-    def pick(image: np.ndarray, pixel_a: float) -> ParticleCoordinates:
-        if picker == "blob":
-            return pick_blobs(image, pixel_a, diameter_a, max_picks=max_picks, threshold=threshold)
-        return pick_template(
-            image, pixel_a, diameter_a, references[pixel_a], ctf,
-            angular_step_deg=angular_step_deg, max_picks=max_picks, threshold=threshold,
-        )
-
-    outputs, records = [], []
-    # disable=None: a progress bar on a terminal only, never mixed into redirected output.
-    for path in tqdm(inputs, desc="pick", unit="mic", disable=None if progress else True):
-        image, pixel_a = read_mrc(path, pixel_size_a=pixel_size_a)
-        coordinates = pick(image, pixel_a)
-        output = output_dir / f"{path.stem}.star"
-        write_coordinates(output, coordinates)
-        outputs.append(output)
-        records.append(
-            {"input": str(path), "output": output.name, "pixel_size_a": pixel_a, "n_picks": len(coordinates)}
-        )
-        logger.info("%s: %d picks", path, len(coordinates))
+        for pixel_a in pixel_sizes:
+            _reference_volume(reference, pixel_a)
+    settings = PickSettings(diameter_a, picker, reference, ctf, pixel_size_a, angular_step_deg, max_picks, threshold)
+    jobs = [PickJob(path, output_dir / f"{path.stem}.star") for path in inputs]
+    results = run_jobs(pick_micrograph, jobs, workers=workers, scheduler=scheduler, torch_threads=torch_threads,
+                       progress=progress, desc="pick", settings=settings)
+    records = [{"input": str(job.source), "output": job.output.name, **result.details}
+               for job, result in zip(jobs, results)]
     record: dict[str, Any] = {
         "cryoscore_version": __version__,
         "picker": picker,
@@ -163,4 +208,4 @@ def pick_micrographs(
         record["angular_step_deg"] = angular_step_deg
     record["micrographs"] = records
     write_json(output_dir / PICK_RECORD_NAME, record)
-    return outputs
+    return [job.output for job in jobs]
