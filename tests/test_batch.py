@@ -154,3 +154,29 @@ def test_two_local_workers_pick_what_one_process_picks(micrographs, tmp_path):
         assert (tmp_path / "two" / name).read_bytes() == (tmp_path / "one" / name).read_bytes()
     one, two = (json.loads((tmp_path / run / "pick.json").read_text())["micrographs"] for run in ("one", "two"))
     assert one == two and all(entry["n_picks"] > 0 for entry in one)
+
+
+def test_the_next_input_is_read_ahead_while_the_current_one_is_computed(tmp_path, monkeypatch):
+    from cryoscore.infer import batch
+
+    events = []
+    monkeypatch.setattr(batch, "read_ahead", lambda path: events.append(("read ahead", path.name)))
+    jobs = [batch.DenoiseJob(tmp_path / f"{name}.mrc", tmp_path / "out" / f"{name}.mrc") for name in "abc"]
+
+    def job_function(job, torch_threads=None):
+        events.append(("compute", job.source.name))
+        return batch.JobRecord(job.source.name, "ok", 0.0)
+
+    records = batch.run_jobs(job_function, jobs, progress=False)
+    assert [record.name for record in records] == ["a.mrc", "b.mrc", "c.mrc"]
+    assert events == [("read ahead", "b.mrc"), ("compute", "a.mrc"), ("read ahead", "c.mrc"), ("compute", "b.mrc"),
+                      ("compute", "c.mrc")]
+
+
+def test_read_ahead_is_harmless_on_any_path(tmp_path):
+    from cryoscore.infer.batch import read_ahead
+
+    (tmp_path / "x.mrc").write_bytes(b"0" * 1000)
+    read_ahead(tmp_path / "x.mrc")
+    read_ahead(tmp_path / "missing.mrc")  # the job reports a missing input, not the read-ahead
+    assert (tmp_path / "x.mrc").read_bytes() == b"0" * 1000 and not (tmp_path / "missing.mrc").exists()

@@ -334,6 +334,11 @@ def _add_denoise(subparsers: argparse._SubParsersAction) -> None:
                         help="draw K sde samples: write their mean and their per-pixel std (NAME_std.mrc)")
     parser.add_argument("--seed", type=_non_negative_int, default=0, metavar="S", help="sde: random seed (default: 0)")
     parser.add_argument("--float16", action="store_true", help="write float16 MRC (mode 12)")
+    parser.add_argument("--precision", choices=("fp32", "bf16", "fp16"),
+                        help="forward-pass arithmetic; bf16/fp16 are mixed precision (default: bf16 on a GPU, fp32 "
+                        "on the CPU)")
+    parser.add_argument("--tile-batch", type=int, default=1, metavar="N",
+                        help="tiles per forward pass; more fill a GPU better (default: 1)")
     parser.add_argument("--bin", type=int, default=1, metavar="B",
                         help="block-average B x B pixels before denoising: B^2 times faster, B times the pixel size "
                         "(default: 1, no binning)")
@@ -367,7 +372,7 @@ def _run_denoise(args: argparse.Namespace) -> int:
         model=None if args.model is None else str(args.model), lowpass_a=args.lowpass, lowpass_kind=args.lowpass_kind,
         halves=args.halves, pixel_size_a=args.pixel_size, tile_px=args.tile, sampler=_sampler_config(args),
         write_std=args.uncertainty is not None, float16=args.float16, device=args.device, overwrite=args.overwrite,
-        bin_factor=args.bin,
+        precision=args.precision, tile_batch=args.tile_batch, bin_factor=args.bin,
     )
 
     def report(record) -> None:

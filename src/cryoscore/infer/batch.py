@@ -71,6 +71,11 @@ class DenoiseSettings:
         ``"cpu"`` or ``"cuda"``; None picks CUDA where the worker has it.
     overwrite:
         Recompute micrographs whose outputs are already complete.
+    precision:
+        Forward-pass arithmetic, ``"fp32"``, ``"bf16"`` or ``"fp16"``; None: bf16 on a GPU,
+        fp32 on the CPU.
+    tile_batch:
+        Tiles per forward pass (more fill a GPU better; 1 is best on a CPU).
     bin_factor:
         Block-average each micrograph over ``bin_factor`` x ``bin_factor`` pixels before
         denoising (speed over detail: ``bin_factor``^2 fewer pixels to denoise); the
@@ -88,6 +93,8 @@ class DenoiseSettings:
     float16: bool = False
     device: str | None = None
     overwrite: bool = False
+    precision: str | None = None
+    tile_batch: int = 1
     bin_factor: int = 1
 
 
@@ -151,12 +158,12 @@ def plan_denoise_jobs(inputs: Sequence[Path], output_dir: Path, *, write_std: bo
 
 
 @functools.lru_cache(maxsize=1)
-def cached_denoiser(model: str | None, device: str | None):
-    """The :class:`~cryoscore.infer.denoise.TrainedDenoiser` for ``model`` on ``device``, loaded
-    once per process (each worker keeps the last one it loaded)."""
+def cached_denoiser(model: str | None, device: str | None, precision: str | None = None):
+    """The :class:`~cryoscore.infer.denoise.TrainedDenoiser` for ``model`` on ``device`` at
+    ``precision``, loaded once per process (each worker keeps the last one it loaded)."""
     from cryoscore.infer.denoise import load_denoiser, resolve_device
 
-    return load_denoiser(model, resolve_device(device))
+    return load_denoiser(model, resolve_device(device), precision)
 
 
 def remove_stale_parts(output: Path) -> None:
@@ -201,11 +208,12 @@ def _denoise_array(image: np.ndarray, pixel_size_a: float,
 
     if settings.lowpass_a is not None:
         return lowpass_filter(image, pixel_size_a, settings.lowpass_a, kind=settings.lowpass_kind), None
-    denoiser = cached_denoiser(settings.model, settings.device)
+    denoiser = cached_denoiser(settings.model, settings.device, settings.precision)
     halves = settings.halves * settings.bin_factor**2
+    tiling = {"halves_in_image": halves, "tile_px": settings.tile_px, "batch_size": settings.tile_batch}
     if settings.sampler is None:
-        return denoise_image(denoiser, image, halves_in_image=halves, tile_px=settings.tile_px), None
-    return sample_image(denoiser, image, settings.sampler, halves_in_image=halves, tile_px=settings.tile_px)
+        return denoise_image(denoiser, image, **tiling), None
+    return sample_image(denoiser, image, settings.sampler, **tiling)
 
 
 def set_torch_threads(threads: int | None) -> None:
@@ -287,6 +295,32 @@ def _run_on_cluster(function: Callable[..., JobRecord], jobs: Sequence[Any], wor
             yield number, record
 
 
+def read_ahead(path: Path) -> None:
+    """Ask the operating system to start reading ``path`` into its page cache now, in the
+    background (``posix_fadvise(WILLNEED)``; nothing where that is missing or fails)."""
+    if not hasattr(os, "posix_fadvise"):
+        return
+    try:
+        descriptor = os.open(path, os.O_RDONLY)
+    except OSError:
+        return  # the job itself reports an unreadable input
+    try:
+        os.posix_fadvise(descriptor, 0, 0, os.POSIX_FADV_WILLNEED)
+    except OSError:
+        pass
+    finally:
+        os.close(descriptor)
+
+
+def _reading_ahead(jobs: Sequence[Any]) -> Iterator[tuple[int, Any]]:
+    """(index, job) for each job, having asked for the next job's input to be read ahead, so
+    that reading it (from a network file system, say) overlaps with computing this one."""
+    for number, job in enumerate(jobs):
+        if number + 1 < len(jobs):
+            read_ahead(jobs[number + 1].source)
+        yield number, job
+
+
 def run_jobs(function: Callable[..., JobRecord], jobs: Sequence[Any], *, workers: int | None = None,
              scheduler: str | None = None, torch_threads: int | None = None, progress: bool = True,
              desc: str = "denoise", report: Callable[[JobRecord], None] | None = None,
@@ -294,7 +328,8 @@ def run_jobs(function: Callable[..., JobRecord], jobs: Sequence[Any], *, workers
     """``function(job, torch_threads=T, **kwargs)`` for every job; returns the records in the order of ``jobs``.
 
     With neither ``workers`` nor ``scheduler`` the jobs run one after another in this
-    process with T = ``torch_threads`` (None: torch's default, all cores). Otherwise they
+    process with T = ``torch_threads`` (None: torch's default, all cores), each next input
+    read ahead by the operating system while the current job computes (:func:`read_ahead`). Otherwise they
     run on a Dask cluster (see :func:`_cluster_client`), each with T = ``torch_threads`` or 1:
     the parallelism comes from the workers, one micrograph per Dask thread. ``function``, the
     jobs (which have a ``source`` path) and ``kwargs`` must be importable and picklable for
@@ -312,7 +347,8 @@ def run_jobs(function: Callable[..., JobRecord], jobs: Sequence[Any], *, workers
         raise InputError("--threads", f"must be >= 1, got {torch_threads}")
     if workers is None and scheduler is None:
         results: Iterable[tuple[int, JobRecord]] = (
-            (number, function(job, torch_threads=torch_threads, **kwargs)) for number, job in enumerate(jobs))
+            (number, function(job, torch_threads=torch_threads, **kwargs))
+            for number, job in _reading_ahead(jobs))
     else:
         results = _run_on_cluster(function, jobs, workers or 1, scheduler, torch_threads, **kwargs)
     records: list[JobRecord | None] = [None] * len(jobs)
@@ -344,6 +380,8 @@ def denoise_micrographs(inputs: Sequence[Path], output_dir: Path, settings: Deno
         raise InputError("options", "give --model MODEL or --lowpass A, not both")
     if settings.tile_px < 1:
         raise InputError("--tile", "must be >= 1 pixel")
+    if settings.tile_batch < 1:
+        raise InputError("--tile-batch", f"must be >= 1, got {settings.tile_batch}")
     if settings.bin_factor < 1:
         raise InputError("--bin", f"must be >= 1, got {settings.bin_factor}")
     if settings.lowpass_a is not None and settings.sampler is not None:
@@ -352,7 +390,8 @@ def denoise_micrographs(inputs: Sequence[Path], output_dir: Path, settings: Deno
     if scheduler is None:
         resolve_device(settings.device)
     if settings.lowpass_a is None:
-        denoiser = cached_denoiser(settings.model, settings.device if scheduler is None else "cpu")
+        denoiser = cached_denoiser(settings.model, settings.device if scheduler is None else "cpu",
+                                   settings.precision)
         if settings.sampler is not None:
             denoiser.check_can_sample()
     return run_jobs(denoise_micrograph, jobs, workers=workers, scheduler=scheduler, torch_threads=torch_threads,

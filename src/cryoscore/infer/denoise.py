@@ -32,15 +32,27 @@ DEFAULT_MODEL = resources.files("cryoscore") / "models" / "default.pt"
 """The model shipped inside the package (``scripts/train_default_model.sh`` made it)."""
 
 
+PRECISIONS = ("fp32", "bf16", "fp16")
+"""Arithmetic of the network's forward passes (``TrainedDenoiser.precision``)."""
+AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
 @dataclass(frozen=True)
 class TrainedDenoiser:
-    """A loaded model with the metadata training recorded (method, normalisation, ...)."""
+    """A loaded model with the metadata training recorded (method, normalisation, ...).
+
+    ``precision`` is the arithmetic of its forward passes: ``"fp32"``, or ``"bf16"`` /
+    ``"fp16"`` mixed precision (torch autocast; the image and the result stay float32).
+    """
 
     model: Denoiser
     metadata: dict[str, Any]
     source: str
+    precision: str = "fp32"
 
     def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise InputError("--precision", f"must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if self.metadata.get("normalisation") != NORMALISATION:
             raise InputError(self.source, f"model expects data normalised as {self.metadata.get('normalisation')!r}, "
                              f"this cryoscore uses {NORMALISATION!r}")
@@ -81,15 +93,25 @@ def resolve_device(name: str | None) -> str:
     return name
 
 
-def load_denoiser(path: str | os.PathLike | None = None, device: str = "cpu") -> TrainedDenoiser:
-    """Load a model file written by ``cryoscore train`` onto ``device`` ("cpu" or "cuda");
-    without a path, the shipped default model."""
+def resolve_precision(name: str | None, device: str) -> str:
+    """``name``, or without one ``"bf16"`` on a GPU and ``"fp32"`` on the CPU (where bf16 is
+    slower on most processors)."""
+    if name is None:
+        return "bf16" if device == "cuda" else "fp32"
+    return name
+
+
+def load_denoiser(path: str | os.PathLike | None = None, device: str = "cpu",
+                  precision: str | None = None) -> TrainedDenoiser:
+    """Load a model file written by ``cryoscore train`` onto ``device`` ("cpu" or "cuda"), to
+    run at ``precision`` (:func:`resolve_precision`); without a path, the shipped default model."""
+    precision = resolve_precision(precision, device)
     if path is None:
         with resources.as_file(DEFAULT_MODEL) as default_path:
             model, metadata = load_model(default_path)
-        return TrainedDenoiser(model.to(device), metadata, "the default model")
+        return TrainedDenoiser(model.to(device), metadata, "the default model", precision)
     model, metadata = load_model(path)
-    return TrainedDenoiser(model.to(device), metadata, str(path))
+    return TrainedDenoiser(model.to(device), metadata, str(path), precision)
 
 
 def _tiled_denoise_function(denoiser: TrainedDenoiser, tile_px: int, batch_size: int) -> DenoiseFunction:
@@ -105,7 +127,10 @@ def _tiled_denoise_function(denoiser: TrainedDenoiser, tile_px: int, batch_size:
         level = torch.tensor([sigma], dtype=torch.float32, device=device)
 
         def network(batch: torch.Tensor) -> torch.Tensor:
-            return denoiser.model(batch.to(device), level.expand(len(batch))).to(batch.device)
+            with torch.autocast(device.type, dtype=AUTOCAST_DTYPES.get(denoiser.precision),
+                                enabled=denoiser.precision != "fp32"):
+                result = denoiser.model(batch.to(device), level.expand(len(batch)))
+            return result.float().to(batch.device)
 
         return apply_tiled(network, image, config=config, multiple=net.required_multiple)
 
