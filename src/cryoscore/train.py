@@ -29,12 +29,9 @@ from cryoscore.objectives import METHODS, NoiseLevels, guided_loss, noise2noise_
 from cryoscore.pairs.crops import random_crop_pairs
 from cryoscore.pairs.guidance import GuidanceConfig, GuidanceExamples
 from cryoscore.pairs.halves import HalfPair
-from cryoscore.pairs.normalise import normalise_pair, signal_std
+from cryoscore.pairs.normalise import NORMALISATION, normalise_pair, signal_std
 
 logger = logging.getLogger(__name__)
-
-NORMALISATION = "noise-units-v1"
-"""How models see data (``pairs.normalise``); recorded in every model so inference matches."""
 
 
 @dataclass(frozen=True)

@@ -25,8 +25,7 @@ from cryoscore.infer.tiling import TilingConfig, apply_tiled
 from cryoscore.nn.checkpoint import load_model
 from cryoscore.nn.precondition import Denoiser
 from cryoscore.objectives import HALF_NOISE_SIGMA
-from cryoscore.pairs.normalise import normalisation_for_image, relative_noise_map
-from cryoscore.train import NORMALISATION
+from cryoscore.pairs.normalise import NORMALISATION, normalisation_for_image, relative_noise_map
 
 DEFAULT_MODEL = resources.files("cryoscore") / "models" / "default.pt"
 """The model shipped inside the package (``scripts/train_default_model.sh`` made it)."""

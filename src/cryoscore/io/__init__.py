@@ -6,23 +6,21 @@ any file a user can fix; writers are atomic (:func:`~cryoscore.io.atomic.atomic_
 
 from __future__ import annotations
 
-from cryoscore.io.atomic import atomic_path
-from cryoscore.io.coords import ParticleCoordinates, read_coordinates, write_coordinates
-from cryoscore.io.movie import Movie, even_odd_sums, open_movie, write_movie
-from cryoscore.io.mrc import MrcStack, open_mrc_stack, read_half_pair, read_mrc, write_mrc
+import importlib
+from typing import Any
 
-__all__ = [
-    "Movie",
-    "MrcStack",
-    "ParticleCoordinates",
-    "atomic_path",
-    "even_odd_sums",
-    "open_movie",
-    "open_mrc_stack",
-    "read_coordinates",
-    "read_half_pair",
-    "read_mrc",
-    "write_coordinates",
-    "write_movie",
-    "write_mrc",
-]
+_EXPORTS = {
+    "atomic_path": "atomic",
+    "ParticleCoordinates": "coords", "read_coordinates": "coords", "write_coordinates": "coords",
+    "Movie": "movie", "even_odd_sums": "movie", "open_movie": "movie", "write_movie": "movie",
+    "MrcStack": "mrc", "open_mrc_stack": "mrc", "read_half_pair": "mrc", "read_mrc": "mrc", "write_mrc": "mrc",
+}
+"""Names re-exported here, by submodule; imported on first use, so that ``cryoscore.io.mrc``
+does not pay for pandas (coordinates) or tifffile (movies)."""
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)

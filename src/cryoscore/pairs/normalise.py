@@ -20,6 +20,9 @@ from cryoscore.pairs.halves import HalfPair
 from cryoscore.pairs.noise import estimate_noise
 from cryoscore.pairs.single import neighbour_subsample_pair
 
+NORMALISATION = "noise-units-v1"
+"""The name of this module's scaling; recorded in every model so inference matches training."""
+
 
 @dataclass(frozen=True)
 class Normalisation:
