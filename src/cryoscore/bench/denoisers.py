@@ -6,7 +6,9 @@ Every denoiser is a function from a full frame sum (H, W), in counts, to its est
 
 from __future__ import annotations
 
+import functools
 import logging
+import os
 import shutil
 import subprocess
 import tempfile
@@ -104,12 +106,8 @@ def denoise_functions(
             functions[name] = lambda image: image
         elif name == "lowpass":
             functions[name] = lambda image: lowpass_filter(image, pixel_size_a, lowpass_a)
-        elif name == "topaz":
-            command = shutil.which(TOPAZ_COMMAND)
-            if command is None:
-                logger.warning("topaz is not installed (no %r on PATH): left out of the benchmark", TOPAZ_COMMAND)
-            else:
-                functions[name] = lambda image, command=command: topaz_denoise(image, command)
+        elif name == "topaz" and (command := _installed_topaz(os.environ.get("PATH", ""))) is not None:
+            functions[name] = lambda image, command=command: topaz_denoise(image, command)
     for name, model in models.items():
         functions[name] = lambda image, denoiser=model.denoiser: denoise_image(denoiser, image,
                                                                                halves_in_image=halves_in_image)
@@ -118,6 +116,15 @@ def denoise_functions(
 
 TOPAZ_COMMAND = "topaz"
 """The Topaz-Denoise executable looked up on PATH; ``topaz`` in the benchmark needs it."""
+
+
+@functools.lru_cache(maxsize=None)
+def _installed_topaz(search_path: str) -> str | None:
+    """The ``topaz`` executable on ``search_path`` (a PATH value), or None, said once per PATH."""
+    command = shutil.which(TOPAZ_COMMAND, path=search_path)
+    if command is None:
+        logger.warning("topaz is not installed (no %r on PATH): left out of the benchmark", TOPAZ_COMMAND)
+    return command
 
 
 def topaz_denoise(image: np.ndarray, command: str = TOPAZ_COMMAND, *, device: int = -1) -> np.ndarray:
