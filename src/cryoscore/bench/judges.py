@@ -90,9 +90,10 @@ def judge_denoiser(
     ``template_reference`` is the cube the template picker correlates with (None: no
     template judge). With a ``correlation_reference`` cube, ``metrics["reference_correlation"]``
     holds the largest and the 99th-percentile local Pearson correlation of each output with
-    that reference's CTF-modulated projections (:func:`~cryoscore.pick.template.reference_correlation`),
-    averaged over the micrographs: the bias control on particle-free micrographs. Reconstruction is done afterwards (:func:`attach_reconstruction`), as it
-    needs the picking threshold.
+    that reference's CTF-modulated projections
+    (:func:`~cryoscore.pick.template.reference_correlation`), averaged over the micrographs:
+    the bias control on particle-free micrographs. Reconstruction is done afterwards
+    (:func:`attach_reconstruction`), as it needs the picking threshold.
     """
     diameter_px = test_set.diameter_a / test_set.pixel_size_a
     seconds, pixel_records, picks, template_picks, correlations = [], [], {}, {}, []

@@ -255,11 +255,6 @@ def denoise_micrograph(job: DenoiseJob, settings: DenoiseSettings, torch_threads
     return JobRecord(name, "ok", time.perf_counter() - start)
 
 
-def available_cores() -> int:
-    """CPU cores this process may run on."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
 def _cluster_client(stack: contextlib.ExitStack, workers: int, scheduler: str | None):
     """A Dask client, closed with ``stack``: to ``scheduler``, or to a new LocalCluster of ``workers``
     single-threaded processes on the loopback interface (closed with ``stack`` too)."""
