@@ -180,3 +180,41 @@ def test_read_ahead_is_harmless_on_any_path(tmp_path):
     read_ahead(tmp_path / "x.mrc")
     read_ahead(tmp_path / "missing.mrc")  # the job reports a missing input, not the read-ahead
     assert (tmp_path / "x.mrc").read_bytes() == b"0" * 1000 and not (tmp_path / "missing.mrc").exists()
+
+
+
+def _resident_fraction(path) -> float:
+    """Share of ``path``'s pages that sit in the page cache (Linux ``mincore`` on a mapping of it)."""
+    import ctypes
+    import mmap
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.mmap.restype = ctypes.c_void_p
+    libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long]
+    libc.mincore.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p]
+    libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+    size = path.stat().st_size
+    pages = (ctypes.c_ubyte * (-(-size // mmap.PAGESIZE)))()
+    with open(path, "rb") as file:
+        base = libc.mmap(None, size, mmap.PROT_READ, mmap.MAP_SHARED, file.fileno(), 0)
+    try:
+        assert libc.mincore(base, size, pages) == 0, f"mincore failed: errno {ctypes.get_errno()}"
+    finally:
+        libc.munmap(base, size)
+    return sum(page & 1 for page in pages) / len(pages)
+
+
+def test_read_ahead_puts_the_whole_file_in_the_page_cache(tmp_path):
+    """A 64 MiB input (a 4096 x 4096 float32 micrograph) is read to its end, not just the
+    first read-ahead window, once it has been evicted from the cache."""
+    from cryoscore.infer.batch import read_ahead
+
+    path = tmp_path / "mic.mrc"
+    path.write_bytes(os.urandom(64 * 2**20))
+    with open(path, "rb") as file:
+        os.fsync(file.fileno())
+        os.posix_fadvise(file.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
+    if _resident_fraction(path) > 0.5:
+        pytest.skip(f"{tmp_path}'s file system keeps files in memory (tmpfs?); eviction cannot be tested there")
+    read_ahead(path).join(timeout=60)
+    assert _resident_fraction(path) > 0.99

@@ -27,7 +27,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import glob
-import os
+import threading
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -290,21 +290,33 @@ def _run_on_cluster(function: Callable[..., JobRecord], jobs: Sequence[Any], wor
             yield number, record
 
 
-def read_ahead(path: Path) -> None:
-    """Ask the operating system to start reading ``path`` into its page cache now, in the
-    background (``posix_fadvise(WILLNEED)``; nothing where that is missing or fails)."""
-    if not hasattr(os, "posix_fadvise"):
-        return
+READ_AHEAD_CHUNK_BYTES = 8 * 2**20
+"""Bytes per read of the read-ahead thread (the buffer it reads into and discards)."""
+
+
+def _read_through(path: Path) -> None:
+    """Read ``path`` to its end and discard the bytes, leaving the file in the page cache;
+    nothing when it cannot be read (the job itself reports an unreadable input)."""
+    buffer = bytearray(READ_AHEAD_CHUNK_BYTES)
     try:
-        descriptor = os.open(path, os.O_RDONLY)
-    except OSError:
-        return  # the job itself reports an unreadable input
-    try:
-        os.posix_fadvise(descriptor, 0, 0, os.POSIX_FADV_WILLNEED)
+        with open(path, "rb", buffering=0) as file:
+            while file.readinto(buffer):
+                pass
     except OSError:
         pass
-    finally:
-        os.close(descriptor)
+
+
+def read_ahead(path: Path) -> threading.Thread:
+    """Start reading ``path`` into the operating system's page cache in a background thread,
+    and return the thread; the job that reads the file later then finds it in memory.
+
+    The thread holds the GIL only between reads, so it overlaps with torch's computation.
+    (``posix_fadvise(WILLNEED)``, which asks the kernel to do the same, is capped at the
+    device's read-ahead window: 8 MiB of a 64 MiB micrograph, measured on Linux 6.18.)
+    """
+    thread = threading.Thread(target=_read_through, args=(path,), name=f"read-ahead {path.name}", daemon=True)
+    thread.start()
+    return thread
 
 
 def _reading_ahead(jobs: Sequence[Any]) -> Iterator[tuple[int, Any]]:
@@ -324,8 +336,8 @@ def run_jobs(function: Callable[..., JobRecord], jobs: Sequence[Any], *, workers
 
     With neither ``workers`` nor ``scheduler`` the jobs run one after another in this
     process with T = ``torch_threads`` (None: torch's default, all cores), each next input
-    read ahead by the operating system while the current job computes (:func:`read_ahead`). Otherwise they
-    run on a Dask cluster (see :func:`_cluster_client`), each with T = ``torch_threads`` or 1:
+    read into the page cache by a background thread while the current job computes
+    (:func:`read_ahead`). Otherwise they run on a Dask cluster (see :func:`_cluster_client`), each with T = ``torch_threads`` or 1:
     the parallelism comes from the workers, one micrograph per Dask thread. ``function``, the
     jobs (which have a ``source`` path) and ``kwargs`` must be importable and picklable for
     the cluster. ``report`` is called with each record as it arrives; ``desc`` labels the
