@@ -242,3 +242,18 @@ def test_real_micrographs(apoferritin_dir):
         assert data.shape == (1200, 1240) and data.dtype == np.float32
         assert pixel_size_a == 1.85
         assert data.min() >= 0 and data.max() <= 65535 and data.std() > 0
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077])
+def test_written_files_get_the_permissions_of_the_umask(tmp_path, image, umask):
+    """Atomic writes go through an owner-only temporary file; the output must not stay 0600
+    when the user's umask lets the group and others read new files."""
+    import os
+    import stat
+
+    previous = os.umask(umask)
+    try:
+        write_mrc(tmp_path / "image.mrc", image, 1.0)
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE((tmp_path / "image.mrc").stat().st_mode) == 0o666 & ~umask

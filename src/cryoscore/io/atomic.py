@@ -1,7 +1,9 @@
 """Atomic file writes: write to a temporary file beside the target, then rename.
 
 A reader never sees a half-written output, and a crash leaves at most a stray
-temporary file whose name starts with ``.`` and ends with ``.part``.
+temporary file whose name starts with ``.`` and ends with ``.part``. The output gets the
+permissions a plainly created file would (0666 less the umask), not the owner-only 0600 of
+the temporary file, so that colleagues and processing accounts can read it.
 """
 
 from __future__ import annotations
@@ -11,6 +13,13 @@ import os
 import tempfile
 from pathlib import Path
 from typing import Iterator
+
+
+def _creation_mode() -> int:
+    """0666 less this process's umask: the mode ``open(..., "w")`` gives a new file."""
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return 0o666 & ~umask
 
 
 @contextlib.contextmanager
@@ -30,6 +39,7 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
     tmp = Path(tmp_name)
     try:
         yield tmp
+        os.chmod(tmp, _creation_mode())
         os.replace(tmp, target)
     except BaseException:
         tmp.unlink(missing_ok=True)
