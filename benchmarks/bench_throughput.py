@@ -42,6 +42,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from bench_simulate import cpu_description
+from cryoscore.allocator import retain_freed_memory
 from cryoscore.infer.batch import read_ahead
 from cryoscore.infer.denoise import AUTOCAST_DTYPES, TrainedDenoiser, denoise_image, load_denoiser
 from cryoscore.io.mrc import read_mrc, write_mrc
@@ -146,11 +147,14 @@ def time_in_process(denoiser: TrainedDenoiser, inputs: list[Path], out: Path, ti
     """Denoise every input in this process, as ``cryoscore denoise`` does; per-micrograph
     timings, RSS and FLOPs.
 
-    The inputs start out of the page cache; as in the command, the next one is read ahead
-    (:func:`~cryoscore.infer.batch.read_ahead`) while the current one is computed, so the
+    As in the command, freed tensor memory is kept for reuse
+    (:func:`~cryoscore.allocator.retain_freed_memory`). The inputs start out of the page
+    cache, and the next one is read ahead (:func:`~cryoscore.infer.batch.read_ahead`) while
+    the current one is computed, so the
     first micrograph's read is a cold one and the others show what the overlap leaves. Each
     output is deleted once written and timed, so a long run needs no disk for them.
     """
+    retain_freed_memory()
     timer = ForwardTimer(denoiser.model, denoiser.device)
     out.mkdir(parents=True, exist_ok=True)
     evict_from_page_cache(inputs)
@@ -233,7 +237,8 @@ def _high_water_mib(pid: int) -> float:
 def time_command(command: list[str], output_dir: Path) -> dict:
     """Wall time and peak RSS (VmHWM sampled every 20 ms) of a command run to completion, and
     its RSS each time a new ``*.mrc`` appears in ``output_dir`` (outputs are renamed into place
-    whole, so each one marks a finished micrograph)."""
+    whole, so each one marks a finished micrograph; the last one can go unseen when the command
+    exits within the 20 ms after writing it)."""
     start = time.perf_counter()
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL)
     peak, rss_at_output = 0.0, []
@@ -301,7 +306,7 @@ def markdown(document: dict) -> str:
         f"{document['matmul_gflops']:.1f} GFLOP/s |",
         f"| RSS after each micrograph (in process) | {_rss_trace([row['rss_mib'] for row in run['per_micrograph']])} MiB |",
         f"| RSS growth after the warm-up (in process) | {run['rss_growth_mib']:+.0f} MiB |",
-        f"| peak RSS (in process) | {run['peak_rss_mib']:.0f} MiB |",
+        f"| peak RSS of the benchmark's process (simulating the inputs included) | {run['peak_rss_mib']:.0f} MiB |",
         "| training steps per second | not measured (--inputs have no even/odd halves) |" if train is None else
         f"| training steps per second (score, batch {train['batch_size']}, {train['crop_px']} px crops, "
         f"{train['steps']} steps, setup included) | {train['steps_per_second']:.2f} |",

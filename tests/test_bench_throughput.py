@@ -1,0 +1,57 @@
+"""The throughput benchmark (benchmarks/bench_throughput.py) runs end to end and reports
+numbers that hang together; a stand-in ``topaz`` command exercises the comparison."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+STAND_IN_TOPAZ = """#!{python}
+# Stands in for `topaz denoise --device D -o OUT MRC...`: copies each input to OUT.
+import pathlib, shutil, sys
+arguments = sys.argv[1:]
+assert arguments[:2] == ["denoise", "--device"], arguments
+out = pathlib.Path(arguments[arguments.index("-o") + 1])
+out.mkdir(parents=True, exist_ok=True)
+for name in arguments[arguments.index("-o") + 2:]:
+    shutil.copy(name, out / pathlib.Path(name).name)
+"""
+
+
+@pytest.mark.slow
+def test_quick_throughput_benchmark(tmp_path):
+    topaz = tmp_path / "topaz"
+    topaz.write_text(STAND_IN_TOPAZ.format(python=sys.executable))
+    topaz.chmod(0o755)
+    result = subprocess.run(
+        [sys.executable, "bench_throughput.py", "--quick", "--topaz", str(topaz), "--topaz-micrographs", "2",
+         "--json", str(tmp_path / "bench.json"), "--markdown", str(tmp_path / "bench.md")],
+        cwd=BENCHMARKS, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    document = json.loads((tmp_path / "bench.json").read_text())
+
+    run = document["in_process"]
+    assert document["micrographs"] == 3 and document["size_px"] == 512 and len(run["per_micrograph"]) == 3
+    breakdown = run["breakdown_s"]
+    assert sum(breakdown.values()) == pytest.approx(run["seconds_per_micrograph"], rel=1e-6)
+    assert breakdown["forward_s"] > 0 and run["flops_per_micrograph"] > 1e9
+    assert run["peak_rss_mib"] >= max(row["rss_mib"] for row in run["per_micrograph"]) > 100
+    assert document["matmul_gflops"] > 0 and document["training"]["steps_per_second"] > 0
+
+    shares = [row["share"] for row in document["profile"]]
+    assert 0 < sum(shares) <= 1 + 1e-9 and shares == sorted(shares, reverse=True)
+    assert any("conv" in row["operator"] for row in document["profile"])
+
+    cli = document["cli"]
+    # One RSS reading per output seen while the command ran (the last may come as it exits).
+    assert len(cli["rss_at_output_mib"]) in (2, 3) and cli["seconds"] > 0 and cli["peak_rss_mib"] > 100
+    topaz_run = document["topaz"]
+    assert topaz_run["micrographs"] == 2
+    assert topaz_run["topaz"]["seconds"] > 0 and topaz_run["cryoscore"]["seconds"] > 0
+    assert "topaz takes" in (tmp_path / "bench.md").read_text()
