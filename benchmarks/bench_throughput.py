@@ -150,9 +150,9 @@ def time_in_process(denoiser: TrainedDenoiser, inputs: list[Path], out: Path, ti
     As in the command, freed tensor memory is kept for reuse
     (:func:`~cryoscore.allocator.retain_freed_memory`). The inputs start out of the page
     cache, and the next one is read ahead (:func:`~cryoscore.infer.batch.read_ahead`) while
-    the current one is computed, so the
-    first micrograph's read is a cold one and the others show what the overlap leaves. Each
-    output is deleted once written and timed, so a long run needs no disk for them.
+    the current one is computed, so the first micrograph's read is a cold one and the others
+    show what the overlap leaves. Each output is deleted once written and timed, so a long
+    run needs no disk for them.
     """
     retain_freed_memory()
     timer = ForwardTimer(denoiser.model, denoiser.device)

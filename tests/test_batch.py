@@ -182,7 +182,6 @@ def test_read_ahead_is_harmless_on_any_path(tmp_path):
     assert (tmp_path / "x.mrc").read_bytes() == b"0" * 1000 and not (tmp_path / "missing.mrc").exists()
 
 
-
 def _resident_fraction(path) -> float:
     """Share of ``path``'s pages that sit in the page cache (Linux ``mincore`` on a mapping of it)."""
     import ctypes

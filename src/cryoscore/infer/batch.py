@@ -341,8 +341,9 @@ def run_jobs(function: Callable[..., JobRecord], jobs: Sequence[Any], *, workers
     With neither ``workers`` nor ``scheduler`` the jobs run one after another in this
     process with T = ``torch_threads`` (None: torch's default, all cores), each next input
     read into the page cache by a background thread while the current job computes
-    (:func:`read_ahead`). Otherwise they run on a Dask cluster (see :func:`_cluster_client`), each with T = ``torch_threads`` or 1:
-    the parallelism comes from the workers, one micrograph per Dask thread. ``function``, the
+    (:func:`read_ahead`). Otherwise they run on a Dask cluster (see :func:`_cluster_client`),
+    each with T = ``torch_threads`` or 1: the parallelism comes from the workers, one
+    micrograph per Dask thread. ``function``, the
     jobs (which have a ``source`` path) and ``kwargs`` must be importable and picklable for
     the cluster. ``report`` is called with each record as it arrives; ``desc`` labels the
     progress bar.
