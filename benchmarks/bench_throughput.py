@@ -43,6 +43,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from bench_simulate import cpu_description
 from cryoscore.allocator import retain_freed_memory
+from cryoscore.infer import DEFAULT_TILE_PX
 from cryoscore.infer.batch import read_ahead
 from cryoscore.infer.denoise import AUTOCAST_DTYPES, TrainedDenoiser, denoise_image, load_denoiser
 from cryoscore.io.mrc import read_mrc, write_mrc
@@ -342,7 +343,8 @@ def main() -> None:
     parser.add_argument("--inputs", type=Path, nargs="+", metavar="MRC", help="micrographs to time (default: simulate)")
     parser.add_argument("--size", type=int, default=4096, metavar="PX", help="simulated micrograph edge (default: 4096)")
     parser.add_argument("--micrographs", type=int, default=8, metavar="N", help="simulated micrographs (default: 8)")
-    parser.add_argument("--tile", type=int, default=1024, metavar="PX", help="tile edge (default: 1024, the CLI's)")
+    parser.add_argument("--tile", type=int, default=DEFAULT_TILE_PX, metavar="PX",
+                        help=f"tile edge (default: {DEFAULT_TILE_PX}, the CLI's)")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where the model runs (default: cpu)")
     parser.add_argument("--train-steps", type=int, default=50, metavar="N", help="training steps timed (default: 50)")
     parser.add_argument("--topaz", metavar="PATH", default=shutil.which("topaz"),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import mrcfile
 import numpy as np
 import pytest
+import torch
 
 from cryoscore.cli import main
 from cryoscore.errors import InputError
@@ -12,6 +13,7 @@ from cryoscore.infer.denoise import TrainedDenoiser, denoise_image, load_denoise
 from cryoscore.infer.sampler import SamplerConfig
 from cryoscore.io.layout import DatasetLayout
 from cryoscore.io.mrc import read_mrc
+from cryoscore.nn.checkpoint import load_model
 from cryoscore.nn.unet import UNetConfig
 from cryoscore.pairs.halves import pairs_from_dataset
 from cryoscore.simulate.dataset import SimulationConfig, write_dataset
@@ -56,6 +58,21 @@ def test_tiled_denoising_equals_whole_image_denoising(trained):
     whole = denoise_image(denoiser, image, tile_px=4096)
     tiled = denoise_image(denoiser, image, tile_px=96, batch_size=3)
     np.testing.assert_allclose(tiled, whole, atol=1e-4 * np.abs(whole).max())
+
+
+def test_inference_runs_channels_last_and_matches_the_default_layout(trained):
+    """load_denoiser keeps the weights NHWC (the fast oneDNN kernels); the output is that of
+    the network as saved (NCHW) to float round-off."""
+    layout, models = trained
+    denoiser = load_denoiser(models["score"])
+    assert denoiser.model.net.stem.weight.is_contiguous(memory_format=torch.channels_last)
+    saved, _ = load_model(models["score"])
+    batch, sigma = torch.randn(2, 1, 128, 96, generator=torch.Generator().manual_seed(0)), torch.tensor([1.0, 3.0])
+    with torch.inference_mode():
+        fast = denoiser.model(batch.contiguous(memory_format=torch.channels_last), sigma)
+        reference = saved(batch, sigma)
+    assert not saved.net.stem.weight.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(fast, reference, rtol=1e-5, atol=1e-5 * reference.abs().max().item())
 
 
 def test_bf16_mixed_precision_stays_close_to_fp32(trained):

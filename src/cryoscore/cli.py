@@ -17,6 +17,7 @@ from typing import Callable, Sequence
 
 from cryoscore import __version__
 from cryoscore.errors import InputError
+from cryoscore.infer import DEFAULT_TILE_PX
 
 logger = logging.getLogger("cryoscore")
 
@@ -326,7 +327,8 @@ def _add_denoise(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--halves", type=int, choices=(1, 2), default=2,
                         help="how many frame halves an input holds: 2 for full sums, 1 for even/odd sums (default: 2)")
     parser.add_argument("--pixel-size", type=_positive_float, metavar="A", help="A per pixel, overriding the headers")
-    parser.add_argument("--tile", type=int, default=1024, metavar="PX", help="tile edge for inference (default: 1024)")
+    parser.add_argument("--tile", type=int, default=DEFAULT_TILE_PX, metavar="PX",
+                        help=f"tile edge for inference; smaller tiles use less memory (default: {DEFAULT_TILE_PX})")
     parser.add_argument("--sampler", choices=("tweedie", "sde"), default="tweedie",
                         help="tweedie: one deterministic step; sde: reverse-diffusion samples (default: tweedie)")
     parser.add_argument("--steps", type=int, default=10, metavar="N", help="sde: steps per sample (default: 10)")

@@ -38,6 +38,7 @@ import numpy as np
 from tqdm import tqdm
 
 from cryoscore.errors import InputError
+from cryoscore.infer import DEFAULT_TILE_PX
 from cryoscore.infer.sampler import SamplerConfig
 
 STATUSES = ("ok", "skipped", "failed")
@@ -87,7 +88,7 @@ class DenoiseSettings:
     lowpass_kind: str = "gaussian"
     halves: int = 2
     pixel_size_a: float | None = None
-    tile_px: int = 1024
+    tile_px: int = DEFAULT_TILE_PX
     sampler: SamplerConfig | None = None
     write_std: bool = False
     float16: bool = False

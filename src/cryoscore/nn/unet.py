@@ -163,8 +163,9 @@ class ResBlock(nn.Module):
     def forward(self, x: torch.Tensor, embedding: torch.Tensor) -> torch.Tensor:
         """x: (B, in_channels, h, w); embedding: (B, embedding_dim) -> (B, out_channels, h, w)."""
         scale, shift = self.film(embedding)[:, :, None, None].chunk(2, dim=1)
-        h = self.conv1(F.silu(x)) * (1 + scale) + shift
-        return self.skip(x) + self.conv2(F.silu(h))
+        h = torch.addcmul(shift, self.conv1(F.silu(x)), 1 + scale)
+        # In place: a convolution's backward pass needs its input, not its output.
+        return self.conv2(F.silu(h)).add_(self.skip(x))
 
     @staticmethod
     def footprint(fp: _Footprint) -> _Footprint:
