@@ -42,7 +42,6 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from bench_simulate import cpu_description
-from cryoscore.allocator import retain_freed_memory
 from cryoscore.infer import DEFAULT_TILE_PX
 from cryoscore.infer.batch import read_ahead
 from cryoscore.infer.denoise import AUTOCAST_DTYPES, TrainedDenoiser, denoise_image, load_denoiser
@@ -148,14 +147,13 @@ def time_in_process(denoiser: TrainedDenoiser, inputs: list[Path], out: Path, ti
     """Denoise every input in this process, as ``cryoscore denoise`` does; per-micrograph
     timings, RSS and FLOPs.
 
-    As in the command, freed tensor memory is kept for reuse
-    (:func:`~cryoscore.allocator.retain_freed_memory`). The inputs start out of the page
+    As in the command, freed tensor memory is kept for reuse (:mod:`cryoscore.allocator`,
+    applied by ``denoise_image``'s forward passes). The inputs start out of the page
     cache, and the next one is read ahead (:func:`~cryoscore.infer.batch.read_ahead`) while
     the current one is computed, so the first micrograph's read is a cold one and the others
     show what the overlap leaves. Each output is deleted once written and timed, so a long
     run needs no disk for them.
     """
-    retain_freed_memory()
     timer = ForwardTimer(denoiser.model, denoiser.device)
     out.mkdir(parents=True, exist_ok=True)
     evict_from_page_cache(inputs)

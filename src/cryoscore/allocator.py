@@ -1,18 +1,26 @@
 """Keep the C library's allocator from handing freed tensor memory back to the kernel.
 
-Tiled inference allocates and frees the same few activation buffers for every tile (up to
-50 MB each for the default 2560 x 2560 tiles). glibc's malloc serves blocks that large with
+Tiled inference allocates and frees the same activation buffers for every tile (up to 52 MB
+each for the default 2560 x 2560 tiles). glibc's malloc serves blocks that large with
 ``mmap`` and returns them with ``munmap``, or trims them off the top of its heap, so by
 default every tile faults its activations in again, page by page.
 
-:func:`retain_freed_memory` turns ``mmap`` off for allocations (``M_MMAP_MAX`` = 0: every
-block comes from the heap, which glibc still extends with ``mmap`` when ``brk`` cannot grow)
-and turns heap trimming off, so freed buffers are reused. Raising the mmap threshold instead,
-which this module did first, stops working once a buffer exceeds glibc's 64-bit maximum
-threshold of 32 MiB: tiles of 2560 px have such buffers. Ten 4096 x 4096 micrographs through
-``cryoscore denoise`` took 41 s with these settings against 54 s with the raised threshold,
-with 2.6 s against 9.9 s of kernel time, 0.25 against 2.2 million page faults and the same
-peak memory (1.31 GB; 2 cores, 2026-12-01).
+Two settings fix this, both glibc's ``mallopt``:
+
+* :func:`retain_freed_memory`, for the whole process: heap trimming off, and the mmap
+  threshold fixed at glibc's 64-bit maximum (32 MiB), so blocks below it come from the heap
+  and are reused once freed;
+* :func:`heap_allocations`, a context for the network's forward passes only: no ``mmap`` at
+  all (``M_MMAP_MAX`` = 0), so activations above 32 MiB come from the heap too.
+
+Outside the forward passes, micrograph-sized arrays (64 MB for 4096 x 4096 float32) stay
+mmapped and go back to the kernel when freed. Letting them into the heap as well made it
+fragment: over 40 micrographs in one process the heap grew from 1.0 to 1.33 GB while 91 MB
+of it was in use between micrographs.
+
+Measured on 2 cores (2026-12-01), ten 4096 x 4096 micrographs through ``cryoscore denoise``
+with tiles of 2560 px: 54 s with the threshold alone (9.9 s of kernel time, 2.2 million
+page faults), 41 s without mmap in the whole process (2.6 s, 0.25 million).
 
 The cost is that resident memory stays at the largest working set the process has had
 instead of shrinking after it: for a run of micrographs of one size, the size of one.
@@ -20,26 +28,71 @@ instead of shrinking after it: for a run of micrographs of one size, the size of
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import functools
+import threading
+from typing import Callable, Iterator
 
 M_TRIM_THRESHOLD = -1
+M_MMAP_THRESHOLD = -3
 M_MMAP_MAX = -4
+MMAP_THRESHOLD_BYTES = 32 * 2**20
+"""glibc's largest mmap threshold on 64-bit systems (``DEFAULT_MMAP_THRESHOLD_MAX``)."""
 NEVER_TRIM_BYTES = 2**31 - 1
+DEFAULT_MMAP_MAX = 65536
+"""glibc's default ``M_MMAP_MAX`` (``DEFAULT_MMAP_MAX``), restored after :func:`heap_allocations`."""
 
 
 @functools.cache
-def retain_freed_memory() -> bool:
-    """Apply the settings of the module docstring to this process, once.
-
-    Returns True where the C library is glibc and took them; False, changing nothing,
-    elsewhere (macOS, musl, Windows).
-    """
+def _mallopt() -> Callable[[int, int], int] | None:
+    """glibc's ``mallopt``, or None where the C library is not glibc (macOS, musl, Windows)."""
     try:
         libc = ctypes.CDLL(None)
         libc.gnu_get_libc_version  # glibc's own symbol: mallopt means what this module says
         mallopt = libc.mallopt
     except (OSError, AttributeError, TypeError):
-        return False
+        return None
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
-    return bool(mallopt(M_MMAP_MAX, 0)) and bool(mallopt(M_TRIM_THRESHOLD, NEVER_TRIM_BYTES))
+    return mallopt
+
+
+@functools.cache
+def retain_freed_memory() -> bool:
+    """Turn heap trimming off and fix the mmap threshold at 32 MiB in this process, once.
+
+    Returns True where the C library is glibc and took the settings; False, changing
+    nothing, elsewhere.
+    """
+    mallopt = _mallopt()
+    return mallopt is not None and bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)) and bool(
+        mallopt(M_TRIM_THRESHOLD, NEVER_TRIM_BYTES))
+
+
+_heap_only_lock = threading.Lock()
+_heap_only_depth = 0
+
+
+@contextlib.contextmanager
+def heap_allocations() -> Iterator[None]:
+    """Within: every block, whatever its size, comes from the heap (after
+    :func:`retain_freed_memory`), so a forward pass reuses the previous one's freed activations.
+
+    Threads may nest it: mmap comes back when the last of them leaves. Nothing happens
+    where the C library is not glibc.
+    """
+    global _heap_only_depth
+    mallopt = _mallopt() if retain_freed_memory() else None
+    if mallopt is None:
+        yield
+        return
+    with _heap_only_lock:
+        _heap_only_depth += 1
+        mallopt(M_MMAP_MAX, 0)
+    try:
+        yield
+    finally:
+        with _heap_only_lock:
+            _heap_only_depth -= 1
+            if _heap_only_depth == 0:
+                mallopt(M_MMAP_MAX, DEFAULT_MMAP_MAX)

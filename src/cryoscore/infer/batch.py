@@ -229,17 +229,15 @@ def denoise_micrograph(job: DenoiseJob, settings: DenoiseSettings, torch_threads
     """Denoise one micrograph with ``torch_threads`` threads (:func:`set_torch_threads`) and write its
     outputs atomically, unless they are already complete. The process that runs it, this one or
     a Dask worker, keeps freed tensor memory for the next tile and the next micrograph
-    (:func:`cryoscore.allocator.retain_freed_memory`).
+    (:mod:`cryoscore.allocator`, applied by the denoiser's forward passes).
 
     Returns a :class:`JobRecord`; an :class:`InputError` (unreadable input, NaN pixels, ...)
     becomes a ``failed`` record, other exceptions (bugs) propagate.
     """
-    from cryoscore.allocator import retain_freed_memory
     from cryoscore.filters import bin_image
     from cryoscore.io.mrc import read_mrc, write_mrc
 
     set_torch_threads(torch_threads)
-    retain_freed_memory()
     start = time.perf_counter()
     name = job.source.name
     try:

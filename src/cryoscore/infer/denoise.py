@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from cryoscore.allocator import heap_allocations
 from cryoscore.errors import InputError
 from cryoscore.infer import DEFAULT_TILE_PX
 from cryoscore.infer.sampler import DenoiseFunction, SamplerConfig, sample_mean_and_std
@@ -125,7 +126,8 @@ def _tiled_denoise_function(denoiser: TrainedDenoiser, tile_px: int, batch_size:
     """``D(x, sigma)`` on a whole image (H, W) in noise units, evaluated tile by tile.
 
     Each batch of tiles (B, 1, h, w) goes to the model's device and its result comes back to
-    the image's device.
+    the image's device. The forward passes take all their memory from the C heap, so the next
+    tile reuses this one's activations (:func:`cryoscore.allocator.heap_allocations`).
     """
     net, device = denoiser.model.net, denoiser.device
     config = TilingConfig(tile_px=tile_px, halo_px=net.receptive_field_px, batch_size=batch_size)
@@ -134,8 +136,8 @@ def _tiled_denoise_function(denoiser: TrainedDenoiser, tile_px: int, batch_size:
         level = torch.tensor([sigma], dtype=torch.float32, device=device)
 
         def network(batch: torch.Tensor) -> torch.Tensor:
-            with torch.autocast(device.type, dtype=AUTOCAST_DTYPES.get(denoiser.precision),
-                                enabled=denoiser.precision != "fp32"):
+            with heap_allocations(), torch.autocast(device.type, dtype=AUTOCAST_DTYPES.get(denoiser.precision),
+                                                    enabled=denoiser.precision != "fp32"):
                 result = denoiser.model(batch.to(device, memory_format=torch.channels_last),
                                         level.expand(len(batch)))
             return result.float().to(batch.device)
