@@ -13,14 +13,20 @@ Two settings fix this, both glibc's ``mallopt``:
 * :func:`heap_allocations`, a context for the network's forward passes only: no ``mmap`` at
   all (``M_MMAP_MAX`` = 0), so activations above 32 MiB come from the heap too.
 
-Outside the forward passes, micrograph-sized arrays (64 MB for 4096 x 4096 float32) stay
-mmapped and go back to the kernel when freed. Letting them into the heap as well made it
-fragment: over 40 micrographs in one process the heap grew from 1.0 to 1.33 GB while 91 MB
-of it was in use between micrographs.
+Outside the forward passes, a micrograph-sized array (64 MB for 4096 x 4096 float32) that
+finds no free block in the heap is mmapped and goes back to the kernel when freed, instead
+of extending the heap for good.
 
-Measured on 2 cores (2026-12-01), ten 4096 x 4096 micrographs through ``cryoscore denoise``
-with tiles of 2560 px: 54 s with the threshold alone (9.9 s of kernel time, 2.2 million
-page faults), 41 s without mmap in the whole process (2.6 s, 0.25 million).
+Measured on 2 cores (2026-12-01), 4096 x 4096 micrographs through ``cryoscore denoise`` with
+tiles of 2560 px:
+
+* the threshold alone: ten micrographs in 54 s, 9.9 s of it in the kernel, 2.2 million
+  page faults;
+* no mmap in the whole process: ten in 41 s, 2.6 s in the kernel, 0.25 million page faults,
+  but resident memory kept stepping up, from 1331 MiB after the first micrograph to 1489 MiB
+  at the 89th of a hundred;
+* no mmap in the forward passes only (these settings): 4.3 s per micrograph over a hundred,
+  resident memory 1028 MiB after the first and 1414 MiB from the 15th to the 100th.
 
 The cost is that resident memory stays at the largest working set the process has had
 instead of shrinking after it: for a run of micrographs of one size, the size of one.
