@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Rebuild the default model shipped in src/cryoscore/models/ with cryoscore's own commands:
-# simulate three specimens (structured ice background, contamination, a range of defocus and
-# dose), then train the score method on all their even/odd halves.
+# Rebuild the default model shipped in src/cryoscore/models/ with cryoscore's own code:
+# simulate a broad corpus (random compact and elongated particles and the built-in small one;
+# pixel sizes 0.8-4.5 A; 10-80 e/A^2; ice at every scale, gradients, carbon, contamination;
+# see scripts/make_default_corpus.py for the ranges and what is held out), then train the
+# score method on all of it with a 3 A pixel-size floor.
 #
 #   bash scripts/train_default_model.sh [WORK_DIR]
 #
@@ -11,18 +13,8 @@ cd "$(dirname "$0")/.."
 work=${1:-$(mktemp -d)}
 models=src/cryoscore/models
 
-# specimen  particles (about 15% of the area)  dose e/A^2  seed
-while read -r specimen particles dose seed; do
-  cryoscore simulate -o "$work/$specimen" --specimen "$specimen" --particles "$particles" --dose "$dose" \
-    --micrographs 4 --size 1024 --pixel-size 1.5 --defocus 0.8 3.0 --background-strength 1.5 \
-    --contamination 1 --seed "$seed" --overwrite
-done <<'TABLE'
-apoferritin 31 30 101
-elongated 7 20 102
-small 125 40 103
-TABLE
-
-cryoscore train "$work/apoferritin" "$work/elongated" "$work/small" --method score \
-  -o "$models/default.pt" --steps "${STEPS:-1500}" --batch-size 8 --crop 256 --seed 0
+python scripts/make_default_corpus.py "$work" --micrographs "${MICROGRAPHS:-48}" --seed 0
+cryoscore train "$work"/c[0-9][0-9][0-9] --method score --min-pixel-size 3 \
+  -o "$models/default.pt" --steps "${STEPS:-2500}" --batch-size 8 --crop 160 --seed 0
 rm -f "$models/default.state.pt"  # the resumable optimiser state is not shipped
 ls -l "$models"

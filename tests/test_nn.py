@@ -58,9 +58,9 @@ def test_output_shape_equals_input_shape(config, size):
 
 def test_size_not_a_multiple_of_required_multiple_is_a_clear_value_error():
     net = NoiseConditionedUNet(UNetConfig())
-    assert net.required_multiple == 4 * 2**3
-    with pytest.raises(ValueError, match=r"multiples of 32 pixels, got 64x48"):
-        net(torch.zeros(1, 1, 64, 48), torch.zeros(1))
+    assert net.required_multiple == 2**4
+    with pytest.raises(ValueError, match=r"multiples of 16 pixels, got 64x40"):
+        net(torch.zeros(1, 1, 64, 40), torch.zeros(1))
     with pytest.raises(ValueError, match=r"c_noise of shape \(1,\)"):
         net(torch.zeros(1, 1, 64, 64), torch.zeros(()))
 
@@ -81,7 +81,11 @@ def test_config_is_validated(bad):
         UNetConfig(**bad)
 
 
-def test_default_config_costs_at_most_15_kflop_per_pixel():
+def test_default_config_costs_at_most_80_kflop_per_working_pixel():
+    """The default network runs at full resolution on micrographs Fourier-cropped to the
+    model's 3 A floor: a 4096 x 4096 micrograph at 1.5 A/px is 2048 x 2048 working pixels,
+    so 80 kFLOP per working pixel is at most the ~300 GFLOP the old 4x-unshuffled network
+    spent on the whole micrograph (the throughput benchmark's budget)."""
     macs = 0
 
     def count(module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
@@ -96,7 +100,7 @@ def test_default_config_costs_at_most_15_kflop_per_pixel():
     for hook in hooks:
         hook.remove()
     flop_per_pixel = 2 * macs / 256**2
-    assert 5_000 < flop_per_pixel <= 15_000
+    assert 40_000 < flop_per_pixel <= 80_000
 
 
 def test_noise_level_changes_the_output():

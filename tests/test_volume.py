@@ -301,3 +301,17 @@ def test_bad_pixel_size_is_an_input_error():
         builtin_specimen("small", 0.0)
     with pytest.raises(InputError, match="unknown built-in specimen"):
         builtin_specimen("ribosome", PIXEL_A)
+
+
+@pytest.mark.parametrize("kind", ["random-compact", "random-elongated"])
+def test_random_specimens_are_reproducible_and_sized_as_documented(kind):
+    from cryoscore.simulate.volume import load_specimen
+
+    specimens = [load_specimen(f"{kind}:{seed}", 4.0) for seed in range(6)]
+    again = load_specimen(f"{kind}:0", 4.0)
+    np.testing.assert_array_equal(again.volume_v, specimens[0].volume_v)
+    diameters = [specimen.diameter_a for specimen in specimens]
+    low, high = (45, 260) if kind == "random-compact" else (120, 480)
+    assert all(low <= diameter <= high for diameter in diameters), diameters
+    assert len({round(diameter) for diameter in diameters}) == 6  # each seed draws another particle
+    assert all(specimen.volume_v.max() == pytest.approx(3.0, rel=0.02) for specimen in specimens)

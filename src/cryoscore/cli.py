@@ -221,6 +221,13 @@ def _add_train(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--pixel-size", type=_positive_float, metavar="A", help="A per pixel, overriding the files' headers")
     parser.add_argument("--seed", type=_non_negative_int, default=0, metavar="S", help="random seed (default: 0)")
     parser.add_argument("--resume", action="store_true", help="continue from MODEL's saved training state")
+    parser.add_argument("--init", metavar="MODEL|default",
+                        help="fine-tune this model (a .pt file, or 'default' for the shipped one) on the data "
+                        "instead of training from scratch; its network and pixel-size floor are kept")
+    parser.add_argument("--min-pixel-size", type=_positive_float, metavar="A",
+                        help="Fourier-crop micrographs finer than A A/px to A, in training and later in denoising "
+                        "(the shipped model's floor is 3 A); lets micrographs of different pixel sizes train one model "
+                        "(default: none, one pixel size)")
     parser.set_defaults(handler=_run_train)
 
 
@@ -272,15 +279,27 @@ def _run_train(args: argparse.Namespace) -> int:
 
     if args.output.suffix != ".pt":
         raise InputError(args.output, "model file name must end in .pt")
+    initial = None
+    architecture = {"min_pixel_size_a": args.min_pixel_size}
+    if args.init is not None:
+        from cryoscore.infer.denoise import load_denoiser
+
+        initial = load_denoiser(None if args.init == "default" else args.init)
+        if args.min_pixel_size is not None:
+            raise InputError("--min-pixel-size", "a fine-tuned model keeps the floor of its --init model")
+        architecture = {"unet": initial.model.net.config, "min_pixel_size_a": initial.metadata.get("min_pixel_size_a")}
     try:
         config = TrainConfig(method=args.method, steps=args.steps, batch_size=args.batch_size, crop_px=args.crop,
-                             learning_rate=args.learning_rate, seed=args.seed, guidance=_guidance_config(args))
+                             learning_rate=args.learning_rate, seed=args.seed, guidance=_guidance_config(args),
+                             **architecture)
     except ValueError as error:
         raise InputError("options", str(error)) from None
     pairs = _training_pairs(args)
     result = train_model(pairs, config, args.output, resume=args.resume,
+                         initial=None if initial is None else initial.model,
                          extra={"command_line": ["cryoscore", *sys.argv[1:]],
-                                "single_image_pairs": args.micrographs is not None})
+                                "single_image_pairs": args.micrographs is not None,
+                                "initial_model": None if initial is None else initial.source})
     print(f"trained {args.method} on {len(pairs)} micrographs in {result.seconds:.0f} s "
           f"(final loss {sum(result.losses[-20:]) / len(result.losses[-20:]):.4f}); model: {result.model_path}")
     return 0
@@ -344,6 +363,10 @@ def _add_denoise(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--bin", type=int, default=1, metavar="B",
                         help="block-average B x B pixels before denoising: B^2 times faster, B times the pixel size "
                         "(default: 1, no binning)")
+    parser.add_argument("--adapt", type=int, nargs="?", const=300, metavar="STEPS",
+                        help="first fine-tune the model on these micrographs (pairs from single images, no frames "
+                        "needed) for STEPS steps (default: 300, a few minutes on 2 cores), save it as "
+                        "OUTDIR/adapted.pt and denoise with it; a rerun reuses OUTDIR/adapted.pt")
     _add_parallel_options(parser, "denoise")
     parser.add_argument("--device", choices=("cpu", "cuda"), help="where the model runs (default: cuda if available)")
     parser.add_argument("--overwrite", action="store_true",
@@ -364,14 +387,41 @@ def _sampler_config(args: argparse.Namespace):
         raise InputError("options", str(error)) from None
 
 
+def _adapted_model(args: argparse.Namespace) -> str:
+    """Fine-tune --model (or the default model) on the inputs into OUTDIR/adapted.pt, unless it is there."""
+    from cryoscore.infer.adapt import AdaptSettings, adapt_denoiser
+    from cryoscore.infer.batch import expand_inputs
+    from cryoscore.infer.denoise import load_denoiser
+
+    if args.lowpass is not None:
+        raise InputError("--adapt", "adapts a model; it does not go with --lowpass")
+    path = args.output / "adapted.pt"
+    if path.is_file() and not args.overwrite:
+        print(f"using the adapted model {path} of an earlier run (--overwrite adapts again)", file=sys.stderr)
+        return str(path)
+    try:
+        settings = AdaptSettings(steps=args.adapt, seed=args.seed)
+    except ValueError as error:
+        raise InputError("--adapt", str(error)) from None
+    args.output.mkdir(parents=True, exist_ok=True)
+    denoiser, micrographs = load_denoiser(args.model), expand_inputs(args.inputs)
+    result = adapt_denoiser(denoiser, micrographs, path, settings, pixel_size_a=args.pixel_size)
+    print(f"adapted {denoiser.source} to {len(micrographs)} micrographs in {result.seconds:.0f} s: {path}",
+          file=sys.stderr)
+    return str(path)
+
+
 def _run_denoise(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from cryoscore.infer.batch import DenoiseSettings, denoise_micrographs, summary_line
 
     _check_parallel_options(args)
+    model = None if args.model is None else str(args.model)
+    if args.adapt is not None:
+        model = _adapted_model(args)
     settings = DenoiseSettings(
-        model=None if args.model is None else str(args.model), lowpass_a=args.lowpass, lowpass_kind=args.lowpass_kind,
+        model=model, lowpass_a=args.lowpass, lowpass_kind=args.lowpass_kind,
         halves=args.halves, pixel_size_a=args.pixel_size, tile_px=args.tile, sampler=_sampler_config(args),
         write_std=args.uncertainty is not None, float16=args.float16, device=args.device, overwrite=args.overwrite,
         precision=args.precision, tile_batch=args.tile_batch, bin_factor=args.bin,

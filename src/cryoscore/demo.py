@@ -89,12 +89,13 @@ def run_demo(output_dir: str | Path, *, seed: int = 0) -> str:
     denoiser = load_denoiser()
     test_set = simulated_test_set(dataset_dir, f"demo: apoferritin {config.dose_e_per_a2:g} e/A^2")
     for micrograph in test_set.micrographs:
-        write_mrc(output_dir / "denoised" / f"{micrograph.name}.mrc", denoise_image(denoiser, micrograph.full_sum),
+        write_mrc(output_dir / "denoised" / f"{micrograph.name}.mrc", denoise_image(denoiser, micrograph.full_sum,
+                                                                                        pixel_size_a=pixel_size_a),
                   pixel_size_a)
     functions = {
         "raw": lambda image: image,
         "lowpass": lambda image: lowpass_filter(image, pixel_size_a, DEMO_LOWPASS_A),
-        "denoised": lambda image: denoise_image(denoiser, image),
+        "denoised": lambda image: denoise_image(denoiser, image, pixel_size_a=pixel_size_a),
     }
     outcomes = judge_all(test_set, functions, DEMO_JUDGES)
     first = test_set.micrographs[0]

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import numpy as np
+import scipy.fft
+from scipy import ndimage
 
 from cryoscore.errors import InputError
 
@@ -50,3 +52,61 @@ def bin_image(image: np.ndarray, factor: int) -> np.ndarray:
         return np.asarray(image, dtype=np.float32)
     blocks = image[: height * factor, : width * factor].reshape(height, factor, width, factor)
     return blocks.mean(axis=(1, 3), dtype=np.float32)
+
+
+def periodic_smooth_decomposition(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Split ``image`` (H, W) into ``periodic + smooth`` (Moisan 2011), both float32 (H, W).
+
+    ``periodic`` has no jump where the image wraps around, so its Fourier transform has no
+    cross of edge artefacts; ``smooth`` holds the jumps at the edges and is harmonic inside
+    (a slowly varying surface), so any interpolation resamples it without touching the noise.
+    """
+    u = image.astype(np.float32)
+    boundary = np.zeros_like(u)
+    boundary[0, :] += u[-1, :] - u[0, :]
+    boundary[-1, :] += u[0, :] - u[-1, :]
+    boundary[:, 0] += u[:, -1] - u[:, 0]
+    boundary[:, -1] += u[:, 0] - u[:, -1]
+    cos_rows = np.cos(2 * np.pi * np.fft.fftfreq(u.shape[0]))[:, None]
+    cos_cols = np.cos(2 * np.pi * np.fft.rfftfreq(u.shape[1]))[None, :]
+    denominator = (2 * cos_rows + 2 * cos_cols - 4).astype(np.float32)
+    denominator[0, 0] = 1.0
+    spectrum = scipy.fft.rfft2(boundary, workers=-1) / denominator
+    spectrum[0, 0] = 0.0
+    smooth = scipy.fft.irfft2(spectrum, s=u.shape, workers=-1).astype(np.float32)
+    return u - smooth, smooth
+
+
+def _fourier_resample_periodic(image: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Crop or zero-pad the spectrum of a periodic image (H, W) to ``shape``; mean kept."""
+    (height, width), (new_height, new_width) = image.shape, shape
+    spectrum = np.fft.fftshift(scipy.fft.rfft2(image, workers=-1), axes=0)
+    out = np.zeros((new_height, new_width // 2 + 1), dtype=spectrum.dtype)
+    rows, cols = min(height, new_height), min(width // 2, new_width // 2) + 1
+    out[new_height // 2 - rows // 2: new_height // 2 - rows // 2 + rows, :cols] = (
+        spectrum[height // 2 - rows // 2: height // 2 - rows // 2 + rows, :cols])
+    resampled = scipy.fft.irfft2(np.fft.ifftshift(out, axes=0), s=shape, workers=-1)
+    return (resampled * (new_height * new_width) / (height * width)).astype(np.float32)
+
+
+def fourier_resample(image: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Resample ``image`` (H, W) to ``shape`` (h, w) by Fourier cropping or zero-padding; float32.
+
+    Pixel (i, j) of the result lies at input position (i * H / h, j * W / w): the first
+    pixels coincide, as in RELION's and cryoSPARC's Fourier cropping, so coordinates scale
+    by the ratio of the shapes. Downsampling keeps white noise white (per-pixel variance
+    falls by ``h * w / (H * W)``) and keeps every frequency below the new Nyquist exactly;
+    upsampling adds none above the old one. The image is first split into a periodic part,
+    resampled in Fourier space, and a smooth edge part, interpolated, so the edges of a
+    micrograph with an ice gradient do not ring.
+    """
+    if image.ndim != 2 or len(shape) != 2 or min(shape) < 1:
+        raise ValueError(f"need a 2D image and a 2D target shape, got {image.shape} -> {shape}")
+    shape = (int(shape[0]), int(shape[1]))
+    if tuple(image.shape) == shape:
+        return np.asarray(image, dtype=np.float32)
+    periodic, smooth = periodic_smooth_decomposition(image)
+    rows = np.arange(shape[0]) * (image.shape[0] / shape[0])
+    cols = np.arange(shape[1]) * (image.shape[1] / shape[1])
+    smooth_resampled = ndimage.map_coordinates(smooth, np.meshgrid(rows, cols, indexing="ij"), order=1, mode="nearest")
+    return _fourier_resample_periodic(periodic, shape) + smooth_resampled.astype(np.float32)

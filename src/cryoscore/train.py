@@ -30,6 +30,7 @@ from cryoscore.pairs.crops import random_crop_pairs
 from cryoscore.pairs.guidance import GuidanceConfig, GuidanceExamples
 from cryoscore.pairs.halves import HalfPair
 from cryoscore.pairs.normalise import NORMALISATION, normalise_pair, signal_std
+from cryoscore.pairs.scale import rescale_pair
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +40,9 @@ class TrainConfig:
     """One training run. ``crop_px`` must be a multiple of the network's required multiple.
 
     ``guidance`` is required by ``method="guided"`` and refused by the other methods.
+    ``min_pixel_size_a`` is the model's pixel-size floor (:mod:`cryoscore.pairs.scale`):
+    training micrographs finer than it are Fourier-cropped to it, and so are the micrographs
+    the model later denoises; None trains on the micrographs as they are (one pixel size).
     """
 
     method: str = "score"
@@ -51,6 +55,7 @@ class TrainConfig:
     unet: UNetConfig = field(default_factory=UNetConfig)
     noise_levels: NoiseLevels = field(default_factory=NoiseLevels)
     guidance: GuidanceConfig | None = None
+    min_pixel_size_a: float | None = None
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -61,6 +66,8 @@ class TrainConfig:
             raise ValueError("--steps, batch size and checkpoint interval must be >= 1, --seed >= 0")
         if not self.learning_rate > 0:
             raise ValueError("learning rate must be > 0")
+        if self.min_pixel_size_a is not None and not self.min_pixel_size_a > 0:
+            raise ValueError(f"--min-pixel-size must be > 0, got {self.min_pixel_size_a}")
         multiple = self.unet.input_unshuffle * 2**self.unet.depth
         if self.crop_px < multiple or self.crop_px % multiple:
             raise ValueError(f"--crop must be a positive multiple of {multiple} px for this network")
@@ -151,8 +158,12 @@ def train_model(
     resume: bool = False,
     progress: bool = True,
     extra: dict[str, Any] | None = None,
+    initial: Denoiser | None = None,
 ) -> TrainResult:
     """Train on ``pairs`` (raw halves) and write the model to ``model_path`` (``.pt``).
+
+    ``initial`` fine-tunes a trained model instead of starting from random weights: its
+    network (``config.unet`` must be its configuration) and its ``sigma_data`` are kept.
 
     The model's metadata records the resolved config, the data normalisation, the pixel
     size and ``extra`` (e.g. the command line). A state file beside it (:func:`state_path`)
@@ -162,20 +173,28 @@ def train_model(
     model_path = Path(model_path)
     if not pairs:
         raise InputError(model_path, "no training pairs")
+    pairs = [rescale_pair(pair, config.min_pixel_size_a) for pair in pairs]
     pixel_sizes = sorted({pair.pixel_size_a for pair in pairs})
-    if pixel_sizes[-1] > 1.01 * pixel_sizes[0]:
+    if pixel_sizes[-1] > 1.01 * pixel_sizes[0] and (config.min_pixel_size_a is None or config.guidance is not None):
         raise InputError(model_path, f"training micrographs have different pixel sizes ({pixel_sizes[0]:g} to "
-                         f"{pixel_sizes[-1]:g} A); train on one pixel size")
+                         f"{pixel_sizes[-1]:g} A); train on one pixel size"
+                         + ("" if config.guidance is not None else ", or give a pixel-size floor (--min-pixel-size)"))
     smallest = min(min(pair.even.shape) for pair in pairs)
     if smallest < config.crop_px:
         raise InputError("--crop", f"{config.crop_px} px crops do not fit a {smallest} px micrograph; use --crop smaller")
     started = time.perf_counter()
     normalised = [normalise_pair(pair) for pair in pairs]
     sigma_data = signal_std(normalised)
+    if initial is not None:
+        if initial.net.config != config.unet:
+            raise ValueError("the initial model's network differs from config.unet")
+        sigma_data = initial.preconditioner.sigma_data
     guidance = None
     if config.guidance is not None and config.guidance.strength > 0:  # lambda 0 is exactly score
         guidance = GuidanceExamples(config.guidance, normalised, pairs[0].pixel_size_a, config.seed)
     model = _new_denoiser(config, sigma_data)
+    if initial is not None:
+        model.load_state_dict(initial.state_dict())
     optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
     losses: list[float] = []
     first_step = 0
@@ -206,7 +225,9 @@ def train_model(
         "cryoscore_version": __version__,
         "method": config.method,
         "normalisation": NORMALISATION,
-        "training_pixel_size_a": pairs[0].pixel_size_a,
+        "training_pixel_size_a": pixel_sizes[0],
+        "pixel_size_range_a": [pixel_sizes[0], pixel_sizes[-1]],
+        "min_pixel_size_a": config.min_pixel_size_a,
         "sigma_data": sigma_data,
         "train_config": config.to_dict(),
         "n_micrographs": len(pairs),

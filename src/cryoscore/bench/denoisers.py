@@ -109,8 +109,8 @@ def denoise_functions(
         elif name == "topaz" and (command := _installed_topaz(os.environ.get("PATH", ""))) is not None:
             functions[name] = lambda image, command=command: topaz_denoise(image, command)
     for name, model in models.items():
-        functions[name] = lambda image, denoiser=model.denoiser: denoise_image(denoiser, image,
-                                                                               halves_in_image=halves_in_image)
+        functions[name] = lambda image, denoiser=model.denoiser: denoise_image(
+            denoiser, image, pixel_size_a=pixel_size_a, halves_in_image=halves_in_image)
     return functions
 
 

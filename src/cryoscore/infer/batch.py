@@ -211,7 +211,8 @@ def _denoise_array(image: np.ndarray, pixel_size_a: float,
         return lowpass_filter(image, pixel_size_a, settings.lowpass_a, kind=settings.lowpass_kind), None
     denoiser = cached_denoiser(settings.model, settings.device, settings.precision)
     halves = settings.halves * settings.bin_factor**2
-    tiling = {"halves_in_image": halves, "tile_px": settings.tile_px, "batch_size": settings.tile_batch}
+    tiling = {"pixel_size_a": pixel_size_a, "halves_in_image": halves, "tile_px": settings.tile_px,
+              "batch_size": settings.tile_batch}
     if settings.sampler is None:
         return denoise_image(denoiser, image, **tiling), None
     return sample_image(denoiser, image, settings.sampler, **tiling)

@@ -16,6 +16,7 @@ tile) and the result is the same to float round-off.
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 from importlib import resources
@@ -32,7 +33,14 @@ from cryoscore.infer.tiling import TilingConfig, apply_tiled
 from cryoscore.nn.checkpoint import load_model
 from cryoscore.nn.precondition import Denoiser
 from cryoscore.objectives import HALF_NOISE_SIGMA
+from cryoscore.filters import fourier_resample
 from cryoscore.pairs.normalise import NORMALISATION, normalisation_for_image, relative_noise_map
+from cryoscore.pairs.scale import WorkingScale, working_shape
+
+logger = logging.getLogger(__name__)
+
+#: How far outside the pixel sizes a model was trained at a micrograph may be before a warning.
+PIXEL_SIZE_TOLERANCE = 1.25
 
 DEFAULT_MODEL = resources.files("cryoscore") / "models" / "default.pt"
 """The model shipped inside the package (``scripts/train_default_model.sh`` made it)."""
@@ -74,6 +82,29 @@ class TrainedDenoiser:
         if self.metadata["method"] == "n2n":
             return HALF_NOISE_SIGMA
         return max(image_sigma, HALF_NOISE_SIGMA)
+
+    @property
+    def pixel_size_range_a(self) -> tuple[float, float]:
+        """The (smallest, largest) pixel size, Angstrom, of the micrographs the network was
+        trained on, after any Fourier cropping to the model's floor."""
+        low, high = self.metadata.get("pixel_size_range_a") or [self.metadata["training_pixel_size_a"]] * 2
+        return float(low), float(high)
+
+    def working_scale(self, shape: tuple[int, int], pixel_size_a: float | None, name: str = "micrograph") -> WorkingScale:
+        """The grid a ``shape`` (H, W) image at ``pixel_size_a`` is denoised on (:mod:`cryoscore.pairs.scale`).
+
+        Without a pixel size the image is taken as it is. A warning names ``name`` when its
+        working pixel size lies outside the trained range by more than ``PIXEL_SIZE_TOLERANCE``.
+        """
+        if pixel_size_a is None:
+            return WorkingScale(tuple(shape), float("nan"))
+        scale = working_shape(shape, pixel_size_a, self.metadata.get("min_pixel_size_a"))
+        low, high = self.pixel_size_range_a
+        if not low / PIXEL_SIZE_TOLERANCE <= scale.pixel_size_a <= high * PIXEL_SIZE_TOLERANCE:
+            logger.warning("%s: %.3g A/px is outside the pixel sizes %s was trained on (%.3g-%.3g A/px); "
+                           "particles and noise may not look as the model expects", name, scale.pixel_size_a,
+                           self.source, low, high)
+        return scale
 
     @property
     def device(self) -> torch.device:
@@ -151,20 +182,26 @@ def denoise_image(
     denoiser: TrainedDenoiser,
     image: np.ndarray,
     *,
+    pixel_size_a: float | None = None,
     halves_in_image: int = 2,
     tile_px: int = DEFAULT_TILE_PX,
     batch_size: int = 1,
 ) -> np.ndarray:
-    """The one-step Tweedie estimate of ``image`` (H, W), float32 in the input's units.
+    """The one-step Tweedie estimate of ``image`` (H, W), float32 in the input's units and grid.
 
+    ``pixel_size_a`` (Angstrom) lets the model work at its own scale: an image finer than
+    the model's pixel-size floor is Fourier-cropped to it and the estimate padded back
+    (:mod:`cryoscore.pairs.scale`); without it the image is taken as it is.
     ``halves_in_image`` is 2 for a full frame sum, 1 for an even or odd half sum. Tiles of
     ``tile_px`` with a halo of the network's receptive field keep memory bounded and give
     the same result as whole-image inference.
     """
-    normalisation = normalisation_for_image(image, halves_in_image)
+    scale = denoiser.working_scale(image.shape, pixel_size_a)
+    working = fourier_resample(image, scale.shape)
+    normalisation = normalisation_for_image(working, halves_in_image)
     denoise = _tiled_denoise_function(denoiser, tile_px, batch_size)
-    estimate = denoise(torch.from_numpy(normalisation.apply(image)), denoiser.network_sigma(normalisation.noise_sigma))
-    return normalisation.invert(estimate.numpy())
+    estimate = denoise(torch.from_numpy(normalisation.apply(working)), denoiser.network_sigma(normalisation.noise_sigma))
+    return fourier_resample(normalisation.invert(estimate.numpy()), image.shape)
 
 
 def sample_image(
@@ -172,6 +209,7 @@ def sample_image(
     image: np.ndarray,
     sampler: SamplerConfig,
     *,
+    pixel_size_a: float | None = None,
     halves_in_image: int = 2,
     tile_px: int = DEFAULT_TILE_PX,
     batch_size: int = 1,
@@ -180,16 +218,21 @@ def sample_image(
 
     ``sampler.samples`` draws of the reverse-diffusion sampler (``infer.sampler``); the
     standard deviation map is zero for a single draw. Needs a model trained over a range
-    of noise levels (``score`` or ``guided``).
+    of noise levels (``score`` or ``guided``). ``pixel_size_a`` as for :func:`denoise_image`;
+    the standard deviation is that of the working-scale samples, interpolated to the input grid.
     """
     denoiser.check_can_sample()
-    normalisation = normalisation_for_image(image, halves_in_image)
+    scale = denoiser.working_scale(image.shape, pixel_size_a)
+    working = fourier_resample(image, scale.shape)
+    normalisation = normalisation_for_image(working, halves_in_image)
     mean, std = sample_mean_and_std(
         _tiled_denoise_function(denoiser, tile_px, batch_size),
-        torch.from_numpy(normalisation.apply(image)),
+        torch.from_numpy(normalisation.apply(working)),
         normalisation.noise_sigma,
         HALF_NOISE_SIGMA,
-        torch.from_numpy(relative_noise_map(image)),
+        torch.from_numpy(relative_noise_map(working)),
         sampler,
     )
-    return normalisation.invert(mean.numpy()), (std.numpy() * normalisation.scale).astype(np.float32)
+    std_input_units = (std.numpy() * normalisation.scale).astype(np.float32)
+    return (fourier_resample(normalisation.invert(mean.numpy()), image.shape),
+            np.maximum(fourier_resample(std_input_units, image.shape), 0))

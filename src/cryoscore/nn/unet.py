@@ -1,5 +1,10 @@
 """A small noise-conditioned U-Net, cheap enough for 4k micrographs on a few CPU cores.
 
+The default runs at full resolution (``input_unshuffle`` 1) on micrographs Fourier-cropped to
+the model's pixel-size floor (:mod:`cryoscore.pairs.scale`): a 4 x 4 pixel unshuffle, the
+earlier default, gives each of the 16 sub-pixel positions its own output weights and printed
+a 4-pixel mesh on real micrographs.
+
 Layout (``f`` = ``input_unshuffle``, ``C_l`` = channels at level ``l``)::
 
     (B,1,H,W) -> PixelUnshuffle(f) -> 3x3 conv (f^2 -> C_0)
@@ -59,12 +64,12 @@ class UNetConfig:
         Cap on the channel count, which otherwise doubles at every level.
     """
 
-    base_channels: int = 32
-    depth: int = 3
-    input_unshuffle: int = 4
+    base_channels: int = 16
+    depth: int = 4
+    input_unshuffle: int = 1
     noise_embedding_dim: int = 64
     blocks_per_level: int = 1
-    max_channels: int = 64
+    max_channels: int = 128
 
     def __post_init__(self) -> None:
         for field in dataclasses.fields(self):

@@ -57,3 +57,41 @@ def estimate_noise(even: np.ndarray, odd: np.ndarray, *, tile: int = 128) -> Noi
     spectrum = periodograms.mean(axis=(0, 1))
     variance = difference.var() / 2
     return NoiseEstimate(sigma_half=float(np.sqrt(variance)), power_spectrum=spectrum.astype(np.float32))
+
+
+#: Band of the single-image noise estimate, cycles per pixel: above most of the signal
+#: (the CTF envelope has damped it at any pixel size a model works at), below the corner
+#: frequencies that a non-square pixel grid or a detector's anti-aliasing may distort.
+NOISE_BAND_CYCLES_PER_PX = (0.3, 0.48)
+#: Which quantile of the band's ring powers is taken: CTF rings and the few particles with
+#: detail that fine raise some rings, never lower any, so a low quantile is the noise floor.
+NOISE_BAND_QUANTILE = 0.5
+
+
+def spectral_noise_sigma(image: np.ndarray, *, tile: int = 256) -> float:
+    """Per-pixel noise std of one image (H, W), from the power of its finest frequencies.
+
+    The Welch spectrum (Hann-windowed ``tile``-pixel tiles, averaged) is averaged over rings
+    of radius ``NOISE_BAND_CYCLES_PER_PX``; a low quantile of those rings is the white-noise
+    power, i.e. the per-pixel variance. Unlike neighbour differences (which weigh every
+    frequency above a quarter of the sampling rate), it does not count fine signal (CTF
+    rings of large particles, sharp features at coarse pixel sizes) as noise. Where the
+    noise itself falls at high frequency (binned or interpolated data) it says too little,
+    the safe side: a model told less noise leaves some, and never smooths particles away.
+    """
+    if image.ndim != 2 or min(image.shape) < 8:
+        raise ValueError(f"need a 2D image of at least 8 x 8 pixels, got shape {image.shape}")
+    tile = min(tile, *image.shape) // 2 * 2
+    rows, cols = image.shape[0] // tile, image.shape[1] // tile
+    tiles = image[: rows * tile, : cols * tile].astype(np.float64).reshape(rows, tile, cols, tile).transpose(0, 2, 1, 3)
+    tiles = tiles - tiles.mean(axis=(2, 3), keepdims=True)
+    window = np.outer(np.hanning(tile), np.hanning(tile))
+    power = (np.abs(np.fft.rfft2(tiles * window)) ** 2).mean(axis=(0, 1)) / np.sum(window**2)
+    k = np.hypot(*np.meshgrid(np.fft.fftfreq(tile), np.fft.rfftfreq(tile), indexing="ij"))
+    low, high = NOISE_BAND_CYCLES_PER_PX
+    shells = np.round(k * tile).astype(int)
+    in_band = (k >= low) & (k <= high)
+    ring_power = np.bincount(shells[in_band], power[in_band])
+    ring_count = np.bincount(shells[in_band])
+    rings = ring_power[ring_count > 0] / ring_count[ring_count > 0]
+    return float(np.sqrt(np.quantile(rings, NOISE_BAND_QUANTILE)))

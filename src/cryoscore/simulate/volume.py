@@ -318,6 +318,50 @@ def _small(pixel_size_a: float) -> Specimen:
     return _procedural("small", blobs, pixel_size_a, diameter_a=60.0, symmetry="C2")
 
 
+#: Random procedural specimens, ``KIND:SEED``: what each kind draws (see :func:`random_specimen`).
+RANDOM_SPECIMEN_KINDS = ("random-compact", "random-elongated")
+
+
+def random_specimen(kind: str, seed: int, pixel_size_a: float) -> Specimen:
+    """A random C1 particle of ``kind`` (:data:`RANDOM_SPECIMEN_KINDS`), the same for the same seed.
+
+    ``random-compact``: 3 to 12 ellipsoidal domains (semi-axes 8-35 A) packed inside a
+    sphere of radius 25-110 A (about 50-250 A across). ``random-elongated``: 4 to 9 domains
+    along a bent axis 120-320 A long and 30-90 A thick. Training on many such particles
+    teaches a denoiser what particles in general look like, not one specimen.
+    """
+    if kind not in RANDOM_SPECIMEN_KINDS:
+        raise InputError(kind, f"unknown random specimen kind; choose one of {', '.join(RANDOM_SPECIMEN_KINDS)}")
+    rng = np.random.default_rng([seed, RANDOM_SPECIMEN_KINDS.index(kind)])
+
+    def random_axes() -> np.ndarray:
+        return _frame(rng.normal(size=3), rng.normal(size=3))
+
+    if kind == "random-compact":
+        radius = rng.uniform(25.0, 110.0)
+        blobs = []
+        for _ in range(int(rng.integers(3, 13))):
+            semi = rng.uniform(0.25, 0.6, size=3) * radius
+            direction = rng.normal(size=3)
+            centre = direction / np.linalg.norm(direction) * rng.uniform(0.0, radius - semi.min())
+            blobs.append(_Ellipsoid(centre, random_axes(), np.minimum(semi, 35.0)))
+    else:
+        length, thickness = rng.uniform(120.0, 320.0), rng.uniform(30.0, 90.0)
+        bend = rng.uniform(-0.3, 0.3, size=2)
+        positions = np.linspace(-0.5, 0.5, int(rng.integers(4, 10))) * length
+        blobs = [
+            _Ellipsoid(
+                np.array([s, bend[0] * s**2 / length, bend[1] * s**2 / length]),
+                random_axes(),
+                np.array([length / len(positions) * rng.uniform(0.5, 0.8), *(thickness / 2 * rng.uniform(0.6, 1.0, 2))]),
+            )
+            for s in positions
+        ]
+    blobs = _centred(blobs)
+    extent = max(float(np.linalg.norm(blob.centre_a) + blob.semi_axes_a.max()) for blob in blobs)
+    return _procedural(f"{kind}:{seed}", blobs, pixel_size_a, diameter_a=2 * extent, symmetry="C1")
+
+
 #: Built-in procedural specimens: name -> builder taking the pixel size (Angstrom).
 BUILTIN_SPECIMENS: Mapping[str, Callable[[float], Specimen]] = types.MappingProxyType(
     {"apoferritin": _apoferritin, "elongated": _elongated, "small": _small}
@@ -490,6 +534,9 @@ def load_specimen(spec: str, pixel_size_a: float) -> Specimen:
     """
     if spec in BUILTIN_SPECIMENS:
         return builtin_specimen(spec, pixel_size_a)
+    kind, _, seed = spec.partition(":")
+    if kind in RANDOM_SPECIMEN_KINDS and seed.isdigit():
+        return random_specimen(kind, int(seed), check_pixel_size("pixel_size_a", pixel_size_a))
     path = Path(spec)
     name = path.name.lower()
     if path.is_file() and name.endswith(_MAP_SUFFIXES):
@@ -498,6 +545,6 @@ def load_specimen(spec: str, pixel_size_a: float) -> Specimen:
         return specimen_from_model(path, pixel_size_a)
     raise InputError(
         spec,
-        f"unknown specimen; choose one of {', '.join(BUILTIN_SPECIMENS)} "
-        "or give an MRC map or a PDB/mmCIF model",
+        f"unknown specimen; choose one of {', '.join(BUILTIN_SPECIMENS)}, "
+        f"{' or '.join(kind + ':SEED' for kind in RANDOM_SPECIMEN_KINDS)}, or give an MRC map or a PDB/mmCIF model",
     )
