@@ -18,6 +18,7 @@ from typing import Callable, Sequence
 from cryoscore import __version__
 from cryoscore.errors import InputError
 from cryoscore.infer import DEFAULT_TILE_PX
+from cryoscore.io.atomic import check_output_directory, check_output_file
 
 logger = logging.getLogger("cryoscore")
 
@@ -102,8 +103,8 @@ def _non_negative_int(text: str) -> int:
 
 
 def _require_empty_output(path: Path, overwrite: bool) -> None:
-    if path.exists() and not path.is_dir():
-        raise InputError(path, "output path exists and is not a directory")
+    """InputError unless ``path`` can be created or is an empty directory (any directory with ``overwrite``)."""
+    check_output_directory(path)
     if path.is_dir() and any(path.iterdir()) and not overwrite:
         raise InputError(path, "output directory is not empty; choose another or pass --overwrite")
 
@@ -272,6 +273,7 @@ def _run_train(args: argparse.Namespace) -> int:
 
     if args.output.suffix != ".pt":
         raise InputError(args.output, "model file name must end in .pt")
+    check_output_file(args.output)
     try:
         config = TrainConfig(method=args.method, steps=args.steps, batch_size=args.batch_size, crop_px=args.crop,
                              learning_rate=args.learning_rate, seed=args.seed, guidance=_guidance_config(args))
@@ -302,6 +304,22 @@ def _add_parallel_options(parser: argparse.ArgumentParser, verb: str) -> None:
 def _check_parallel_options(args: argparse.Namespace) -> None:
     if args.workers is not None and args.scheduler is not None:
         raise InputError("options", "give --workers N (a local cluster) or --scheduler ADDRESS, not both")
+
+
+def _failure_reporter(command: str) -> Callable:
+    """A ``report`` callback for a batch run: one stderr line per failed micrograph, at once."""
+    from tqdm import tqdm
+
+    def report(record) -> None:
+        if record.status == "failed":
+            tqdm.write(f"cryoscore {command}: failed: {record.error}", file=sys.stderr)
+
+    return report
+
+
+def _batch_exit_code(records) -> int:
+    """2 when any micrograph of a batch run failed (each was reported on its own line), else 0."""
+    return 2 if any(record.status == "failed" for record in records) else 0
 
 
 def _add_denoise(subparsers: argparse._SubParsersAction) -> None:
@@ -365,8 +383,6 @@ def _sampler_config(args: argparse.Namespace):
 
 
 def _run_denoise(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
     from cryoscore.infer.batch import DenoiseSettings, denoise_micrographs, summary_line
 
     _check_parallel_options(args)
@@ -376,15 +392,11 @@ def _run_denoise(args: argparse.Namespace) -> int:
         write_std=args.uncertainty is not None, float16=args.float16, device=args.device, overwrite=args.overwrite,
         precision=args.precision, tile_batch=args.tile_batch, bin_factor=args.bin,
     )
-
-    def report(record) -> None:
-        if record.status == "failed":
-            tqdm.write(f"cryoscore denoise: failed: {record.error}", file=sys.stderr)
-
     records = denoise_micrographs(args.inputs, args.output, settings, workers=args.workers,
-                                  scheduler=args.scheduler, torch_threads=args.threads, report=report)
+                                  scheduler=args.scheduler, torch_threads=args.threads,
+                                  report=_failure_reporter("denoise"))
     print(f"{summary_line(records)}; outputs in {args.output}")
-    return 2 if any(record.status == "failed" for record in records) else 0
+    return _batch_exit_code(records)
 
 
 def _add_pick(subparsers: argparse._SubParsersAction) -> None:
@@ -414,16 +426,16 @@ def _add_pick(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run_pick(args: argparse.Namespace) -> int:
-    from cryoscore.infer.batch import expand_inputs
+    from cryoscore.infer.batch import expand_inputs, summary_line
     from cryoscore.pick.run import pick_micrographs
 
     _check_parallel_options(args)
-    written = pick_micrographs(expand_inputs(args.inputs), args.output, args.diameter, picker=args.picker,
+    records = pick_micrographs(expand_inputs(args.inputs), args.output, args.diameter, picker=args.picker,
                                reference=args.reference, pixel_size_a=args.pixel_size, max_picks=args.max_picks,
                                threshold=args.threshold, workers=args.workers, scheduler=args.scheduler,
-                               torch_threads=args.threads)
-    print(f"picked {len(written)} micrographs into {args.output}")
-    return 0
+                               torch_threads=args.threads, report=_failure_reporter("pick"))
+    print(f"{summary_line(records, 'picked')}; outputs in {args.output}")
+    return _batch_exit_code(records)
 
 
 def _add_score(subparsers: argparse._SubParsersAction) -> None:
@@ -453,6 +465,8 @@ def _run_score(args: argparse.Namespace) -> int:
     for directory in (args.picks, args.truth):
         if not directory.is_dir():
             raise InputError(directory, "not a directory")
+    if args.json is not None:
+        check_output_file(args.json)
     score = score_directories(args.picks, args.truth, radius_fraction=args.radius_fraction,
                               diameter_a=args.diameter, pixel_size_a=args.pixel_size)
     print(score.table())

@@ -40,6 +40,7 @@ from tqdm import tqdm
 from cryoscore.errors import InputError
 from cryoscore.infer import DEFAULT_TILE_PX
 from cryoscore.infer.sampler import SamplerConfig
+from cryoscore.io.atomic import check_output_directory
 
 STATUSES = ("ok", "skipped", "failed")
 
@@ -197,6 +198,25 @@ def _input_shape(source: Path, pixel_size_a: float | None) -> tuple[int, int]:
         return stack.shape[1:]
 
 
+def check_micrograph_data(source: Path, image: np.ndarray, *, min_px: int = 2, measure_noise: bool = False,
+                          what: str = "") -> None:
+    """InputError naming ``source`` for an image (H, W) that cannot be processed: smaller than
+    ``min_px`` pixels on a side, or, with ``measure_noise``, without pixel-to-pixel variation
+    (constant over every 2 x 2 block, where neighbour sub-sampling measures no noise: a blank
+    or upsampled image). ``what`` qualifies the image in the message (``" after --bin 2"``)."""
+    rows, columns = image.shape
+    if min(rows, columns) < min_px:
+        raise InputError(source, f"the image is {rows} x {columns} pixels{what}; need at least {min_px} x {min_px}")
+    if not measure_noise:
+        return
+    cells = image[: rows - rows % 2, : columns - columns % 2].reshape(rows // 2, 2, columns // 2, 2)
+    if not np.any(cells != cells[:, :1, :, :1]):
+        if image.min() == image.max():
+            raise InputError(source, f"every pixel is {image.flat[0]:g}{what}: a blank image has no noise to measure")
+        raise InputError(source, f"no pixel-to-pixel noise{what} (every 2 x 2 block is constant: an upsampled "
+                         "or synthetic image?); the model needs the noise to set its scale")
+
+
 def _denoise_array(image: np.ndarray, pixel_size_a: float,
                    settings: DenoiseSettings) -> tuple[np.ndarray, np.ndarray | None]:
     """The denoised image (H, W) and, with a sampler, its per-pixel std map (H, W), input units.
@@ -249,6 +269,8 @@ def denoise_micrograph(job: DenoiseJob, settings: DenoiseSettings, torch_threads
             return JobRecord(name, "skipped", time.perf_counter() - start)
         image, pixel_size_a = read_mrc(job.source, pixel_size_a=settings.pixel_size_a)
         image, pixel_size_a = bin_image(image, settings.bin_factor), pixel_size_a * settings.bin_factor
+        check_micrograph_data(job.source, image, measure_noise=settings.lowpass_a is None,
+                              what=f" after --bin {settings.bin_factor}" if settings.bin_factor > 1 else "")
         result, std = _denoise_array(image, pixel_size_a, settings)
         if job.std_output is not None:
             write_mrc(job.std_output, std, pixel_size_a, float16=settings.float16)
@@ -397,6 +419,7 @@ def denoise_micrographs(inputs: Sequence[Path], output_dir: Path, settings: Deno
         raise InputError("--bin", f"must be >= 1, got {settings.bin_factor}")
     if settings.lowpass_a is not None and settings.sampler is not None:
         raise InputError("--lowpass", "the low-pass baseline has no sampler or uncertainty")
+    check_output_directory(output_dir)
     jobs = plan_denoise_jobs(expand_inputs(inputs), output_dir, write_std=settings.write_std)
     if scheduler is None:
         resolve_device(settings.device)

@@ -1,0 +1,175 @@
+"""Issue 14, reliability and the first run: bad inputs and outputs end in one clear line and exit
+code 2, one bad micrograph never stops a batch, progress shows where there is no terminal."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cryoscore.cli import main
+from cryoscore.io.mrc import read_mrc, write_mrc
+
+PIXEL_A = 3.0
+
+
+@pytest.fixture(scope="module")
+def bad_micrographs(tmp_path_factory) -> dict[str, Path]:
+    """A good 128 x 128 noise micrograph and three that no denoiser can use."""
+    root = tmp_path_factory.mktemp("bad")
+    rng = np.random.default_rng(0)
+    images = {
+        "good": rng.normal(size=(128, 128)),
+        "row": rng.normal(size=(1, 300)),  # 1 x N
+        "blank": np.ones((128, 128)),  # constant: no noise to measure
+        "upsampled": np.kron(rng.normal(size=(32, 32)), np.ones((4, 4))),  # 2 x 2 blocks constant, binned too
+    }
+    paths = {}
+    for name, image in images.items():
+        paths[name] = root / f"{name}.mrc"
+        write_mrc(paths[name], image.astype(np.float32), PIXEL_A)
+    return paths
+
+
+def _error_lines(text: str) -> list[str]:
+    return [line for line in text.splitlines() if line.strip()]
+
+
+# ----------------------------------------------------------------------------- output paths
+
+
+@pytest.fixture()
+def a_file(tmp_path) -> Path:
+    path = tmp_path / "afile"
+    path.write_text("precious\n")
+    return path
+
+
+def _output_commands(good: Path, output: Path) -> dict[str, list[str]]:
+    return {
+        "denoise": ["denoise", str(good), "-o", str(output), "--lowpass", "20"],
+        "pick": ["pick", str(good), "-o", str(output), "--diameter", "60"],
+        "simulate": ["simulate", "-o", str(output), "--size", "64", "--micrographs", "1", "--particles", "1",
+                     "--frames", "2", "--pixel-size", "4"],
+        "demo": ["demo", "-o", str(output)],
+        "bench": ["bench", "--quick", "-o", str(output)],
+        "reconstruct": ["reconstruct", str(good.parent), "-o", str(output)],
+    }
+
+
+@pytest.mark.parametrize("below", [False, True], ids=["-o afile", "-o afile/sub"])
+@pytest.mark.parametrize("command", ["denoise", "pick", "simulate", "demo", "bench", "reconstruct"])
+def test_an_output_path_that_cannot_be_a_directory_is_refused_before_any_work(
+        bad_micrographs, a_file, command, below, capsys):
+    output = a_file / "sub" if below else a_file
+    before = sorted(os.listdir(a_file.parent))
+    assert main(_output_commands(bad_micrographs["good"], output)[command]) == 2
+    lines = _error_lines(capsys.readouterr().err)
+    assert len(lines) == 1 and str(output) in lines[0], lines
+    assert ("not a directory" in lines[0]) and "Traceback" not in lines[0]
+    assert sorted(os.listdir(a_file.parent)) == before and a_file.read_text() == "precious\n"
+
+
+def test_train_and_score_refuse_an_output_file_below_a_file(bad_micrographs, a_file, capsys):
+    assert main(["train", "--micrographs", str(bad_micrographs["good"].parent), "--method", "n2n",
+                 "-o", str(a_file / "model.pt"), "--steps", "1"]) == 2
+    assert "is not a directory" in capsys.readouterr().err
+    picks = a_file.parent / "picks"
+    assert main(["pick", str(bad_micrographs["good"]), "-o", str(picks), "--diameter", "60"]) == 0
+    capsys.readouterr()
+    assert main(["score", str(picks), str(picks), "--pixel-size", "3", "--diameter", "60",
+                 "--json", str(a_file / "s.json")]) == 2
+    assert "is not a directory" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- bad micrographs in a batch
+
+
+@pytest.mark.parametrize("options", [[], ["--bin", "2"]], ids=["plain", "bin 2"])
+def test_bad_micrographs_are_reported_and_the_batch_goes_on(bad_micrographs, tmp_path, options, capsys):
+    inputs = [str(bad_micrographs[name]) for name in ("row", "good", "blank", "upsampled")]
+    assert main(["denoise", *inputs, "-o", str(tmp_path), "--threads", "1", *options]) == 2
+    captured = capsys.readouterr()
+    failures = [line for line in captured.err.splitlines() if "failed:" in line]
+    assert len(failures) == 3 and "Traceback" not in captured.err
+    binned = " after --bin 2" if options else ""
+    rows = "0 x 150" if options else "1 x 300"
+    assert f"{bad_micrographs['row']}: the image is {rows} pixels{binned}; need at least 2 x 2" in failures[0]
+    assert f"{bad_micrographs['blank']}: every pixel is 1{binned}: a blank image" in failures[1]
+    assert f"{bad_micrographs['upsampled']}: no pixel-to-pixel noise" in failures[2]
+    assert "denoised 1, skipped 0 (already done), failed 3" in captured.out
+    assert sorted(os.listdir(tmp_path)) == ["good.mrc"]
+
+
+@pytest.mark.slow
+def test_bad_micrographs_on_two_workers_are_reported_too(bad_micrographs, tmp_path, capsys):
+    inputs = [str(bad_micrographs[name]) for name in ("row", "good", "blank")]
+    assert main(["denoise", *inputs, "-o", str(tmp_path), "--workers", "2", "--bin", "2"]) == 2
+    captured = capsys.readouterr()
+    assert "denoised 1, skipped 0 (already done), failed 2" in captured.out
+    assert "Traceback" not in captured.err and sorted(os.listdir(tmp_path)) == ["good.mrc"]
+
+
+def test_pick_goes_on_after_a_bad_micrograph_and_exits_2(bad_micrographs, tmp_path, capsys):
+    missing = tmp_path / "missing.mrc"
+    inputs = [str(bad_micrographs["row"]), str(bad_micrographs["good"]), str(missing)]
+    assert main(["pick", *inputs, "-o", str(tmp_path / "picks"), "--diameter", "120", "--threads", "1"]) == 2
+    captured = capsys.readouterr()
+    failures = [line for line in captured.err.splitlines() if "failed:" in line]
+    assert len(failures) == 2 and "Traceback" not in captured.err
+    assert f"{bad_micrographs['row']}: the image is 1 x 300 pixels" in failures[0] and "40 x 40" in failures[0]
+    assert f"{missing}: cannot open the file" in failures[1]
+    assert "picked 1, skipped 0 (already done), failed 2" in captured.out
+    assert sorted(os.listdir(tmp_path / "picks")) == ["good.star", "pick.json"]
+    entries = json.loads((tmp_path / "picks" / "pick.json").read_text())["micrographs"]
+    assert [entry.get("status", "ok") for entry in entries] == ["failed", "ok", "failed"]
+    assert entries[1]["pixel_size_a"] == PIXEL_A and "cannot open" in entries[2]["error"]
+
+
+def test_peak_finding_on_a_map_too_small_for_a_peak_finds_none():
+    from cryoscore.pick.peaks import find_peaks
+
+    for shape in [(0, 10), (1, 300), (2, 2)]:
+        assert len(find_peaks(np.ones(shape), 1, shape, 1.0)) == 0
+
+
+def test_a_worker_that_died_is_a_failed_micrograph_in_pick_json(bad_micrographs, tmp_path, monkeypatch, capsys):
+    """The cluster reports a dead worker's job as failed, without details (batch._run_on_cluster)."""
+    from cryoscore.infer import batch
+
+    def dead_workers(function, jobs, *args, **kwargs):
+        for number, job in enumerate(jobs):
+            yield number, batch.JobRecord(job.source.name, "failed", 0.0,
+                                          f"{job.source}: the worker died (out of memory?)")
+
+    monkeypatch.setattr(batch, "_run_on_cluster", dead_workers)
+    assert main(["pick", str(bad_micrographs["good"]), "-o", str(tmp_path), "--diameter", "60", "--workers", "2"]) == 2
+    assert "the worker died" in capsys.readouterr().err
+    (entry,) = json.loads((tmp_path / "pick.json").read_text())["micrographs"]
+    assert entry["status"] == "failed" and "the worker died" in entry["error"]
+
+
+# ----------------------------------------------------------------------------- pick, then score
+
+
+def test_score_reads_the_pixel_size_pick_writes_for_real_micrographs(apoferritin_dir, tmp_path, capsys):
+    micrographs = sorted((apoferritin_dir / "micrographs").glob("*.mrc"))[:2]
+    picks = tmp_path / "picks"
+    assert main(["pick", *map(str, micrographs), "-o", str(picks), "--diameter", "120", "--threads", "1"]) == 0
+    capsys.readouterr()
+    coordinates = tmp_path / "truth"
+    coordinates.mkdir()
+    for micrograph in micrographs:  # a truth folder that is not a dataset's coordinates/: no manifest
+        name = f"{micrograph.stem}.star"
+        (coordinates / name).write_bytes((apoferritin_dir / "coordinates" / name).read_bytes())
+    assert main(["score", str(picks), str(coordinates), "--json", str(tmp_path / "score.json")]) == 0
+    assert "pooled" in capsys.readouterr().out
+    score = json.loads((tmp_path / "score.json").read_text())
+    header_a = read_mrc(micrographs[0])[1]
+    assert set(score["micrographs"]) == {path.stem for path in micrographs}
+    assert all(entry["pixel_size_a"] == pytest.approx(header_a) for entry in score["micrographs"].values())
+    assert all(entry["diameter_a"] == 120.0 for entry in score["micrographs"].values())
