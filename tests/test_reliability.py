@@ -173,3 +173,25 @@ def test_score_reads_the_pixel_size_pick_writes_for_real_micrographs(apoferritin
     assert set(score["micrographs"]) == {path.stem for path in micrographs}
     assert all(entry["pixel_size_a"] == pytest.approx(header_a) for entry in score["micrographs"].values())
     assert all(entry["diameter_a"] == 120.0 for entry in score["micrographs"].values())
+
+
+# ----------------------------------------------------------------------------- atomic writes
+
+
+def test_atomic_writes_read_the_umask_without_changing_it(tmp_path, monkeypatch):
+    """Changing the umask, even briefly, races with threads creating files (read-ahead, Dask)."""
+    from cryoscore.io import atomic
+
+    umask = os.umask(0o027)
+    os.umask(umask)
+
+    def no_umask_changes(mask):
+        raise AssertionError("os.umask called")
+
+    monkeypatch.setattr(atomic.os, "umask", no_umask_changes)
+    monkeypatch.setattr(atomic, "_umask_from_proc", lambda: 0o027)
+    with atomic.atomic_path(tmp_path / "a.txt") as tmp:
+        tmp.write_text("a")
+    assert stat.S_IMODE((tmp_path / "a.txt").stat().st_mode) == 0o640
+    monkeypatch.undo()
+    assert atomic._umask_from_proc() in (umask, None)  # Linux >= 4.7 reports it; elsewhere None
