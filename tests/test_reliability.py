@@ -195,3 +195,52 @@ def test_atomic_writes_read_the_umask_without_changing_it(tmp_path, monkeypatch)
     assert stat.S_IMODE((tmp_path / "a.txt").stat().st_mode) == 0o640
     monkeypatch.undo()
     assert atomic._umask_from_proc() in (umask, None)  # Linux >= 4.7 reports it; elsewhere None
+
+
+# ----------------------------------------------------------------------------- options and values
+
+
+def test_tiles_smaller_than_the_halo_are_refused_before_any_work(bad_micrographs, tmp_path, capsys):
+    assert main(["denoise", str(bad_micrographs["good"]), "-o", str(tmp_path / "out"), "--tile", "10"]) == 2
+    lines = _error_lines(capsys.readouterr().err)
+    assert len(lines) == 1 and lines[0].startswith("cryoscore denoise: error: --tile: 10 px tiles each need 243 px")
+    assert "--tile 256 or more" in lines[0] and not (tmp_path / "out").exists()
+    assert main(["denoise", str(bad_micrographs["good"]), "-o", str(tmp_path / "out"), "--tile", "256"]) == 0
+
+
+def test_a_pickled_model_file_is_not_a_cryoscore_model_and_no_unsafe_advice_is_given(bad_micrographs, tmp_path,
+                                                                                     capsys):
+    import argparse
+
+    import torch
+
+    model = tmp_path / "model.pt"
+    torch.save({"format": "cryoscore-model", "config": argparse.Namespace(depth=3)}, model)
+    assert main(["denoise", str(bad_micrographs["good"]), "-o", str(tmp_path / "out"), "--model", str(model)]) == 2
+    lines = _error_lines(capsys.readouterr().err)
+    assert len(lines) == 1 and f"{model}: not a cryoscore model file" in lines[0], lines
+    assert "weights_only" not in lines[0] and "trust" not in lines[0]
+
+
+def test_huge_values_are_refused_in_a_batch_and_written_with_finite_header_statistics(bad_micrographs, tmp_path,
+                                                                                      capsys):
+    import warnings
+
+    import mrcfile
+
+    image = np.random.default_rng(1).normal(size=(64, 96)).astype(np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no numpy overflow warning
+        write_mrc(tmp_path / "huge.mrc", image * np.float32(1e37), PIXEL_A)
+        with mrcfile.open(tmp_path / "huge.mrc") as mrc:
+            rms, mean = float(mrc.header.rms), float(mrc.header.dmean)
+        assert rms == pytest.approx(float(np.std(image.astype(np.float64))) * 1e37, rel=1e-5)
+        assert mean == pytest.approx(float(np.mean(image.astype(np.float64))) * 1e37, rel=1e-4)
+        huge = str(tmp_path / "huge.mrc")
+        assert main(["denoise", huge, str(bad_micrographs["good"]), "-o", str(tmp_path / "out")]) == 2
+        assert main(["pick", huge, str(bad_micrographs["good"]), "-o", str(tmp_path / "picks"),
+                     "--diameter", "60"]) == 2
+    failures = [line for line in capsys.readouterr().err.splitlines() if "failed:" in line]
+    assert len(failures) == 2
+    reach = f"{float(np.abs(image).max()) * 1e37:.3g}"
+    assert all(f"{huge}: pixel values reach {reach}, more than 1e+30" in line for line in failures), failures

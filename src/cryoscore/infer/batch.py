@@ -198,15 +198,26 @@ def _input_shape(source: Path, pixel_size_a: float | None) -> tuple[int, int]:
         return stack.shape[1:]
 
 
+MAX_PIXEL_MAGNITUDE = 1e30
+"""Largest pixel magnitude a micrograph may have: the denoiser and the pickers sum over the image in
+float32 (largest value 3.4e38), so a 4096 x 4096 micrograph (1.7e7 pixels) of values near 1e30 is
+still summed without overflow. Real micrographs (counts, or normalised) are many decades below."""
+
+
 def check_micrograph_data(source: Path, image: np.ndarray, *, min_px: int = 2, measure_noise: bool = False,
                           what: str = "") -> None:
     """InputError naming ``source`` for an image (H, W) that cannot be processed: smaller than
-    ``min_px`` pixels on a side, or, with ``measure_noise``, without pixel-to-pixel variation
+    ``min_px`` pixels on a side, with pixels beyond :data:`MAX_PIXEL_MAGNITUDE`, or, with
+    ``measure_noise``, without pixel-to-pixel variation
     (constant over every 2 x 2 block, where neighbour sub-sampling measures no noise: a blank
     or upsampled image). ``what`` qualifies the image in the message (``" after --bin 2"``)."""
     rows, columns = image.shape
     if min(rows, columns) < min_px:
         raise InputError(source, f"the image is {rows} x {columns} pixels{what}; need at least {min_px} x {min_px}")
+    magnitude = max(float(image.max()), -float(image.min()))
+    if magnitude > MAX_PIXEL_MAGNITUDE:
+        raise InputError(source, f"pixel values reach {magnitude:.3g}, more than {MAX_PIXEL_MAGNITUDE:.0e}: float32 "
+                         "sums over the micrograph would overflow; rescale it (or is the MRC mode wrong?)")
     if not measure_noise:
         return
     cells = image[: rows - rows % 2, : columns - columns % 2].reshape(rows // 2, 2, columns // 2, 2)
@@ -398,6 +409,23 @@ def summary_line(records: Sequence[JobRecord], verb: str = "denoised") -> str:
     return f"{verb} {counts['ok']}, skipped {counts['skipped']} (already done), failed {counts['failed']}"
 
 
+def minimum_tile_px(halo_px: int, multiple: int) -> int:
+    """The smallest ``--tile`` accepted: the halo (the network's receptive-field radius) rounded up to
+    the network's size multiple. Each tile is computed with ``halo_px`` of context on every side, so a
+    tile of this size already costs about 9 times its own area; a 10 px tile with a 243 px halo would
+    cost about 2500 times."""
+    return -(-halo_px // multiple) * multiple
+
+
+def check_tile(tile_px: int, halo_px: int, multiple: int) -> None:
+    """InputError for a tile edge so small that the halo around each tile makes the run take for ever."""
+    smallest = minimum_tile_px(halo_px, multiple)
+    if tile_px < smallest:
+        overhead = ((tile_px + 2 * halo_px) / tile_px) ** 2
+        raise InputError("--tile", f"{tile_px} px tiles each need {halo_px} px of context on every side "
+                         f"(about {overhead:.0f} times the work); use --tile {smallest} or more")
+
+
 def denoise_micrographs(inputs: Sequence[Path], output_dir: Path, settings: DenoiseSettings, *, workers: int | None = None,
                         scheduler: str | None = None, torch_threads: int | None = None, progress: bool = True,
                         report: Callable[[JobRecord], None] | None = None) -> list[JobRecord]:
@@ -426,6 +454,7 @@ def denoise_micrographs(inputs: Sequence[Path], output_dir: Path, settings: Deno
     if settings.lowpass_a is None:
         denoiser = cached_denoiser(settings.model, settings.device if scheduler is None else "cpu",
                                    settings.precision)
+        check_tile(settings.tile_px, denoiser.model.net.receptive_field_px, denoiser.model.net.required_multiple)
         if settings.sampler is not None:
             denoiser.check_can_sample()
     return run_jobs(denoise_micrograph, jobs, workers=workers, scheduler=scheduler, torch_threads=torch_threads,
