@@ -244,3 +244,12 @@ def test_huge_values_are_refused_in_a_batch_and_written_with_finite_header_stati
     assert len(failures) == 2
     reach = f"{float(np.abs(image).max()) * 1e37:.3g}"
     assert all(f"{huge}: pixel values reach {reach}, more than 1e+30" in line for line in failures), failures
+
+
+def test_simulate_scales_the_default_particle_count_with_the_area(tmp_path):
+    from cryoscore.io.coords import read_coordinates
+    from cryoscore.simulate.dataset import default_particle_count
+
+    assert [default_particle_count(size) for size in (64, 512, 1024, 4096)] == [1, 10, 40, 640]
+    assert main(["simulate", "-o", str(tmp_path / "sim"), "--size", "512", "--micrographs", "1", "--frames", "2"]) == 0
+    assert len(read_coordinates(tmp_path / "sim" / "coordinates" / "mic_0000.star")) == 10

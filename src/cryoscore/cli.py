@@ -127,7 +127,8 @@ def _add_simulate(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--micrographs", type=int, default=4, metavar="N", help="number of micrographs (default: 4)")
     parser.add_argument("--size", type=int, default=1024, metavar="PX", help="micrograph edge in pixels (default: 1024)")
     parser.add_argument("--pixel-size", type=_positive_float, default=1.5, metavar="A", help="A per pixel (default: 1.5)")
-    parser.add_argument("--particles", type=_non_negative_int, default=40, metavar="N", help="particles per micrograph (default: 40)")
+    parser.add_argument("--particles", type=_non_negative_int, metavar="N",
+                        help="particles per micrograph (default: 40 per 1024 x 1024 px, scaled with the area)")
     parser.add_argument("--dose", type=_positive_float, default=40.0, metavar="E_PER_A2", help="total dose in e/A^2 (default: 40)")
     parser.add_argument("--frames", type=int, default=40, metavar="N", help="movie frames (default: 40)")
     parser.add_argument("--seed", type=_non_negative_int, default=0, metavar="S", help="random seed (default: 0)")
@@ -150,16 +151,17 @@ def _add_simulate(subparsers: argparse._SubParsersAction) -> None:
 
 def _run_simulate(args: argparse.Namespace) -> int:
     from cryoscore.simulate.background import BackgroundParams
-    from cryoscore.simulate.dataset import SimulationConfig, write_dataset
+    from cryoscore.simulate.dataset import SimulationConfig, default_particle_count, write_dataset
 
     _require_empty_output(args.output, args.overwrite)
+    particles = default_particle_count(args.size) if args.particles is None else args.particles
     try:
         config = SimulationConfig(
             specimen=args.specimen,
             n_micrographs=args.micrographs,
             size_px=args.size,
             pixel_size_a=args.pixel_size,
-            particles_per_micrograph=args.particles,
+            particles_per_micrograph=particles,
             dose_e_per_a2=args.dose,
             n_frames=args.frames,
             defocus_range_um=tuple(args.defocus),
@@ -295,7 +297,8 @@ def _add_parallel_options(parser: argparse.ArgumentParser, verb: str) -> None:
                         "cluster; the output is the same for every N (default: one after another in this process, "
                         "with all cores)")
     parser.add_argument("--scheduler", metavar="ADDRESS",
-                        help="run on an existing Dask distributed cluster, e.g. tcp://host:8786")
+                        help="run on an existing Dask distributed cluster, e.g. tcp://host:8786; jobs and results "
+                        "travel as pickles, which run code when loaded, so use only a cluster you trust")
     parser.add_argument("--threads", type=int, metavar="T",
                         help="torch threads per micrograph (default: all cores in this process, 1 with --workers "
                         "or --scheduler); CPU results depend on it by float32 round-off only")
