@@ -253,3 +253,59 @@ def test_simulate_scales_the_default_particle_count_with_the_area(tmp_path):
     assert [default_particle_count(size) for size in (64, 512, 1024, 4096)] == [1, 10, 40, 640]
     assert main(["simulate", "-o", str(tmp_path / "sim"), "--size", "512", "--micrographs", "1", "--frames", "2"]) == 0
     assert len(read_coordinates(tmp_path / "sim" / "coordinates" / "mic_0000.star")) == 10
+
+
+# ----------------------------------------------------------------------------- progress without a terminal
+
+
+def test_train_prints_progress_lines_when_stderr_is_not_a_terminal(bad_micrographs, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("CRYOSCORE_PROGRESS_INTERVAL_S", "0")  # a line after every step
+    assert main(["train", "--micrographs", str(tmp_path / "in"), "--method", "n2n", "-o", str(tmp_path / "m.pt"),
+                 "--steps", "3", "--crop", "32", "--batch-size", "2"]) == 2  # no .mrc files yet
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "good.mrc").write_bytes(bad_micrographs["good"].read_bytes())
+    capsys.readouterr()
+    assert main(["train", "--micrographs", str(tmp_path / "in"), "--method", "n2n", "-o", str(tmp_path / "m.pt"),
+                 "--steps", "3", "--crop", "32", "--batch-size", "2"]) == 0
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("train n2n:")]
+    assert [line.split(",")[0] for line in lines] == ["train n2n: 1/3 step (33%)", "train n2n: 2/3 step (67%)",
+                                                      "train n2n: 3/3 step (100%)"]
+    assert all("loss=" in line and " left" in line and ("step/s" in line or "s/step" in line) for line in lines)
+
+
+def test_denoise_and_pick_print_micrographs_done_when_stderr_is_not_a_terminal(bad_micrographs, tmp_path,
+                                                                               monkeypatch, capsys):
+    monkeypatch.setenv("CRYOSCORE_PROGRESS_INTERVAL_S", "0")
+    inputs = [str(bad_micrographs["good"]), str(bad_micrographs["blank"])]
+    assert main(["denoise", *inputs, "-o", str(tmp_path / "d"), "--lowpass", "20"]) == 0
+    assert main(["pick", *inputs, "-o", str(tmp_path / "p"), "--diameter", "60"]) == 0
+    err = capsys.readouterr().err
+    assert "denoise: 1/2 mic (50%)" in err and "denoise: 2/2 mic (100%)" in err
+    assert "pick: 1/2 mic (50%)" in err and "pick: 2/2 mic (100%)" in err and "\r" not in err
+
+
+def test_progress_lines_come_at_the_interval_and_end_with_the_total():
+    import io
+
+    from cryoscore.progress import LogProgress
+
+    out = io.StringIO()
+    assert list(LogProgress(range(5), total=5, desc="x", unit="it", interval_s=3600, file=out)) == list(range(5))
+    assert out.getvalue() == ""  # a quick loop says nothing
+    bar = LogProgress(range(2, 4), total=4, desc="x", unit="it", interval_s=0, file=out, initial=2)
+    for _ in bar:
+        bar.set_postfix(loss="0.5")
+    assert [line.split(", ")[0] for line in out.getvalue().splitlines()] == ["x: 3/4 it (75%)", "x: 4/4 it (100%)"]
+    assert "loss=0.5" in out.getvalue()
+
+
+def test_demo_says_what_stage_it_is_in(tmp_path, monkeypatch, capsys):
+    from cryoscore import demo
+
+    def quick_demo(output_dir, *, seed=0, stage=None):
+        stage("simulating")
+        return "done"
+
+    monkeypatch.setattr(demo, "run_demo", quick_demo)
+    assert main(["demo", "-o", str(tmp_path / "demo")]) == 0
+    assert "cryoscore demo: simulating ..." in capsys.readouterr().err

@@ -578,7 +578,8 @@ def _run_demo(args: argparse.Namespace) -> int:
     from cryoscore.demo import run_demo
 
     _require_empty_output(args.output, args.overwrite)
-    summary = run_demo(args.output, seed=args.seed)
+    summary = run_demo(args.output, seed=args.seed,
+                       stage=lambda text: print(f"cryoscore demo: {text} ...", file=sys.stderr, flush=True))
     print(summary)
     return 0
 

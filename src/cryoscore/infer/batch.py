@@ -35,12 +35,12 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
-from tqdm import tqdm
 
 from cryoscore.errors import InputError
 from cryoscore.infer import DEFAULT_TILE_PX
 from cryoscore.infer.sampler import SamplerConfig
 from cryoscore.io.atomic import check_output_directory
+from cryoscore.progress import progress as show_progress
 
 STATUSES = ("ok", "skipped", "failed")
 
@@ -378,7 +378,7 @@ def run_jobs(function: Callable[..., JobRecord], jobs: Sequence[Any], *, workers
     micrograph per Dask thread. ``function``, the
     jobs (which have a ``source`` path) and ``kwargs`` must be importable and picklable for
     the cluster. ``report`` is called with each record as it arrives; ``desc`` labels the
-    progress bar.
+    progress (a bar on a terminal, a line every 30 s elsewhere: :func:`cryoscore.progress.progress`).
 
     On the CPU the result of a job depends on T (oneDNN blocks its convolutions by thread
     count; float32 round-off differs), never on the number of workers: ``workers=1`` and
@@ -396,7 +396,7 @@ def run_jobs(function: Callable[..., JobRecord], jobs: Sequence[Any], *, workers
     else:
         results = _run_on_cluster(function, jobs, workers or 1, scheduler, torch_threads, **kwargs)
     records: list[JobRecord | None] = [None] * len(jobs)
-    for number, record in tqdm(results, total=len(jobs), desc=desc, unit="mic", disable=None if progress else True):
+    for number, record in show_progress(results, total=len(jobs), desc=desc, unit="mic", enabled=progress):
         records[number] = record
         if report is not None:
             report(record)
