@@ -309,3 +309,37 @@ def test_demo_says_what_stage_it_is_in(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(demo, "run_demo", quick_demo)
     assert main(["demo", "-o", str(tmp_path / "demo")]) == 0
     assert "cryoscore demo: simulating ..." in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- bench config paths
+
+
+def test_bench_config_paths_are_relative_to_the_file_and_work_dirs_stay_inside(tmp_path):
+    from cryoscore.bench.config import load_bench_config, work_dir_name
+    from cryoscore.errors import InputError
+
+    folder = tmp_path / "configs"
+    folder.mkdir()
+    path = folder / "bench.toml"
+    path.write_text(
+        '[[simulated]]\nspecimen = "maps/ribosome.mrc"\ndecoy = "apoferritin"\n'
+        '[[simulated]]\nspecimen = "/data/models/3j5p.pdb"\ndecoy = "../decoy.pdb"\n'
+        '[[real]]\nname = "r"\nmicrographs = "mics"\ncoordinates = "coords"\npixel_size_a = 2.0\n'
+        'diameter_a = 100.0\nreference = "ref.mrc"\n'
+    )
+    config = load_bench_config(path)
+    assert [(s.specimen, s.decoy) for s in config.simulated] == [
+        (str(folder / "maps" / "ribosome.mrc"), "apoferritin"), ("/data/models/3j5p.pdb", str(folder / "../decoy.pdb"))]
+    assert config.real[0].reference == str(folder / "ref.mrc")
+    assert [work_dir_name(s.specimen) for s in config.simulated] == ["ribosome", "3j5p"]
+    for label in ("..", "/", "../../etc", "/tmp/../..", "a b/c?.mrc", ".hidden"):
+        name = work_dir_name(label)
+        assert name and "/" not in name and name not in (".", "..") and not name.startswith("."), (label, name)
+    for name in ("../escape", "/abs", "a/b", ""):
+        path.write_text(f'[[real]]\nname = "{name}"\nmicrographs = "m"\ncoordinates = "c"\n'
+                        "pixel_size_a = 2.0\ndiameter_a = 100.0\n")
+        with pytest.raises(InputError, match="plain directory name"):
+            load_bench_config(path)
+    path.write_text('[[simulated]]\nspecimen = "a/x.mrc"\n[[simulated]]\nspecimen = "b/x.pdb"\n')
+    with pytest.raises(InputError, match="share the work directory 'x'"):
+        load_bench_config(path)
