@@ -76,7 +76,7 @@ examples:
 
 BENCH_EXAMPLES = """
 examples:
-  cryoscore bench --quick -o bench-quick/          # a smoke run, about a minute
+  cryoscore bench --quick -o bench-quick/          # a smoke run, about 30 s on 2 cores
   cryoscore bench -o bench/                        # the default simulated benchmark
   cryoscore bench benchmarks/real.toml -o bench-real/
 """
@@ -537,7 +537,7 @@ def _add_bench(subparsers: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("config", nargs="?", type=Path, metavar="CONFIG", help="benchmark TOML file")
-    parser.add_argument("--quick", action="store_true", help="the built-in smoke benchmark (about a minute)")
+    parser.add_argument("--quick", action="store_true", help="the built-in smoke benchmark (about 30 s on 2 cores)")
     parser.add_argument("-o", "--output", type=Path, required=True, metavar="OUTDIR")
     parser.add_argument("--overwrite", action="store_true", help="write into a non-empty output directory")
     parser.set_defaults(handler=_run_bench)
