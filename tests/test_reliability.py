@@ -343,3 +343,64 @@ def test_bench_config_paths_are_relative_to_the_file_and_work_dirs_stay_inside(t
     path.write_text('[[simulated]]\nspecimen = "a/x.mrc"\n[[simulated]]\nspecimen = "b/x.pdb"\n')
     with pytest.raises(InputError, match="share the work directory 'x'"):
         load_bench_config(path)
+
+
+# ----------------------------------------------------------------------------- report figures
+
+
+def _document(command: str) -> dict:
+    return {"command_line": ["cryoscore", command, "-o", "x"], "created": "now", "seconds": 1.0,
+            "versions": {"cryoscore": "0", "torch": "0"}, "machine": {"torch_threads": 1},
+            "summary": {"denoisers": {"raw": {"ap": 0.5, "n_datasets": 1}},
+                        "checks": {"ap_order": {"holds": False, "expected": "guided > raw"}}}}
+
+
+def test_the_report_is_titled_by_its_command_and_expectations_do_not_read_as_failures():
+    from cryoscore.bench.report import headline_markdown
+
+    demo, bench = headline_markdown(_document("demo")), headline_markdown(_document("bench"))
+    assert demo.startswith("# cryoscore demo\n") and bench.startswith("# cryoscore bench\n")
+    assert "## Expectations" in demo and "not a failure of the run" in demo
+    assert "- ap_order: does not hold (expected guided > raw)" in demo and "DOES NOT HOLD" not in demo
+
+
+def test_line_charts_keep_the_legend_off_the_curves_and_label_what_they_show():
+    import re
+
+    from cryoscore.bench.plots import line_chart_svg
+
+    svg = line_chart_svg([("raw (AP 0.500)", [0, 0.1, 0.2], [1.0, 0.5, 0.1]), ("lowpass", [0, 0.1, 0.2], [1, 0.5, 0.1])],
+                         title="t", x_label="x", y_label="y", hlines=((0.143, "0.143"),),
+                         x_tick_note=lambda f: f"({1 / f:.3g} A)" if f else "")
+    plot = re.search(r'<rect x="([\d.]+)" y="[\d.]+" width="([\d.]+)"', svg)
+    plot_right = float(plot.group(1)) + float(plot.group(2))
+    legend = re.findall(r'<text x="([\d.]+)" y="[\d.]+" fill="#[0-9a-f]+">(raw \(AP 0.500\)|lowpass)</text>', svg)
+    assert len(legend) == 2 and all(float(x) > plot_right for x, _ in legend)  # legend right of the plot
+    assert 'stroke-width="4"' in svg and 'stroke-dasharray="6 3"' not in svg.split("<polyline")[1]  # raw: wide
+    assert ">0.143</text>" in svg and "(10 A)" in svg and "(5 A)" in svg
+    last_tick = max(float(x) for x in re.findall(r'<text x="([\d.]+)" y="[\d.]+" text-anchor="middle">0.2</text>', svg))
+    assert last_tick + 12 <= float(re.search(r'width="(\d+)"', svg).group(1))  # the last tick label is not cut
+    log = line_chart_svg([("a", [1, 2, 3], [1e6, 1e2, 1e-10])], title="t", x_label="x", y_label="y", log_y=True,
+                         y_range=(1.0, 1e6))
+    assert log.split("<polyline points=\"")[1].split('"')[0].count(",") == 2  # the point below the floor is left out
+
+
+def test_panels_have_a_scale_bar_and_the_overview_says_what_the_circles_are(tmp_path):
+    import base64
+    import io
+
+    from PIL import Image
+
+    from cryoscore.bench.plots import png_data_uri, scale_bar_nm
+    from cryoscore.io.png import write_panels_png
+
+    assert scale_bar_nm(256 * 3.0) == 10 and scale_bar_nm(4096 * 1.0) == 100
+    image = np.zeros((256, 256))
+    image[0, 0] = 1.0
+    picture = Image.open(io.BytesIO(base64.b64decode(png_data_uri(image, bar_px=100).split(",")[1])))
+    bottom = np.asarray(picture)[int(0.9 * picture.height):, : picture.width // 2]
+    assert (bottom == 255).sum() >= 100 * 0.5  # a white bar on the dark image
+    write_panels_png(tmp_path / "a.png", [("x", image)])
+    write_panels_png(tmp_path / "b.png", [("x", image)], caption="circles: the true particle positions")
+    plain, captioned = Image.open(tmp_path / "a.png"), Image.open(tmp_path / "b.png")
+    assert captioned.height > plain.height and (np.asarray(captioned)[plain.height:] < 128).any()

@@ -62,6 +62,8 @@ def _write_picture(path: Path, layout: DatasetLayout, name: str, denoised: np.nd
         ],
         circles_rc=np.stack([coordinates.y_px, coordinates.x_px], axis=1) / factor,
         circle_radius_px=diameter_px / 2 / factor,
+        caption=f"circles: the true particle positions from the simulation, one particle diameter across; "
+                f"{name}, binned by {factor}",
     )
 
 
