@@ -408,7 +408,8 @@ def _add_pick(subparsers: argparse._SubParsersAction) -> None:
         help="pick particles: one RELION coordinate STAR per micrograph",
         description="Pick particles with the reference-free blob picker (Difference of Gaussians sized from the "
                     "diameter) or a template picker (cross-correlation with projections of a reference). Writes "
-                    "OUTDIR/NAME.star per input with rlnAutopickFigureOfMerit, and OUTDIR/pick.json.",
+                    "OUTDIR/NAME.star per input with rlnAutopickFigureOfMerit, and OUTDIR/pick.json. A micrograph "
+                    "that cannot be used is reported and the others go on (exit code 2 at the end).",
         epilog=PICK_EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
