@@ -315,7 +315,7 @@ def test_not_a_torch_file_is_an_input_error(tmp_path):
     for name, content in (("text.pt", b"hello, not a model\n"), ("empty.pt", b""), ("zip.pt", b"PK\x03\x04junk")):
         path = tmp_path / name
         path.write_bytes(content)
-        with pytest.raises(InputError, match="not a readable torch model file") as info:
+        with pytest.raises(InputError, match="not a cryoscore model file: torch cannot read it") as info:
             load_model(path)
         assert "\n" not in str(info.value) and str(info.value).startswith(str(path))
     with pytest.raises(InputError, match="not found"):
@@ -325,8 +325,9 @@ def test_not_a_torch_file_is_an_input_error(tmp_path):
 def test_pickled_module_is_refused(tmp_path):
     path = tmp_path / "pickled.pt"
     torch.save(NoiseConditionedUNet(TINY), path)
-    with pytest.raises(InputError, match="not a readable torch model file"):
+    with pytest.raises(InputError, match="not a cryoscore model file: it holds pickled Python objects") as info:
         load_model(path)
+    assert "weights_only" not in str(info.value)  # torch's advice to load it anyway is unsafe
 
 
 def test_wrong_format_and_future_version_are_input_errors(saved, tmp_path):

@@ -169,8 +169,9 @@ def small_dataset(tmp_path_factory) -> DatasetLayout:
 
 def test_pick_micrographs_writes_a_star_file_per_micrograph_and_a_record(tmp_path, small_dataset):
     inputs = [small_dataset.micrograph(name) for name in small_dataset.micrograph_names()]
-    outputs = pick_micrographs(inputs, tmp_path / "blob", DIAMETER_A, progress=False)
-    assert [path.name for path in outputs] == [f"{path.stem}.star" for path in inputs]
+    records = pick_micrographs(inputs, tmp_path / "blob", DIAMETER_A, progress=False)
+    assert [record.status for record in records] == ["ok"] * len(inputs)
+    outputs = [tmp_path / "blob" / f"{path.stem}.star" for path in inputs]
     for path, output in zip(inputs, outputs):
         image, pixel_a = read_mrc(path)
         written = read_coordinates(output)
@@ -182,11 +183,11 @@ def test_pick_micrographs_writes_a_star_file_per_micrograph_and_a_record(tmp_pat
     assert record["cryoscore_version"] == __version__ and record["threshold"] is None
     assert [entry["pixel_size_a"] for entry in record["micrographs"]] == [4.0, 4.0]
 
-    outputs = pick_micrographs(
+    pick_micrographs(
         inputs, tmp_path / "template", DIAMETER_A, picker="template",
         reference=str(small_dataset.reference), angular_step_deg=60, max_picks=5, progress=False,
     )
-    assert all(len(read_coordinates(output)) == 5 for output in outputs)
+    assert all(len(read_coordinates(tmp_path / "template" / output.name)) == 5 for output in outputs)
     record = json.loads((tmp_path / "template" / "pick.json").read_text())
     assert record["reference"] == str(small_dataset.reference) and record["ctf"] is None
 
@@ -197,12 +198,32 @@ def _no_pixel_size(path):
     return path
 
 
+BAD_FILES = {
+    # case: (make the bad input in tmp_path, text its failure names)
+    "missing file": (lambda tmp: tmp / "absent.mrc", "cannot open the file"),
+    "not an MRC file": (lambda tmp: tmp / "notes.mrc", "not an MRC file"),
+    "no pixel size": (lambda tmp: _no_pixel_size(tmp / "bare.mrc"), "pixel size"),
+    "a stack": (lambda tmp: tmp / "stack.mrcs", "stack of 2 sections"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_FILES))
+def test_a_micrograph_that_cannot_be_used_fails_alone(tmp_path, small_dataset, case):
+    (tmp_path / "notes.mrc").write_text("not an image\n")
+    write_mrc(tmp_path / "stack.mrcs", np.zeros((2, 32, 32), dtype=np.float32), 1.0)
+    make_input, problem = BAD_FILES[case]
+    bad = make_input(tmp_path)
+    records = pick_micrographs([bad, small_dataset.micrograph("mic_0000")], tmp_path / "out", DIAMETER_A,
+                               progress=False)
+    assert [record.status for record in records] == ["failed", "ok"]
+    assert records[0].error.startswith(str(bad)) and problem in records[0].error
+    assert sorted(path.name for path in (tmp_path / "out").iterdir()) == ["mic_0000.star", "pick.json"]
+    entries = json.loads((tmp_path / "out" / "pick.json").read_text())["micrographs"]
+    assert entries[0]["status"] == "failed" and entries[0]["error"] == records[0].error
+
+
 BAD_INPUTS = {
     # case: (make the bad input in tmp_path -> extra inputs, keyword arguments, text the message names)
-    "missing file": (lambda tmp: [tmp / "absent.mrc"], {}, "absent.mrc"),
-    "not an MRC file": (lambda tmp: [tmp / "notes.mrc"], {}, "notes.mrc"),
-    "no pixel size": (lambda tmp: [_no_pixel_size(tmp / "bare.mrc")], {}, "bare.mrc"),
-    "a stack": (lambda tmp: [tmp / "stack.mrcs"], {}, "stack.mrcs"),
     "same stem": (lambda tmp: [tmp / "other" / "mic_0000.mrc"], {}, "mic_0000.mrc"),
     "bad diameter": (lambda tmp: [], {"diameter_a": 0.0}, "--diameter"),
     "no reference": (lambda tmp: [], {"picker": "template"}, "--reference"),
@@ -212,9 +233,7 @@ BAD_INPUTS = {
 
 
 @pytest.mark.parametrize("case", list(BAD_INPUTS))
-def test_pick_micrographs_rejects_bad_input_before_writing(tmp_path, small_dataset, case):
-    (tmp_path / "notes.mrc").write_text("not an image\n")
-    write_mrc(tmp_path / "stack.mrcs", np.zeros((2, 32, 32), dtype=np.float32), 1.0)
+def test_pick_micrographs_rejects_bad_options_before_writing(tmp_path, small_dataset, case):
     (tmp_path / "other").mkdir()
     write_mrc(tmp_path / "other" / "mic_0000.mrc", np.zeros((32, 32), dtype=np.float32), 4.0)
     make_inputs, options, named = BAD_INPUTS[case]

@@ -18,6 +18,7 @@ from typing import Callable, Sequence
 from cryoscore import __version__
 from cryoscore.errors import InputError
 from cryoscore.infer import DEFAULT_TILE_PX
+from cryoscore.io.atomic import check_output_directory, check_output_file
 
 logger = logging.getLogger("cryoscore")
 
@@ -75,7 +76,7 @@ examples:
 
 BENCH_EXAMPLES = """
 examples:
-  cryoscore bench --quick -o bench-quick/          # a smoke run, about a minute
+  cryoscore bench --quick -o bench-quick/          # a smoke run, about 30 s on 2 cores
   cryoscore bench -o bench/                        # the default simulated benchmark
   cryoscore bench benchmarks/real.toml -o bench-real/
 """
@@ -102,8 +103,8 @@ def _non_negative_int(text: str) -> int:
 
 
 def _require_empty_output(path: Path, overwrite: bool) -> None:
-    if path.exists() and not path.is_dir():
-        raise InputError(path, "output path exists and is not a directory")
+    """InputError unless ``path`` can be created or is an empty directory (any directory with ``overwrite``)."""
+    check_output_directory(path)
     if path.is_dir() and any(path.iterdir()) and not overwrite:
         raise InputError(path, "output directory is not empty; choose another or pass --overwrite")
 
@@ -126,7 +127,8 @@ def _add_simulate(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--micrographs", type=int, default=4, metavar="N", help="number of micrographs (default: 4)")
     parser.add_argument("--size", type=int, default=1024, metavar="PX", help="micrograph edge in pixels (default: 1024)")
     parser.add_argument("--pixel-size", type=_positive_float, default=1.5, metavar="A", help="A per pixel (default: 1.5)")
-    parser.add_argument("--particles", type=_non_negative_int, default=40, metavar="N", help="particles per micrograph (default: 40)")
+    parser.add_argument("--particles", type=_non_negative_int, metavar="N",
+                        help="particles per micrograph (default: 40 per 1024 x 1024 px, scaled with the area)")
     parser.add_argument("--dose", type=_positive_float, default=40.0, metavar="E_PER_A2", help="total dose in e/A^2 (default: 40)")
     parser.add_argument("--frames", type=int, default=40, metavar="N", help="movie frames (default: 40)")
     parser.add_argument("--seed", type=_non_negative_int, default=0, metavar="S", help="random seed (default: 0)")
@@ -149,16 +151,17 @@ def _add_simulate(subparsers: argparse._SubParsersAction) -> None:
 
 def _run_simulate(args: argparse.Namespace) -> int:
     from cryoscore.simulate.background import BackgroundParams
-    from cryoscore.simulate.dataset import SimulationConfig, write_dataset
+    from cryoscore.simulate.dataset import SimulationConfig, default_particle_count, write_dataset
 
     _require_empty_output(args.output, args.overwrite)
+    particles = default_particle_count(args.size) if args.particles is None else args.particles
     try:
         config = SimulationConfig(
             specimen=args.specimen,
             n_micrographs=args.micrographs,
             size_px=args.size,
             pixel_size_a=args.pixel_size,
-            particles_per_micrograph=args.particles,
+            particles_per_micrograph=particles,
             dose_e_per_a2=args.dose,
             n_frames=args.frames,
             defocus_range_um=tuple(args.defocus),
@@ -279,6 +282,7 @@ def _run_train(args: argparse.Namespace) -> int:
 
     if args.output.suffix != ".pt":
         raise InputError(args.output, "model file name must end in .pt")
+    check_output_file(args.output)
     initial = None
     architecture = {"min_pixel_size_a": args.min_pixel_size}
     if args.init is not None:
@@ -312,7 +316,8 @@ def _add_parallel_options(parser: argparse.ArgumentParser, verb: str) -> None:
                         "cluster; the output is the same for every N (default: one after another in this process, "
                         "with all cores)")
     parser.add_argument("--scheduler", metavar="ADDRESS",
-                        help="run on an existing Dask distributed cluster, e.g. tcp://host:8786")
+                        help="run on an existing Dask distributed cluster, e.g. tcp://host:8786; jobs and results "
+                        "travel as pickles, which run code when loaded, so use only a cluster you trust")
     parser.add_argument("--threads", type=int, metavar="T",
                         help="torch threads per micrograph (default: all cores in this process, 1 with --workers "
                         "or --scheduler); CPU results depend on it by float32 round-off only")
@@ -321,6 +326,22 @@ def _add_parallel_options(parser: argparse.ArgumentParser, verb: str) -> None:
 def _check_parallel_options(args: argparse.Namespace) -> None:
     if args.workers is not None and args.scheduler is not None:
         raise InputError("options", "give --workers N (a local cluster) or --scheduler ADDRESS, not both")
+
+
+def _failure_reporter(command: str) -> Callable:
+    """A ``report`` callback for a batch run: one stderr line per failed micrograph, at once."""
+    from tqdm import tqdm
+
+    def report(record) -> None:
+        if record.status == "failed":
+            tqdm.write(f"cryoscore {command}: failed: {record.error}", file=sys.stderr)
+
+    return report
+
+
+def _batch_exit_code(records) -> int:
+    """2 when any micrograph of a batch run failed (each was reported on its own line), else 0."""
+    return 2 if any(record.status == "failed" for record in records) else 0
 
 
 def _add_denoise(subparsers: argparse._SubParsersAction) -> None:
@@ -395,7 +416,7 @@ def _adapted_model(args: argparse.Namespace) -> str:
 
     if args.lowpass is not None:
         raise InputError("--adapt", "adapts a model; it does not go with --lowpass")
-    path = args.output / "adapted.pt"
+    path = check_output_directory(args.output) / "adapted.pt"
     if path.is_file() and not args.overwrite:
         print(f"using the adapted model {path} of an earlier run (--overwrite adapts again)", file=sys.stderr)
         return str(path)
@@ -412,8 +433,6 @@ def _adapted_model(args: argparse.Namespace) -> str:
 
 
 def _run_denoise(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
     from cryoscore.infer.batch import DenoiseSettings, denoise_micrographs, summary_line
 
     _check_parallel_options(args)
@@ -426,15 +445,11 @@ def _run_denoise(args: argparse.Namespace) -> int:
         write_std=args.uncertainty is not None, float16=args.float16, device=args.device, overwrite=args.overwrite,
         precision=args.precision, tile_batch=args.tile_batch, bin_factor=args.bin,
     )
-
-    def report(record) -> None:
-        if record.status == "failed":
-            tqdm.write(f"cryoscore denoise: failed: {record.error}", file=sys.stderr)
-
     records = denoise_micrographs(args.inputs, args.output, settings, workers=args.workers,
-                                  scheduler=args.scheduler, torch_threads=args.threads, report=report)
+                                  scheduler=args.scheduler, torch_threads=args.threads,
+                                  report=_failure_reporter("denoise"))
     print(f"{summary_line(records)}; outputs in {args.output}")
-    return 2 if any(record.status == "failed" for record in records) else 0
+    return _batch_exit_code(records)
 
 
 def _add_pick(subparsers: argparse._SubParsersAction) -> None:
@@ -443,7 +458,8 @@ def _add_pick(subparsers: argparse._SubParsersAction) -> None:
         help="pick particles: one RELION coordinate STAR per micrograph",
         description="Pick particles with the reference-free blob picker (Difference of Gaussians sized from the "
                     "diameter) or a template picker (cross-correlation with projections of a reference). Writes "
-                    "OUTDIR/NAME.star per input with rlnAutopickFigureOfMerit, and OUTDIR/pick.json.",
+                    "OUTDIR/NAME.star per input with rlnAutopickFigureOfMerit, and OUTDIR/pick.json. A micrograph "
+                    "that cannot be used is reported and the others go on (exit code 2 at the end).",
         epilog=PICK_EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -464,16 +480,16 @@ def _add_pick(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run_pick(args: argparse.Namespace) -> int:
-    from cryoscore.infer.batch import expand_inputs
+    from cryoscore.infer.batch import expand_inputs, summary_line
     from cryoscore.pick.run import pick_micrographs
 
     _check_parallel_options(args)
-    written = pick_micrographs(expand_inputs(args.inputs), args.output, args.diameter, picker=args.picker,
+    records = pick_micrographs(expand_inputs(args.inputs), args.output, args.diameter, picker=args.picker,
                                reference=args.reference, pixel_size_a=args.pixel_size, max_picks=args.max_picks,
                                threshold=args.threshold, workers=args.workers, scheduler=args.scheduler,
-                               torch_threads=args.threads)
-    print(f"picked {len(written)} micrographs into {args.output}")
-    return 0
+                               torch_threads=args.threads, report=_failure_reporter("pick"))
+    print(f"{summary_line(records, 'picked')}; outputs in {args.output}")
+    return _batch_exit_code(records)
 
 
 def _add_score(subparsers: argparse._SubParsersAction) -> None:
@@ -503,6 +519,8 @@ def _run_score(args: argparse.Namespace) -> int:
     for directory in (args.picks, args.truth):
         if not directory.is_dir():
             raise InputError(directory, "not a directory")
+    if args.json is not None:
+        check_output_file(args.json)
     score = score_directories(args.picks, args.truth, radius_fraction=args.radius_fraction,
                               diameter_a=args.diameter, pixel_size_a=args.pixel_size)
     print(score.table())
@@ -570,7 +588,7 @@ def _add_bench(subparsers: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("config", nargs="?", type=Path, metavar="CONFIG", help="benchmark TOML file")
-    parser.add_argument("--quick", action="store_true", help="the built-in smoke benchmark (about a minute)")
+    parser.add_argument("--quick", action="store_true", help="the built-in smoke benchmark (about 30 s on 2 cores)")
     parser.add_argument("-o", "--output", type=Path, required=True, metavar="OUTDIR")
     parser.add_argument("--overwrite", action="store_true", help="write into a non-empty output directory")
     parser.set_defaults(handler=_run_bench)
@@ -611,7 +629,8 @@ def _run_demo(args: argparse.Namespace) -> int:
     from cryoscore.demo import run_demo
 
     _require_empty_output(args.output, args.overwrite)
-    summary = run_demo(args.output, seed=args.seed)
+    summary = run_demo(args.output, seed=args.seed,
+                       stage=lambda text: print(f"cryoscore demo: {text} ...", file=sys.stderr, flush=True))
     print(summary)
     return 0
 

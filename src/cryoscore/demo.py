@@ -13,6 +13,7 @@ import dataclasses
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -61,6 +62,8 @@ def _write_picture(path: Path, layout: DatasetLayout, name: str, denoised: np.nd
         ],
         circles_rc=np.stack([coordinates.y_px, coordinates.x_px], axis=1) / factor,
         circle_radius_px=diameter_px / 2 / factor,
+        caption=f"circles: the true particle positions from the simulation, one particle diameter across; "
+                f"{name}, binned by {factor}",
     )
 
 
@@ -69,23 +72,26 @@ def _cell(metrics: dict, judge: str, key: str, spec: str, unit: str = "") -> str
     return "-" if value is None else f"{format(value, spec)}{unit}"
 
 
-def run_demo(output_dir: str | Path, *, seed: int = 0) -> str:
+def run_demo(output_dir: str | Path, *, seed: int = 0, stage: Callable[[str], None] | None = None) -> str:
     """Simulate, denoise, pick, score, reconstruct and report into ``output_dir``.
 
     Writes ``dataset/`` (the simulation with its ground truth), ``denoised/NAME.mrc``,
     ``overview.png``, ``report.html``, ``summary.md`` and ``metrics.json``. Returns the
     text to print: where things are, then three lines comparing raw, low-passed and
     denoised micrographs (blob-picker AP, half-map resolution, correlation with the
-    noise-free image).
+    noise-free image). ``stage`` is called with a short line as each stage starts.
     """
     started = time.perf_counter()
+    say = stage or (lambda text: None)
     output_dir = Path(output_dir)
     dataset_dir = output_dir / "dataset"
     config = replace(DEMO_CONFIG, seed=seed)
+    say(f"simulating {config.n_micrographs} micrographs of {config.specimen} into {dataset_dir}")
     write_dataset(config, dataset_dir, command_line=["cryoscore", "demo"], progress=False)
     layout = DatasetLayout(dataset_dir)
     manifest = read_manifest(dataset_dir)
     pixel_size_a = manifest["pixel_size_a"]
+    say("denoising them with the default model")
     denoiser = load_denoiser()
     test_set = simulated_test_set(dataset_dir, f"demo: apoferritin {config.dose_e_per_a2:g} e/A^2")
     for micrograph in test_set.micrographs:
@@ -97,6 +103,7 @@ def run_demo(output_dir: str | Path, *, seed: int = 0) -> str:
         "lowpass": lambda image: lowpass_filter(image, pixel_size_a, DEMO_LOWPASS_A),
         "denoised": lambda image: denoise_image(denoiser, image, pixel_size_a=pixel_size_a),
     }
+    say("picking, scoring and reconstructing from the raw, low-passed and denoised micrographs")
     outcomes = judge_all(test_set, functions, DEMO_JUDGES)
     first = test_set.micrographs[0]
     picture = output_dir / "overview.png"
@@ -108,6 +115,7 @@ def run_demo(output_dir: str | Path, *, seed: int = 0) -> str:
                   "lowpass_a": DEMO_LOWPASS_A, "judges": list(DEMO_JUDGES)}
     document = metrics_document(run_config, tuple(functions), [record], [], time.perf_counter() - started,
                                 ["cryoscore", "demo", "-o", str(output_dir), "--seed", str(seed)])
+    say("writing the report")
     write_json(output_dir / "metrics.json", document)
     write_reports(output_dir, document, [record])
 

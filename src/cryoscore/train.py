@@ -17,7 +17,6 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from cryoscore import __version__
 from cryoscore.errors import InputError
@@ -31,6 +30,7 @@ from cryoscore.pairs.guidance import GuidanceConfig, GuidanceExamples
 from cryoscore.pairs.halves import HalfPair
 from cryoscore.pairs.normalise import NORMALISATION, normalise_pair, signal_std
 from cryoscore.pairs.scale import rescale_pair
+from cryoscore.progress import progress as show_progress
 
 logger = logging.getLogger(__name__)
 
@@ -206,10 +206,8 @@ def train_model(
         first_step = int(state["step"])
         logger.info("resuming %s at step %d", model_path, first_step)
     model.train()
-    bar = tqdm(
-        range(first_step, config.steps), desc=f"train {config.method}", unit="step",
-        disable=None if progress else True, initial=first_step, total=config.steps,
-    )
+    bar = show_progress(range(first_step, config.steps), desc=f"train {config.method}", unit="step",
+                        enabled=progress, initial=first_step, total=config.steps)
     for step in bar:
         numpy_rng, generator = _step_generators(config.seed, step)
         loss = _loss(config, model, normalised, guidance, numpy_rng, generator, step)

@@ -1,7 +1,8 @@
 """What a benchmark runs: datasets x denoisers x judges, from a TOML file or built in.
 
 A benchmark config file (TOML) looks like this; every key is optional except the
-datasets, and paths are relative to the file::
+datasets, and paths (micrographs, coordinates, and a specimen, decoy or reference that is not
+a built-in name) are relative to the file's folder unless absolute::
 
     denoisers = ["raw", "lowpass", "n2n", "score", "guided", "topaz"]   # topaz: if installed
     judges = ["pixel", "blob", "template", "reconstruction"]
@@ -36,12 +37,15 @@ datasets, and paths are relative to the file::
     diameter_a = 120.0
     reference = "apoferritin"      # guidance and template reference (optional)
 
-Lengths are in Angstrom, doses in electrons per square Angstrom over the movie.
+Lengths are in Angstrom, doses in electrons per square Angstrom over the movie. Each dataset
+works in ``OUTDIR/work/NAME``: ``NAME`` is a real dataset's ``name``, which must be a plain
+directory name, or a specimen's built-in name or file stem (:func:`work_dir_name`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -132,9 +136,38 @@ class BenchConfig:
             raise ValueError("a benchmark needs at least one [[simulated]] or [[real]] dataset")
         if self.training.steps < 1 or self.simulation.test_micrographs < 1 or self.simulation.train_micrographs < 1:
             raise ValueError("training steps and train/test micrographs must be >= 1")
+        for dataset in self.real:
+            if work_dir_name(dataset.name) != dataset.name:
+                raise ValueError(f"[[real]] name {dataset.name!r} must be a plain directory name "
+                                 "(letters, digits, '.', '-', '_'); it names the dataset's work directory")
+        names = [work_dir_name(specimen.specimen) for specimen in self.simulated] + [d.name for d in self.real]
+        repeated = sorted({name for name in names if names.count(name) > 1})
+        if repeated:
+            raise ValueError(f"two datasets would share the work directory {repeated[0]!r}; rename one")
 
     def to_dict(self) -> dict[str, Any]:
         return json_ready(dataclasses.asdict(self))
+
+
+def work_dir_name(label: str) -> str:
+    """The directory under the work directory for a dataset ``label`` (a real dataset's name, or a
+    specimen: a built-in name, a map or a model path): the label's file name without its suffix,
+    with anything but letters, digits, ``.``, ``-`` and ``_`` replaced by ``_``; never empty or a
+    relative step, so no label writes outside the work directory."""
+    name = Path(label).name
+    stem = Path(name).stem if Path(name).suffix else name
+    safe = re.sub(r"[^A-Za-z0-9._-]", "_", stem).strip(".")
+    return safe or "dataset"
+
+
+def _relative_to(base: Path, spec: str | None) -> str | None:
+    """A specimen or reference as the config file means it: a built-in name as it is, a file path
+    relative to ``base`` (the config file's folder) unless absolute."""
+    from cryoscore.simulate.volume import BUILTIN_SPECIMENS
+
+    if spec is None or spec in BUILTIN_SPECIMENS or Path(spec).is_absolute():
+        return spec
+    return str(base / spec)
 
 
 def json_ready(value: Any) -> Any:
@@ -187,9 +220,13 @@ def load_bench_config(path: str | Path) -> BenchConfig:
         for index, entry in enumerate(table.pop("real", [])):
             dataset = _section(entry, RealDataset, path, f"[[real]] #{index + 1}")
             real.append(dataclasses.replace(dataset, micrographs=base / dataset.micrographs,
-                                            coordinates=base / dataset.coordinates))
-        simulated = [_section(entry, SimulatedSpecimen, path, f"[[simulated]] #{index + 1}")
-                     for index, entry in enumerate(table.pop("simulated", []))]
+                                            coordinates=base / dataset.coordinates,
+                                            reference=_relative_to(base, dataset.reference)))
+        simulated = []
+        for index, entry in enumerate(table.pop("simulated", [])):
+            specimen = _section(entry, SimulatedSpecimen, path, f"[[simulated]] #{index + 1}")
+            simulated.append(dataclasses.replace(specimen, specimen=_relative_to(base, specimen.specimen),
+                                                 decoy=_relative_to(base, specimen.decoy)))
         training = _section(table.pop("training", {}), TrainingSettings, path, "[training]")
         simulation = _section(table.pop("simulation", {}), SimulationSettings, path, "[simulation]")
         return _section({**table, "simulated": tuple(simulated), "real": tuple(real),

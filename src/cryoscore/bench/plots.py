@@ -10,10 +10,10 @@ import base64
 import html
 import io
 import math
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageDraw
 
 from cryoscore.io.png import to_uint8
 
@@ -41,17 +41,40 @@ def radial_power_spectrum(image: np.ndarray, pixel_size_a: float, n_bins: int = 
     return (edges[:-1] + edges[1:]) / 2 / pixel_size_a, mean
 
 
-def png_data_uri(image: np.ndarray, *, size_px: int = 256) -> str:
-    """A grey-scale ``image`` (H, W), shrunk to at most ``size_px`` across, as a PNG data URI."""
+def scale_bar_nm(width_a: float) -> int:
+    """A round scale-bar length in nanometres, about a quarter of an image ``width_a`` Angstrom wide."""
+    target_nm = width_a / 10 / 4
+    return max((length for length in (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000) if length <= target_nm), default=1)
+
+
+def png_data_uri(image: np.ndarray, *, size_px: int = 256, bar_px: float | None = None) -> str:
+    """A grey-scale ``image`` (H, W), shrunk to at most ``size_px`` across, as a PNG data URI.
+
+    ``bar_px``: draw a scale bar this many pixels of ``image`` long in the bottom-left corner
+    (white with a dark outline, so it shows on any background).
+    """
     picture = Image.fromarray(to_uint8(image))
     picture.thumbnail((size_px, size_px), Image.Resampling.LANCZOS)
+    if bar_px is not None:
+        length = bar_px * picture.width / image.shape[1]
+        x0, y1 = 0.05 * picture.width, 0.95 * picture.height
+        ImageDraw.Draw(picture).rectangle((x0, y1 - 4, x0 + length, y1), fill=255, outline=0)
     buffer = io.BytesIO()
     picture.save(buffer, format="PNG", optimize=True)
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
 def _ticks(low: float, high: float, count: int = 5) -> list[float]:
-    return [low + (high - low) * step / (count - 1) for step in range(count)]
+    """About ``count`` round tick values from ``low`` to ``high``, 1, 2, 2.5 or 5 times a power of ten apart."""
+    raw_step = (high - low) / (count - 1)
+    power = 10.0 ** math.floor(math.log10(raw_step))
+    step = min((power * factor for factor in (1, 2, 2.5, 5, 10)), key=lambda candidate: abs(candidate - raw_step))
+    first = math.ceil(low / step - 1e-9) * step
+    return [first + index * step for index in range(int((high - first) / step + 1e-9) + 1)]
+
+
+DASHES = ("", "6 3", "2 2", "8 3 2 3", "4 4", "1 3")
+"""Dash patterns by series (after the first), so curves that coincide stay distinguishable."""
 
 
 def line_chart_svg(
@@ -64,18 +87,27 @@ def line_chart_svg(
     log_y: bool = False,
     width: int = 420,
     height: int = 300,
-    hlines: Sequence[float] = (),
+    hlines: Sequence[tuple[float, str]] = (),
+    x_tick_note: Callable[[float], str] | None = None,
 ) -> str:
     """An SVG line chart of named (x, y) series; non-finite points are skipped.
 
-    ``log_y`` plots log10 of positive y values. ``hlines`` draws dashed horizontal
-    reference lines (e.g. FSC 0.143) in data units.
+    ``log_y`` plots log10 of positive y values; with ``y_range`` too, points below its floor
+    are left out (a curve stops there rather than running along the bottom edge). The first
+    series is drawn wide and pale under the others, the others with their own dash pattern,
+    so curves that coincide all stay visible; the legend sits right of the plot, not over it
+    (``width`` is the plot's, the legend's column is added to it).
+    ``hlines`` are dashed horizontal reference lines, (level in data units, label).
+    ``x_tick_note`` gives a second line under each x tick (e.g. the resolution in Angstrom
+    under a spatial frequency).
     """
     cleaned = []
     for name, xs, ys in series:
         x = np.asarray(xs, dtype=np.float64)
         y = np.asarray(ys, dtype=np.float64)
         keep = np.isfinite(x) & np.isfinite(y) & ((y > 0) if log_y else True)
+        if log_y and y_range is not None:
+            keep &= y >= y_range[0]
         y = np.log10(y[keep]) if log_y else y[keep]
         cleaned.append((name, x[keep], y))
     xs_all = np.concatenate([x for _, x, _ in cleaned]) if cleaned else np.zeros(0)
@@ -89,8 +121,10 @@ def line_chart_svg(
         x_high = x_low + 1.0
     if y_high <= y_low:
         y_high = y_low + 1.0
-    left, right, top, bottom = 56, 10, 24, 40
-    plot_w, plot_h = width - left - right, height - top - bottom
+    left, top, bottom = 64, 24, 40 + (14 if x_tick_note else 0)
+    plot_w, plot_h = width - left - 20, height - top - bottom  # 20 px for half the last x tick label
+    legend_x = width
+    width += int(20 + 6.5 * max((len(name) for name, _, _ in cleaned), default=0))  # the legend's column
 
     def px(x: float) -> float:
         return left + (x - x_low) / (x_high - x_low) * plot_w
@@ -100,25 +134,36 @@ def line_chart_svg(
 
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-size="11" '
              f'font-family="sans-serif">',
-             f'<text x="{width / 2}" y="15" text-anchor="middle" font-weight="bold">{html.escape(title)}</text>',
+             f'<text x="{left + plot_w / 2}" y="15" text-anchor="middle" font-weight="bold">{html.escape(title)}</text>',
              f'<rect x="{left}" y="{top}" width="{plot_w}" height="{plot_h}" fill="none" stroke="#999"/>']
     for tick in _ticks(x_low, x_high):
         parts.append(f'<text x="{px(tick):.1f}" y="{top + plot_h + 14}" text-anchor="middle">{tick:.3g}</text>')
-    for tick in _ticks(y_low, y_high):
+        if x_tick_note is not None:
+            parts.append(f'<text x="{px(tick):.1f}" y="{top + plot_h + 27}" text-anchor="middle" fill="#555">'
+                         f"{html.escape(x_tick_note(tick))}</text>")
+    y_ticks = [float(tick) for tick in range(math.ceil(y_low), math.floor(y_high) + 1)] if log_y else []
+    for tick in y_ticks if len(y_ticks) >= 2 else _ticks(y_low, y_high):
         label = f"{10**tick:.2g}" if log_y else f"{tick:.3g}"
         parts.append(f'<text x="{left - 4}" y="{py(tick) + 4:.1f}" text-anchor="end">{label}</text>')
     parts.append(f'<text x="{left + plot_w / 2}" y="{height - 6}" text-anchor="middle">{html.escape(x_label)}</text>')
     parts.append(f'<text x="12" y="{top + plot_h / 2}" text-anchor="middle" '
                  f'transform="rotate(-90 12 {top + plot_h / 2})">{html.escape(y_label)}</text>')
-    for level in hlines:
-        parts.append(f'<line x1="{left}" x2="{left + plot_w}" y1="{py(level):.1f}" y2="{py(level):.1f}" '
-                     f'stroke="#bbb" stroke-dasharray="4 3"/>')
+    for level, label in hlines:
+        y = math.log10(level) if log_y else level
+        parts.append(f'<line x1="{left}" x2="{left + plot_w}" y1="{py(y):.1f}" y2="{py(y):.1f}" '
+                     f'stroke="#999" stroke-dasharray="4 3"/>')
+        parts.append(f'<text x="{left + plot_w - 3}" y="{py(y) - 3:.1f}" text-anchor="end" fill="#666">'
+                     f"{html.escape(label)}</text>")
     for index, (name, x, y) in enumerate(cleaned):
         colour = PALETTE[index % len(PALETTE)]
+        style = ('stroke-width="4" stroke-opacity="0.45"' if index == 0 else
+                 f'stroke-width="1.5" stroke-dasharray="{DASHES[(index - 1) % len(DASHES)]}"')
         points = " ".join(f"{px(a):.1f},{py(b):.1f}" for a, b in zip(x, y))
         if points:
-            parts.append(f'<polyline points="{points}" fill="none" stroke="{colour}" stroke-width="1.5"/>')
-        parts.append(f'<text x="{left + plot_w - 4}" y="{top + 14 + 13 * index}" text-anchor="end" '
-                     f'fill="{colour}">{html.escape(name)}</text>')
+            parts.append(f'<polyline points="{points}" fill="none" stroke="{colour}" {style}/>')
+        row = top + 10 + 15 * index
+        parts.append(f'<line x1="{legend_x}" x2="{legend_x + 12}" y1="{row - 4}" y2="{row - 4}" stroke="{colour}" '
+                     f"{style}/>")
+        parts.append(f'<text x="{legend_x + 16}" y="{row}" fill="{colour}">{html.escape(name)}</text>')
     parts.append("</svg>")
     return "".join(parts)

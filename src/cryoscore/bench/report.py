@@ -10,7 +10,9 @@ import html
 from pathlib import Path
 from typing import Any
 
-from cryoscore.bench.plots import line_chart_svg, png_data_uri
+import numpy as np
+
+from cryoscore.bench.plots import line_chart_svg, png_data_uri, scale_bar_nm
 from cryoscore.io.atomic import atomic_path
 
 
@@ -40,10 +42,20 @@ TABLE_COLUMNS = ("blob AP", "blob F1", "template AP", "PSNR (dB)", "bg power", "
                  "s / mic")
 
 
+EXPECTATIONS_NOTE = ("What the methods are expected to show, tested on this run's numbers: one that does not hold "
+                     "is a finding about the denoisers, not a failure of the run.")
+
+
+def report_title(document: dict[str, Any]) -> str:
+    """``"cryoscore demo"`` for the demo's report, ``"cryoscore bench"`` otherwise (from the command line)."""
+    command = document.get("command_line") or []
+    return "cryoscore demo" if len(command) > 1 and command[1] == "demo" else "cryoscore bench"
+
+
 def _checks_lines(summary: dict[str, Any]) -> list[str]:
     lines = []
     for name, check in summary["checks"].items():
-        verdict = "holds" if check["holds"] else "DOES NOT HOLD"
+        verdict = "holds" if check["holds"] else "does not hold"
         details = ", ".join(f"{key} {_number(value, '.3f') if isinstance(value, float) else value}"
                             for key, value in check.items() if key != "holds")
         lines.append(f"{name}: {verdict} ({details})")
@@ -53,7 +65,7 @@ def _checks_lines(summary: dict[str, Any]) -> list[str]:
 def headline_markdown(document: dict[str, Any]) -> str:
     """The head of the Markdown summary: the command, the mean AP per denoiser and the checks."""
     summary = document["summary"]
-    lines = ["# cryoscore bench", "",
+    lines = [f"# {report_title(document)}", "",
              f"Command: `{' '.join(document['command_line'])}`; {document['created']}; "
              f"{document['seconds']:.0f} s; cryoscore {document['versions']['cryoscore']}, "
              f"torch {document['versions']['torch']}, {document['machine']['torch_threads']} torch threads.", "",
@@ -62,7 +74,7 @@ def headline_markdown(document: dict[str, Any]) -> str:
               for name, entry in summary["denoisers"].items()]
     if document.get("denoisers_left_out"):
         lines += ["", "Left out (not installed or not applicable): " + ", ".join(document["denoisers_left_out"]) + "."]
-    lines += ["", "## Checks", ""] + [f"- {line}" for line in _checks_lines(summary)]
+    lines += ["", "## Expectations", "", EXPECTATIONS_NOTE, ""] + [f"- {line}" for line in _checks_lines(summary)]
     return "\n".join(lines) + "\n"
 
 
@@ -111,16 +123,37 @@ def _dataset_section(label: str, dataset: dict[str, Any], record: dict[str, Any]
               for name, cells in _table_rows(dataset)]
     parts.append("</table>")
     parts += [f"<p>{html.escape(line)}</p>" for line in _control_lines(dataset)]
+    parts.append(_panels_html(test_set, outcomes))
+    parts.append('<div class="charts">' + "".join(_charts(dataset, outcomes)) + "</div>")
+    return "".join(parts)
+
+
+def _panels_html(test_set: Any, outcomes: dict[str, Any]) -> str:
+    """The first micrograph as each denoiser left it (and its noise-free truth), with a scale bar."""
     first = test_set.micrographs[0]
     panels = [("raw", first.full_sum)] + [(name, outcome.example) for name, outcome in outcomes.items()
                                           if name != "raw"]
     if first.clean is not None:
         panels.append(("truth (clean particles)", first.clean))
-    parts.append('<div class="panels">' + "".join(
-        f'<figure><img src="{png_data_uri(image)}" alt="{html.escape(title)}"><figcaption>{html.escape(title)}'
-        f"</figcaption></figure>" for title, image in panels) + "</div>")
+    bar_nm = scale_bar_nm(first.full_sum.shape[1] * test_set.pixel_size_a)
+    bar_px = bar_nm * 10 / test_set.pixel_size_a
+    return (f'<p class="note">First micrograph; scale bar {bar_nm} nm.</p><div class="panels">' + "".join(
+        f'<figure><img src="{png_data_uri(image, bar_px=bar_px)}" alt="{html.escape(title)}">'
+        f"<figcaption>{html.escape(title)}</figcaption></figure>" for title, image in panels) + "</div>")
+
+
+def _resolution_note(frequency_per_a: float) -> str:
+    """``"(24 A)"`` under a spatial frequency tick; nothing at zero frequency."""
+    return f"({1 / frequency_per_a:.3g} \u00c5)" if frequency_per_a > 0 else ""
+
+
+def _charts(dataset: dict[str, Any], outcomes: dict[str, Any]) -> list[str]:
+    """SVG charts of one dataset: blob-picker precision-recall (AP in the legend), half-map FSC with
+    resolutions in Angstrom, and radial power spectra down to two decades below raw's noise floor."""
     charts = []
-    curves = [(name, outcome.matches.recall_curve, outcome.matches.precision_curve)
+    aps = {name: metrics.get("blob", {}).get("ap") for name, metrics in dataset["denoisers"].items()}
+    curves = [(f"{name} (AP {_number(aps.get(name), '.3f')})", outcome.matches.recall_curve,
+               outcome.matches.precision_curve)
               for name, outcome in outcomes.items() if outcome.matches is not None]
     if curves:
         charts.append(line_chart_svg(curves, title="blob picker precision-recall", x_label="recall",
@@ -128,13 +161,21 @@ def _dataset_section(label: str, dataset: dict[str, Any], record: dict[str, Any]
     fsc = [(name, outcome.reconstruction.fsc_half_maps.frequency_per_a, outcome.reconstruction.fsc_half_maps.correlation)
            for name, outcome in outcomes.items() if outcome.reconstruction is not None]
     if fsc:
-        charts.append(line_chart_svg(fsc, title="half-map FSC (picks from each denoiser)", x_label="1/A",
-                                     y_label="FSC", y_range=(-0.1, 1.0), hlines=(0.143,)))
+        charts.append(line_chart_svg(fsc, title="half-map FSC (picks from each denoiser)",
+                                     x_label="spatial frequency (1/\u00c5), resolution (\u00c5)", y_label="FSC",
+                                     y_range=(-0.1, 1.0), hlines=((0.143, "0.143 (resolution threshold)"),),
+                                     x_tick_note=_resolution_note))
     spectra = [(name, *outcome.spectrum) for name, outcome in outcomes.items()]
-    charts.append(line_chart_svg(spectra, title="radial power spectrum (first micrograph)", x_label="1/A",
-                                 y_label="power", log_y=True))
-    parts.append('<div class="charts">' + "".join(charts) + "</div>")
-    return "".join(parts)
+    raw_power = np.asarray(spectra[0][2], dtype=np.float64)
+    raw_power = raw_power[np.isfinite(raw_power) & (raw_power > 0)]
+    all_power = np.concatenate([np.asarray(power, dtype=np.float64) for _, _, power in spectra])
+    all_power = all_power[np.isfinite(all_power) & (all_power > 0)]
+    y_range = (float(raw_power.min()) / 100, float(all_power.max())) if raw_power.size and all_power.size else None
+    charts.append(line_chart_svg(spectra, title="radial power spectrum (first micrograph)",
+                                 x_label="spatial frequency (1/\u00c5), resolution (\u00c5)",
+                                 y_label="power (log scale)", log_y=True, y_range=y_range,
+                                 x_tick_note=_resolution_note))
+    return charts
 
 
 STYLE = """
@@ -145,20 +186,23 @@ td:first-child, th:first-child { text-align: left; }
 .panels, .charts { display: flex; flex-wrap: wrap; gap: 8px; }
 figure { margin: 0; } figcaption { font-size: 12px; text-align: center; }
 pre { background: #f6f6f6; padding: 0.5em; }
+.note { color: #555; font-size: 13px; }
 """
 
 
 def html_report(document: dict[str, Any], records: list[dict[str, Any]]) -> str:
     """The self-contained HTML report (inline SVG charts and PNG panels)."""
     by_label = {record["dataset"]: record for record in records}
-    body = [f"<h1>cryoscore bench</h1><p>Command: <code>{html.escape(' '.join(document['command_line']))}</code>; "
+    title = report_title(document)
+    body = [f"<h1>{title}</h1><p>Command: <code>{html.escape(' '.join(document['command_line']))}</code>; "
             f"{document['created']}; {document['seconds']:.0f} s.</p>",
             "<h2>Summary</h2><table><tr><th>denoiser</th><th>mean blob AP</th><th>datasets</th></tr>"]
     body += [f"<tr><td>{html.escape(name)}</td><td>{_number(entry['ap'], '.3f')}</td><td>{entry['n_datasets']}</td></tr>"
              for name, entry in document["summary"]["denoisers"].items()]
-    body.append("</table><pre>" + html.escape("\n".join(_checks_lines(document["summary"]))) + "</pre>")
+    body.append(f"</table><h3>Expectations</h3><p class=\"note\">{html.escape(EXPECTATIONS_NOTE)}</p><pre>"
+                + html.escape("\n".join(_checks_lines(document["summary"]))) + "</pre>")
     body += [_dataset_section(label, dataset, by_label[label]) for label, dataset in document["datasets"].items()]
-    return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>cryoscore bench</title><style>{STYLE}</style>"
+    return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{title}</title><style>{STYLE}</style>"
             f"</head><body>{''.join(body)}</body></html>\n")
 
 

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from cryoscore import __version__
-from cryoscore.bench.config import BenchConfig, json_ready
+from cryoscore.bench.config import BenchConfig, json_ready, work_dir_name
 from cryoscore.bench.datasets import (
     TestSet,
     real_micrograph_paths,
@@ -111,7 +111,7 @@ def _decoy_control(outcomes: dict[str, DenoiserOutcome]) -> dict[str, Any] | Non
 def _simulated_results(config: BenchConfig, work_dir: Path) -> tuple[list[dict], list[dict]]:
     datasets, training = [], []
     for index, specimen in enumerate(config.simulated):
-        specimen_dir = work_dir / specimen.specimen
+        specimen_dir = work_dir / work_dir_name(specimen.specimen)
         train_dirs, test_dirs, empty_dir = simulate_specimen(config, specimen, index, specimen_dir)
         pairs = [pair for directory in train_dirs for pair in pairs_from_dataset(directory)]
         reference = str(train_dirs[0] / "reference.mrc")
@@ -138,7 +138,7 @@ def _real_results(config: BenchConfig, work_dir: Path) -> tuple[list[dict], list
         paths = real_micrograph_paths(dataset)
         pairs = pairs_from_single_micrographs(paths, pixel_size_a=dataset.pixel_size_a, seed=config.training.seed)
         methods = [method for method in config.denoisers if method != "guided" or dataset.reference is not None]
-        models = train_models(pairs, methods, config.training, work_dir / dataset.name / "models",
+        models = train_models(pairs, methods, config.training, work_dir / work_dir_name(dataset.name) / "models",
                               reference=dataset.reference, defocus_range_um=config.simulation.defocus_range_um)
         training.extend({"dataset": dataset.name, **model.record} for model in models.values())
         test_set = real_test_set(dataset, paths)

@@ -35,11 +35,12 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
-from tqdm import tqdm
 
 from cryoscore.errors import InputError
 from cryoscore.infer import DEFAULT_TILE_PX
 from cryoscore.infer.sampler import SamplerConfig
+from cryoscore.io.atomic import check_output_directory
+from cryoscore.progress import progress as show_progress
 
 STATUSES = ("ok", "skipped", "failed")
 
@@ -197,6 +198,36 @@ def _input_shape(source: Path, pixel_size_a: float | None) -> tuple[int, int]:
         return stack.shape[1:]
 
 
+MAX_PIXEL_MAGNITUDE = 1e30
+"""Largest pixel magnitude a micrograph may have: the denoiser and the pickers sum over the image in
+float32 (largest value 3.4e38), so a 4096 x 4096 micrograph (1.7e7 pixels) of values near 1e30 is
+still summed without overflow. Real micrographs (counts, or normalised) are many decades below."""
+
+
+def check_micrograph_data(source: Path, image: np.ndarray, *, min_px: int = 2, measure_noise: bool = False,
+                          what: str = "") -> None:
+    """InputError naming ``source`` for an image (H, W) that cannot be processed: smaller than
+    ``min_px`` pixels on a side, with pixels beyond :data:`MAX_PIXEL_MAGNITUDE`, or, with
+    ``measure_noise``, without pixel-to-pixel variation
+    (constant over every 2 x 2 block, where neighbour sub-sampling measures no noise: a blank
+    or upsampled image). ``what`` qualifies the image in the message (``" after --bin 2"``)."""
+    rows, columns = image.shape
+    if min(rows, columns) < min_px:
+        raise InputError(source, f"the image is {rows} x {columns} pixels{what}; need at least {min_px} x {min_px}")
+    magnitude = max(float(image.max()), -float(image.min()))
+    if magnitude > MAX_PIXEL_MAGNITUDE:
+        raise InputError(source, f"pixel values reach {magnitude:.3g}, more than {MAX_PIXEL_MAGNITUDE:.0e}: float32 "
+                         "sums over the micrograph would overflow; rescale it (or is the MRC mode wrong?)")
+    if not measure_noise:
+        return
+    cells = image[: rows - rows % 2, : columns - columns % 2].reshape(rows // 2, 2, columns // 2, 2)
+    if not np.any(cells != cells[:, :1, :, :1]):
+        if image.min() == image.max():
+            raise InputError(source, f"every pixel is {image.flat[0]:g}{what}: a blank image has no noise to measure")
+        raise InputError(source, f"no pixel-to-pixel noise{what} (every 2 x 2 block is constant: an upsampled "
+                         "or synthetic image?); the model needs the noise to set its scale")
+
+
 def _denoise_array(image: np.ndarray, pixel_size_a: float,
                    settings: DenoiseSettings) -> tuple[np.ndarray, np.ndarray | None]:
     """The denoised image (H, W) and, with a sampler, its per-pixel std map (H, W), input units.
@@ -250,6 +281,8 @@ def denoise_micrograph(job: DenoiseJob, settings: DenoiseSettings, torch_threads
             return JobRecord(name, "skipped", time.perf_counter() - start)
         image, pixel_size_a = read_mrc(job.source, pixel_size_a=settings.pixel_size_a)
         image, pixel_size_a = bin_image(image, settings.bin_factor), pixel_size_a * settings.bin_factor
+        check_micrograph_data(job.source, image, measure_noise=settings.lowpass_a is None,
+                              what=f" after --bin {settings.bin_factor}" if settings.bin_factor > 1 else "")
         result, std = _denoise_array(image, pixel_size_a, settings)
         if job.std_output is not None:
             write_mrc(job.std_output, std, pixel_size_a, float16=settings.float16)
@@ -346,7 +379,7 @@ def run_jobs(function: Callable[..., JobRecord], jobs: Sequence[Any], *, workers
     micrograph per Dask thread. ``function``, the
     jobs (which have a ``source`` path) and ``kwargs`` must be importable and picklable for
     the cluster. ``report`` is called with each record as it arrives; ``desc`` labels the
-    progress bar.
+    progress (a bar on a terminal, a line every 30 s elsewhere: :func:`cryoscore.progress.progress`).
 
     On the CPU the result of a job depends on T (oneDNN blocks its convolutions by thread
     count; float32 round-off differs), never on the number of workers: ``workers=1`` and
@@ -364,7 +397,7 @@ def run_jobs(function: Callable[..., JobRecord], jobs: Sequence[Any], *, workers
     else:
         results = _run_on_cluster(function, jobs, workers or 1, scheduler, torch_threads, **kwargs)
     records: list[JobRecord | None] = [None] * len(jobs)
-    for number, record in tqdm(results, total=len(jobs), desc=desc, unit="mic", disable=None if progress else True):
+    for number, record in show_progress(results, total=len(jobs), desc=desc, unit="mic", enabled=progress):
         records[number] = record
         if report is not None:
             report(record)
@@ -375,6 +408,23 @@ def summary_line(records: Sequence[JobRecord], verb: str = "denoised") -> str:
     """``"denoised X, skipped Y (already done), failed Z"``."""
     counts = Counter(record.status for record in records)
     return f"{verb} {counts['ok']}, skipped {counts['skipped']} (already done), failed {counts['failed']}"
+
+
+def minimum_tile_px(halo_px: int, multiple: int) -> int:
+    """The smallest ``--tile`` accepted: the halo (the network's receptive-field radius) rounded up to
+    the network's size multiple. Each tile is computed with ``halo_px`` of context on every side, so a
+    tile of this size already costs about 9 times its own area; a 10 px tile with a 243 px halo would
+    cost about 2500 times."""
+    return -(-halo_px // multiple) * multiple
+
+
+def check_tile(tile_px: int, halo_px: int, multiple: int) -> None:
+    """InputError for a tile edge so small that the halo around each tile makes the run take for ever."""
+    smallest = minimum_tile_px(halo_px, multiple)
+    if tile_px < smallest:
+        overhead = ((tile_px + 2 * halo_px) / tile_px) ** 2
+        raise InputError("--tile", f"{tile_px} px tiles each need {halo_px} px of context on every side "
+                         f"(about {overhead:.0f} times the work); use --tile {smallest} or more")
 
 
 def denoise_micrographs(inputs: Sequence[Path], output_dir: Path, settings: DenoiseSettings, *, workers: int | None = None,
@@ -398,12 +448,14 @@ def denoise_micrographs(inputs: Sequence[Path], output_dir: Path, settings: Deno
         raise InputError("--bin", f"must be >= 1, got {settings.bin_factor}")
     if settings.lowpass_a is not None and settings.sampler is not None:
         raise InputError("--lowpass", "the low-pass baseline has no sampler or uncertainty")
+    check_output_directory(output_dir)
     jobs = plan_denoise_jobs(expand_inputs(inputs), output_dir, write_std=settings.write_std)
     if scheduler is None:
         resolve_device(settings.device)
     if settings.lowpass_a is None:
         denoiser = cached_denoiser(settings.model, settings.device if scheduler is None else "cpu",
                                    settings.precision)
+        check_tile(settings.tile_px, denoiser.model.net.receptive_field_px, denoiser.model.net.required_multiple)
         if settings.sampler is not None:
             denoiser.check_can_sample()
     return run_jobs(denoise_micrograph, jobs, workers=workers, scheduler=scheduler, torch_threads=torch_threads,

@@ -255,6 +255,33 @@ def open_mrc_stack(path: str | os.PathLike, *, pixel_size_a: float | None = None
         raise
 
 
+_STATS_CHUNK = 2**20
+"""Values per float64 chunk when the header statistics are summed (8 MiB of temporary memory)."""
+
+
+def _set_header_stats(mrc: MrcFile) -> None:
+    """Set the header's dmin, dmax, dmean and rms from the data, summed in float64.
+
+    mrcfile's ``update_header_stats`` squares float32 data in float32, so values beyond about
+    1e19 overflow (a numpy warning and ``rms = inf`` in the header); float64 holds the square of
+    any float32, and the statistics of float32 data fit float32 again.
+    """
+    data = mrc.data
+    if data.size == 0:
+        mrc.update_header_stats()
+        return
+    flat = data.reshape(-1)
+    mean = float(np.sum(flat, dtype=np.float64)) / flat.size
+    squares = 0.0
+    for start in range(0, flat.size, _STATS_CHUNK):  # float64 copies of a chunk, not of the image
+        deviation = flat[start:start + _STATS_CHUNK].astype(np.float64) - mean
+        squares += float(np.dot(deviation, deviation))
+    mrc.header.dmin = float(flat.min())
+    mrc.header.dmax = float(flat.max())
+    mrc.header.dmean = np.float32(mean)
+    mrc.header.rms = np.float32(min(math.sqrt(squares / flat.size), float(np.finfo(np.float32).max)))
+
+
 def finish_header(mrc: MrcFile, pixel_size_a: float) -> None:
     """Set the voxel size (Angstrom) and data statistics of a file whose data are written.
 
@@ -262,7 +289,7 @@ def finish_header(mrc: MrcFile, pixel_size_a: float) -> None:
     equal files.
     """
     mrc.voxel_size = pixel_size_a
-    mrc.update_header_stats()
+    _set_header_stats(mrc)
     mrc.header.label[0] = f"cryoscore {__version__}".encode()
 
 
@@ -281,7 +308,8 @@ def write_mrc(
         stored = np.ascontiguousarray(data, dtype=np.float16 if float16 else np.float32)
     check_output(stored, pixel_size_a, ndims=(2, 3))
     with atomic_path(path) as tmp, mrcfile.new(tmp, overwrite=True) as mrc:
-        mrc.set_data(stored)
+        with np.errstate(over="ignore", invalid="ignore"):  # float32 statistics may overflow; finish_header redoes them
+            mrc.set_data(stored)
         if stored.ndim == 3 and Path(path).suffix.lower() == ".mrcs":
             mrc.set_image_stack()
         finish_header(mrc, pixel_size_a)

@@ -24,15 +24,18 @@ def write_panels_png(
     *,
     circles_rc: np.ndarray | None = None,
     circle_radius_px: float = 0.0,
+    caption: str | None = None,
 ) -> None:
     """Write titled grey-scale panels (each (H, W), same shape) side by side as one PNG.
 
     ``circles_rc`` (n, 2) row/col pixel positions are outlined on every panel, e.g. the
-    true particle centres. Written atomically.
+    true particle centres; ``caption`` is a line under the panels saying what they show
+    (what the circles are, say). Written atomically.
     """
     title_height, gap = 18, 6
+    caption_height = 18 if caption else 0
     height, width = panels[0][1].shape
-    sheet = Image.new("L", (len(panels) * (width + gap) - gap, height + title_height), color=255)
+    sheet = Image.new("L", (len(panels) * (width + gap) - gap, height + title_height + caption_height), color=255)
     draw = ImageDraw.Draw(sheet)
     for index, (title, image) in enumerate(panels):
         left = index * (width + gap)
@@ -41,5 +44,7 @@ def write_panels_png(
         for row, col in np.asarray(circles_rc if circles_rc is not None else np.empty((0, 2))):
             r = circle_radius_px
             draw.ellipse((left + col - r, title_height + row - r, left + col + r, title_height + row + r), outline=255)
+    if caption:
+        draw.text((4, title_height + height + 3), caption, fill=0)
     with atomic_path(path) as tmp:
         sheet.save(tmp, format="PNG")

@@ -589,11 +589,30 @@ def _recorded_scales(picks_dir: Path, truth_dir: Path) -> list[tuple[Path, dict[
     sources = []
     pick_json = picks_dir / PICK_JSON_NAME
     if pick_json.is_file():
-        sources.append((pick_json, _read_json(pick_json)))
+        sources.append((pick_json, _with_per_micrograph_values(_read_json(pick_json))))
     dataset = truth_dir.resolve().parent
     if truth_dir.resolve().name == "coordinates" and (dataset / MANIFEST_NAME).is_file():
         sources.append((dataset / MANIFEST_NAME, read_manifest(dataset)))
     return sources
+
+
+def _with_per_micrograph_values(content: dict[str, Any]) -> dict[str, Any]:
+    """``content`` (a pick.json) with each value its ``micrographs`` list records per micrograph
+    (``{"input": ..., "output": "NAME.star", "pixel_size_a": 1.85, ...}``, as ``cryoscore pick``
+    writes it) also as a dict keyed by the output's stem, the form :func:`_recorded_value` reads;
+    values recorded at the top level are kept as they are."""
+    entries = content.get("micrographs")
+    if not isinstance(entries, list):
+        return content
+    merged = dict(content)
+    for key in (*_DIAMETER_KEYS, *_PIXEL_SIZE_KEYS):
+        if key in content:
+            continue
+        per_micrograph = {Path(str(entry.get("output") or entry.get("input"))).stem: entry[key]
+                          for entry in entries if isinstance(entry, dict) and key in entry}
+        if per_micrograph:
+            merged[key] = per_micrograph
+    return merged
 
 
 def _recorded_value(source: Path, content: dict[str, Any], keys: tuple[str, ...], name: str) -> float | None:
@@ -658,8 +677,9 @@ def score_directories(
     The matching radius is ``radius_fraction * diameter_a / pixel_size_a`` pixels. Each of
     ``diameter_a`` (Angstrom) and ``pixel_size_a`` (Angstrom per pixel) is, in order of
     precedence: the argument; ``picks_dir/pick.json`` (``diameter_a`` or
-    ``particle_diameter_a``, and ``pixel_size_a``, each a number or a dict micrograph name
-    -> number; a name missing from a dict falls through); the ``manifest.json`` of the
+    ``particle_diameter_a``, and ``pixel_size_a``, each a number, a dict micrograph name
+    -> number, or recorded per micrograph in its ``micrographs`` list as ``cryoscore pick``
+    writes it; a name missing from a dict falls through); the ``manifest.json`` of the
     dataset whose ``coordinates/`` folder ``truth_dir`` is (``particle_diameter_a``,
     ``pixel_size_a``).
 

@@ -70,8 +70,7 @@ def load_model(path: str | os.PathLike) -> tuple[Denoiser, dict[str, Any]]:
     try:
         payload = torch.load(path, weights_only=True, map_location="cpu")
     except Exception as exc:  # noqa: BLE001 - torch.load raises many types on arbitrary bytes (KeyError included)
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise InputError(path, f"not a readable torch model file ({reason})") from exc
+        raise InputError(path, _unreadable_reason(exc)) from exc
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
         raise InputError(path, f"not a cryoscore model (format {found!r}, expected {FORMAT!r})")
@@ -93,6 +92,20 @@ def load_model(path: str | os.PathLike) -> tuple[Denoiser, dict[str, Any]]:
     if not isinstance(extra, dict):
         raise InputError(path, "model file has no extra metadata dict")
     return model.eval(), extra
+
+
+def _unreadable_reason(error: Exception) -> str:
+    """Why ``torch.load(weights_only=True)`` refused a file, in one line for a user.
+
+    torch's own message for pickled objects advises loading with ``weights_only=False``, which
+    runs whatever code the file holds: unsafe advice for a file of unknown origin, never repeated.
+    """
+    text = str(error).strip()
+    if "weights_only" in text or "Weights only" in text:
+        return ("not a cryoscore model file: it holds pickled Python objects, which cryoscore does not load "
+                "(they could run code); use a model written by cryoscore train")
+    reason = text.splitlines()[0][:120] if text else type(error).__name__
+    return f"not a cryoscore model file: torch cannot read it ({reason})"
 
 
 def _build(path: Path, config: Any) -> Denoiser:

@@ -131,6 +131,8 @@ def find_peaks(
     ParticleCoordinates with ``figure_of_merit`` = score, sorted by score, best first.
     Positions are refined to sub-pixel by a parabola through each peak and its neighbours.
     """
+    if min(score_map.shape) < 3:  # no pixel has a neighbour on each side for the parabola
+        return ParticleCoordinates(x_px=np.zeros(0), y_px=np.zeros(0), figure_of_merit=np.zeros(0))
     local_max = ndimage.maximum_filter(score_map, size=3, mode="nearest")
     floor = SCORE_FLOOR if threshold is None else max(threshold, SCORE_FLOOR)
     is_peak = (score_map == local_max) & (score_map > floor)

@@ -12,16 +12,18 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
 from cryoscore import __version__
 from cryoscore.errors import InputError
-from cryoscore.infer.batch import JobRecord, run_jobs, set_torch_threads
+from cryoscore.infer.batch import JobRecord, check_micrograph_data, run_jobs, set_torch_threads
+from cryoscore.io.atomic import check_output_directory
 from cryoscore.io.coords import write_coordinates
 from cryoscore.io.layout import write_json
 from cryoscore.io.mrc import check_pixel_size, open_mrc_stack, read_mrc
@@ -72,6 +74,17 @@ def _check_micrograph(path: Path, pixel_size_a: float | None) -> float:
         return stack.pixel_size_a
 
 
+def _readable_pixel_sizes(inputs: Sequence[Path], pixel_size_a: float | None) -> set[float]:
+    """The pixel sizes of the inputs whose headers can be read; the others fail in their own job."""
+    pixel_sizes = set()
+    for path in inputs:
+        try:
+            pixel_sizes.add(_check_micrograph(path, pixel_size_a))
+        except InputError:
+            continue
+    return pixel_sizes
+
+
 @dataclass(frozen=True)
 class PickSettings:
     """How every micrograph of a run is picked; sent to each worker with each job (see
@@ -103,11 +116,27 @@ def _reference_volume(reference: str, pixel_size_a: float) -> np.ndarray:
 
 def pick_micrograph(job: PickJob, settings: PickSettings, torch_threads: int | None = None) -> JobRecord:
     """Pick one micrograph and write its STAR file atomically; the record's details hold the
-    pixel size and the pick count. An InputError (a micrograph whose header passed but whose
-    data cannot be used) propagates: picking stops with one clear error."""
+    pixel size and the pick count. An InputError (a file that cannot be read, is not a 2D
+    image, or is smaller than one particle) becomes a ``failed`` record, as in
+    :func:`cryoscore.infer.batch.denoise_micrograph`; the other micrographs go on."""
     set_torch_threads(torch_threads)
     start = time.perf_counter()
+    try:
+        coordinates, pixel_a = _pick_one(job, settings)
+    except InputError as error:
+        return JobRecord(job.source.name, "failed", time.perf_counter() - start, str(error))
+    logger.info("%s: %d picks", job.source, len(coordinates))
+    return JobRecord(job.source.name, "ok", time.perf_counter() - start,
+                     details={"pixel_size_a": pixel_a, "n_picks": len(coordinates)})
+
+
+def _pick_one(job: PickJob, settings: PickSettings) -> tuple[Any, float]:
+    """Read, check, pick and write one micrograph; (its picks, its pixel size)."""
+    _check_micrograph(job.source, settings.pixel_size_a)
     image, pixel_a = read_mrc(job.source, pixel_size_a=settings.pixel_size_a)
+    diameter_px = settings.diameter_a / pixel_a
+    check_micrograph_data(job.source, image, min_px=max(2, math.ceil(diameter_px)),
+                          what=f" (a {settings.diameter_a:g} A particle is {diameter_px:.0f} pixels across)")
     if settings.picker == "blob":
         coordinates = pick_blobs(image, pixel_a, settings.diameter_a, max_picks=settings.max_picks,
                                  threshold=settings.threshold)
@@ -117,9 +146,7 @@ def pick_micrograph(job: PickJob, settings: PickSettings, torch_threads: int | N
             angular_step_deg=settings.angular_step_deg, max_picks=settings.max_picks, threshold=settings.threshold,
         )
     write_coordinates(job.output, coordinates)
-    logger.info("%s: %d picks", job.source, len(coordinates))
-    return JobRecord(job.source.name, "ok", time.perf_counter() - start,
-                     details={"pixel_size_a": pixel_a, "n_picks": len(coordinates)})
+    return coordinates, pixel_a
 
 
 def pick_micrographs(
@@ -138,7 +165,8 @@ def pick_micrographs(
     workers: int | None = None,
     scheduler: str | None = None,
     torch_threads: int | None = None,
-) -> list[Path]:
+    report: Callable[[JobRecord], None] | None = None,
+) -> list[JobRecord]:
     """Pick every micrograph in ``inputs`` and write ``output_dir/NAME.star`` and ``pick.json``.
 
     Parameters
@@ -173,28 +201,31 @@ def pick_micrographs(
         Where the micrographs are picked, as for ``cryoscore denoise``
         (:func:`cryoscore.infer.batch.run_jobs`): in this process by default, on a local
         Dask cluster of ``workers`` processes, or on the cluster at ``scheduler``.
+    report:
+        Called with each micrograph's record as it arrives (e.g. to print failures at once).
 
     Returns
     -------
-    The STAR files written, in the order of ``inputs``.
+    One :class:`~cryoscore.infer.batch.JobRecord` per input, in the order of ``inputs``:
+    ``ok`` (its STAR file written) or ``failed`` with the reason, as ``cryoscore denoise``
+    does. ``pick.json`` lists every input, the failed ones with ``status`` and ``error``.
 
-    Raises InputError (naming the file or option) for unusable options, an unreadable or
-    non-2D MRC file, a file without a pixel size, a reference that cannot be loaded, or two
-    inputs with the same stem. Every input is checked before anything is written.
+    Raises InputError (naming the file or option), before anything is written, for unusable
+    options, an output directory that cannot be created, a reference that cannot be loaded,
+    or two inputs with the same stem. A micrograph that cannot be used (unreadable, not 2D,
+    no pixel size, smaller than a particle) fails on its own and the others go on.
     """
     inputs = [Path(path) for path in inputs]
-    output_dir = Path(output_dir)
+    output_dir = check_output_directory(output_dir)
     _check_options(inputs, diameter_a, picker, reference, pixel_size_a, max_picks)
-    pixel_sizes = {_check_micrograph(path, pixel_size_a) for path in inputs}
     if picker == "template":  # loaded, and so checked, before anything is written
-        for pixel_a in pixel_sizes:
+        for pixel_a in _readable_pixel_sizes(inputs, pixel_size_a):
             _reference_volume(reference, pixel_a)
     settings = PickSettings(diameter_a, picker, reference, ctf, pixel_size_a, angular_step_deg, max_picks, threshold)
     jobs = [PickJob(path, output_dir / f"{path.stem}.star") for path in inputs]
     results = run_jobs(pick_micrograph, jobs, workers=workers, scheduler=scheduler, torch_threads=torch_threads,
-                       progress=progress, desc="pick", settings=settings)
-    records = [{"input": str(job.source), "output": job.output.name, **result.details}
-               for job, result in zip(jobs, results)]
+                       progress=progress, desc="pick", report=report, settings=settings)
+    records = [_micrograph_entry(job, result) for job, result in zip(jobs, results)]
     record: dict[str, Any] = {
         "cryoscore_version": __version__,
         "picker": picker,
@@ -208,4 +239,13 @@ def pick_micrographs(
         record["angular_step_deg"] = angular_step_deg
     record["micrographs"] = records
     write_json(output_dir / PICK_RECORD_NAME, record)
-    return [job.output for job in jobs]
+    return results
+
+
+def _micrograph_entry(job: PickJob, result: JobRecord) -> dict[str, Any]:
+    """One input's entry in pick.json: its files and the job's details (pixel size, pick count), or
+    for a failed job (whose worker may have died before reporting any details) the reason."""
+    entry: dict[str, Any] = {"input": str(job.source), "output": job.output.name}
+    if result.status == "failed":
+        return {**entry, "status": "failed", "error": result.error}
+    return {**entry, **(result.details or {})}

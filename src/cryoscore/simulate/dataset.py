@@ -40,6 +40,16 @@ from cryoscore.simulate.volume import Specimen, load_specimen
 logger = logging.getLogger(__name__)
 
 
+DEFAULT_PARTICLES_PER_1024_PX = 40
+"""Particles on a 1024 x 1024 px micrograph when none are asked for (``SimulationConfig``'s default)."""
+
+
+def default_particle_count(size_px: int) -> int:
+    """The default particle count for a ``size_px`` square micrograph: 40 per 1024 x 1024 px, scaled
+    with the area (10 at 512 px, 640 at 4096 px), so the default particle density fits any size."""
+    return max(1, round(DEFAULT_PARTICLES_PER_1024_PX * (size_px / 1024) ** 2))
+
+
 @dataclass(frozen=True)
 class SimulationConfig:
     """Everything that determines a simulated dataset; the same config gives the same files.
@@ -52,7 +62,7 @@ class SimulationConfig:
     n_micrographs: int = 4
     size_px: int = 1024
     pixel_size_a: float = 1.5
-    particles_per_micrograph: int = 40
+    particles_per_micrograph: int = DEFAULT_PARTICLES_PER_1024_PX  # at the default size_px
     dose_e_per_a2: float = 40.0
     n_frames: int = 40
     defocus_range_um: tuple[float, float] = (1.0, 2.5)
