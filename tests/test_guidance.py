@@ -112,3 +112,31 @@ def test_examples_at_a_step_do_not_depend_on_the_steps_drawn_before(dataset, exa
     assert all(np.array_equal(a, b) for a, b in zip(after_history, without_history))
     later = fresh.sample(3, 64, np.random.default_rng(9), 400)
     assert not np.array_equal(later[1], without_history[1])  # the bank moved on
+
+
+@pytest.mark.parametrize("ice", ["flat", "particle-scale"])
+def test_the_spectrum_fit_separates_ice_from_particles(tmp_path, ice):
+    """Ice whose power-law spectrum reaches the particle's own scale is fitted as ice (large
+    coefficient, and random ice of that spectrum in the synthetic inputs), not taken for
+    particle contrast: the fitted particle amplitude stays that of the dose either way."""
+    from cryoscore.simulate.background import BackgroundParams
+
+    background = (BackgroundParams(strength=0.0) if ice == "flat" else
+                  BackgroundParams(strength=4.0, spectral_exponent=2.5, shortest_wavelength_a=60.0))
+    config = SimulationConfig(n_micrographs=2, size_px=384, pixel_size_a=PIXEL_SIZE_A, particles_per_micrograph=24,
+                              dose_e_per_a2=30.0, n_frames=8, background=background, seed=5)
+    write_dataset(config, tmp_path, progress=False)
+    normalised = [normalise_pair(pair) for pair in pairs_from_dataset(tmp_path)]
+    examples = GuidanceExamples(GuidanceConfig(reference=str(tmp_path / "reference.mrc")), normalised,
+                                PIXEL_SIZE_A, seed=0)
+    even, _ = read_mrc(tmp_path / "even" / "mic_0000.mrc")
+    assert examples.amplitude == pytest.approx(math.sqrt(even.mean()), rel=0.3)
+    ice_field = examples.ice_field(256, np.random.default_rng(0))
+    diameter_a = examples.diameter_px * PIXEL_SIZE_A
+    ice_power = band_power(ice_field, ice_field, PIXEL_SIZE_A, diameter_a, 25.0)
+    data_power = np.mean([band_power(p.even - p.even.mean(), p.odd - p.odd.mean(), PIXEL_SIZE_A, diameter_a, 25.0)
+                          for p in normalised])
+    if ice == "flat":
+        assert ice_power < 0.2 * data_power
+    else:
+        assert ice_power > 0.4 * data_power  # most of the particle band's power here is ice

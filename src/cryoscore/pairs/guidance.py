@@ -8,8 +8,11 @@ and whose background is known *not* to be signal. Each synthetic example is
   particle contrast the data show (:func:`fit_amplitude`), and
 - an input ``t + background + noise``, where the background is the data's own low
   frequencies (wavelengths longer than ``BACKGROUND_DIAMETERS`` particle diameters: ice,
-  gradients, carbon) and the noise is the data's own ``(even - odd) / sqrt(2)``, which has a
-  half's noise level and the true (possibly coloured) noise spectrum.
+  gradients, carbon) plus random ice at every shorter scale, drawn with the power-law
+  spectrum the data's ice shows there (:meth:`GuidanceExamples.fit_spectrum`: the even/odd
+  cross-spectrum is fitted as reference particles plus ``b * k^-alpha``), and the noise is
+  the data's own ``(even - odd) / sqrt(2)``, which has a half's noise level and the true
+  (possibly coloured) noise spectrum.
 
 Everything is in noise units (``pairs.normalise``). The loss compares the network's output
 with ``t`` only at wavelengths longer than the reference resolution, so the reference
@@ -26,6 +29,7 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
+from scipy import optimize
 
 from cryoscore.errors import InputError
 from cryoscore.filters import lowpass_filter, lowpass_transfer
@@ -37,12 +41,21 @@ from cryoscore.simulate.project import project_potential, random_orientations
 from cryoscore.simulate.volume import load_specimen
 
 BACKGROUND_DIAMETERS = 4.0
-"""Wavelengths longer than this many particle diameters count as background, not particle."""
+"""Wavelengths longer than this many particle diameters are taken from the data as background;
+shorter ones get random ice of the fitted spectrum (the data there mixes ice and particles)."""
+
+ICE_EXPONENTS = np.linspace(1.0, 5.0, 33)
+"""Power-law exponents tried for the ice spectrum ``b * k^-alpha``."""
+
+SPECTRUM_BINS = 48
+"""Radial frequency bins of the spectrum fit, between 1/(BACKGROUND_DIAMETERS * diameter) and
+1/resolution."""
 
 PROJECTION_BANK_SIZE = 256
 """Reference projections computed once per training run and reused at random positions."""
 
 AMPLITUDE_FIT_CROPS = 16
+"""Synthetic crops rendered at unit amplitude to measure the particles' spectrum."""
 
 SYNTHETIC_BANK_SIZE = 64
 """Synthetic particle images kept ready; training draws from them with random flips."""
@@ -52,7 +65,6 @@ BANK_REFRESH_PER_STEP = 2
 guided step): a 600-step run sees about 1,200 distinct particle arrangements, and each
 slot's content is a function of (seed, slot, step) alone, so a resumed run draws the same
 examples as an uninterrupted one."""
-"""Synthetic crops rendered at unit amplitude to measure their band power."""
 
 
 @dataclass(frozen=True)
@@ -104,6 +116,43 @@ class GuidanceConfig:
         return dataclasses.asdict(self)
 
 
+@dataclass(frozen=True)
+class SpectrumFit:
+    """The data's signal spectrum as particles plus ice, in noise units per frequency sample.
+
+    ``amplitude`` scales the unit-amplitude synthetic particles; the ice's density is
+    ``ice_coefficient * (k * 100 A)^-ice_exponent`` at spatial frequency ``k`` (1/A).
+    ``relative_residual`` is the fit's root-mean-square error over the bins, relative to each
+    bin's value plus its sampling error.
+    """
+
+    amplitude: float
+    ice_coefficient: float
+    ice_exponent: float
+    relative_residual: float
+
+    def ice_density(self, k_per_a: np.ndarray) -> np.ndarray:
+        return self.ice_coefficient * np.maximum(k_per_a * 100.0, 1e-6) ** -self.ice_exponent
+
+
+def radial_cross_density(first: np.ndarray, second: np.ndarray, pixel_size_a: float,
+                         edges_per_a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean of ``Re(A B*) / N`` over the frequencies of each radial bin (``edges_per_a``, 1/A),
+    and the number of (rfft) frequencies in each bin.
+
+    For two halves of one micrograph that is the signal's spectral density (white noise of
+    variance s^2 has density s^2 at every frequency); for ``first is second`` its power.
+    """
+    k = np.hypot(np.fft.fftfreq(first.shape[0], d=pixel_size_a)[:, None],
+                 np.fft.rfftfreq(first.shape[1], d=pixel_size_a)[None, :])
+    cross = (np.fft.rfft2(first.astype(np.float64)) * np.conj(np.fft.rfft2(second.astype(np.float64)))).real
+    bins = np.digitize(k, edges_per_a) - 1
+    inside = (bins >= 0) & (bins < len(edges_per_a) - 1)
+    totals = np.bincount(bins[inside], cross[inside], minlength=len(edges_per_a) - 1)
+    counts = np.bincount(bins[inside], minlength=len(edges_per_a) - 1)
+    return totals / np.maximum(counts, 1) / first.size, counts
+
+
 def band_power(first: np.ndarray, second: np.ndarray, pixel_size_a: float, longest_a: float, shortest_a: float) -> float:
     """Per-pixel cross power of two images (H, W) at wavelengths in [shortest_a, longest_a].
 
@@ -148,7 +197,8 @@ class GuidanceExamples:
             lowpass_filter((pair.even + pair.odd) / 2, pixel_size_a, background_cutoff_a) for pair in normalised_pairs
         ]
         self.noises = [((pair.even - pair.odd) / math.sqrt(2)).astype(np.float32) for pair in normalised_pairs]
-        self.amplitude = self.fit_amplitude(normalised_pairs, rng)
+        self.spectrum = self.fit_spectrum(normalised_pairs, rng)
+        self.amplitude = self.spectrum.amplitude
         self.seed = seed
         self._bank: dict[int, tuple[int, int, np.ndarray]] = {}  # slot -> (crop_px, generation, contrast)
 
@@ -156,29 +206,60 @@ class GuidanceExamples:
         """The particle band: wavelengths between the reference resolution and the diameter."""
         return self.diameter_px * self.pixel_size_a, self.config.resolution_a
 
-    def fit_amplitude(self, normalised_pairs: Sequence[HalfPair], rng: np.random.Generator) -> float:
-        """Scale of the synthetic contrast that matches the data's signal power in the particle band.
+    def fit_spectrum(self, normalised_pairs: Sequence[HalfPair], rng: np.random.Generator) -> SpectrumFit:
+        """Fit the data's signal spectrum as ``a * particles + b * k^-alpha`` (ice) and return both.
 
-        The data's signal power is the even/odd cross power (noise cancels); the synthetic
-        power is measured on crops at unit amplitude and this run's particle density.
-        Raises InputError when the halves show no signal in the band.
+        The data's signal spectrum is the even/odd cross-spectrum (noise cancels), averaged
+        over micrographs, in radial bins from ``1 / (BACKGROUND_DIAMETERS * diameter)`` (or a
+        quarter of the synthetic crop, if shorter) to ``1 / resolution``, with each bin's
+        sampling error; the particles' is measured on synthetic crops at unit amplitude and
+        this run's particle density. For each exponent of :data:`ICE_EXPONENTS` the two
+        non-negative weights are fitted by least squares in units of those errors; the best exponent
+        wins. The synthetic particles are then scaled by ``sqrt(a)``, so ice at the particle's
+        scale no longer counts as particle contrast. Raises InputError when the fit leaves no
+        particle signal.
         """
-        longest_a, shortest_a = self._band()
-        data_power = float(np.median([
-            band_power(pair.even - pair.even.mean(), pair.odd - pair.odd.mean(), self.pixel_size_a, longest_a, shortest_a)
-            for pair in normalised_pairs
-        ]))
         crop_px = min(256, *normalised_pairs[0].even.shape)
-        synthetic = [self.render_contrast(crop_px, rng) for _ in range(AMPLITUDE_FIT_CROPS)]
-        synthetic_power = float(np.mean([
-            band_power(image, image, self.pixel_size_a, longest_a, shortest_a) for image in synthetic
-        ]))
-        if not (data_power > 0 and synthetic_power > 0):
+        longest_a = min(BACKGROUND_DIAMETERS * self.diameter_px, crop_px / 4) * self.pixel_size_a
+        edges = np.geomspace(1 / longest_a, 1 / self.config.resolution_a, SPECTRUM_BINS + 1)
+        centres = np.sqrt(edges[:-1] * edges[1:])
+        measured = [radial_cross_density(pair.even - pair.even.mean(), pair.odd - pair.odd.mean(),
+                                         self.pixel_size_a, edges) for pair in normalised_pairs]
+        data = np.mean([density for density, _ in measured], axis=0)
+        data_counts = sum(counts for _, counts in measured)
+        # The cross density of one frequency has a standard deviation of about a half's noise
+        # density (1 in noise units); a bin averages ``counts`` of them in every micrograph.
+        error = np.abs(data) + 1.0 / np.sqrt(np.maximum(data_counts, 1))
+        rendered = [radial_cross_density(image, image, self.pixel_size_a, edges)
+                    for image in (self.render_contrast(crop_px, rng) for _ in range(AMPLITUDE_FIT_CROPS))]
+        synthetic = np.mean([density for density, _ in rendered], axis=0)
+        usable = (data_counts > 0) & (rendered[0][1] > 0)  # bins with frequencies on both grids
+        best: SpectrumFit | None = None
+        for exponent in ICE_EXPONENTS:
+            ice = np.maximum(centres * 100.0, 1e-6) ** -exponent
+            design = np.stack([synthetic, ice], axis=1)[usable] / error[usable, None]
+            weights, residual = optimize.nnls(design, (data / error)[usable])
+            relative = float(residual / math.sqrt(max(int(usable.sum()), 1)))
+            if best is None or relative < best.relative_residual:
+                best = SpectrumFit(math.sqrt(weights[0]), float(weights[1]), float(exponent), relative)
+        if best is None or not best.amplitude > 0:
             raise InputError(
                 "--reference", "the training halves show no particle signal between the reference resolution and "
                 "the particle diameter, so guidance has nothing to match; train with --method score"
             )
-        return math.sqrt(data_power / synthetic_power)
+        return best
+
+    def ice_field(self, crop_px: int, rng: np.random.Generator) -> np.ndarray:
+        """Random ice (crop_px, crop_px), float32, noise units: Gaussian, with the fitted ice density at
+        wavelengths shorter than ``BACKGROUND_DIAMETERS`` diameters (longer ones come from the data)."""
+        k = np.hypot(np.fft.fftfreq(crop_px, d=self.pixel_size_a)[:, None],
+                     np.fft.rfftfreq(crop_px, d=self.pixel_size_a)[None, :])
+        shorter = 1.0 - lowpass_transfer((crop_px, crop_px), self.pixel_size_a,
+                                         BACKGROUND_DIAMETERS * self.diameter_px * self.pixel_size_a)
+        amplitude = np.sqrt(self.spectrum.ice_density(k)) * shorter
+        amplitude[0, 0] = 0.0
+        white = np.fft.rfft2(rng.standard_normal((crop_px, crop_px)))
+        return np.fft.irfft2(white * amplitude, s=(crop_px, crop_px)).astype(np.float32)
 
     def render_contrast(self, crop_px: int, rng: np.random.Generator) -> np.ndarray:
         """Unit-amplitude phase contrast (crop_px, crop_px) of randomly placed reference particles.
@@ -236,7 +317,7 @@ class GuidanceExamples:
 
         Targets are bank images (:data:`SYNTHETIC_BANK_SIZE`, refreshed as
         :meth:`bank_generation` says) under a random flip/rotation; inputs add a random crop
-        of the data's background and of its noise. The target is the full-resolution
+        of the data's background, of random ice at shorter scales and of the data's noise. The target is the full-resolution
         particle image; the guided loss low-passes the error, not the target, so synthetic
         inputs look like real data at every frequency. ``rng`` draws everything else.
         """
@@ -245,7 +326,7 @@ class GuidanceExamples:
         for index in range(n_crops):
             slot = int(rng.integers(SYNTHETIC_BANK_SIZE))
             target = self.amplitude * dihedral(self._bank_contrast(slot, crop_px, step), int(rng.integers(8)))
-            background = self._data_crop(self.backgrounds, crop_px, rng)
+            background = self._data_crop(self.backgrounds, crop_px, rng) + self.ice_field(crop_px, rng)
             noise = self._data_crop(self.noises, crop_px, rng)
             targets[index, 0] = target
             inputs[index, 0] = target + background + noise
@@ -263,4 +344,6 @@ class GuidanceExamples:
             "reference_name": self.reference_name,
             "reference_diameter_a": self.diameter_px * self.pixel_size_a,
             "fitted_amplitude": self.amplitude,
+            "fitted_ice": {"coefficient": self.spectrum.ice_coefficient, "exponent": self.spectrum.ice_exponent,
+                           "relative_residual": self.spectrum.relative_residual},
         }
