@@ -22,6 +22,8 @@ a built-in name) are relative to the file's folder unless absolute::
     test_micrographs = 3
     empty_micrographs = 2          # particle-free micrographs for the bias control
     background_strength = 1.5
+    ice_spectral_exponent = 4.0    # the ice's power spectrum falls as k^-exponent...
+    ice_shortest_wavelength_a = 600.0   # ...down to this wavelength (simulate.background)
 
     [[simulated]]         # one dataset per dose; models are shared across doses
     specimen = "apoferritin"       # built-in name, MRC map or atomic model
@@ -86,6 +88,8 @@ class SimulationSettings:
     test_micrographs: int = 3
     empty_micrographs: int = 2
     background_strength: float = 1.5
+    ice_spectral_exponent: float = 4.0
+    ice_shortest_wavelength_a: float = 600.0
     particle_area_fraction: float = 0.15
     defocus_range_um: tuple[float, float] = (1.0, 2.5)
 

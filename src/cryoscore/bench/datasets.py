@@ -81,7 +81,9 @@ def _simulation(config: BenchConfig, specimen: SimulatedSpecimen, specimen_index
         particles_per_micrograph=n_particles,
         dose_e_per_a2=specimen.doses[dose_index],
         defocus_range_um=settings.defocus_range_um,
-        background=BackgroundParams(strength=settings.background_strength, carbon_edge=True, n_contamination=1),
+        background=BackgroundParams(strength=settings.background_strength, carbon_edge=True, n_contamination=1,
+                                    spectral_exponent=settings.ice_spectral_exponent,
+                                    shortest_wavelength_a=settings.ice_shortest_wavelength_a),
         seed=SEED_BASES[role] + 10 * specimen_index + dose_index,
     )
 
