@@ -220,7 +220,7 @@ def pu_loss(logits: torch.Tensor, positive: torch.Tensor, prior: float, loss: st
     positive_risk = functional.softplus(-positives).mean()
     negative_risk = unlabelled_as_negative - prior * functional.softplus(positives).mean()
     if negative_risk < 0:
-        return -negative_risk, float(prior * positive_risk)
+        return -negative_risk, float(prior * positive_risk.detach())
     objective = prior * positive_risk + negative_risk
     return objective, float(objective.detach())
 
