@@ -23,8 +23,8 @@ import numpy as np
 import torch
 
 from cryoscore import __version__
+from cryoscore.bench.config import LearnedJudgeSettings
 from cryoscore.bench.crossval import (
-    LearnedJudgeSettings,
     bootstrap_interval,
     cross_validate,
     paired_difference,
@@ -48,7 +48,7 @@ def main() -> None:
     parser.add_argument("--budgets", type=int, nargs="*", default=[1, 2, 5])
     parser.add_argument("--denoisers", nargs="+", default=["raw", "lowpass"])
     parser.add_argument("--lowpass-a", type=float, default=20.0)
-    parser.add_argument("--steps", type=int, default=LearnedJudgeSettings.steps, help="picker training steps")
+    parser.add_argument("--steps", type=int, help="picker training steps (default: the picker's)")
     args = parser.parse_args()
     paths = sorted((DATA / "micrographs").glob("*.mrc"))
     raw = [read_mrc(path)[0] for path in paths]

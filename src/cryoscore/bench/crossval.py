@@ -23,6 +23,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from cryoscore.bench.config import LearnedJudgeSettings
 from cryoscore.io.coords import ParticleCoordinates
 from cryoscore.metrics.picking import MatchResult, match_picks, pool_matches
 from cryoscore.pick.learned import PickerTraining, train_picker
@@ -33,36 +34,11 @@ STATISTICS: dict[str, Callable[[MatchResult], float | None]] = {
 }
 
 
-@dataclass(frozen=True)
-class LearnedJudgeSettings:
-    """How the learned picker judges a denoiser.
-
-    ``folds``: k of the k-fold split (at most the number of micrographs); ``seeds``:
-    one training run per seed and fold; ``steps``, ``batch_size``, ``crop_px``: the
-    picker's training (:class:`~cryoscore.pick.learned.PickerTraining`);
-    ``label_budgets``: numbers of annotated training micrographs per fold to also judge
-    with (the AP-against-labels curve; empty for none); ``bootstrap``: replicates of the
-    interval; ``confidence``: its coverage.
-    """
-
-    folds: int = 5
-    seeds: tuple[int, ...] = (0, 1, 2)
-    steps: int = PickerTraining.steps
-    batch_size: int = PickerTraining.batch_size
-    crop_px: int = PickerTraining.crop_px
-    label_budgets: tuple[int, ...] = ()
-    bootstrap: int = 1000
-    confidence: float = 0.95
-
-    def __post_init__(self) -> None:
-        if self.folds < 2 or not self.seeds or self.bootstrap < 1 or not 0 < self.confidence < 1:
-            raise ValueError(f"learned judge needs folds >= 2, at least one seed, bootstrap >= 1 and "
-                             f"0 < confidence < 1; got {self}")
-        if any(budget < 1 for budget in self.label_budgets):
-            raise ValueError(f"label budgets must be >= 1 micrograph, got {self.label_budgets}")
-
-    def training(self, seed: int) -> PickerTraining:
-        return PickerTraining(steps=self.steps, batch_size=self.batch_size, crop_px=self.crop_px, seed=seed)
+def picker_training(settings: LearnedJudgeSettings, seed: int) -> PickerTraining:
+    """The picker's training for one seed: ``settings``' steps, batch and crop where given, else the defaults."""
+    given = {name: getattr(settings, name) for name in ("steps", "batch_size", "crop_px")
+             if getattr(settings, name) is not None}
+    return PickerTraining(seed=seed, **given)
 
 
 def fold_of_each(n_micrographs: int, folds: int) -> np.ndarray:
@@ -95,7 +71,7 @@ class CrossValidation:
             summary[name] = _mean(per_seed)
             summary[f"{name}_ci"] = bootstrap_interval(self.results, name, settings.bootstrap, settings.confidence)
             summary[f"{name}_per_seed"] = per_seed
-        summary.update({"confidence": settings.confidence, "folds": self.folds, "seeds": list(self.seeds),
+        summary.update({"confidence": settings.confidence, "bootstrap": settings.bootstrap, "folds": self.folds, "seeds": list(self.seeds),
                         "n_micrographs": len(self.results[0]), "train_micrographs_per_fold": self.train_micrographs,
                         "seconds": self.seconds})
         return summary
@@ -186,7 +162,7 @@ def cross_validate(
             if label_budget is not None and label_budget < len(train):
                 train = np.sort(np.random.default_rng([seed, held_out]).choice(train, label_budget, replace=False))
             picker = train_picker([images[index] for index in train], [truths[index] for index in train],
-                                  pixel_size_a, diameter_a, training=settings.training(seed), device=device)
+                                  pixel_size_a, diameter_a, training=picker_training(settings, seed), device=device)
             if seed == settings.seeds[0]:
                 train_counts.append(len(train))
             for index in np.flatnonzero(fold == held_out):
