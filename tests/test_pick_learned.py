@@ -247,7 +247,7 @@ def test_cli_trains_saves_and_reuses_a_learned_picker(tmp_path, annotated_files)
 
 
 @pytest.mark.parametrize("case", ["missing coordinates", "not a picker", "wrong diameter", "no training data",
-                                  "option of another picker"])
+                                  "option of another picker", "model and training data"])
 def test_cli_bad_input_is_one_line_and_exit_2(tmp_path, annotated_files, case, capsys):
     root, paths = annotated_files
     (tmp_path / "empty").mkdir()
@@ -260,6 +260,8 @@ def test_cli_bad_input_is_one_line_and_exit_2(tmp_path, annotated_files, case, c
         "wrong diameter": (None, "trained for 120 A"),
         "no training data": (learned + ["--diameter", "120"], "--model"),
         "option of another picker": (["--diameter", "120", "--model", str(tmp_path / "denoiser.pt")], "--model"),
+        "model and training data": (learned + ["--model", str(tmp_path / "denoiser.pt"), "--save-model",
+                                               str(tmp_path / "new.pt")], "not both"),
     }[case]
     if arguments is None:  # a real picker, asked for another diameter
         picker = train_picker([read_mrc(paths[0])[0]], [read_coordinates(root / "coords" / "mic_0.star")], PIXEL_A,

@@ -215,7 +215,7 @@ def pu_loss(logits: torch.Tensor, positive: torch.Tensor, prior: float, loss: st
         return objective, float(objective.detach())
     unlabelled_as_negative = functional.softplus(logits).mean()
     if not n_positive:
-        return unlabelled_as_negative, float(unlabelled_as_negative)
+        return unlabelled_as_negative, float(unlabelled_as_negative.detach())
     positives = logits[positive]
     positive_risk = functional.softplus(-positives).mean()
     negative_risk = unlabelled_as_negative - prior * functional.softplus(positives).mean()

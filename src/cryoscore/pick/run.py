@@ -199,9 +199,9 @@ def _prepare_learned_picker(
     """The learned picker's file and the picker: loaded from ``model``, or trained and saved
     (to ``save_model``, else ``output_dir/picker.pt``). InputError for conflicting options."""
     if model is not None:
-        if train_micrographs or train_coordinates is not None:
+        if train_micrographs or train_coordinates is not None or save_model is not None:
             raise InputError("--model", "give a trained picker or training data (--train-micrographs, "
-                                        "--train-coordinates), not both")
+                                        "--train-coordinates, --save-model), not both")
         loaded = load_picker(model, device)
         if diameter_a is not None and not math.isclose(diameter_a, loaded.diameter_a, rel_tol=1e-6):
             raise InputError(model, f"was trained for {loaded.diameter_a:g} A particles, not the {diameter_a:g} A "
