@@ -74,14 +74,16 @@ def test_line_chart_is_valid_svg_and_skips_bad_points():
 def test_bench_runs_end_to_end_on_a_tiny_config(tmp_path):
     """Simulate, train, judge (pixels, blob picker, reconstruction), run the bias controls and
     write metrics.json, report.html and summary.md, on a config small enough for seconds."""
-    from cryoscore.bench.config import SimulationSettings, TrainingSettings
+    from cryoscore.bench.config import LearnedJudgeSettings, SimulationSettings, TrainingSettings
     from cryoscore.bench.run import run_bench
 
     config = BenchConfig(
         simulated=(SimulatedSpecimen("apoferritin", doses=(30.0,), decoy="elongated"),),
-        judges=("pixel", "blob", "reconstruction"),
+        judges=("learned", "pixel", "blob", "reconstruction"),
         training=TrainingSettings(steps=4, batch_size=2, crop_px=64),
-        simulation=SimulationSettings(size_px=192, train_micrographs=1, test_micrographs=2, empty_micrographs=1),
+        simulation=SimulationSettings(size_px=192, train_micrographs=1, test_micrographs=3, empty_micrographs=1),
+        learned=LearnedJudgeSettings(folds=3, seeds=(0, 1, 2), steps=3, batch_size=2, crop_px=32, label_budgets=(1,),
+                                     bootstrap=50),
     )
     run_bench(config, tmp_path)
     document = json.loads((tmp_path / "metrics.json").read_text())
@@ -92,9 +94,16 @@ def test_bench_runs_end_to_end_on_a_tiny_config(tmp_path):
     assert document["denoisers_left_out"] == ([] if shutil.which("topaz") else ["topaz"])
     dataset = document["datasets"]["apoferritin 30 e/A^2"]
     assert dataset["n_particles"] > 0
+    assert document["summary"]["judge"] == "learned"
     for name in names:
         metrics = dataset["denoisers"][name]
         assert metrics["blob"]["n_truth"] == dataset["n_particles"]
+        learned = metrics["learned"]  # 3 micrographs, 3 folds of 1, each picker trained on the other 2
+        assert learned["folds"] == 3 and learned["train_micrographs_per_fold"] == [2, 2, 2]
+        assert learned["seeds"] == [0, 1, 2] and len(learned["ap_per_seed"]) == 3
+        assert learned["ap_ci"][0] <= learned["ap_ci"][1] and 0 <= learned["ap_ci"][0] and learned["ap_ci"][1] <= 1
+        assert learned["ap"] == pytest.approx(np.mean(learned["ap_per_seed"]))
+        assert learned["label_budget"]["1"]["train_micrographs_per_fold"] == [1, 1, 1]
         assert np.isfinite(metrics["pixel"]["psnr_db"])
         reconstruction = metrics["reconstruction"]
         if reconstruction["n_particles"]:
@@ -106,11 +115,16 @@ def test_bench_runs_end_to_end_on_a_tiny_config(tmp_path):
     for name in names:  # Pearson correlations with reference projections, on particle-free micrographs
         correlation = dataset["particle_free"][name]["reference_correlation"]
         assert -1.0 <= correlation["p99"] <= correlation["max"] <= 1.0
-    assert set(document["summary"]["checks"]) >= {"particle_free_control", "decoy_control"}
+    assert set(document["summary"]["checks"]) >= {"particle_free_control", "decoy_control", "ap_order"}
+    for pair in document["summary"]["checks"]["ap_order"]["pairs"]:  # holds only if every interval is above 0
+        assert pair["holds"] == (pair["mean"] >= 0 and all(ci[0] > 0 for ci in pair["ci"]))
     report = (tmp_path / "report.html").read_text()
     assert report.startswith("<!DOCTYPE html>") and "<svg" in report and "data:image/png;base64," in report
     assert "http://" not in report.replace("http://www.w3.org/2000/svg", "") and "https://" not in report
-    assert "apoferritin 30 e/A^2" in (tmp_path / "summary.md").read_text()
+    summary = (tmp_path / "summary.md").read_text()
+    assert "apoferritin 30 e/A^2" in summary and "Mean learned-picker AP" in summary
+    assert "learned AP [95% CI]" in summary and "learned AP [95% CI]" in report
+    assert "Learned-picker AP against annotated training micrographs per fold, raw: 1: " in summary
     assert "Particle-free micrographs" in report and "Decoy reference" in report
 
 

@@ -5,8 +5,15 @@ datasets, and paths (micrographs, coordinates, and a specimen, decoy or referenc
 a built-in name) are relative to the file's folder unless absolute::
 
     denoisers = ["raw", "lowpass", "n2n", "score", "guided", "topaz"]   # topaz: if installed
-    judges = ["pixel", "blob", "template", "reconstruction"]
+    judges = ["learned", "pixel", "blob", "template", "reconstruction"]   # learned: the primary judge
     lowpass_a = 20.0
+
+    [learned]             # the learned picker judge: k-fold over each test set's micrographs
+    folds = 5
+    seeds = [0, 1, 2]
+    steps = 200                    # picker training steps (default: the picker's own)
+    label_budgets = [1, 2]         # also train on 1 and 2 annotated micrographs per fold
+    bootstrap = 1000               # replicates of the 95 % intervals
 
     [training]            # one model per learned denoiser and specimen
     steps = 400
@@ -63,7 +70,9 @@ else:  # pragma: no cover - Python 3.10
 DENOISERS = ("raw", "lowpass", "n2n", "score", "guided", "topaz")
 """Every denoiser a benchmark can judge (``topaz`` only where the ``topaz`` command is installed)."""
 LEARNED_DENOISERS = ("n2n", "score", "guided")
-JUDGES = ("pixel", "blob", "template", "reconstruction")
+JUDGES = ("learned", "pixel", "blob", "template", "reconstruction")
+"""``learned``: the learned picker, k-fold (the primary judge when enabled); ``blob``,
+``template``: the fixed pickers; ``pixel``: metrics against the clean image."""
 
 
 @dataclass(frozen=True)
@@ -76,6 +85,35 @@ class TrainingSettings:
     seed: int = 0
     guidance_strength: float = 3.0
     reference_resolution_a: float = 25.0
+
+
+@dataclass(frozen=True)
+class LearnedJudgeSettings:
+    """How the learned picker judges a denoiser (:mod:`cryoscore.bench.crossval`).
+
+    ``folds``: k of the k-fold split over a test set's micrographs (at most their
+    number); ``seeds``: one picker training per seed and fold; ``steps``, ``batch_size``,
+    ``crop_px``: the picker's training (None: :class:`~cryoscore.pick.learned.PickerTraining`'s
+    defaults); ``label_budgets``: numbers of annotated training micrographs per fold to
+    judge with as well (AP against labels); ``bootstrap``: replicates of the interval of
+    coverage ``confidence``.
+    """
+
+    folds: int = 5
+    seeds: tuple[int, ...] = (0, 1, 2)
+    steps: int | None = None
+    batch_size: int | None = None
+    crop_px: int | None = None
+    label_budgets: tuple[int, ...] = ()
+    bootstrap: int = 1000
+    confidence: float = 0.95
+
+    def __post_init__(self) -> None:
+        if self.folds < 2 or not self.seeds or self.bootstrap < 1 or not 0 < self.confidence < 1:
+            raise ValueError(f"[learned] needs folds >= 2, at least one seed, bootstrap >= 1 and 0 < confidence < 1; "
+                             f"got {self}")
+        if any(budget < 1 for budget in self.label_budgets):
+            raise ValueError(f"[learned] label budgets must be >= 1 micrograph, got {self.label_budgets}")
 
 
 @dataclass(frozen=True)
@@ -127,6 +165,7 @@ class BenchConfig:
     lowpass_a: float = 20.0
     training: TrainingSettings = field(default_factory=TrainingSettings)
     simulation: SimulationSettings = field(default_factory=SimulationSettings)
+    learned: LearnedJudgeSettings = field(default_factory=LearnedJudgeSettings)
 
     def __post_init__(self) -> None:
         unknown = [name for name in self.denoisers if name not in DENOISERS]
@@ -185,9 +224,10 @@ def json_ready(value: Any) -> Any:
 
 QUICK_CONFIG = BenchConfig(
     simulated=(SimulatedSpecimen("apoferritin", doses=(15.0,), decoy="elongated"),),
-    judges=("pixel", "blob", "reconstruction"),
+    judges=("learned", "pixel", "blob", "reconstruction"),
     training=TrainingSettings(steps=30, batch_size=4, crop_px=64),
     simulation=SimulationSettings(size_px=256, train_micrographs=2, test_micrographs=2, empty_micrographs=1),
+    learned=LearnedJudgeSettings(folds=2, steps=15, batch_size=4, crop_px=48, bootstrap=200),
 )
 """``cryoscore bench --quick``: one specimen, one dose, a few training steps (a smoke run)."""
 
@@ -233,7 +273,8 @@ def load_bench_config(path: str | Path) -> BenchConfig:
                                                  decoy=_relative_to(base, specimen.decoy)))
         training = _section(table.pop("training", {}), TrainingSettings, path, "[training]")
         simulation = _section(table.pop("simulation", {}), SimulationSettings, path, "[simulation]")
-        return _section({**table, "simulated": tuple(simulated), "real": tuple(real),
-                         "training": training, "simulation": simulation}, BenchConfig, path, "the top level")
+        learned = _section(table.pop("learned", {}), LearnedJudgeSettings, path, "[learned]")
+        return _section({**table, "simulated": tuple(simulated), "real": tuple(real), "training": training,
+                         "simulation": simulation, "learned": learned}, BenchConfig, path, "the top level")
     except (TypeError, ValueError) as error:
         raise InputError(path, str(error)) from None

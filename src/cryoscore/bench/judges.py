@@ -1,9 +1,11 @@
 """The judges of a benchmark: what each denoiser does to pixels, picking and the 3D map.
 
 Every denoiser's output goes through the same judges: pixel metrics against the clean
-image (simulated data), the blob picker (primary, reference-free) and the template
-picker scored against the true coordinates, and a reconstruction from the blob picks,
-extracted from the RAW micrographs, so only where the picks are differs.
+image (simulated data); the learned picker (primary where enabled: trained on the
+denoiser's output k-fold over the test micrographs, :mod:`cryoscore.bench.crossval`), the
+blob picker (reference-free) and the template picker, scored against the true
+coordinates; and a reconstruction from the blob picks, extracted from the RAW
+micrographs, so only where the picks are differs.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from typing import Any
 
 import numpy as np
 
+from cryoscore.bench.config import LearnedJudgeSettings
+from cryoscore.bench.crossval import judge_with_learned_picker
 from cryoscore.bench.datasets import TestSet
 from cryoscore.bench.denoisers import DenoiseFunction
 from cryoscore.bench.plots import radial_power_spectrum
@@ -41,7 +45,9 @@ class DenoiserOutcome:
     ``metrics`` is JSON-ready; ``picks`` the blob picks per micrograph name, ``matches``
     the blob picker's pooled match (for its precision-recall curve), ``example`` the
     first micrograph's output (H, W) and ``spectrum`` its radial power spectrum
-    (frequencies 1/A, power).
+    (frequencies 1/A, power). ``learned_results[s][i]``: the learned picker's match on
+    test micrograph ``i`` with seed ``s``, judged unseen (None without the learned judge),
+    for paired comparisons between denoisers.
     """
 
     metrics: dict[str, Any]
@@ -51,6 +57,7 @@ class DenoiserOutcome:
     spectrum: tuple[np.ndarray, np.ndarray]
     reconstruction: ReconstructionResult | None = None
     template_matches: MatchResult | None = None
+    learned_results: list[list[MatchResult]] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -84,6 +91,7 @@ def judge_denoiser(
     *,
     template_reference: np.ndarray | None = None,
     correlation_reference: np.ndarray | None = None,
+    learned_settings: LearnedJudgeSettings | None = None,
 ) -> DenoiserOutcome:
     """Denoise every micrograph of ``test_set`` with ``denoise`` and judge the outputs.
 
@@ -92,11 +100,14 @@ def judge_denoiser(
     holds the largest and the 99th-percentile local Pearson correlation of each output with
     that reference's CTF-modulated projections
     (:func:`~cryoscore.pick.template.reference_correlation`), averaged over the micrographs:
-    the bias control on particle-free micrographs. Reconstruction is done afterwards
-    (:func:`attach_reconstruction`), as it needs the picking threshold.
+    the bias control on particle-free micrographs. With ``"learned"`` in ``judges``,
+    ``metrics["learned"]`` holds the learned picker's k-fold AP and F1 with intervals
+    (:func:`~cryoscore.bench.crossval.judge_with_learned_picker`, ``learned_settings`` or
+    the defaults). Reconstruction is done afterwards (:func:`attach_reconstruction`), as it
+    needs the picking threshold.
     """
     diameter_px = test_set.diameter_a / test_set.pixel_size_a
-    seconds, pixel_records, picks, template_picks, correlations = [], [], {}, {}, []
+    seconds, pixel_records, picks, template_picks, correlations, estimates = [], [], {}, {}, [], []
     example = None
     for micrograph in test_set.micrographs:
         started = time.perf_counter()
@@ -104,6 +115,8 @@ def judge_denoiser(
         seconds.append(time.perf_counter() - started)
         if example is None:
             example = estimate
+        if "learned" in judges:
+            estimates.append(estimate)
         if "pixel" in judges and micrograph.clean is not None:
             centres_rc = np.stack([micrograph.truth.y_px, micrograph.truth.x_px], axis=1)
             pixel_records.append(dataclasses.asdict(pixel_metrics(estimate, micrograph.clean, centres_rc,
@@ -130,11 +143,17 @@ def judge_denoiser(
     template_matches = _score_picks(test_set, template_picks) if template_picks else None
     if template_matches is not None:
         metrics["template"] = _picking_metrics(template_matches)
+    learned_results = None
+    if estimates:
+        metrics["learned"], cross_validation = judge_with_learned_picker(
+            estimates, [micrograph.truth for micrograph in test_set.micrographs], test_set.pixel_size_a,
+            test_set.diameter_a, RADIUS_FRACTION * diameter_px, learned_settings or LearnedJudgeSettings())
+        learned_results = cross_validation.results
     logger.info("%s / %s: %s", test_set.label, name,
-                ", ".join(f"{judge} AP {metrics[judge]['ap']:.3f}" for judge in ("blob", "template")
+                ", ".join(f"{judge} AP {metrics[judge]['ap']:.3f}" for judge in ("learned", "blob", "template")
                           if judge in metrics and metrics[judge]["ap"] is not None))
-    return DenoiserOutcome(metrics, picks, matches, example,
-                           radial_power_spectrum(example, test_set.pixel_size_a), template_matches=template_matches)
+    return DenoiserOutcome(metrics, picks, matches, example, radial_power_spectrum(example, test_set.pixel_size_a),
+                           template_matches=template_matches, learned_results=learned_results)
 
 
 def picks_above(picks: dict[str, ParticleCoordinates], threshold: float | None) -> dict[str, ParticleCoordinates]:

@@ -20,15 +20,24 @@ def _number(value: Any, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
 
+def with_interval(value: float | None, interval: list[float] | None) -> str:
+    """``0.512 [0.470, 0.551]``: a value and its confidence interval, 3 decimals; ``-`` when unknown."""
+    if value is None:
+        return "-"
+    return f"{value:.3f}" + ("" if interval is None else f" [{interval[0]:.3f}, {interval[1]:.3f}]")
+
+
 def _table_rows(dataset: dict[str, Any]) -> list[tuple[str, list[str]]]:
     """(denoiser, cells) rows of one dataset's summary table, cells as in :data:`TABLE_COLUMNS`."""
     rows = []
     for name, metrics in dataset["denoisers"].items():
+        learned = metrics.get("learned", {})
         blob = metrics.get("blob", {})
         template = metrics.get("template", {})
         pixel = metrics.get("pixel", {})
         reconstruction = metrics.get("reconstruction", {})
         rows.append((name, [
+            with_interval(learned.get("ap"), learned.get("ap_ci")), with_interval(learned.get("f1"), learned.get("f1_ci")),
             _number(blob.get("ap"), ".3f"), _number(blob.get("f1"), ".3f"), _number(template.get("ap"), ".3f"),
             _number(pixel.get("psnr_db"), ".2f"), _number(pixel.get("background_power"), ".3g"),
             _number(reconstruction.get("resolution_half_maps_a"), ".1f"),
@@ -38,7 +47,7 @@ def _table_rows(dataset: dict[str, Any]) -> list[tuple[str, list[str]]]:
     return rows
 
 
-TABLE_COLUMNS = ("blob AP", "blob F1", "template AP", "PSNR (dB)", "bg power", "FSC 0.143 (A)", "vs truth 0.5 (A)",
+TABLE_COLUMNS = ("learned AP [95% CI]", "learned F1 [95% CI]", "blob AP", "blob F1", "template AP", "PSNR (dB)", "bg power", "FSC 0.143 (A)", "vs truth 0.5 (A)",
                  "s / mic")
 
 
@@ -52,12 +61,24 @@ def report_title(document: dict[str, Any]) -> str:
     return "cryoscore demo" if len(command) > 1 and command[1] == "demo" else "cryoscore bench"
 
 
+def _check_detail(key: str, value: Any) -> str:
+    """One ``key value`` item of a check's line; the learned judge's pairs as ``a > b +0.012 [-0.010, 0.031]``."""
+    if key == "pairs":
+        return "; ".join(f"{pair['pair']} " + ", ".join(
+            with_interval(difference, interval) for difference, interval in
+            zip(pair["differences"], pair.get("ci", [None] * len(pair["differences"])))) for pair in value)
+    if key == "ci":
+        return "CI " + ", ".join("-" if ci is None else f"[{ci[0]:.3f}, {ci[1]:.3f}]" for ci in value)
+    if key == "differences":
+        return "differences " + ", ".join(_number(difference, "+.3f") for difference in value)
+    return f"{key} {_number(value, '.3f') if isinstance(value, float) else value}"
+
+
 def _checks_lines(summary: dict[str, Any]) -> list[str]:
     lines = []
     for name, check in summary["checks"].items():
         verdict = "holds" if check["holds"] else "does not hold"
-        details = ", ".join(f"{key} {_number(value, '.3f') if isinstance(value, float) else value}"
-                            for key, value in check.items() if key != "holds")
+        details = ", ".join(_check_detail(key, value) for key, value in check.items() if key != "holds")
         lines.append(f"{name}: {verdict} ({details})")
     return lines
 
@@ -69,18 +90,39 @@ def headline_markdown(document: dict[str, Any]) -> str:
              f"Command: `{' '.join(document['command_line'])}`; {document['created']}; "
              f"{document['seconds']:.0f} s; cryoscore {document['versions']['cryoscore']}, "
              f"torch {document['versions']['torch']}, {document['machine']['torch_threads']} torch threads.", "",
-             "## Mean blob-picker AP over datasets", "", "| denoiser | AP | datasets |", "|---|---|---|"]
+             f"## Mean {summary.get('judge', 'blob')}-picker AP over datasets", "", "| denoiser | AP | datasets |",
+             "|---|---|---|"]
     lines += [f"| {name} | {_number(entry['ap'], '.3f')} | {entry['n_datasets']} |"
               for name, entry in summary["denoisers"].items()]
+    if summary.get("judge") == "learned":
+        lines += ["", "Learned picker: trained on each denoiser's output k-fold over the test micrographs (each "
+                  "judged once unseen, per seed); AP pooled over micrographs, mean over seeds, 95 % intervals by "
+                  "bootstrap over micrographs and seeds; ordering checks hold only when the paired interval of the "
+                  "AP difference is above 0."]
     if document.get("denoisers_left_out"):
         lines += ["", "Left out (not installed or not applicable): " + ", ".join(document["denoisers_left_out"]) + "."]
     lines += ["", "## Expectations", "", EXPECTATIONS_NOTE, ""] + [f"- {line}" for line in _checks_lines(summary)]
     return "\n".join(lines) + "\n"
 
 
-def _control_lines(dataset: dict[str, Any]) -> list[str]:
-    """One sentence per bias control of a dataset (particle-free micrographs, decoy reference)."""
+def _label_budget_lines(dataset: dict[str, Any]) -> list[str]:
+    """One sentence per denoiser: the learned picker's AP against the number of training micrographs per fold."""
     lines = []
+    for name, metrics in dataset["denoisers"].items():
+        learned = metrics.get("learned")
+        if not learned or "label_budget" not in learned:
+            continue
+        points = [(int(budget), entry) for budget, entry in learned["label_budget"].items()]
+        points.append((max(learned["train_micrographs_per_fold"]), learned))
+        lines.append(f"Learned-picker AP against annotated training micrographs per fold, {name}: " + ", ".join(
+            f"{budget}: {with_interval(entry['ap'], entry['ap_ci'])}" for budget, entry in sorted(points)))
+    return lines
+
+
+def _control_lines(dataset: dict[str, Any]) -> list[str]:
+    """One sentence per bias control of a dataset (particle-free micrographs, decoy reference), and the
+    learned picker's label-budget curves."""
+    lines = _label_budget_lines(dataset)
     if dataset.get("particle_free"):
         control = dataset["particle_free"]
         entries = {name: entry for name, entry in control.items() if isinstance(entry, dict)}

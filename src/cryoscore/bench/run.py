@@ -21,7 +21,8 @@ import numpy as np
 import torch
 
 from cryoscore import __version__
-from cryoscore.bench.config import BenchConfig, json_ready, work_dir_name
+from cryoscore.bench.config import BenchConfig, LearnedJudgeSettings, json_ready, work_dir_name
+from cryoscore.bench.crossval import paired_difference
 from cryoscore.bench.datasets import (
     TestSet,
     real_micrograph_paths,
@@ -57,13 +58,15 @@ def _versions() -> dict[str, str]:
             "python": platform.python_version()}
 
 
-def judge_all(test_set: TestSet, functions: dict[str, DenoiseFunction], judges: Sequence[str]
-              ) -> dict[str, DenoiserOutcome]:
+def judge_all(test_set: TestSet, functions: dict[str, DenoiseFunction], judges: Sequence[str],
+              learned: LearnedJudgeSettings | None = None) -> dict[str, DenoiserOutcome]:
     """Every denoiser of ``functions`` judged on ``test_set`` by ``judges`` (names from
-    :data:`~cryoscore.bench.config.JUDGES`); reconstruction only where the CTFs are known."""
+    :data:`~cryoscore.bench.config.JUDGES`; ``learned`` sets the learned judge); reconstruction
+    only where the CTFs are known."""
     reference = reference_volume(test_set) if test_set.reference is not None else None
     outcomes = {name: judge_denoiser(test_set, name, function, tuple(judges),
-                                     template_reference=reference if "template" in judges else None)
+                                     template_reference=reference if "template" in judges else None,
+                                     learned_settings=learned)
                 for name, function in functions.items()}
     if ("reconstruction" in judges and reference is not None
             and all(micrograph.ctf is not None for micrograph in test_set.micrographs)):
@@ -121,7 +124,7 @@ def _simulated_results(config: BenchConfig, work_dir: Path) -> tuple[list[dict],
         for test_dir, dose in zip(test_dirs, specimen.doses):
             test_set = simulated_test_set(test_dir, f"{specimen.specimen} {dose:g} e/A^2")
             functions = denoise_functions(config.denoisers, models, test_set.pixel_size_a, config.lowpass_a)
-            outcomes = judge_all(test_set, functions, config.judges)
+            outcomes = judge_all(test_set, functions, config.judges, config.learned)
             record = {"dataset": test_set.label, "specimen": specimen.specimen, "dose_e_per_a2": dose,
                       "kind": "simulated", "outcomes": outcomes, "test_set": test_set}
             if dose == min(specimen.doses):
@@ -144,33 +147,43 @@ def _real_results(config: BenchConfig, work_dir: Path) -> tuple[list[dict], list
         test_set = real_test_set(dataset, paths)
         functions = denoise_functions(config.denoisers, models, test_set.pixel_size_a, config.lowpass_a,
                                       test_set.halves_in_image)
-        datasets.append({"dataset": dataset.name, "kind": "real", "outcomes": judge_all(test_set, functions, config.judges),
+        datasets.append({"dataset": dataset.name, "kind": "real", "outcomes": judge_all(test_set, functions, config.judges, config.learned),
                          "test_set": test_set})
     return datasets, training
 
 
 def _summary(datasets: list[dict], denoisers: Sequence[str]) -> dict[str, Any]:
-    """Per denoiser: mean blob AP over the datasets (``summary.denoisers.NAME.ap``) and the checks."""
-    summary: dict[str, Any] = {"denoisers": {}}
+    """Per denoiser: mean AP over the datasets by the primary judge (``summary.denoisers.NAME.ap``,
+    :func:`primary_judge`) and the checks.
+
+    With the learned judge, an ordering check holds only when the paired bootstrap interval
+    of each AP difference (:func:`~cryoscore.bench.crossval.paired_difference`) lies above 0
+    on every dataset; without it, on the blob picker's AP as measured."""
+    judge = primary_judge(datasets)
+    summary: dict[str, Any] = {"judge": judge, "denoisers": {}}
     names = [name for name in dict.fromkeys(name for record in datasets for name in record["outcomes"])]
     for name in names:
-        aps = [record["outcomes"][name].metrics["blob"]["ap"] for record in datasets
-               if name in record["outcomes"] and "blob" in record["outcomes"][name].metrics]
-        aps = [ap for ap in aps if ap is not None]
-        summary["denoisers"][name] = {"ap": float(np.mean(aps)) if aps else None, "n_datasets": len(aps)}
+        entry: dict[str, Any] = {}
+        for key, source in (("ap", judge), ("blob_ap", "blob")):
+            aps = [record["outcomes"][name].metrics[source]["ap"] for record in datasets
+                   if name in record["outcomes"] and source in record["outcomes"][name].metrics]
+            aps = [ap for ap in aps if ap is not None]
+            entry[key] = float(np.mean(aps)) if aps else None
+            entry.setdefault("n_datasets", len(aps))
+        summary["denoisers"][name] = entry
     simulated = [record for record in datasets if record["kind"] == "simulated"]
     checks: dict[str, Any] = {}
     order = [name for name in ("guided", "score", "n2n", "lowpass", "raw") if name in denoisers]
     mean_ap = {name: summary["denoisers"][name]["ap"] for name in order if name in summary["denoisers"]}
     if len(mean_ap) == len(order) and None not in mean_ap.values():
-        checks["ap_order"] = {"expected": " > ".join(order), "holds": all(
-            mean_ap[first] >= mean_ap[second] for first, second in zip(order, order[1:]))}
+        pairs = [_ap_gap(datasets, judge, first, second) for first, second in zip(order, order[1:])]
+        checks["ap_order"] = {"expected": " > ".join(order), "judge": judge, "pairs": pairs,
+                              "holds": all(pair["holds"] for pair in pairs)}
     if simulated and {"guided", "n2n"} <= set(denoisers):
         lowest = min(record["dose_e_per_a2"] for record in simulated)
-        gaps = [record["outcomes"]["guided"].metrics["blob"]["ap"] - record["outcomes"]["n2n"].metrics["blob"]["ap"]
-                for record in simulated if record["dose_e_per_a2"] == lowest]
-        checks["guided_minus_n2n_ap_at_lowest_dose"] = {"dose_e_per_a2": lowest, "mean": float(np.mean(gaps)),
-                                                        "holds": bool(np.mean(gaps) >= 0.05)}
+        gap = _ap_gap([record for record in simulated if record["dose_e_per_a2"] == lowest], judge, "guided", "n2n",
+                      minimum=0.05)
+        checks["guided_minus_n2n_ap_at_lowest_dose"] = {"dose_e_per_a2": lowest, "judge": judge, **gap}
     resolutions = {name: [record["outcomes"][name].metrics.get("reconstruction", {}).get("resolution_half_maps_a")
                           for record in simulated] for name in ("guided", "n2n") if name in denoisers}
     if len(resolutions) == 2 and all(None not in values and values for values in resolutions.values()):
@@ -185,6 +198,35 @@ def _summary(datasets: list[dict], denoisers: Sequence[str]) -> dict[str, Any]:
         checks["decoy_control"] = {"passed": sum(decoys), "of": len(decoys), "holds": all(decoys)}
     summary["checks"] = checks
     return summary
+
+
+def primary_judge(datasets: list[dict]) -> str:
+    """``"learned"`` when every denoiser of every dataset was judged by the learned picker, else ``"blob"``."""
+    outcomes = [outcome for record in datasets for outcome in record["outcomes"].values()]
+    return "learned" if outcomes and all("learned" in outcome.metrics for outcome in outcomes) else "blob"
+
+
+def _ap_gap(datasets: list[dict], judge: str, first: str, second: str, minimum: float = 0.0) -> dict[str, Any]:
+    """``first``'s AP minus ``second``'s on each dataset, and whether it is above ``minimum`` on average and,
+    with the learned judge, above 0 with 95 % confidence (paired bootstrap) on every dataset."""
+    differences, intervals = [], []
+    for record in datasets:
+        outcomes = record["outcomes"]
+        if judge == "learned":
+            paired = paired_difference(outcomes[first].learned_results, outcomes[second].learned_results, "ap",
+                                       n_boot=outcomes[first].metrics["learned"]["bootstrap"],
+                                       confidence=outcomes[first].metrics["learned"]["confidence"])
+            differences.append(paired["difference"])
+            intervals.append(paired["ci"])
+        else:
+            differences.append(outcomes[first].metrics[judge]["ap"] - outcomes[second].metrics[judge]["ap"])
+    mean = float(np.mean(differences))
+    holds = mean >= minimum and (judge != "learned" or all(ci is not None and ci[0] > 0 for ci in intervals))
+    gap: dict[str, Any] = {"pair": f"{first} > {second}", "mean": mean, "differences": differences}
+    if judge == "learned":
+        gap["ci"] = intervals
+    gap["holds"] = bool(holds)
+    return gap
 
 
 def metrics_document(config: dict[str, Any], denoisers: Sequence[str], datasets: list[dict], training: list[dict],

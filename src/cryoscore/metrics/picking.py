@@ -368,8 +368,9 @@ class MatchResult:
         }
 
 
-def _result(parts: tuple[_MicrographPicks, ...]) -> MatchResult:
-    """The curve, best threshold and matched pairs of the pooled ``parts`` (one part: one micrograph)."""
+def _result(parts: tuple[_MicrographPicks, ...], match_pairs: bool = True) -> MatchResult:
+    """The curve, best threshold and matched pairs of the pooled ``parts`` (one part: one micrograph);
+    without ``match_pairs`` the pair arrays are left empty."""
     if not parts:
         raise ValueError("no micrographs to score")
     rankings = {part.ranked for part in parts if len(part.picks_xy)}
@@ -392,7 +393,7 @@ def _result(parts: tuple[_MicrographPicks, ...]) -> MatchResult:
     distance_px, distance_diameters = [_EMPTY_FLOAT], [_EMPTY_FLOAT]
     pick_offset = truth_offset = 0
     for part in parts:
-        if best_index is not None:
+        if best_index is not None and match_pairs:
             picks, truths, distance = part.pairs_at(scores[ends[best_index]])
             pick_index.append(picks + pick_offset)
             truth_index.append(truths + truth_offset)
@@ -473,14 +474,17 @@ def match_picks(
     return _result((part,))
 
 
-def pool_matches(results: Sequence[MatchResult]) -> MatchResult:
+def pool_matches(results: Sequence[MatchResult], *, match_pairs: bool = True) -> MatchResult:
     """One result for the picks of several micrographs: all picks merged into one ranking by score.
 
     At each threshold the micrographs' TP counts add up (each micrograph keeps its own
-    radius and truth). Raises ValueError when ranked and unranked picks are mixed
-    (micrographs without picks are neutral).
+    radius and truth). A micrograph may appear more than once (a bootstrap resample).
+    ``match_pairs=False`` skips the least-distance pairs at the best threshold (empty
+    ``pick_index``, ``truth_index`` and distances; the curve, AP and F1 are unchanged),
+    which makes resampling loops fast. Raises ValueError when ranked and unranked picks
+    are mixed (micrographs without picks are neutral).
     """
-    return _result(tuple(part for result in results for part in result._parts))
+    return _result(tuple(part for result in results for part in result._parts), match_pairs)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)

@@ -103,6 +103,7 @@ def find_peaks(
     *,
     threshold: float | None = None,
     max_picks: int | None = None,
+    floor: float = SCORE_FLOOR,
 ) -> ParticleCoordinates:
     """Non-maximum suppression of a coarse score map; picks in the original pixel frame.
 
@@ -121,10 +122,13 @@ def find_peaks(
         Particle radius in original pixels. No two picks are closer than this; picks whose
         centre is less than this from the micrograph's edge are dropped.
     threshold:
-        Keep scores above this (and always above :data:`SCORE_FLOOR`); None keeps every
-        local maximum above the floor, for sweeping a precision-recall curve later.
+        Keep scores above this (and always above ``floor``); None keeps every local
+        maximum above the floor, for sweeping a precision-recall curve later.
     max_picks:
         Keep at most this many, the best.
+    floor:
+        Scores at or below this are never picks: :data:`SCORE_FLOOR` for scores in noise
+        standard deviations, ``-inf`` for scores of any sign (a network's logits).
 
     Returns
     -------
@@ -134,7 +138,7 @@ def find_peaks(
     if min(score_map.shape) < 3:  # no pixel has a neighbour on each side for the parabola
         return ParticleCoordinates(x_px=np.zeros(0), y_px=np.zeros(0), figure_of_merit=np.zeros(0))
     local_max = ndimage.maximum_filter(score_map, size=3, mode="nearest")
-    floor = SCORE_FLOOR if threshold is None else max(threshold, SCORE_FLOOR)
+    floor = floor if threshold is None else max(threshold, floor)
     is_peak = (score_map == local_max) & (score_map > floor)
     is_peak[[0, -1], :] = False  # the parabola needs a neighbour on each side
     is_peak[:, [0, -1]] = False

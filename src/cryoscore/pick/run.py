@@ -4,6 +4,7 @@
 
     OUTDIR/NAME.star    rlnCoordinateX/Y and rlnAutopickFigureOfMerit, best first
     OUTDIR/pick.json    picker, its settings, pixel size and pick count per micrograph, version
+    OUTDIR/picker.pt    the learned picker trained for this run (unless saved elsewhere), + picker.json
 
 ``NAME`` is the input file's stem, so ``micrographs/mic_0001.mrc`` gives ``mic_0001.star``.
 """
@@ -24,23 +25,27 @@ from cryoscore import __version__
 from cryoscore.errors import InputError
 from cryoscore.infer.batch import JobRecord, check_micrograph_data, run_jobs, set_torch_threads
 from cryoscore.io.atomic import check_output_directory
-from cryoscore.io.coords import write_coordinates
+from cryoscore.io.coords import read_coordinates, write_coordinates
 from cryoscore.io.layout import write_json
 from cryoscore.io.mrc import check_pixel_size, open_mrc_stack, read_mrc
 from cryoscore.pick.blob import pick_blobs
+from cryoscore.pick.learned import LearnedPicker, PickerTraining, load_picker, save_picker, train_picker
 from cryoscore.pick.template import DEFAULT_ANGULAR_STEP_DEG, pick_template
 from cryoscore.simulate.ctf import CtfParams
 from cryoscore.simulate.volume import load_specimen
 
 logger = logging.getLogger(__name__)
 
-PICKERS = ("blob", "template")
+PICKERS = ("blob", "template", "learned")
 PICK_RECORD_NAME = "pick.json"
+#: Where a learned picker trained by :func:`pick_micrographs` goes when no other path is given.
+TRAINED_PICKER_NAME = "picker.pt"
+_COORDINATE_SUFFIXES = (".star", ".box", ".csv")
 
 
 def _check_options(
     inputs: Sequence[Path],
-    diameter_a: float,
+    diameter_a: float | None,
     picker: str,
     reference: str | None,
     pixel_size_a: float | None,
@@ -49,7 +54,10 @@ def _check_options(
     """InputError for options that cannot work, before any file is read."""
     if picker not in PICKERS:
         raise InputError("--picker", f"unknown picker {picker!r}; choose one of {', '.join(PICKERS)}")
-    if not diameter_a > 0:
+    if diameter_a is None:
+        if picker != "learned":  # a learned picker reuses its model's
+            raise InputError("--diameter", "give the particle diameter in Angstrom")
+    elif not diameter_a > 0:
         raise InputError("--diameter", f"particle diameter must be a positive number of Angstrom, got {diameter_a}")
     if pixel_size_a is not None:
         check_pixel_size("--pixel-size", pixel_size_a)
@@ -98,6 +106,8 @@ class PickSettings:
     angular_step_deg: float = DEFAULT_ANGULAR_STEP_DEG
     max_picks: int | None = None
     threshold: float | None = None
+    model: str | None = None
+    device: str = "cpu"
 
 
 @dataclass(frozen=True)
@@ -112,6 +122,55 @@ class PickJob:
 def _reference_volume(reference: str, pixel_size_a: float) -> np.ndarray:
     """The template reference sampled at ``pixel_size_a``, loaded once per process and pixel size."""
     return load_specimen(reference, pixel_size_a).volume_v
+
+
+@functools.lru_cache(maxsize=2)
+def _learned_picker(model: str, device: str) -> LearnedPicker:
+    """The picker saved at ``model``, loaded once per process and device."""
+    return load_picker(model, device)
+
+
+def coordinate_file(directory: Path, stem: str) -> Path:
+    """``directory/stem.star`` (or ``.box``, ``.csv``, first found); InputError naming the micrograph if none."""
+    for suffix in _COORDINATE_SUFFIXES:
+        candidate = directory / f"{stem}{suffix}"
+        if candidate.is_file():
+            return candidate
+    raise InputError(directory, f"no coordinate file {stem}.star, {stem}.box or {stem}.csv for micrograph {stem}")
+
+
+def train_picker_from_files(
+    micrographs: Sequence[Path],
+    coordinates_dir: Path,
+    diameter_a: float,
+    *,
+    pixel_size_a: float | None = None,
+    training: PickerTraining = PickerTraining(),
+    device: str = "cpu",
+) -> LearnedPicker:
+    """Train a learned picker on MRC micrographs annotated by the coordinate files of ``coordinates_dir``.
+
+    Each micrograph ``NAME.mrc`` needs ``coordinates_dir/NAME.star`` (RELION), ``NAME.box``
+    (EMAN) or ``NAME.csv`` (x, y columns), in its pixels. ``pixel_size_a`` None reads each
+    header. Raises InputError, naming the file, for a missing or unreadable micrograph or
+    coordinate file, or when no micrograph has an annotated particle.
+    """
+    if not micrographs:
+        raise InputError("--train-micrographs", "no training micrographs given")
+    if not coordinates_dir.is_dir():
+        raise InputError(coordinates_dir, "coordinate directory not found")
+    files = [(path, coordinate_file(coordinates_dir, path.stem)) for path in micrographs]  # all checked first
+    images, coordinates, pixel_sizes = [], [], []
+    for path, coordinates_path in files:
+        _check_micrograph(path, pixel_size_a)
+        image, pixel_a = read_mrc(path, pixel_size_a=pixel_size_a)
+        images.append(image)
+        coordinates.append(read_coordinates(coordinates_path))
+        pixel_sizes.append(pixel_a)
+    if not any(len(found) for found in coordinates):
+        raise InputError(coordinates_dir, "the training coordinate files hold no particle")
+    return train_picker(images, coordinates, pixel_sizes, diameter_a, training=training,
+                        names=[path.stem for path in micrographs], device=device)
 
 
 def pick_micrograph(job: PickJob, settings: PickSettings, torch_threads: int | None = None) -> JobRecord:
@@ -140,6 +199,9 @@ def _pick_one(job: PickJob, settings: PickSettings) -> tuple[Any, float]:
     if settings.picker == "blob":
         coordinates = pick_blobs(image, pixel_a, settings.diameter_a, max_picks=settings.max_picks,
                                  threshold=settings.threshold)
+    elif settings.picker == "learned":
+        coordinates = _learned_picker(settings.model, settings.device).pick(
+            image, pixel_a, threshold=settings.threshold, max_picks=settings.max_picks)
     else:
         coordinates = pick_template(
             image, pixel_a, settings.diameter_a, _reference_volume(settings.reference, pixel_a), settings.ctf,
@@ -149,10 +211,46 @@ def _pick_one(job: PickJob, settings: PickSettings) -> tuple[Any, float]:
     return coordinates, pixel_a
 
 
+def _prepare_learned_picker(
+    output_dir: Path,
+    diameter_a: float | None,
+    model: Path | None,
+    train_micrographs: Sequence[Path] | None,
+    train_coordinates: Path | None,
+    save_model: Path | None,
+    pixel_size_a: float | None,
+    training: PickerTraining,
+    device: str,
+) -> tuple[Path, LearnedPicker]:
+    """The learned picker's file and the picker: loaded from ``model``, or trained and saved
+    (to ``save_model``, else ``output_dir/picker.pt``). InputError for conflicting options."""
+    if model is not None:
+        if train_micrographs or train_coordinates is not None or save_model is not None:
+            raise InputError("--model", "give a trained picker or training data (--train-micrographs, "
+                                        "--train-coordinates, --save-model), not both")
+        loaded = load_picker(model, device)
+        if diameter_a is not None and not math.isclose(diameter_a, loaded.diameter_a, rel_tol=1e-6):
+            raise InputError(model, f"was trained for {loaded.diameter_a:g} A particles, not the {diameter_a:g} A "
+                                    "given with --diameter")
+        return model, loaded
+    if not train_micrographs or train_coordinates is None:
+        raise InputError("--picker learned", "needs --model PICKER.pt, or --train-micrographs and "
+                                             "--train-coordinates to train one")
+    if diameter_a is None or not diameter_a > 0:
+        raise InputError("--diameter", "training a picker needs the particle diameter in Angstrom (> 0)")
+    destination = save_model if save_model is not None else output_dir / TRAINED_PICKER_NAME
+    if destination.suffix != ".pt":
+        raise InputError(destination, "picker file name must end in .pt")
+    trained = train_picker_from_files([Path(path) for path in train_micrographs], train_coordinates, diameter_a,
+                                      pixel_size_a=pixel_size_a, training=training, device=device)
+    save_picker(destination, trained)
+    return destination, trained
+
+
 def pick_micrographs(
     inputs: Sequence[Path],
     output_dir: Path,
-    diameter_a: float,
+    diameter_a: float | None,
     *,
     picker: str = "blob",
     reference: str | None = None,
@@ -166,6 +264,12 @@ def pick_micrographs(
     scheduler: str | None = None,
     torch_threads: int | None = None,
     report: Callable[[JobRecord], None] | None = None,
+    model: Path | None = None,
+    train_micrographs: Sequence[Path] | None = None,
+    train_coordinates: Path | None = None,
+    save_model: Path | None = None,
+    training: PickerTraining = PickerTraining(),
+    device: str = "cpu",
 ) -> list[JobRecord]:
     """Pick every micrograph in ``inputs`` and write ``output_dir/NAME.star`` and ``pick.json``.
 
@@ -176,10 +280,12 @@ def pick_micrographs(
     output_dir:
         Created if missing; outputs are written atomically.
     diameter_a:
-        Particle diameter, Angstrom.
+        Particle diameter, Angstrom; for the learned picker with a ``model``, None takes
+        the model's (and any other value is an error).
     picker:
-        ``"blob"`` (:func:`~cryoscore.pick.blob.pick_blobs`, reference-free) or
-        ``"template"`` (:func:`~cryoscore.pick.template.pick_template`).
+        ``"blob"`` (:func:`~cryoscore.pick.blob.pick_blobs`, reference-free),
+        ``"template"`` (:func:`~cryoscore.pick.template.pick_template`) or ``"learned"``
+        (:mod:`cryoscore.pick.learned`, a trained network).
     reference:
         Template picking only: an MRC map, an atomic model (PDB/mmCIF) or a built-in
         specimen name, loaded with :func:`~cryoscore.simulate.volume.load_specimen` at each
@@ -194,7 +300,8 @@ def pick_micrographs(
         Template picking only: step of the orientation grid, degrees.
     max_picks, threshold:
         Passed to the picker: at most this many picks per micrograph; minimum score in
-        robust noise standard deviations (None keeps every local maximum above 0).
+        robust noise standard deviations, or logit for the learned picker (None keeps
+        every local maximum: above 0 for blob and template, all for the learned picker).
     progress:
         Show a progress bar (on a terminal only).
     workers, scheduler, torch_threads:
@@ -203,6 +310,17 @@ def pick_micrographs(
         Dask cluster of ``workers`` processes, or on the cluster at ``scheduler``.
     report:
         Called with each micrograph's record as it arrives (e.g. to print failures at once).
+    model:
+        Learned picker only: a picker file from an earlier run (``--save-model``) to reuse.
+    train_micrographs, train_coordinates, training:
+        Learned picker only, instead of ``model``: MRC micrographs and the directory of
+        their coordinate files (``NAME.star``, ``.box`` or ``.csv``), and how to train
+        (:class:`~cryoscore.pick.learned.PickerTraining`). Training runs in this process.
+    save_model:
+        Where the trained picker is saved (``.pt`` plus a ``.json`` sidecar); default
+        ``output_dir/picker.pt``.
+    device:
+        Learned picker only: ``"cpu"`` or ``"cuda"``.
 
     Returns
     -------
@@ -221,7 +339,14 @@ def pick_micrographs(
     if picker == "template":  # loaded, and so checked, before anything is written
         for pixel_a in _readable_pixel_sizes(inputs, pixel_size_a):
             _reference_volume(reference, pixel_a)
-    settings = PickSettings(diameter_a, picker, reference, ctf, pixel_size_a, angular_step_deg, max_picks, threshold)
+    learned_record: dict[str, Any] = {}
+    if picker == "learned":
+        model_path, learned = _prepare_learned_picker(output_dir, diameter_a, model, train_micrographs,
+                                                      train_coordinates, save_model, pixel_size_a, training, device)
+        diameter_a = learned.diameter_a
+        learned_record = {"model": str(model_path), "device": device, "model_record": learned.record}
+    settings = PickSettings(diameter_a, picker, reference, ctf, pixel_size_a, angular_step_deg, max_picks, threshold,
+                            str(learned_record["model"]) if learned_record else None, device)
     jobs = [PickJob(path, output_dir / f"{path.stem}.star") for path in inputs]
     results = run_jobs(pick_micrograph, jobs, workers=workers, scheduler=scheduler, torch_threads=torch_threads,
                        progress=progress, desc="pick", report=report, settings=settings)
@@ -237,6 +362,7 @@ def pick_micrographs(
         record["reference"] = reference
         record["ctf"] = None if ctf is None else ctf.to_dict()
         record["angular_step_deg"] = angular_step_deg
+    record.update(learned_record)
     record["micrographs"] = records
     write_json(output_dir / PICK_RECORD_NAME, record)
     return results

@@ -1,0 +1,203 @@
+"""The learned-picker judge: k-fold over micrographs, several training seeds, bootstrap intervals.
+
+For one denoiser's outputs of a test set's micrographs (DESIGN.md section 3): the
+micrographs are split into ``k`` folds (micrograph ``i`` in fold ``i mod k``); for each
+fold and each training seed a :mod:`~cryoscore.pick.learned` picker is trained on the
+other folds' micrographs (all of them, or a *label budget* of a few drawn at random) and
+picks the fold's micrographs, which it never saw. So every micrograph is judged once per
+seed, unseen, and each (seed, micrograph) gives one :class:`~cryoscore.metrics.picking.MatchResult`.
+
+Statistics are pooled over micrographs (:func:`~cryoscore.metrics.picking.pool_matches`)
+and averaged over seeds. The 95 % interval is a two-level percentile bootstrap: each
+replicate resamples the micrographs with replacement (the same draw for every seed) and
+the seeds with replacement, so it holds both the spread between micrographs and between
+training runs. Differences between two denoisers are bootstrapped *paired* (the same
+micrographs and seeds for both), which is what the headline checks use.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from cryoscore.bench.config import LearnedJudgeSettings
+from cryoscore.io.coords import ParticleCoordinates
+from cryoscore.metrics.picking import MatchResult, match_picks, pool_matches
+from cryoscore.pick.learned import PickerTraining, train_picker
+
+STATISTICS: dict[str, Callable[[MatchResult], float | None]] = {
+    "ap": lambda result: result.average_precision,
+    "f1": lambda result: result.f1,
+}
+
+
+def picker_training(settings: LearnedJudgeSettings, seed: int) -> PickerTraining:
+    """The picker's training for one seed: ``settings``' steps, batch and crop where given, else the defaults."""
+    given = {name: getattr(settings, name) for name in ("steps", "batch_size", "crop_px")
+             if getattr(settings, name) is not None}
+    return PickerTraining(seed=seed, **given)
+
+
+def fold_of_each(n_micrographs: int, folds: int) -> np.ndarray:
+    """(n,) fold index of each micrograph: ``i mod k`` with ``k = min(folds, n)``; ValueError for n < 2."""
+    if n_micrographs < 2:
+        raise ValueError(f"k-fold judging needs at least 2 micrographs, got {n_micrographs}")
+    return np.arange(n_micrographs) % min(folds, n_micrographs)
+
+
+@dataclass
+class CrossValidation:
+    """Every micrograph judged unseen, once per seed: ``results[s][i]`` for seed ``seeds[s]`` and micrograph ``i``.
+
+    ``train_micrographs`` is how many micrographs each fold's picker trained on (a list
+    over folds); ``seconds`` the wall time of training and picking.
+    """
+
+    results: list[list[MatchResult]]
+    seeds: tuple[int, ...]
+    folds: int
+    train_micrographs: list[int]
+    seconds: float
+
+    def summary(self, settings: LearnedJudgeSettings) -> dict[str, Any]:
+        """JSON-ready: for ``ap`` and ``f1``, the mean over seeds of the pooled value, its interval
+        ``[low, high]`` and the per-seed values; plus the split and the time."""
+        summary: dict[str, Any] = {}
+        for name in STATISTICS:
+            per_seed = [pooled(row, name) for row in self.results]
+            summary[name] = _mean(per_seed)
+            summary[f"{name}_ci"] = bootstrap_interval(self.results, name, settings.bootstrap, settings.confidence)
+            summary[f"{name}_per_seed"] = per_seed
+        summary.update({"confidence": settings.confidence, "bootstrap": settings.bootstrap, "folds": self.folds, "seeds": list(self.seeds),
+                        "n_micrographs": len(self.results[0]), "train_micrographs_per_fold": self.train_micrographs,
+                        "seconds": self.seconds})
+        return summary
+
+
+def _mean(values: Sequence[float | None]) -> float | None:
+    known = [value for value in values if value is not None]
+    return float(np.mean(known)) if known else None
+
+
+def pooled(results: Sequence[MatchResult], statistic: str) -> float | None:
+    """``statistic`` (``"ap"`` or ``"f1"``) of ``results`` pooled into one ranking (None without truth)."""
+    return STATISTICS[statistic](pool_matches(results, match_pairs=False))
+
+
+def _replicates(n_seeds: int, n_micrographs: int, n_boot: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """``n_boot`` (seed indices, micrograph indices) draws with replacement, from a fixed generator."""
+    rng = np.random.default_rng(0)
+    return [(rng.integers(n_seeds, size=n_seeds), rng.integers(n_micrographs, size=n_micrographs))
+            for _ in range(n_boot)]
+
+
+def _replicate_value(results: list[list[MatchResult]], statistic: str, seeds: np.ndarray,
+                     micrographs: np.ndarray) -> float | None:
+    return _mean([pooled([results[seed][index] for index in micrographs], statistic) for seed in seeds])
+
+
+def _interval(values: Sequence[float | None], confidence: float) -> list[float] | None:
+    known = np.array([value for value in values if value is not None])
+    if not len(known):
+        return None
+    tail = 100 * (1 - confidence) / 2
+    return [float(np.percentile(known, tail)), float(np.percentile(known, 100 - tail))]
+
+
+def bootstrap_interval(results: list[list[MatchResult]], statistic: str, n_boot: int = 1000,
+                       confidence: float = 0.95) -> list[float] | None:
+    """Percentile interval ``[low, high]`` of the seed-averaged pooled ``statistic`` (module docstring)."""
+    draws = _replicates(len(results), len(results[0]), n_boot)
+    return _interval([_replicate_value(results, statistic, seeds, micrographs) for seeds, micrographs in draws],
+                     confidence)
+
+
+def paired_difference(first: list[list[MatchResult]], second: list[list[MatchResult]], statistic: str = "ap",
+                      n_boot: int = 1000, confidence: float = 0.95) -> dict[str, Any]:
+    """``statistic`` of ``first`` minus that of ``second`` (same micrographs and seeds, in the same order):
+    the difference of the seed means and its paired bootstrap interval."""
+    if len(first) != len(second) or len(first[0]) != len(second[0]):
+        raise ValueError("paired results need the same seeds and micrographs")
+    first_mean = _mean([pooled(row, statistic) for row in first])
+    second_mean = _mean([pooled(row, statistic) for row in second])
+    difference = None if first_mean is None or second_mean is None else first_mean - second_mean
+    replicates = []
+    for seeds, micrographs in _replicates(len(first), len(first[0]), n_boot):
+        a = _replicate_value(first, statistic, seeds, micrographs)
+        b = _replicate_value(second, statistic, seeds, micrographs)
+        replicates.append(None if a is None or b is None else a - b)
+    return {"difference": difference, "ci": _interval(replicates, confidence), "confidence": confidence}
+
+
+def cross_validate(
+    images: Sequence[np.ndarray],
+    truths: Sequence[ParticleCoordinates],
+    pixel_size_a: float,
+    diameter_a: float,
+    match_radius_px: float,
+    settings: LearnedJudgeSettings,
+    *,
+    label_budget: int | None = None,
+    device: str = "cpu",
+) -> CrossValidation:
+    """Train and test the learned picker k-fold over ``images`` (H, W) with annotated ``truths``.
+
+    Each fold's picker trains on all the other folds' micrographs, or on ``label_budget``
+    of them drawn with ``numpy.random.default_rng([seed, fold])`` (all when fewer exist).
+    Picks match truth within ``match_radius_px`` (original pixels).
+    """
+    started = time.perf_counter()
+    fold = fold_of_each(len(images), settings.folds)
+    n_folds = int(fold.max()) + 1
+    diameter_px = diameter_a / pixel_size_a
+    results: list[list[MatchResult]] = []
+    train_counts: list[int] = []
+    for seed in settings.seeds:
+        row: list[MatchResult | None] = [None] * len(images)
+        for held_out in range(n_folds):
+            train = np.flatnonzero(fold != held_out)
+            if label_budget is not None and label_budget < len(train):
+                train = np.sort(np.random.default_rng([seed, held_out]).choice(train, label_budget, replace=False))
+            picker = train_picker([images[index] for index in train], [truths[index] for index in train],
+                                  pixel_size_a, diameter_a, training=picker_training(settings, seed), device=device)
+            if seed == settings.seeds[0]:
+                train_counts.append(len(train))
+            for index in np.flatnonzero(fold == held_out):
+                found = picker.pick(images[index], pixel_size_a)
+                truth = truths[index]
+                row[index] = match_picks(np.stack([found.x_px, found.y_px], axis=1), found.figure_of_merit,
+                                         np.stack([truth.x_px, truth.y_px], axis=1), match_radius_px,
+                                         diameter_px=diameter_px)
+        results.append(row)  # type: ignore[arg-type]
+    return CrossValidation(results, tuple(settings.seeds), n_folds, train_counts, time.perf_counter() - started)
+
+
+def judge_with_learned_picker(
+    images: Sequence[np.ndarray],
+    truths: Sequence[ParticleCoordinates],
+    pixel_size_a: float,
+    diameter_a: float,
+    match_radius_px: float,
+    settings: LearnedJudgeSettings,
+) -> tuple[dict[str, Any], CrossValidation]:
+    """The learned judge's metrics for one denoiser's outputs ``images``, and the full-label cross-validation.
+
+    Metrics: :meth:`CrossValidation.summary` of the full-label k-fold, plus under
+    ``label_budget`` one summary per budget of ``settings.label_budgets`` (keyed by the
+    number of training micrographs as a string).
+    """
+    full = cross_validate(images, truths, pixel_size_a, diameter_a, match_radius_px, settings)
+    metrics = full.summary(settings)
+    budgets = {}
+    for budget in settings.label_budgets:
+        if budget >= max(full.train_micrographs):
+            continue  # the full-label run already is this budget
+        run = cross_validate(images, truths, pixel_size_a, diameter_a, match_radius_px, settings, label_budget=budget)
+        budgets[str(budget)] = run.summary(settings)
+    if budgets:
+        metrics["label_budget"] = budgets
+    return metrics, full
+
