@@ -275,12 +275,17 @@ def test_cli_bad_input_is_one_line_and_exit_2(tmp_path, annotated_files, case, c
     assert not (tmp_path / "out" / "mic_3.star").exists()
 
 
-def test_pick_micrographs_learned_checks_inputs_before_training(tmp_path, annotated_files):
+def test_pick_micrographs_learned_reports_an_unusable_input_and_picks_the_others(tmp_path, annotated_files):
     root, paths = annotated_files
-    with pytest.raises(InputError, match="absent.mrc"):
-        pick_micrographs([paths[3], tmp_path / "absent.mrc"], tmp_path / "out", DIAMETER_A, picker="learned",
-                         train_micrographs=paths[:1], train_coordinates=root / "coords", progress=False)
-    assert not (tmp_path / "out").exists()
+    records = pick_micrographs([paths[3], tmp_path / "absent.mrc"], tmp_path / "out", DIAMETER_A, picker="learned",
+                               train_micrographs=paths[:1], train_coordinates=root / "coords", progress=False)
+    assert [record.status for record in records] == ["ok", "failed"] and "absent.mrc" in records[1].error
+    assert (tmp_path / "out" / f"{paths[3].stem}.star").is_file()
+    with pytest.raises(InputError, match="absent"):  # training data are checked before training
+        pick_micrographs([paths[3]], tmp_path / "out2", DIAMETER_A, picker="learned",
+                         train_micrographs=[tmp_path / "absent.mrc"], train_coordinates=root / "coords",
+                         progress=False)
+    assert not (tmp_path / "out2" / "picker.pt").exists()
 
 
 @pytest.mark.slow
