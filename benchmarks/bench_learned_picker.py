@@ -2,11 +2,13 @@
 
     OMP_NUM_THREADS=1 python benchmarks/bench_learned_picker.py -o benchmarks/learned-picker.json
 
-For raw micrographs (and the 20 A low-pass baseline): the learned picker trained on the
-other folds' micrographs (5-fold, seeds 0-2, default training), AP and best F1 pooled over
+For raw micrographs (and the 20 A low-pass baseline, the shipped default denoiser, the
+default adapted to these 10 micrographs with ``--adapt``'s defaults, and Topaz-Denoise's
+outputs from ``--topaz-dir``, made by benchmarks/topaz_denoise.py): the learned picker trained
+on the other folds' micrographs (5-fold, seeds 0-2, default training), AP and best F1 pooled over
 the 10 micrographs with 95 % bootstrap intervals (cryoscore.bench.crossval), the blob
-picker's AP/F1 on the same micrographs with their intervals, the paired difference, and the
-label-budget curve (1, 2, 5 training micrographs per fold; seed 0 only, to fit the time).
+picker's AP/F1 on the same micrographs with their intervals, the paired differences (learned
+minus blob; each denoiser minus raw, same folds and seeds), and the label-budget curve (1, 2, 5 training micrographs per fold; seed 0 only, to fit the time).
 Micrographs at their full 1.85 A/px; both pickers resample them themselves. The JSON is
 rewritten after every stage, so an interrupted run keeps what it finished.
 """
@@ -31,6 +33,8 @@ from cryoscore.bench.crossval import (
     pooled,
 )
 from cryoscore.filters import lowpass_filter
+from cryoscore.infer.adapt import adapt_denoiser
+from cryoscore.infer.denoise import denoise_image, load_denoiser
 from cryoscore.io.coords import read_coordinates
 from cryoscore.io.mrc import read_mrc
 from cryoscore.metrics.picking import match_picks
@@ -46,7 +50,9 @@ def main() -> None:
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--budgets", type=int, nargs="*", default=[1, 2, 5])
-    parser.add_argument("--denoisers", nargs="+", default=["raw", "lowpass"])
+    parser.add_argument("--denoisers", nargs="+", default=["raw", "lowpass"],
+                        help="from raw, lowpass, default, adapted, topaz (raw first for the paired differences)")
+    parser.add_argument("--topaz-dir", type=Path, help="Topaz-Denoise outputs NAME.mrc of the 10 micrographs")
     parser.add_argument("--lowpass-a", type=float, default=20.0)
     parser.add_argument("--steps", type=int, help="picker training steps (default: the picker's)")
     args = parser.parse_args()
@@ -70,9 +76,23 @@ def main() -> None:
     def save() -> None:
         args.output.write_text(json.dumps(document, indent=2) + "\n")
 
-    images_of = {"raw": raw, "lowpass": [lowpass_filter(image, pixel_a, args.lowpass_a) for image in raw]}
+    def denoised(name: str) -> list[np.ndarray]:
+        if name == "raw":
+            return raw
+        if name == "lowpass":
+            return [lowpass_filter(image, pixel_a, args.lowpass_a) for image in raw]
+        if name == "topaz":
+            return [read_mrc(args.topaz_dir / path.name)[0] for path in paths]
+        model = load_denoiser()
+        if name == "adapted":
+            adapted_path = args.output.with_name(args.output.stem + "-adapted.pt")
+            adapt_denoiser(model, paths, adapted_path, progress=False)
+            model = load_denoiser(adapted_path)
+        return [denoise_image(model, image, pixel_size_a=pixel_a) for image in raw]
+
+    cross_validated = {}
     for name in args.denoisers:
-        images = images_of[name]
+        images = denoised(name)
         entry = document["denoisers"].setdefault(name, {})
         started = time.perf_counter()
         blob_row = []
@@ -84,8 +104,11 @@ def main() -> None:
         entry["blob"].update({f"{statistic}_ci": bootstrap_interval([blob_row], statistic) for statistic in ("ap", "f1")})
         entry["blob"]["seconds"] = time.perf_counter() - started
         save()
-        full = cross_validate(images, truths, pixel_a, DIAMETER_A, radius_px, settings)
+        full = cross_validated[name] = cross_validate(images, truths, pixel_a, DIAMETER_A, radius_px, settings)
         entry["learned"] = full.summary(settings)
+        if name != "raw" and "raw" in cross_validated:
+            entry["learned_minus_raw"] = {statistic: paired_difference(full.results, cross_validated["raw"].results,
+                                                                       statistic) for statistic in ("ap", "f1")}
         entry["learned_minus_blob"] = {statistic: paired_difference(full.results, [blob_row] * len(full.results),
                                                                     statistic) for statistic in ("ap", "f1")}
         save()
