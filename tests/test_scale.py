@@ -159,17 +159,3 @@ def test_default_model_prints_no_grid_on_a_real_micrograph(apoferritin_dir):
         ratio = _grid_peak_ratio(denoised, period)
         assert ratio < 20, f"a peak at a period of {period:.2f} px: {ratio:.0f} x its neighbourhood"
     assert max(_grid_peak_ratio(image, period) for period in (2.0, 4.0, 8.0)) < 20  # the test's own scale
-
-
-def test_adapting_on_coarse_micrographs_raises_the_floor_to_the_pairs_pixel_size(tmp_path):
-    """Single-image pairs of a 2 A/px micrograph are at 4 A/px, coarser than the default 3 A
-    floor: the adapted model then works at 4 A/px, the scale it was fine-tuned at."""
-    from cryoscore.infer.adapt import AdaptSettings, adapt_denoiser
-    from cryoscore.io.mrc import write_mrc
-
-    pair = _pair(np.random.default_rng(4), 256, 2.0)
-    write_mrc(tmp_path / "m.mrc", pair.even + pair.odd, 2.0)
-    adapt_denoiser(load_denoiser(), [tmp_path / "m.mrc"], tmp_path / "a.pt", AdaptSettings(steps=2), progress=False)
-    adapted = load_denoiser(tmp_path / "a.pt")
-    assert adapted.metadata["min_pixel_size_a"] == 4.0
-    assert adapted.working_scale((256, 256), 2.0).shape == (128, 128)

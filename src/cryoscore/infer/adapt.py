@@ -52,16 +52,10 @@ def adapt_denoiser(
 
     ``n2n`` models are fine-tuned as n2n, every other model with the ``score`` objective (a
     guided model keeps what guidance taught it; its reference is not needed). The crop is
-    reduced to fit the smallest working-scale pair. A model with a pixel-size floor keeps it,
-    or takes the pairs' pixel size as its floor where that is coarser. The written model
-    records its origin.
+    reduced to fit the smallest working-scale pair. The written model records its origin.
     """
     pairs = pairs_from_single_micrographs(micrographs, pixel_size_a=pixel_size_a, seed=settings.seed)
-    # The pairs have twice the micrographs' pixel size. Where that is coarser than the model's
-    # floor, the adapted model works at the pairs' pixel size (its floor is raised to it), so it
-    # runs at the scale it was adapted at; finer pairs are cropped to the floor as usual.
-    initial_floor = denoiser.metadata.get("min_pixel_size_a")
-    floor = max([initial_floor or 0.0, *(pair.pixel_size_a for pair in pairs)]) if initial_floor else None
+    floor = denoiser.metadata.get("min_pixel_size_a")
     multiple = denoiser.model.net.required_multiple
     smallest = min(min(pair.even.shape) * min(1.0, pair.pixel_size_a / (floor or pair.pixel_size_a)) for pair in pairs)
     crop_px = max(min(settings.crop_px, int(smallest) // multiple * multiple), multiple)
