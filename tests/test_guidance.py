@@ -140,3 +140,25 @@ def test_the_spectrum_fit_separates_ice_from_particles(tmp_path, ice):
         assert ice_power < 0.2 * data_power
     else:
         assert ice_power > 0.4 * data_power  # most of the particle band's power here is ice
+
+
+def test_a_reference_whose_spectrum_explains_nothing_falls_back_to_the_band_power(caplog):
+    """Halves that share only power-law 'ice' (no particle): the fit gives the particles no
+    weight, and the amplitude falls back to matching the particle band's power, as before the
+    spectrum fit, so a decoy or a faint reference still trains (bench --quick's decoy did not)."""
+    import logging
+
+    from cryoscore.pairs.halves import HalfPair
+
+    rng = np.random.default_rng(7)
+    k = np.hypot(np.fft.fftfreq(256)[:, None], np.fft.rfftfreq(256)[None, :])
+    pairs = []
+    for index in range(2):
+        ice = np.fft.irfft2(np.fft.rfft2(rng.normal(size=(256, 256))) * np.maximum(k, 1 / 256) ** -1.5, s=(256, 256))
+        ice *= 2.0 / ice.std()
+        pairs.append(HalfPair(f"ice{index}", (ice + rng.normal(size=ice.shape)).astype(np.float32),
+                              (ice + rng.normal(size=ice.shape)).astype(np.float32), PIXEL_SIZE_A))
+    with caplog.at_level(logging.WARNING):
+        examples = GuidanceExamples(GuidanceConfig(reference="apoferritin"), pairs, PIXEL_SIZE_A, seed=0)
+    assert examples.spectrum.ice_coefficient > 0 and examples.amplitude > 0
+    assert "explains none of the data" in caplog.text

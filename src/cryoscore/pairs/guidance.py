@@ -23,6 +23,7 @@ detail finer than the resolution it is trusted to.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 from dataclasses import dataclass
 from typing import Any, Sequence
@@ -32,13 +33,15 @@ import torch
 from scipy import optimize
 
 from cryoscore.errors import InputError
-from cryoscore.filters import lowpass_filter, lowpass_transfer
+from cryoscore.filters import lowpass_filter, lowpass_transfer, periodic_smooth_decomposition
 from cryoscore.pairs.crops import dihedral
 from cryoscore.pairs.halves import HalfPair
 from cryoscore.simulate.ctf import CtfParams
 from cryoscore.simulate.micrograph import contrast_from_projections, place_particles
 from cryoscore.simulate.project import project_potential, random_orientations
 from cryoscore.simulate.volume import load_specimen
+
+logger = logging.getLogger(__name__)
 
 BACKGROUND_DIAMETERS = 4.0
 """Wavelengths longer than this many particle diameters are taken from the data as background;
@@ -216,15 +219,19 @@ class GuidanceExamples:
         this run's particle density. For each exponent of :data:`ICE_EXPONENTS` the two
         non-negative weights are fitted by least squares in units of those errors; the best exponent
         wins. The synthetic particles are then scaled by ``sqrt(a)``, so ice at the particle's
-        scale no longer counts as particle contrast. Raises InputError when the fit leaves no
-        particle signal.
+        scale no longer counts as particle contrast. Where the fit leaves no particle signal
+        (``a`` = 0: the reference's spectrum explains none of the data's), the amplitude is
+        matched to the data's power in the particle band instead; InputError when there is none.
         """
         crop_px = min(256, *normalised_pairs[0].even.shape)
         longest_a = min(BACKGROUND_DIAMETERS * self.diameter_px, crop_px / 4) * self.pixel_size_a
         edges = np.geomspace(1 / longest_a, 1 / self.config.resolution_a, SPECTRUM_BINS + 1)
         centres = np.sqrt(edges[:-1] * edges[1:])
-        measured = [radial_cross_density(pair.even - pair.even.mean(), pair.odd - pair.odd.mean(),
-                                         self.pixel_size_a, edges) for pair in normalised_pairs]
+        # Periodic parts only: a micrograph's edges (ice gradients) would put a cross of power on
+        # the frequency axes that no particle or ice spectrum explains.
+        measured = [radial_cross_density(periodic_smooth_decomposition(pair.even)[0],
+                                         periodic_smooth_decomposition(pair.odd)[0], self.pixel_size_a, edges)
+                    for pair in normalised_pairs]
         data = np.mean([density for density, _ in measured], axis=0)
         data_counts = sum(counts for _, counts in measured)
         # The cross density of one frequency has a standard deviation of about a half's noise
@@ -242,12 +249,21 @@ class GuidanceExamples:
             relative = float(residual / math.sqrt(max(int(usable.sum()), 1)))
             if best is None or relative < best.relative_residual:
                 best = SpectrumFit(math.sqrt(weights[0]), float(weights[1]), float(exponent), relative)
-        if best is None or not best.amplitude > 0:
+        if best is not None and best.amplitude > 0:
+            return best
+        # The reference's spectrum explains none of the data's (a wrong reference, as the decoy
+        # control uses, or very little signal): match its power in the particle band instead,
+        # as if all of it were particles, and keep the fitted ice.
+        band = (centres >= 1 / (self.diameter_px * self.pixel_size_a)) & usable
+        data_power, synthetic_power = float(np.sum(data[band])), float(np.sum(synthetic[band]))
+        if not (data_power > 0 and synthetic_power > 0):
             raise InputError(
                 "--reference", "the training halves show no particle signal between the reference resolution and "
                 "the particle diameter, so guidance has nothing to match; train with --method score"
             )
-        return best
+        logger.warning("the spectrum of %s explains none of the data's; its amplitude is matched to the data's "
+                       "power in its particle band instead", self.reference_name)
+        return dataclasses.replace(best, amplitude=math.sqrt(data_power / synthetic_power))
 
     def ice_field(self, crop_px: int, rng: np.random.Generator) -> np.ndarray:
         """Random ice (crop_px, crop_px), float32, noise units: Gaussian, with the fitted ice density at
