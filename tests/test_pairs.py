@@ -12,9 +12,8 @@ from cryoscore.errors import InputError
 from cryoscore.io.movie import write_movie
 from cryoscore.pairs.crops import dihedral, random_crop_pairs
 from cryoscore.pairs.halves import HalfPair, pairs_from_dataset, pairs_from_directories, pairs_from_movies
-from cryoscore.pairs.noise import estimate_noise
+from cryoscore.pairs.noise import estimate_noise, spectral_noise_sigma
 from cryoscore.pairs.normalise import (
-    image_noise_sigma,
     normalisation_for_image,
     normalise_pair,
     relative_noise_map,
@@ -133,7 +132,7 @@ def test_noise_units_make_half_noise_one_and_full_sums_consistent():
     assert estimate_noise(pair.even, pair.odd).sigma_half == pytest.approx(1.0, rel=1e-6)
     # The self-estimate from neighbouring pixels agrees with the even-odd measurement...
     sigma_half = estimate_noise(even, odd).sigma_half
-    assert image_noise_sigma(even) == pytest.approx(sigma_half, rel=0.05)
+    assert spectral_noise_sigma(even) == pytest.approx(sigma_half, rel=0.05)
     # ...and a full sum, normalised on its own, has the half's signal scale and noise 1/sqrt(2).
     full = even + odd
     normalisation = normalisation_for_image(full, halves_in_image=2)

@@ -34,7 +34,7 @@ from cryoscore.nn.checkpoint import load_model
 from cryoscore.nn.precondition import Denoiser
 from cryoscore.objectives import HALF_NOISE_SIGMA
 from cryoscore.filters import fourier_resample
-from cryoscore.pairs.normalise import NORMALISATION, normalisation_for_image, relative_noise_map
+from cryoscore.pairs.normalise import NORMALISATION, Normalisation, normalisation_for_image, relative_noise_map
 from cryoscore.pairs.scale import WorkingScale, working_shape
 
 logger = logging.getLogger(__name__)
@@ -90,19 +90,19 @@ class TrainedDenoiser:
         low, high = self.metadata.get("pixel_size_range_a") or [self.metadata["training_pixel_size_a"]] * 2
         return float(low), float(high)
 
-    def working_scale(self, shape: tuple[int, int], pixel_size_a: float | None, name: str = "micrograph") -> WorkingScale:
+    def working_scale(self, shape: tuple[int, int], pixel_size_a: float | None) -> WorkingScale:
         """The grid a ``shape`` (H, W) image at ``pixel_size_a`` is denoised on (:mod:`cryoscore.pairs.scale`).
 
-        Without a pixel size the image is taken as it is. A warning names ``name`` when its
-        working pixel size lies outside the trained range by more than ``PIXEL_SIZE_TOLERANCE``.
+        Without a pixel size the image is taken as it is. A warning is logged when its working
+        pixel size lies outside the trained range by more than ``PIXEL_SIZE_TOLERANCE``.
         """
         if pixel_size_a is None:
             return WorkingScale(tuple(shape), float("nan"))
         scale = working_shape(shape, pixel_size_a, self.metadata.get("min_pixel_size_a"))
         low, high = self.pixel_size_range_a
         if not low / PIXEL_SIZE_TOLERANCE <= scale.pixel_size_a <= high * PIXEL_SIZE_TOLERANCE:
-            logger.warning("%s: %.3g A/px is outside the pixel sizes %s was trained on (%.3g-%.3g A/px); "
-                           "particles and noise may not look as the model expects", name, scale.pixel_size_a,
+            logger.warning("a micrograph at %.3g A/px is outside the pixel sizes %s was trained on (%.3g-%.3g "
+                           "A/px); particles and noise may not look as the model expects", scale.pixel_size_a,
                            self.source, low, high)
         return scale
 
@@ -178,6 +178,14 @@ def _tiled_denoise_function(denoiser: TrainedDenoiser, tile_px: int, batch_size:
     return denoise
 
 
+def _working_image(denoiser: TrainedDenoiser, image: np.ndarray, pixel_size_a: float | None,
+                   halves_in_image: int) -> tuple[np.ndarray, Normalisation]:
+    """``image`` (H, W) on the model's working grid (:meth:`TrainedDenoiser.working_scale`), and its
+    noise-unit normalisation."""
+    working = fourier_resample(image, denoiser.working_scale(image.shape, pixel_size_a).shape)
+    return working, normalisation_for_image(working, halves_in_image)
+
+
 def denoise_image(
     denoiser: TrainedDenoiser,
     image: np.ndarray,
@@ -196,9 +204,7 @@ def denoise_image(
     ``tile_px`` with a halo of the network's receptive field keep memory bounded and give
     the same result as whole-image inference.
     """
-    scale = denoiser.working_scale(image.shape, pixel_size_a)
-    working = fourier_resample(image, scale.shape)
-    normalisation = normalisation_for_image(working, halves_in_image)
+    working, normalisation = _working_image(denoiser, image, pixel_size_a, halves_in_image)
     denoise = _tiled_denoise_function(denoiser, tile_px, batch_size)
     estimate = denoise(torch.from_numpy(normalisation.apply(working)), denoiser.network_sigma(normalisation.noise_sigma))
     return fourier_resample(normalisation.invert(estimate.numpy()), image.shape)
@@ -222,9 +228,7 @@ def sample_image(
     the standard deviation is that of the working-scale samples, interpolated to the input grid.
     """
     denoiser.check_can_sample()
-    scale = denoiser.working_scale(image.shape, pixel_size_a)
-    working = fourier_resample(image, scale.shape)
-    normalisation = normalisation_for_image(working, halves_in_image)
+    working, normalisation = _working_image(denoiser, image, pixel_size_a, halves_in_image)
     mean, std = sample_mean_and_std(
         _tiled_denoise_function(denoiser, tile_px, batch_size),
         torch.from_numpy(normalisation.apply(working)),

@@ -65,16 +65,6 @@ def signal_std(normalised_pairs: list[HalfPair]) -> float:
     return max(math.sqrt(max(float(np.median(covariances)), 0.0)), 0.05)
 
 
-def image_noise_sigma(image: np.ndarray) -> float:
-    """Per-pixel noise std of one image (no halves needed), from its finest frequencies.
-
-    See :func:`cryoscore.pairs.noise.spectral_noise_sigma`. On simulated micrographs it is
-    within 1-5 % of the even - odd measurement (slightly low), and on the real EMPIAR-10146
-    micrographs within 2 % of the neighbour-difference estimate noise-units-v1 used.
-    """
-    return spectral_noise_sigma(image)
-
-
 def relative_noise_map(image: np.ndarray, window_px: int = 64) -> np.ndarray:
     """Local noise std of ``image`` (H, W) relative to its global noise std (mean about 1), float32 (H, W).
 
@@ -94,7 +84,7 @@ def normalisation_for_image(image: np.ndarray, halves_in_image: int) -> Normalis
     """The noise-unit normalisation of an image made of ``halves_in_image`` halves."""
     if halves_in_image < 1:
         raise ValueError("an image holds at least one half")
-    sigma_image = image_noise_sigma(image)
+    sigma_image = spectral_noise_sigma(image)
     if not sigma_image > 0:
         raise ValueError("the image has no measurable noise (constant or too smooth)")
     scale = sigma_image * math.sqrt(halves_in_image)  # = halves * sigma_half
