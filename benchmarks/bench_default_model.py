@@ -163,8 +163,11 @@ def main() -> None:
         if args.adapt_steps > 0:
             adapted_path = args.output / "adapted" / f"{condition.name}.pt"
             adapt_started = time.perf_counter()
-            adapt_denoiser(default, paths, adapted_path, AdaptSettings(steps=args.adapt_steps), progress=False)
+            adaptation = adapt_denoiser(default, paths, adapted_path, AdaptSettings(steps=args.adapt_steps),
+                                        progress=False)
             record["adapt_seconds"] = time.perf_counter() - adapt_started
+            record["adapt_held_out_loss"] = {"default": adaptation.initial_loss, "adapted": adaptation.adapted_loss,
+                                             "kept": adaptation.kept}
             adapted = load_denoiser(adapted_path)
             functions["adapted"] = lambda image: denoise_image(adapted, image, pixel_size_a=pixel_size_a)
         if args.topaz_dir is not None and (args.topaz_dir / condition.name).is_dir():

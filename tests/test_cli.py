@@ -108,7 +108,7 @@ def test_train_from_a_dataset_and_from_single_micrographs(tmp_path, capsys):
     assert main(["train", "--micrographs", str(data / "micrographs"), "--method", "n2n",
                  "-o", str(tmp_path / "single.pt"), "--steps", "2", "--crop", "32", "--batch-size", "2"]) == 0
     recorded = json.loads((tmp_path / "single.json").read_text())["extra"]
-    assert recorded["single_image_pairs"] is True and recorded["training_pixel_size_a"] == 8.0
+    assert recorded["single_image_pairs"] is True and recorded["training_pixel_size_a"] == 4.0  # the own grid
 
 
 @pytest.mark.parametrize(

@@ -19,7 +19,7 @@ from cryoscore.pairs.normalise import (
     relative_noise_map,
     signal_std,
 )
-from cryoscore.pairs.single import neighbour_subsample_pair
+from cryoscore.pairs.single import neighbour_subsample_pair, recorrupted_pair
 from cryoscore.simulate.dataset import SimulationConfig, render_truth, sample_halves, write_dataset
 from cryoscore.simulate.volume import builtin_specimen
 
@@ -81,6 +81,30 @@ def test_neighbour_subsampled_noise_is_independent_and_signal_shared():
     assert abs(np.corrcoef(noise_first.ravel(), noise_second.ravel())[0, 1]) < 0.02 + 4 / math.sqrt(n)
     # ...while the two images share the signal.
     assert np.corrcoef(first.ravel(), second.ravel())[0, 1] > 0.5
+
+
+def test_recorrupted_pair_has_the_statistics_of_even_odd_halves():
+    """A pair made from one full sum behaves like the true halves of that sum: the grid kept,
+    its mean the sum itself, noises uncorrelated with twice the sum's variance (as the training
+    normalisation measures it), and the signal shared (covariance four times the halves')."""
+    config = SimulationConfig(n_micrographs=1, size_px=384, pixel_size_a=2.0, particles_per_micrograph=12,
+                              dose_e_per_a2=30.0, seed=5)
+    truth = render_truth(config, builtin_specimen("apoferritin", 2.0), 0)
+    even, odd = (half.numpy().astype(np.float64) for half in sample_halves(truth))
+    full_sum = even + odd
+    first, second = recorrupted_pair(full_sum, np.random.default_rng(0))
+    assert first.shape == second.shape == full_sum.shape and first.dtype == np.float32
+    np.testing.assert_allclose((first + second) / 2, full_sum, rtol=1e-5)
+    sum_sigma = math.sqrt(2) * estimate_noise(even, odd).sigma_half  # two halves' noise adds up
+    assert estimate_noise(first, second).sigma_half == pytest.approx(math.sqrt(2) * sum_sigma, rel=0.05)
+    assert abs(np.corrcoef((first - second).ravel(), (even - odd).ravel())[0, 1]) < 0.02
+    # cov(y + z, y - z) = var(y) - var(z): the signal's variance (four times the halves'
+    # covariance) plus whatever noise the estimate of the level missed (shared by both, kept).
+    shared = np.mean((first - first.mean()) * (second - second.mean()))
+    halves_shared = np.mean((even - even.mean()) * (odd - odd.mean()))
+    missed_noise = sum_sigma**2 - spectral_noise_sigma(full_sum) ** 2
+    assert 0 <= missed_noise < 0.1 * sum_sigma**2
+    assert shared - missed_noise == pytest.approx(4 * halves_shared, rel=0.1)
 
 
 def test_pairs_from_a_simulated_dataset_and_from_folders(tmp_path):

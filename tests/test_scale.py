@@ -6,6 +6,7 @@ import logging
 
 import numpy as np
 import pytest
+import torch
 
 from cryoscore.filters import fourier_resample, periodic_smooth_decomposition
 from cryoscore.infer.denoise import denoise_image, load_denoiser
@@ -113,8 +114,11 @@ def test_denoise_adapt_fine_tunes_the_model_on_the_inputs_and_reuses_it(tmp_path
     adapted = load_denoiser(out / "adapted.pt")
     assert adapted.metadata["initial_model"] == "the default model" and adapted.metadata["single_image_pairs"]
     assert adapted.metadata["min_pixel_size_a"] == load_denoiser().metadata["min_pixel_size_a"]
+    check = adapted.metadata["adaptation"]
+    assert check["held_out_fraction"] == 0.2 and check["kept"] == (check["adapted_loss"] < check["initial_loss"])
     default_weights, adapted_weights = load_denoiser().model.state_dict(), adapted.model.state_dict()
-    assert any(not np.allclose(default_weights[key], adapted_weights[key]) for key in default_weights)
+    changed = any(not np.allclose(default_weights[key], adapted_weights[key]) for key in default_weights)
+    assert changed == check["kept"]
     assert sorted(path.name for path in out.glob("m*.mrc")) == ["m0.mrc", "m1.mrc"]
     assert "adapted the default model to 2 micrographs" in capsys.readouterr().err
 
@@ -123,6 +127,30 @@ def test_denoise_adapt_fine_tunes_the_model_on_the_inputs_and_reuses_it(tmp_path
     assert (out / "adapted.pt").stat().st_mtime_ns == modified
     assert "using the adapted model" in capsys.readouterr().err
     assert main(["denoise", str(inputs), "-o", str(tmp_path / "x"), "--adapt", "4", "--lowpass", "20"]) == 2
+
+
+def test_an_adaptation_that_does_not_lower_the_held_out_loss_is_not_kept(tmp_path, caplog):
+    """A learning rate far too high wrecks the weights; the held-out check sees it and the
+    written model is the initial one, recording both losses."""
+    from cryoscore.infer.adapt import AdaptSettings, adapt_denoiser
+    from cryoscore.io.mrc import write_mrc
+
+    rng = np.random.default_rng(4)
+    paths = []
+    for index in range(2):
+        pair = _pair(rng, 256, 3.0)
+        paths.append(tmp_path / f"m{index}.mrc")
+        write_mrc(paths[-1], pair.even + pair.odd, 3.0)
+    default = load_denoiser()
+    with caplog.at_level(logging.WARNING):
+        result = adapt_denoiser(default, paths, tmp_path / "adapted.pt",
+                                AdaptSettings(steps=3, batch_size=2, crop_px=64, learning_rate=0.5), progress=False)
+    assert not result.kept and result.adapted_loss > result.initial_loss
+    assert "did not lower the held-out loss" in caplog.text
+    written = load_denoiser(tmp_path / "adapted.pt")
+    assert written.metadata["adaptation"]["kept"] is False
+    for key, tensor in default.model.state_dict().items():
+        assert torch.equal(tensor, written.model.state_dict()[key])
 
 
 def _grid_peak_ratio(image: np.ndarray, period_px: float) -> float:

@@ -13,7 +13,7 @@ from cryoscore.nn.unet import UNetConfig
 from cryoscore.pairs.halves import pairs_from_dataset
 from cryoscore.pairs.normalise import NORMALISATION
 from cryoscore.simulate.dataset import SimulationConfig, write_dataset
-from cryoscore.train import GuidanceConfig, TrainConfig, state_path, train_model
+from cryoscore.train import GuidanceConfig, TrainConfig, TrainingDiverged, state_path, train_model
 
 TINY_NET = UNetConfig(base_channels=16, depth=2, input_unshuffle=2)
 
@@ -101,3 +101,9 @@ def test_guidance_and_method_must_agree():
         TrainConfig(method="score", guidance=GuidanceConfig(reference="apoferritin"))
     with pytest.raises(ValueError, match="--lambda"):
         GuidanceConfig(reference="apoferritin", strength=-1)
+
+
+def test_a_diverging_run_stops_with_a_clear_error_and_writes_no_model(tmp_path, pairs):
+    with pytest.raises(TrainingDiverged, match="training diverged.*learning rate below 1e\\+06"):
+        train_model(pairs, _config(steps=20, learning_rate=1e6), tmp_path / "model.pt", progress=False)
+    assert not (tmp_path / "model.pt").exists()

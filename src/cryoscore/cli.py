@@ -35,7 +35,7 @@ examples:
   cryoscore train sim/ --method score -o score.pt                 # a dataset directory (even/ and odd/)
   cryoscore train --even even/ --odd odd/ --method n2n -o n2n.pt --steps 4000
   cryoscore train --movies movies/*.tif --pixel-size 0.83 --method score -o model.pt
-  cryoscore train --micrographs mics/ --method score -o model.pt  # no frames: neighbour sub-sampling
+  cryoscore train --micrographs mics/ --method score -o model.pt  # no frames: recorrupted pairs
   cryoscore train sim/ --method score -o score.pt --steps 4000 --resume   # continue a run
   cryoscore train sim/ --method guided --reference ref.mrc -o guided.pt   # target-guided
   cryoscore train sim/ --method guided --reference 7a4m.pdb --lambda 2 --reference-resolution 30 -o guided.pt
@@ -208,7 +208,8 @@ def _add_train(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--odd", type=Path, metavar="DIR", help="folder of odd-frame sums, same file names")
     parser.add_argument("--movies", type=Path, nargs="+", metavar="MOVIE", help="movies (MRC or TIFF) split by frame parity")
     parser.add_argument("--micrographs", type=Path, metavar="DIR",
-                        help="single micrographs without frames: pairs by neighbour sub-sampling (half resolution)")
+                        help="single micrographs without frames: recorrupted pairs (the image plus and minus noise of its own "
+                        "measured level; its own grid)")
     parser.add_argument("--method", required=True, choices=("n2n", "score", "guided"), help="training objective")
     parser.add_argument("--reference", metavar="MAP_OR_MODEL",
                         help="guided: reference density, an MRC map, a PDB/mmCIF model or a built-in specimen name")
@@ -389,8 +390,9 @@ def _add_denoise(subparsers: argparse._SubParsersAction) -> None:
                         "(default: 1, no binning)")
     parser.add_argument("--adapt", type=int, nargs="?", const=300, metavar="STEPS",
                         help="first fine-tune the model on these micrographs (pairs from single images, no frames "
-                        "needed) for STEPS steps (default: 300, a few minutes on 2 cores), save it as "
-                        "OUTDIR/adapted.pt and denoise with it; a rerun reuses OUTDIR/adapted.pt")
+                        "needed) for STEPS steps (default: 300, a few minutes on 2 cores), on all but the last fifth of each "
+                        "micrograph's rows; keep the result only if it lowers the Noise2Noise loss on that held-out "
+                        "fifth; save it as OUTDIR/adapted.pt and denoise with it; a rerun reuses OUTDIR/adapted.pt")
     _add_parallel_options(parser, "denoise")
     parser.add_argument("--device", choices=("cpu", "cuda"), help="where the model runs (default: cuda if available)")
     parser.add_argument("--overwrite", action="store_true",
@@ -430,7 +432,9 @@ def _adapted_model(args: argparse.Namespace) -> str:
     args.output.mkdir(parents=True, exist_ok=True)
     denoiser, micrographs = load_denoiser(args.model), expand_inputs(args.inputs)
     result = adapt_denoiser(denoiser, micrographs, path, settings, pixel_size_a=args.pixel_size)
-    print(f"adapted {denoiser.source} to {len(micrographs)} micrographs in {result.seconds:.0f} s: {path}",
+    verdict = ("kept" if result.kept else f"not kept, {path} holds {denoiser.source} unchanged")
+    print(f"adapted {denoiser.source} to {len(micrographs)} micrographs in {result.seconds:.0f} s; "
+          f"held-out Noise2Noise loss {result.initial_loss:.4f} -> {result.adapted_loss:.4f} ({verdict}): {path}",
           file=sys.stderr)
     return str(path)
 

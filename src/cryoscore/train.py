@@ -85,6 +85,10 @@ class TrainResult:
     seconds: float
 
 
+class TrainingDiverged(InputError):
+    """The loss stopped being finite: the weights are lost (too high a learning rate)."""
+
+
 def state_path(model_path: Path) -> Path:
     """Where the resumable training state of ``model_path`` lives (``NAME.state.pt``)."""
     return model_path.with_suffix(".state.pt")
@@ -211,6 +215,9 @@ def train_model(
     for step in bar:
         numpy_rng, generator = _step_generators(config.seed, step)
         loss = _loss(config, model, normalised, guidance, numpy_rng, generator, step)
+        if not torch.isfinite(loss):
+            raise TrainingDiverged("--learning-rate", f"training diverged (loss {loss.item()} at step {step}); "
+                             f"try a learning rate below {config.learning_rate:g}")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

@@ -1,6 +1,19 @@
-"""Noise2Noise pairs from a single micrograph (no frames), by neighbour sub-sampling.
+"""Noise2Noise pairs from a single micrograph (no frames).
 
-Each 2 x 2 cell of the image gives one pixel to each of two half-resolution images,
+Two ways, for two uses:
+
+- **Recorrupted pairs** (``recorrupted_pair``; Pang et al. 2021, "Recorrupted-to-Recorrupted"),
+  what training and ``denoise --adapt`` use: with the image ``y = s + n`` and its white noise
+  level ``sigma`` measured from its finest frequencies (``pairs.noise.spectral_noise_sigma``),
+  draw ``z`` of the same level and take ``y + z`` and ``y - z``. Their noises ``n + z`` and
+  ``n - z`` are uncorrelated (independent where ``n`` is Gaussian, which shot noise at
+  cryo-EM counts per pixel nearly is), each has twice ``y``'s variance, and their mean is
+  ``y`` itself: exactly the statistics of an even/odd pair whose full sum is ``y``. The pair
+  keeps the micrograph's grid (no change of pixel size, no misregistered signal). Where the
+  noise is coloured (a detector MTF, interpolation), the white ``z`` does not match it and the
+  pair shares part of the noise, so a model trained on it keeps that part: the safe side.
+- **Neighbour sub-sampling** (``neighbour_subsample_pair``), used to map how the noise level
+  varies across a micrograph (``pairs.normalise.relative_noise_map``): each 2 x 2 cell of the image gives one pixel to each of two half-resolution images,
 two different pixels of the cell chosen at random (Neighbor2Neighbor, Huang et al. 2021).
 The two images see almost the same signal and, where the noise is independent from pixel
 to pixel (a counting detector, no interpolation), independent noise.
@@ -9,8 +22,9 @@ Limits: the pair has half the resolution (twice the pixel size) of the micrograp
 signal in the two images differs by up to one pixel, which acts like a slight blur in the
 learned target; and noise that is correlated between neighbouring pixels (after motion
 correction with interpolation, binning by Fourier cropping, or a detector's MTF) is
-partly shared by the two images, so a network trained on them keeps that part of the
-noise. Even/odd frame sums are better whenever a movie exists.
+partly shared by the two images.
+
+Even/odd frame sums are better than either whenever a movie exists.
 """
 
 from __future__ import annotations
@@ -23,6 +37,7 @@ import numpy as np
 
 from cryoscore.io.mrc import read_mrc
 from cryoscore.pairs.halves import HalfPair
+from cryoscore.pairs.noise import spectral_noise_sigma
 
 # The six ways to pick two different pixels of a 2 x 2 cell, as (row, col) offsets.
 _CELL = np.array([(0, 0), (0, 1), (1, 0), (1, 1)])
@@ -44,13 +59,21 @@ def neighbour_subsample_pair(image: np.ndarray, rng: np.random.Generator) -> tup
     return take(first).astype(np.float32), take(second).astype(np.float32)
 
 
+def recorrupted_pair(image: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Two (H, W) float32 images ``image + z`` and ``image - z``, ``z`` white Gaussian noise of the
+    image's own noise level (``spectral_noise_sigma``): a pair with uncorrelated noises whose mean is ``image``."""
+    sigma = spectral_noise_sigma(image)
+    extra = rng.normal(0.0, sigma, size=image.shape)
+    return (image + extra).astype(np.float32), (image - extra).astype(np.float32)
+
+
 def pairs_from_single_micrographs(
     paths: Sequence[str | os.PathLike], *, pixel_size_a: float | None = None, seed: int = 0
 ) -> list[HalfPair]:
-    """A neighbour-sub-sampled pair from each micrograph; the pairs' pixel size is doubled."""
+    """A recorrupted pair of each micrograph, on the micrograph's own grid and pixel size."""
     pairs = []
     for index, path in enumerate(paths):
         image, pixel_size = read_mrc(path, pixel_size_a=pixel_size_a)
-        first, second = neighbour_subsample_pair(image, np.random.default_rng([seed, index]))
-        pairs.append(HalfPair(Path(path).stem, first, second, 2 * pixel_size))
+        first, second = recorrupted_pair(image.astype(np.float64), np.random.default_rng([seed, index]))
+        pairs.append(HalfPair(Path(path).stem, first, second, pixel_size))
     return pairs
