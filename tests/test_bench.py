@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cryoscore.bench.config import BenchConfig, SimulatedSpecimen, load_bench_config
+from cryoscore.bench.config import DENOISERS, BenchConfig, SimulatedSpecimen, load_bench_config
 from cryoscore.bench.plots import line_chart_svg, radial_power_spectrum
 from cryoscore.errors import InputError
 
@@ -79,6 +79,7 @@ def test_bench_runs_end_to_end_on_a_tiny_config(tmp_path):
 
     config = BenchConfig(
         simulated=(SimulatedSpecimen("apoferritin", doses=(30.0,), decoy="elongated"),),
+        denoisers=DENOISERS,
         judges=("learned", "pixel", "blob", "reconstruction"),
         training=TrainingSettings(steps=4, batch_size=2, crop_px=64),
         simulation=SimulationSettings(size_px=192, train_micrographs=1, test_micrographs=3, empty_micrographs=1),
@@ -87,7 +88,7 @@ def test_bench_runs_end_to_end_on_a_tiny_config(tmp_path):
     )
     run_bench(config, tmp_path)
     document = json.loads((tmp_path / "metrics.json").read_text())
-    names = ("raw", "lowpass", "n2n", "score", "guided", "guided-decoy")
+    names = ("raw", "lowpass", "n2n", "score", "guided", "guided-decoy", "default", "adapted")
     for name in names:
         ap = document["summary"]["denoisers"][name]["ap"]
         assert 0.0 <= ap <= 1.0
@@ -118,7 +119,11 @@ def test_bench_runs_end_to_end_on_a_tiny_config(tmp_path):
     assert set(document["summary"]["checks"]) >= {"particle_free_control", "decoy_control", "ap_order"}
     for pair in document["summary"]["checks"]["ap_order"]["pairs"]:  # holds only if every interval is above 0
         assert pair["holds"] == (pair["mean"] >= 0 and all(ci[0] > 0 for ci in pair["ci"]))
+    trained = {record["name"]: record for record in document["training"]}
+    adaptation = trained["adapted"]  # the shipped model, fine-tuned as denoise --adapt does it
+    assert adaptation["kept"] == (adaptation["held_out_loss"]["adapted"] < adaptation["held_out_loss"]["default"])
     report = (tmp_path / "report.html").read_text()
+    assert "at full resolution" in report
     assert report.startswith("<!DOCTYPE html>") and "<svg" in report and "data:image/png;base64," in report
     assert "http://" not in report.replace("http://www.w3.org/2000/svg", "") and "https://" not in report
     summary = (tmp_path / "summary.md").read_text()

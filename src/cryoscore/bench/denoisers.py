@@ -18,8 +18,9 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from cryoscore.bench.config import LEARNED_DENOISERS, TrainingSettings
+from cryoscore.bench.config import TrainingSettings
 from cryoscore.filters import lowpass_filter
+from cryoscore.infer.adapt import AdaptSettings, Micrograph, adapt_to_images
 from cryoscore.infer.denoise import TrainedDenoiser, denoise_image, load_denoiser
 from cryoscore.io.mrc import read_mrc, write_mrc
 from cryoscore.pairs.halves import HalfPair
@@ -54,11 +55,19 @@ def train_models(
 
     ``guided`` is guided by ``reference`` (a map, an atomic model or a built-in specimen
     name); with a ``decoy`` density a second guided model, ``guided-decoy``, is trained
-    with it in the reference's place, for the bias control. Returns models by name.
+    with it in the reference's place, for the bias control. ``default`` is the shipped model
+    as it is, ``adapted`` the shipped model fine-tuned on the pairs' full sums as
+    ``denoise --adapt`` does it (:mod:`cryoscore.infer.adapt`), for the steps, batch and crop
+    of ``settings``. Returns models by name.
     """
+    models = {}
+    if "default" in methods:
+        models["default"] = TrainedModel("default", load_denoiser(), {"name": "default", "method": "default"})
+    if "adapted" in methods:
+        models["adapted"] = _adapted_model(pairs, settings, model_dir / "adapted.pt")
     runs: list[tuple[str, str, GuidanceConfig | None]] = []
     for method in methods:
-        if method not in LEARNED_DENOISERS:
+        if method not in ("n2n", "score", "guided"):
             continue
         if method != "guided":
             runs.append((method, method, None))
@@ -69,7 +78,6 @@ def train_models(
                                           resolution_a=settings.reference_resolution_a,
                                           defocus_range_um=defocus_range_um)
                 runs.append((name, method, guidance))
-    models = {}
     for name, method, guidance in runs:
         config = TrainConfig(method=method, steps=settings.steps, batch_size=settings.batch_size,
                              crop_px=settings.crop_px, seed=settings.seed, guidance=guidance)
@@ -86,6 +94,19 @@ def train_models(
             "steps": settings.steps,
         })
     return models
+
+
+def _adapted_model(pairs: Sequence[HalfPair], settings: TrainingSettings, model_path: Path) -> TrainedModel:
+    """The shipped model after ``denoise --adapt`` on the full sums of ``pairs``."""
+    micrographs = [Micrograph(pair.name, pair.even + pair.odd, pair.pixel_size_a, pair.name) for pair in pairs]
+    adapt = AdaptSettings(steps=settings.steps, batch_size=settings.batch_size, crop_px=settings.crop_px,
+                          seed=settings.seed)
+    result = adapt_to_images(load_denoiser(), micrographs, model_path, adapt, progress=False)
+    logger.info("adapted the default model to %d micrographs in %.1f s", len(pairs), result.seconds)
+    return TrainedModel("adapted", load_denoiser(model_path), {
+        "name": "adapted", "method": "adapted", "n_micrographs": len(pairs), "seconds": result.seconds,
+        "held_out_loss": {"default": result.initial_loss, "adapted": result.adapted_loss}, "kept": result.kept,
+    })
 
 
 def denoise_functions(

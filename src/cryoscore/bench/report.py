@@ -170,18 +170,29 @@ def _dataset_section(label: str, dataset: dict[str, Any], record: dict[str, Any]
     return "".join(parts)
 
 
+PANEL_CROP_PX = 384
+"""Edge of the full-resolution crops in the report's panels, micrograph pixels (one per screen pixel)."""
+
+
 def _panels_html(test_set: Any, outcomes: dict[str, Any]) -> str:
-    """The first micrograph as each denoiser left it (and its noise-free truth), with a scale bar."""
+    """The centre of the first micrograph at full resolution as each denoiser left it (and its
+    noise-free truth), with a scale bar: a grid texture, a blotch or an erased particle shows."""
     first = test_set.micrographs[0]
     panels = [("raw", first.full_sum)] + [(name, outcome.example) for name, outcome in outcomes.items()
                                           if name != "raw"]
     if first.clean is not None:
         panels.append(("truth (clean particles)", first.clean))
-    bar_nm = scale_bar_nm(first.full_sum.shape[1] * test_set.pixel_size_a)
+    height, width = first.full_sum.shape
+    crop = (slice(max((height - PANEL_CROP_PX) // 2, 0), max((height - PANEL_CROP_PX) // 2, 0) + PANEL_CROP_PX),
+            slice(max((width - PANEL_CROP_PX) // 2, 0), max((width - PANEL_CROP_PX) // 2, 0) + PANEL_CROP_PX))
+    crop_px = min(PANEL_CROP_PX, width)
+    bar_nm = scale_bar_nm(crop_px * test_set.pixel_size_a)
     bar_px = bar_nm * 10 / test_set.pixel_size_a
-    return (f'<p class="note">First micrograph; scale bar {bar_nm} nm.</p><div class="panels">' + "".join(
-        f'<figure><img src="{png_data_uri(image, bar_px=bar_px)}" alt="{html.escape(title)}">'
-        f"<figcaption>{html.escape(title)}</figcaption></figure>" for title, image in panels) + "</div>")
+    return (f'<p class="note">First micrograph, its centre {crop_px} px across at full resolution (one micrograph '
+            f'pixel per screen pixel); scale bar {bar_nm} nm.</p><div class="panels">' + "".join(
+                f'<figure><img src="{png_data_uri(image[crop], size_px=crop_px, bar_px=bar_px)}" '
+                f'alt="{html.escape(title)}"><figcaption>{html.escape(title)}</figcaption></figure>'
+                for title, image in panels) + "</div>")
 
 
 def _resolution_note(frequency_per_a: float) -> str:

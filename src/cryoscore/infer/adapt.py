@@ -21,7 +21,7 @@ import logging
 import math
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Sequence
 
@@ -75,6 +75,16 @@ class AdaptResult:
         return self.adapted_loss < self.initial_loss
 
 
+@dataclass(frozen=True)
+class Micrograph:
+    """One image to adapt to: ``image`` (H, W) in any units at ``pixel_size_a``; ``source``, where it came from."""
+
+    name: str
+    image: np.ndarray
+    pixel_size_a: float
+    source: str
+
+
 def _split(image: np.ndarray, fraction: float) -> tuple[np.ndarray, np.ndarray]:
     """``image`` (H, W) cut into its first rows (fine-tuning) and its last ``fraction`` (held out)."""
     held_rows = max(round(image.shape[0] * fraction), 1)
@@ -98,13 +108,12 @@ def held_out_loss(denoiser: TrainedDenoiser, strips: Sequence[tuple[np.ndarray, 
     return float(np.mean(losses))
 
 
-def adapt_denoiser(
+def adapt_to_images(
     denoiser: TrainedDenoiser,
-    micrographs: Sequence[str | os.PathLike],
+    micrographs: Sequence[Micrograph],
     model_path: str | os.PathLike,
     settings: AdaptSettings = AdaptSettings(),
     *,
-    pixel_size_a: float | None = None,
     progress: bool = True,
 ) -> AdaptResult:
     """Fine-tune ``denoiser`` on recorrupted pairs of ``micrographs`` and write it to ``model_path``.
@@ -116,13 +125,12 @@ def adapt_denoiser(
     origin and both losses.
     """
     started = time.perf_counter()
-    images = [read_mrc(path, pixel_size_a=pixel_size_a) for path in micrographs]
     pairs, strips = [], []
-    for index, (path, (image, pixel_size)) in enumerate(zip(micrographs, images)):
-        training_part, held_out = _split(image.astype(np.float64), settings.validation_fraction)
+    for index, micrograph in enumerate(micrographs):
+        training_part, held_out = _split(micrograph.image.astype(np.float64), settings.validation_fraction)
         first, second = recorrupted_pair(training_part, np.random.default_rng([settings.seed, index]))
-        pairs.append(HalfPair(Path(path).stem, first, second, pixel_size))
-        strips.append((held_out, pixel_size))
+        pairs.append(HalfPair(micrograph.name, first, second, micrograph.pixel_size_a))
+        strips.append((held_out, micrograph.pixel_size_a))
     floor = denoiser.metadata.get("min_pixel_size_a")
     multiple = denoiser.model.net.required_multiple
     smallest = min(min(pair.even.shape) * min(1.0, pair.pixel_size_a / (floor or pair.pixel_size_a)) for pair in pairs)
@@ -139,9 +147,9 @@ def adapt_denoiser(
     initial_loss = held_out_loss(denoiser, strips, settings.seed)
     try:
         train_model(pairs, config, model_path, progress=progress, initial=denoiser.model,
-                               extra={"initial_model": denoiser.source,
-                                      "adapted_to": [str(path) for path in micrographs], "single_image_pairs": True,
-                                      "pixel_size_range_a": [min(low, *adapted_sizes), max(high, *adapted_sizes)]})
+                    extra={"initial_model": denoiser.source,
+                           "adapted_to": [micrograph.source for micrograph in micrographs], "single_image_pairs": True,
+                           "pixel_size_range_a": [min(low, *adapted_sizes), max(high, *adapted_sizes)]})
         adapted: TrainedDenoiser | None = load_denoiser(model_path)
         adapted_loss = held_out_loss(adapted, strips, settings.seed)
     except TrainingDiverged as error:
@@ -159,3 +167,22 @@ def adapt_denoiser(
                        result.adapted_loss, result.initial_loss, denoiser.source)
         save_model(model_path, denoiser.model, extra={**denoiser.metadata, "adaptation": validation})
     return result
+
+
+def adapt_denoiser(
+    denoiser: TrainedDenoiser,
+    micrographs: Sequence[str | os.PathLike],
+    model_path: str | os.PathLike,
+    settings: AdaptSettings = AdaptSettings(),
+    *,
+    pixel_size_a: float | None = None,
+    progress: bool = True,
+) -> AdaptResult:
+    """Fine-tune ``denoiser`` on the micrograph files ``micrographs`` (see :func:`adapt_to_images`)."""
+    started = time.perf_counter()
+    images = []
+    for path in micrographs:
+        image, pixel_size = read_mrc(path, pixel_size_a=pixel_size_a)
+        images.append(Micrograph(Path(path).stem, image, pixel_size, str(path)))
+    result = adapt_to_images(denoiser, images, model_path, settings, progress=progress)
+    return replace(result, seconds=time.perf_counter() - started)
