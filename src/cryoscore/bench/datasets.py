@@ -15,7 +15,6 @@ import numpy as np
 
 from cryoscore.bench.config import BenchConfig, RealDataset, SimulatedSpecimen
 from cryoscore.errors import InputError
-from cryoscore.filters import bin_image
 from cryoscore.io.coords import ParticleCoordinates, read_coordinates
 from cryoscore.io.layout import DatasetLayout, read_manifest
 from cryoscore.io.mrc import read_mrc
@@ -61,7 +60,6 @@ class TestSet:
     reference: str | None
     true_map: Path | None
     dose_e_per_a2: float | None = None
-    halves_in_image: int = 2
     symmetry: str | None = None
 
 
@@ -151,20 +149,15 @@ def _coordinate_file(dataset: RealDataset, stem: str) -> Path | None:
 
 
 def real_test_set(dataset: RealDataset, paths: Sequence[Path]) -> TestSet:
-    """The real micrographs ``paths``, binned by 2, with their annotated coordinates (no clean image, no CTF).
-
-    Without frames the learned denoisers train on neighbour-sub-sampled pairs, which have
-    twice the pixel size of the micrograph; binning by 2 (mean of 2 x 2 pixels) brings the
-    micrograph to that scale, with a quarter of a sub-sampled image's noise variance, as
-    if it summed four "halves" (``halves_in_image`` 4).
-    """
+    """The real micrographs ``paths`` at their own pixel size, with their annotated coordinates
+    (no clean image, no CTF). Without frames the learned denoisers train on recorrupted
+    single-image pairs on the same grid (:mod:`cryoscore.pairs.single`), whose full sum each
+    micrograph is, as a simulated full sum is of its even and odd halves."""
     micrographs = []
     box_px = round(dataset.diameter_a / dataset.pixel_size_a)
     for path in paths:
         image, _ = read_mrc(path, pixel_size_a=dataset.pixel_size_a)
         truth = read_coordinates(_coordinate_file(dataset, path.stem), box_size_px=box_px)
-        # Binned pixel i averages pixels 2i and 2i + 1, so its centre is original pixel 2i + 0.5.
-        binned_truth = ParticleCoordinates((truth.x_px - 0.5) / 2, (truth.y_px - 0.5) / 2)
-        micrographs.append(TestMicrograph(path.stem, bin_image(image, 2), binned_truth, None, None))
-    return TestSet(dataset.name, tuple(micrographs), 2 * dataset.pixel_size_a, dataset.diameter_a, dataset.reference,
-                   None, halves_in_image=4)
+        micrographs.append(TestMicrograph(path.stem, image, truth, None, None))
+    return TestSet(dataset.name, tuple(micrographs), dataset.pixel_size_a, dataset.diameter_a, dataset.reference,
+                   None)

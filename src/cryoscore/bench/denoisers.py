@@ -90,10 +90,19 @@ def train_models(
             "n_micrographs": len(pairs),
             "seconds": result.seconds,
             "final_loss": float(np.mean(tail)),
+            "loss_curve": loss_curve(result.losses),
             "reference": guidance.reference if guidance else None,
             "steps": settings.steps,
         })
     return models
+
+
+def loss_curve(losses: Sequence[float], points: int = 40) -> list[list[float]]:
+    """A training run's losses as at most ``points`` [step, mean loss] pairs, each the mean of
+    one block of consecutive steps (step: the block's last step, counted from 1)."""
+    blocks = np.array_split(np.asarray(losses, dtype=np.float64), min(points, len(losses)))
+    ends = np.cumsum([len(block) for block in blocks])
+    return [[int(end), float(block.mean())] for end, block in zip(ends, blocks)]
 
 
 def _adapted_model(pairs: Sequence[HalfPair], settings: TrainingSettings, model_path: Path) -> TrainedModel:
@@ -111,15 +120,14 @@ def _adapted_model(pairs: Sequence[HalfPair], settings: TrainingSettings, model_
 
 def denoise_functions(
     denoisers: Sequence[str], models: dict[str, TrainedModel], pixel_size_a: float, lowpass_a: float,
-    halves_in_image: int = 2,
 ) -> dict[str, DenoiseFunction]:
     """Each name of ``denoisers`` (and every trained model) as a function of a micrograph.
 
     ``raw`` is the identity, ``lowpass`` a Gaussian low-pass at ``lowpass_a`` Angstrom,
     ``topaz`` Topaz-Denoise's pretrained model (left out, with a warning, when the ``topaz``
     command is not installed),
-    the learned ones the one-step Tweedie estimate of their model for an image made of
-    ``halves_in_image`` of the halves it trained on (2: a full frame sum).
+    the learned ones the one-step Tweedie estimate of their model for a full sum of two of the
+    halves it trained on.
     """
     functions: dict[str, DenoiseFunction] = {}
     for name in denoisers:
@@ -131,7 +139,7 @@ def denoise_functions(
             functions[name] = lambda image, command=command: topaz_denoise(image, command)
     for name, model in models.items():
         functions[name] = lambda image, denoiser=model.denoiser: denoise_image(
-            denoiser, image, pixel_size_a=pixel_size_a, halves_in_image=halves_in_image)
+            denoiser, image, pixel_size_a=pixel_size_a)
     return functions
 
 

@@ -4,7 +4,7 @@ For each simulated specimen: write training and test datasets per dose and a
 particle-free dataset, train each learned denoiser once on the pooled training halves
 (and a guided model with a decoy density), then judge every denoiser on every test set
 and run the bias controls. Real datasets train their learned denoisers on single-image
-pairs (neighbour sub-sampling), having no frames. Everything lands in
+pairs (recorrupted, :mod:`cryoscore.pairs.single`), having no frames. Everything lands in
 ``OUTDIR/metrics.json``, ``OUTDIR/report.html`` and ``OUTDIR/summary.md``.
 """
 
@@ -145,8 +145,7 @@ def _real_results(config: BenchConfig, work_dir: Path) -> tuple[list[dict], list
                               reference=dataset.reference, defocus_range_um=config.simulation.defocus_range_um)
         training.extend({"dataset": dataset.name, **model.record} for model in models.values())
         test_set = real_test_set(dataset, paths)
-        functions = denoise_functions(config.denoisers, models, test_set.pixel_size_a, config.lowpass_a,
-                                      test_set.halves_in_image)
+        functions = denoise_functions(config.denoisers, models, test_set.pixel_size_a, config.lowpass_a)
         datasets.append({"dataset": dataset.name, "kind": "real", "outcomes": judge_all(test_set, functions, config.judges, config.learned),
                          "test_set": test_set})
     return datasets, training

@@ -1,0 +1,123 @@
+"""Does guidance stabilise score learning at low dose? (issue 12): the spread of picking AP over training seeds.
+
+    OMP_NUM_THREADS=1 python benchmarks/bench_seed_stability.py -o benchmarks/seed-stability [--dose 8]
+        [--seeds 0 1 2] [--steps 400]
+
+One simulated condition at a low dose (default 8 e/A^2: apoferritin at 3 A/px in the default
+benchmark's ice, 4 training and 3 test micrographs of 512 x 512 px, as ``cryoscore bench``
+simulates them). ``score`` and ``guided`` (built-in apoferritin reference, the bench's
+guidance settings) are trained on the same pairs once per training seed; only the seed
+changes (initial weights, crops, added noise). Each model is judged on the same test
+micrographs by the blob picker, the learned picker (3-fold over the test micrographs, one
+picker seed, so that the spread measured is the denoiser's) and the correlation with the
+clean particle image. Writes OUTDIR/results.json (every number and each run's loss curve),
+OUTDIR/results.md and OUTDIR/loss_curves.svg.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from cryoscore import __version__
+from cryoscore.bench.config import (
+    BenchConfig,
+    LearnedJudgeSettings,
+    SimulatedSpecimen,
+    SimulationSettings,
+    TrainingSettings,
+)
+from cryoscore.bench.datasets import simulate_specimen, simulated_test_set
+from cryoscore.bench.denoisers import denoise_functions, train_models
+from cryoscore.bench.plots import line_chart_svg
+from cryoscore.bench.run import judge_all
+from cryoscore.pairs.halves import pairs_from_dataset
+
+METHODS = ("score", "guided")
+
+
+def _spread(values: list[float]) -> dict[str, float]:
+    """Mean, sample standard deviation and range of per-seed values."""
+    array = np.asarray(values, dtype=np.float64)
+    return {"mean": float(array.mean()), "std": float(array.std(ddof=1)) if len(array) > 1 else 0.0,
+            "range": float(array.max() - array.min())}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("-o", "--output", type=Path, required=True)
+    parser.add_argument("--dose", type=float, default=8.0, help="e/A^2 (default: 8)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--steps", type=int, default=TrainingSettings().steps, help="training steps per model")
+    parser.add_argument("--picker-steps", type=int, help="learned picker training steps (default: the picker's)")
+    args = parser.parse_args()
+    args.output.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    config = BenchConfig(simulated=(SimulatedSpecimen("apoferritin", doses=(args.dose,)),),
+                         denoisers=("raw",) + METHODS, simulation=SimulationSettings())
+    specimen = config.simulated[0]
+    train_dirs, test_dirs, _ = simulate_specimen(config, specimen, 0, args.output / "data")
+    pairs = [pair for directory in train_dirs for pair in pairs_from_dataset(directory)]
+    test_set = simulated_test_set(test_dirs[0], f"apoferritin {args.dose:g} e/A^2")
+    learned = LearnedJudgeSettings(folds=3, seeds=(0,), steps=args.picker_steps)
+    results: dict = {
+        "command": "python benchmarks/bench_seed_stability.py " + " ".join(
+            [f"-o {args.output}", f"--dose {args.dose:g}", "--seeds", *map(str, args.seeds), f"--steps {args.steps}"]
+            + ([f"--picker-steps {args.picker_steps}"] if args.picker_steps else [])),
+        "machine": {"platform": platform.platform(), "cpus": torch.get_num_threads()},
+        "versions": {"cryoscore": __version__, "torch": torch.__version__},
+        "condition": {"specimen": "apoferritin", "dose_e_per_a2": args.dose, "pixel_size_a": test_set.pixel_size_a,
+                      "train_micrographs": len(pairs), "test_micrographs": len(test_set.micrographs),
+                      "test_particles": int(sum(len(m.truth) for m in test_set.micrographs))},
+        "runs": [],
+    }
+    for seed in args.seeds:
+        settings = TrainingSettings(steps=args.steps, seed=seed)
+        models = train_models(pairs, METHODS, settings, args.output / f"models-seed{seed}",
+                              reference=str(train_dirs[0] / "reference.mrc"),
+                              defocus_range_um=config.simulation.defocus_range_um)
+        functions = denoise_functions(("raw",) if seed == args.seeds[0] else (), models, test_set.pixel_size_a,
+                                      config.lowpass_a)
+        outcomes = judge_all(test_set, functions, ("pixel", "blob", "learned"), learned)
+        for name, outcome in outcomes.items():
+            run = {"denoiser": name, "seed": seed, "blob_ap": outcome.metrics["blob"]["ap"],
+                   "learned_ap": outcome.metrics["learned"]["ap"],
+                   "correlation_with_clean": outcome.metrics["pixel"]["correlation"]}
+            if name in models:
+                run["loss_curve"] = models[name].record["loss_curve"]
+                run["train_seconds"] = models[name].record["seconds"]
+            results["runs"].append(run)
+            print(json.dumps({key: value for key, value in run.items() if key != "loss_curve"}), flush=True)
+        (args.output / "results.json").write_text(json.dumps(results, indent=1))
+    results["spread"] = {
+        name: {metric: _spread([run[metric] for run in results["runs"] if run["denoiser"] == name])
+               for metric in ("blob_ap", "learned_ap", "correlation_with_clean")}
+        for name in METHODS}
+    results["seconds"] = time.perf_counter() - started
+    (args.output / "results.json").write_text(json.dumps(results, indent=1))
+    curves = [(f"{run['denoiser']} seed {run['seed']}", [step for step, _ in run["loss_curve"]],
+               [loss for _, loss in run["loss_curve"]]) for run in results["runs"] if "loss_curve" in run]
+    (args.output / "loss_curves.svg").write_text(line_chart_svg(
+        curves, title=f"training loss, apoferritin {args.dose:g} e/A^2", x_label="step", y_label="loss"))
+    raw = next(run for run in results["runs"] if run["denoiser"] == "raw")
+    lines = [f"Raw: blob AP {raw['blob_ap']:.3f}, learned AP {raw['learned_ap']:.3f}.", "",
+             "| denoiser | metric | " + " | ".join(f"seed {seed}" for seed in args.seeds) + " | mean | std | range |",
+             "|---|---|" + "---|" * (len(args.seeds) + 3)]
+    for name in METHODS:
+        for metric in ("blob_ap", "learned_ap", "correlation_with_clean"):
+            values = [run[metric] for run in results["runs"] if run["denoiser"] == name]
+            spread = results["spread"][name][metric]
+            lines.append(f"| {name} | {metric} | " + " | ".join(f"{value:.3f}" for value in values)
+                         + f" | {spread['mean']:.3f} | {spread['std']:.3f} | {spread['range']:.3f} |")
+    (args.output / "results.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
