@@ -11,6 +11,9 @@ picker's AP/F1 on the same micrographs with their intervals, the paired differen
 minus blob; each denoiser minus raw, same folds and seeds), and the label-budget curve (1, 2, 5 training micrographs per fold; seed 0 only, to fit the time).
 Micrographs at their full 1.85 A/px; both pickers resample them themselves. The JSON is
 rewritten after every stage, so an interrupted run keeps what it finished.
+
+benchmarks/bench_picker_transfer.py imports :func:`real_set`, :func:`outputs`,
+:func:`blob_results` and :func:`machine` from here.
 """
 
 from __future__ import annotations
@@ -35,13 +38,62 @@ from cryoscore.bench.crossval import (
 from cryoscore.filters import lowpass_filter
 from cryoscore.infer.adapt import adapt_denoiser
 from cryoscore.infer.denoise import denoise_image, load_denoiser
-from cryoscore.io.coords import read_coordinates
+from cryoscore.io.coords import ParticleCoordinates, read_coordinates
 from cryoscore.io.mrc import read_mrc
-from cryoscore.metrics.picking import match_picks
+from cryoscore.metrics.picking import MatchResult, match_picks
 from cryoscore.pick.blob import pick_blobs
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "apoferritin-empiar10146"
 DIAMETER_A = 120.0
+#: The denoiser outputs :func:`outputs` makes.
+DENOISERS = ("raw", "lowpass", "default", "adapted", "topaz")
+
+
+def real_set() -> tuple[list[Path], list[np.ndarray], float, list[ParticleCoordinates]]:
+    """The 10 real micrographs: their paths, images, pixel size (A) and annotated centres."""
+    paths = sorted((DATA / "micrographs").glob("*.mrc"))
+    images = [read_mrc(path)[0] for path in paths]
+    truths = [read_coordinates(DATA / "coordinates" / f"{path.stem}.star") for path in paths]
+    return paths, images, read_mrc(paths[0])[1], truths
+
+
+def outputs(name: str, images: list[np.ndarray], pixel_a: float, *, lowpass_a: float = 20.0,
+            paths: list[Path] | None = None, topaz_dir: Path | None = None,
+            adapted_path: Path | None = None) -> list[np.ndarray]:
+    """Denoiser ``name``'s outputs of ``images`` (at ``pixel_a`` A/px): ``raw`` (the images),
+    ``lowpass`` (``lowpass_a`` A), ``default`` (the shipped model), ``adapted`` (the default
+    fine-tuned on the micrograph files ``paths`` by ``--adapt``'s defaults, saved at
+    ``adapted_path``) or ``topaz`` (``topaz_dir``/NAME.mrc for each of ``paths``)."""
+    if name not in DENOISERS:
+        raise ValueError(f"unknown denoiser {name!r}; use one of {', '.join(DENOISERS)}")
+    if name == "raw":
+        return images
+    if name == "lowpass":
+        return [lowpass_filter(image, pixel_a, lowpass_a) for image in images]
+    if name == "topaz":
+        return [read_mrc(topaz_dir / path.name)[0] for path in paths]
+    model = load_denoiser()
+    if name == "adapted":
+        adapt_denoiser(model, paths, adapted_path, progress=False)
+        model = load_denoiser(adapted_path)
+    return [denoise_image(model, image, pixel_size_a=pixel_a) for image in images]
+
+
+def blob_results(images: list[np.ndarray], truths: list[ParticleCoordinates], pixel_a: float) -> list[MatchResult]:
+    """The blob picker's picks on each image matched within half a diameter."""
+    radius_px = DIAMETER_A / pixel_a / 2
+    row = []
+    for image, truth in zip(images, truths):
+        found = pick_blobs(image, pixel_a, DIAMETER_A)
+        row.append(match_picks(np.stack([found.x_px, found.y_px], 1), found.figure_of_merit,
+                               np.stack([truth.x_px, truth.y_px], 1), radius_px))
+    return row
+
+
+def machine() -> dict:
+    """Where it ran, for the JSON."""
+    return {"platform": platform.platform(), "cpus": __import__("os").cpu_count(),
+            "torch_threads": torch.get_num_threads()}
 
 
 def main() -> None:
@@ -56,17 +108,13 @@ def main() -> None:
     parser.add_argument("--lowpass-a", type=float, default=20.0)
     parser.add_argument("--steps", type=int, help="picker training steps (default: the picker's)")
     args = parser.parse_args()
-    paths = sorted((DATA / "micrographs").glob("*.mrc"))
-    raw = [read_mrc(path)[0] for path in paths]
-    pixel_a = read_mrc(paths[0])[1]
-    truths = [read_coordinates(DATA / "coordinates" / f"{path.stem}.star") for path in paths]
+    paths, raw, pixel_a, truths = real_set()
     radius_px = DIAMETER_A / pixel_a / 2
     settings = LearnedJudgeSettings(folds=args.folds, seeds=tuple(args.seeds), steps=args.steps)
     document = {"command": "OMP_NUM_THREADS=1 python benchmarks/bench_learned_picker.py " + " ".join(
                     f"--{key.replace('_', '-')} {' '.join(map(str, value)) if isinstance(value, list) else value}"
                     for key, value in vars(args).items()),
-                "machine": {"platform": platform.platform(), "cpus": __import__("os").cpu_count(),
-                            "torch_threads": torch.get_num_threads()},
+                "machine": machine(),
                 "versions": {"cryoscore": __version__, "torch": torch.__version__},
                 "micrographs": [path.stem for path in paths], "pixel_size_a": pixel_a, "diameter_a": DIAMETER_A,
                 "settings": {"folds": settings.folds, "seeds": list(settings.seeds), "steps": settings.steps,
@@ -76,30 +124,13 @@ def main() -> None:
     def save() -> None:
         args.output.write_text(json.dumps(document, indent=2) + "\n")
 
-    def denoised(name: str) -> list[np.ndarray]:
-        if name == "raw":
-            return raw
-        if name == "lowpass":
-            return [lowpass_filter(image, pixel_a, args.lowpass_a) for image in raw]
-        if name == "topaz":
-            return [read_mrc(args.topaz_dir / path.name)[0] for path in paths]
-        model = load_denoiser()
-        if name == "adapted":
-            adapted_path = args.output.with_name(args.output.stem + "-adapted.pt")
-            adapt_denoiser(model, paths, adapted_path, progress=False)
-            model = load_denoiser(adapted_path)
-        return [denoise_image(model, image, pixel_size_a=pixel_a) for image in raw]
-
     cross_validated = {}
     for name in args.denoisers:
-        images = denoised(name)
+        images = outputs(name, raw, pixel_a, lowpass_a=args.lowpass_a, paths=paths, topaz_dir=args.topaz_dir,
+                         adapted_path=args.output.with_name(args.output.stem + "-adapted.pt"))
         entry = document["denoisers"].setdefault(name, {})
         started = time.perf_counter()
-        blob_row = []
-        for image, truth in zip(images, truths):
-            found = pick_blobs(image, pixel_a, DIAMETER_A)
-            blob_row.append(match_picks(np.stack([found.x_px, found.y_px], 1), found.figure_of_merit,
-                                        np.stack([truth.x_px, truth.y_px], 1), radius_px))
+        blob_row = blob_results(images, truths, pixel_a)
         entry["blob"] = {statistic: pooled(blob_row, statistic) for statistic in ("ap", "f1")}
         entry["blob"].update({f"{statistic}_ci": bootstrap_interval([blob_row], statistic) for statistic in ("ap", "f1")})
         entry["blob"]["seconds"] = time.perf_counter() - started

@@ -6,7 +6,18 @@ import numpy as np
 import pytest
 
 from cryoscore.bench.config import LearnedJudgeSettings
-from cryoscore.bench.crossval import bootstrap_interval, fold_of_each, paired_difference, picker_training, pooled
+from cryoscore.bench import crossval
+from cryoscore.bench.crossval import (
+    annotation_subset,
+    bootstrap_interval,
+    cross_validate,
+    fold_of_each,
+    paired_difference,
+    picker_training,
+    pooled,
+    transfer,
+)
+from cryoscore.io.coords import ParticleCoordinates
 from cryoscore.metrics.picking import match_picks, pool_matches
 
 
@@ -66,5 +77,91 @@ def test_settings_reach_the_picker_training():
     training = picker_training(settings, seed=4)
     assert (training.steps, training.batch_size, training.seed) == (7, 3, 4)
     assert training.crop_px == picker_training(LearnedJudgeSettings(), 0).crop_px  # the picker's default
+    assert training.particles_per_micrograph is None
+    assert picker_training(settings, 0, 150.0).particles_per_micrograph == 150.0
     with pytest.raises(ValueError, match="folds >= 2"):
         LearnedJudgeSettings(folds=1)
+
+
+def _dotted(rng: np.random.Generator, n: int, size: int = 200):
+    """A (size, size) image that is 1 at ``n`` particle centres and 0 elsewhere, and those centres."""
+    centres = rng.choice(size * size, n, replace=False)
+    image = np.zeros(size * size, dtype=np.float32)
+    image[centres] = 1
+    rows, cols = np.divmod(centres, size)
+    return image.reshape(size, size), ParticleCoordinates(x_px=cols.astype(float), y_px=rows.astype(float))
+
+
+class _PerfectPicker:
+    """Picks the image's bright pixels, the trained-on label count as every score (to see what it trained on)."""
+
+    def __init__(self, labelled: int):
+        self.labelled = labelled
+
+    def pick(self, image, pixel_size_a):
+        rows, cols = np.nonzero(image > 0.5)
+        return ParticleCoordinates(x_px=cols.astype(float), y_px=rows.astype(float),
+                                   figure_of_merit=np.full(len(rows), float(self.labelled)))
+
+
+@pytest.fixture
+def fake_training(monkeypatch):
+    """train_picker replaced by a recorder returning a perfect picker: the calls' labels and training settings."""
+    calls = []
+
+    def fake(images, labels, pixel_size_a, diameter_a, *, training, device):
+        calls.append({"n_images": len(images), "labels": [len(label) for label in labels], "training": training})
+        return _PerfectPicker(sum(len(label) for label in labels))
+
+    monkeypatch.setattr(crossval, "train_picker", fake)
+    return calls
+
+
+def test_annotation_subset_keeps_budget_annotations_of_the_given_micrographs():
+    rng = np.random.default_rng(3)
+    truths = [_dotted(rng, n)[1] for n in (30, 50)]
+    subset = annotation_subset(truths, 20, np.random.default_rng(0))
+    assert [len(truth) for truth in subset] != [0, 20] and sum(len(truth) for truth in subset) == 20
+    for kept, full in zip(subset, truths):  # each kept annotation is one of its own micrograph's
+        pairs = set(zip(full.x_px, full.y_px))
+        assert all(pair in pairs for pair in zip(kept.x_px, kept.y_px))
+        assert len(set(zip(kept.x_px, kept.y_px))) == len(kept)  # without replacement
+    again = annotation_subset(truths, 20, np.random.default_rng(0))
+    assert all(np.array_equal(a.x_px, b.x_px) for a, b in zip(subset, again))
+    assert annotation_subset(truths, 500, np.random.default_rng(0)) == truths
+    with pytest.raises(ValueError, match=">= 1"):
+        annotation_subset(truths, 0, np.random.default_rng(0))
+
+
+def test_particle_budget_trains_on_few_labels_with_the_full_count_and_scores_against_all(fake_training):
+    rng = np.random.default_rng(4)
+    images, truths = zip(*[_dotted(rng, n) for n in (40, 44, 48, 52, 56, 60)])
+    settings = LearnedJudgeSettings(folds=3, seeds=(0, 1), bootstrap=50)
+    run = cross_validate(images, truths, 1.0, 10.0, 3.0, settings, label_budget=1, particle_budget=12)
+    assert len(fake_training) == 6 and run.train_micrographs == [1, 1, 1]
+    for call in fake_training:
+        assert call["n_images"] == 1 and call["labels"] == [12]
+        assert call["training"].particles_per_micrograph in {40.0, 44.0, 48.0, 52.0, 56.0, 60.0}
+    # the perfect picker finds every particle: recall against the *full* annotations is 1
+    assert all(result.recall == 1 and result.precision == 1 for row in run.results for result in row)
+    fake_training.clear()
+    cross_validate(images, truths, 1.0, 10.0, 3.0, settings, label_budget=1)
+    assert all(call["training"].particles_per_micrograph is None and call["labels"][0] >= 40
+               for call in fake_training)
+
+
+def test_transfer_trains_once_per_seed_on_the_source_and_judges_every_target(fake_training):
+    rng = np.random.default_rng(5)
+    source = [_dotted(rng, 30) for _ in range(3)]
+    target = [_dotted(rng, 20, size=150) for _ in range(4)]
+    settings = LearnedJudgeSettings(seeds=(0, 1, 2), steps=5, bootstrap=50)
+    run = transfer([image for image, _ in source], [truth for _, truth in source], 1.0,
+                   [image for image, _ in target], [truth for _, truth in target], 1.0, 10.0, 3.0, settings)
+    assert [call["n_images"] for call in fake_training] == [3, 3, 3]
+    assert [call["training"].seed for call in fake_training] == [0, 1, 2]
+    assert all(call["training"].steps == 5 for call in fake_training)
+    assert len(run.results) == 3 and all(len(row) == 4 for row in run.results)
+    summary = run.summary(settings)
+    assert summary["ap"] == pytest.approx(1.0) and summary["folds"] == 1 and summary["train_micrographs_per_fold"] == [3]
+    with pytest.raises(ValueError, match="target"):
+        transfer([source[0][0]], [source[0][1]], 1.0, [], [], 1.0, 10.0, 3.0, settings)

@@ -6,6 +6,11 @@ fold and each training seed a :mod:`~cryoscore.pick.learned` picker is trained o
 other folds' micrographs (all of them, or a *label budget* of a few drawn at random) and
 picks the fold's micrographs, which it never saw. So every micrograph is judged once per
 seed, unseen, and each (seed, micrograph) gives one :class:`~cryoscore.metrics.picking.MatchResult`.
+A *particle budget* goes below one micrograph: each fold's picker sees only a random
+subset of its training micrographs' annotations (the rest unlabelled, as the PU loss
+treats them). :func:`transfer` judges a picker trained on one dataset and applied
+unchanged to another, with the same statistics (one "fold": every target micrograph is
+unseen).
 
 Statistics are pooled over micrographs (:func:`~cryoscore.metrics.picking.pool_matches`)
 and averaged over seeds. The 95 % interval is a two-level percentile bootstrap: each
@@ -26,7 +31,7 @@ import numpy as np
 from cryoscore.bench.config import LearnedJudgeSettings
 from cryoscore.io.coords import ParticleCoordinates
 from cryoscore.metrics.picking import MatchResult, match_picks, pool_matches
-from cryoscore.pick.learned import PickerTraining, train_picker
+from cryoscore.pick.learned import LearnedPicker, PickerTraining, train_picker
 
 STATISTICS: dict[str, Callable[[MatchResult], float | None]] = {
     "ap": lambda result: result.average_precision,
@@ -34,11 +39,36 @@ STATISTICS: dict[str, Callable[[MatchResult], float | None]] = {
 }
 
 
-def picker_training(settings: LearnedJudgeSettings, seed: int) -> PickerTraining:
-    """The picker's training for one seed: ``settings``' steps, batch and crop where given, else the defaults."""
+def picker_training(settings: LearnedJudgeSettings, seed: int,
+                    particles_per_micrograph: float | None = None) -> PickerTraining:
+    """The picker's training for one seed: ``settings``' steps, batch and crop where given, else the defaults;
+    ``particles_per_micrograph`` (the PU prior's expected count) None takes the labelled count."""
     given = {name: getattr(settings, name) for name in ("steps", "batch_size", "crop_px")
              if getattr(settings, name) is not None}
-    return PickerTraining(seed=seed, **given)
+    return PickerTraining(seed=seed, particles_per_micrograph=particles_per_micrograph, **given)
+
+
+def annotation_subset(truths: Sequence[ParticleCoordinates], budget: int,
+                      rng: np.random.Generator) -> list[ParticleCoordinates]:
+    """``truths`` of some micrographs with only ``budget`` annotations kept, drawn at random without
+    replacement from all of them together (every one when there are no more than ``budget``)."""
+    if budget < 1:
+        raise ValueError(f"a particle budget must be >= 1, got {budget}")
+    counts = [len(truth) for truth in truths]
+    if budget >= sum(counts):
+        return list(truths)
+    chosen = rng.choice(sum(counts), budget, replace=False)
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    return [truth.take(np.sort(chosen[(chosen >= start) & (chosen < start + count)]) - start)
+            for truth, start, count in zip(truths, starts, counts)]
+
+
+def _judge(picker: LearnedPicker, image: np.ndarray, truth: ParticleCoordinates, pixel_size_a: float,
+           match_radius_px: float, diameter_px: float) -> MatchResult:
+    """The picker's picks on one unseen micrograph matched against its annotations."""
+    found = picker.pick(image, pixel_size_a)
+    return match_picks(np.stack([found.x_px, found.y_px], axis=1), found.figure_of_merit,
+                       np.stack([truth.x_px, truth.y_px], axis=1), match_radius_px, diameter_px=diameter_px)
 
 
 def fold_of_each(n_micrographs: int, folds: int) -> np.ndarray:
@@ -141,13 +171,19 @@ def cross_validate(
     settings: LearnedJudgeSettings,
     *,
     label_budget: int | None = None,
+    particle_budget: int | None = None,
     device: str = "cpu",
 ) -> CrossValidation:
     """Train and test the learned picker k-fold over ``images`` (H, W) with annotated ``truths``.
 
     Each fold's picker trains on all the other folds' micrographs, or on ``label_budget``
     of them drawn with ``numpy.random.default_rng([seed, fold])`` (all when fewer exist).
-    Picks match truth within ``match_radius_px`` (original pixels).
+    With ``particle_budget`` it sees only that many of their annotations
+    (:func:`annotation_subset`, drawn with ``default_rng([seed, fold, 1])``, so the same for
+    every denoiser), and its PU prior takes the micrographs' full annotated count per
+    micrograph as the expected count: a user who annotates a few particles still sees about
+    how many a micrograph holds. Picks match the *full* annotations within
+    ``match_radius_px`` (original pixels).
     """
     started = time.perf_counter()
     fold = fold_of_each(len(images), settings.folds)
@@ -161,18 +197,55 @@ def cross_validate(
             train = np.flatnonzero(fold != held_out)
             if label_budget is not None and label_budget < len(train):
                 train = np.sort(np.random.default_rng([seed, held_out]).choice(train, label_budget, replace=False))
-            picker = train_picker([images[index] for index in train], [truths[index] for index in train],
-                                  pixel_size_a, diameter_a, training=picker_training(settings, seed), device=device)
+            labels = [truths[index] for index in train]
+            expected = None
+            if particle_budget is not None:
+                expected = float(np.mean([len(truth) for truth in labels]))
+                labels = annotation_subset(labels, particle_budget, np.random.default_rng([seed, held_out, 1]))
+            picker = train_picker([images[index] for index in train], labels, pixel_size_a, diameter_a,
+                                  training=picker_training(settings, seed, expected), device=device)
             if seed == settings.seeds[0]:
                 train_counts.append(len(train))
             for index in np.flatnonzero(fold == held_out):
-                found = picker.pick(images[index], pixel_size_a)
-                truth = truths[index]
-                row[index] = match_picks(np.stack([found.x_px, found.y_px], axis=1), found.figure_of_merit,
-                                         np.stack([truth.x_px, truth.y_px], axis=1), match_radius_px,
-                                         diameter_px=diameter_px)
+                row[index] = _judge(picker, images[index], truths[index], pixel_size_a, match_radius_px, diameter_px)
         results.append(row)  # type: ignore[arg-type]
     return CrossValidation(results, tuple(settings.seeds), n_folds, train_counts, time.perf_counter() - started)
+
+
+def transfer(
+    source_images: Sequence[np.ndarray],
+    source_truths: Sequence[ParticleCoordinates],
+    source_pixel_size_a: float,
+    target_images: Sequence[np.ndarray],
+    target_truths: Sequence[ParticleCoordinates],
+    target_pixel_size_a: float,
+    diameter_a: float,
+    match_radius_px: float,
+    settings: LearnedJudgeSettings,
+    *,
+    device: str = "cpu",
+) -> CrossValidation:
+    """A picker trained on one dataset applied unchanged to another, once per seed of ``settings``.
+
+    Each seed's picker trains on every ``source`` micrograph (annotations as given, the PU
+    prior from their count) and picks every ``target`` micrograph; picks match the target's
+    annotations within ``match_radius_px`` (target pixels). The result has the k-fold's shape
+    with one fold (``results[s][i]``: seed ``s``, target micrograph ``i``), so
+    :meth:`CrossValidation.summary`, :func:`bootstrap_interval` (over target micrographs and
+    seeds) and :func:`paired_difference` apply.
+    """
+    if not target_images or len(target_images) != len(target_truths):
+        raise ValueError(f"need as many target annotations as target micrographs (>= 1), got "
+                         f"{len(target_truths)} and {len(target_images)}")
+    started = time.perf_counter()
+    diameter_px = diameter_a / target_pixel_size_a
+    results = []
+    for seed in settings.seeds:
+        picker = train_picker(source_images, source_truths, source_pixel_size_a, diameter_a,
+                              training=picker_training(settings, seed), device=device)
+        results.append([_judge(picker, image, truth, target_pixel_size_a, match_radius_px, diameter_px)
+                        for image, truth in zip(target_images, target_truths)])
+    return CrossValidation(results, tuple(settings.seeds), 1, [len(source_images)], time.perf_counter() - started)
 
 
 def judge_with_learned_picker(

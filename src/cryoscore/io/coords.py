@@ -91,9 +91,12 @@ class ParticleCoordinates:
             return self
         if self.figure_of_merit is None:
             raise ValueError("these coordinates have no figure of merit to threshold")
-        keep = self.figure_of_merit >= threshold
+        return self.take(self.figure_of_merit >= threshold)
+
+    def take(self, index: np.ndarray) -> "ParticleCoordinates":
+        """The particles selected by ``index`` (a boolean mask or integer indices), every field kept."""
         return ParticleCoordinates(**{field.name: None if getattr(self, field.name) is None
-                                      else getattr(self, field.name)[keep] for field in dataclasses.fields(self)})
+                                      else getattr(self, field.name)[index] for field in dataclasses.fields(self)})
 
 
 def _format(path: Path) -> str:
