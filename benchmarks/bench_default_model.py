@@ -143,13 +143,16 @@ def main() -> None:
     parser.add_argument("--conditions", nargs="+", default=[condition.name for condition in CONDITIONS])
     parser.add_argument("--micrographs", type=int, default=4, help="per simulated condition (default: 4)")
     parser.add_argument("--adapt-steps", type=int, default=300, help="0 skips the adapted model (default: 300)")
+    parser.add_argument("--adapt-learning-rate", type=float, default=AdaptSettings().learning_rate,
+                        help="learning rate of the adapted model's fine-tuning (default: --adapt's)")
     parser.add_argument("--topaz-dir", type=Path, help="Topaz-Denoise outputs, DIR/CONDITION/NAME.mrc")
     parser.add_argument("--model", type=Path, help="judge this model instead of the shipped default")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     args.output.mkdir(parents=True, exist_ok=True)
     default = load_denoiser(args.model)
-    results = {"model": default.source, "adapt_steps": args.adapt_steps, "conditions": {}}
+    results = {"model": default.source, "adapt_steps": args.adapt_steps,
+               "adapt_learning_rate": args.adapt_learning_rate, "conditions": {}}
     for condition in (c for c in CONDITIONS if c.name in args.conditions):
         started = time.perf_counter()
         test_set, paths = condition_test_set(condition, args.output / "data", args.micrographs)
@@ -163,8 +166,8 @@ def main() -> None:
         if args.adapt_steps > 0:
             adapted_path = args.output / "adapted" / f"{condition.name}.pt"
             adapt_started = time.perf_counter()
-            adaptation = adapt_denoiser(default, paths, adapted_path, AdaptSettings(steps=args.adapt_steps),
-                                        progress=False)
+            settings = AdaptSettings(steps=args.adapt_steps, learning_rate=args.adapt_learning_rate)
+            adaptation = adapt_denoiser(default, paths, adapted_path, settings, progress=False)
             record["adapt_seconds"] = time.perf_counter() - adapt_started
             record["adapt_held_out_loss"] = {"default": adaptation.initial_loss, "adapted": adaptation.adapted_loss,
                                              "kept": adaptation.kept}

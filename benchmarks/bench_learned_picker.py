@@ -36,7 +36,7 @@ from cryoscore.bench.crossval import (
     pooled,
 )
 from cryoscore.filters import lowpass_filter
-from cryoscore.infer.adapt import adapt_denoiser
+from cryoscore.infer.adapt import AdaptSettings, adapt_denoiser
 from cryoscore.infer.denoise import denoise_image, load_denoiser
 from cryoscore.io.coords import ParticleCoordinates, read_coordinates
 from cryoscore.io.mrc import read_mrc
@@ -59,11 +59,11 @@ def real_set() -> tuple[list[Path], list[np.ndarray], float, list[ParticleCoordi
 
 def outputs(name: str, images: list[np.ndarray], pixel_a: float, *, lowpass_a: float = 20.0,
             paths: list[Path] | None = None, topaz_dir: Path | None = None,
-            adapted_path: Path | None = None) -> list[np.ndarray]:
+            adapted_path: Path | None = None, adapt: AdaptSettings = AdaptSettings()) -> list[np.ndarray]:
     """Denoiser ``name``'s outputs of ``images`` (at ``pixel_a`` A/px): ``raw`` (the images),
     ``lowpass`` (``lowpass_a`` A), ``default`` (the shipped model), ``adapted`` (the default
-    fine-tuned on the micrograph files ``paths`` by ``--adapt``'s defaults, saved at
-    ``adapted_path``) or ``topaz`` (``topaz_dir``/NAME.mrc for each of ``paths``)."""
+    fine-tuned on the micrograph files ``paths`` with ``adapt``, by default ``--adapt``'s
+    defaults, saved at ``adapted_path``) or ``topaz`` (``topaz_dir``/NAME.mrc for each of ``paths``)."""
     if name not in DENOISERS:
         raise ValueError(f"unknown denoiser {name!r}; use one of {', '.join(DENOISERS)}")
     if name == "raw":
@@ -74,7 +74,7 @@ def outputs(name: str, images: list[np.ndarray], pixel_a: float, *, lowpass_a: f
         return [read_mrc(topaz_dir / path.name)[0] for path in paths]
     model = load_denoiser()
     if name == "adapted":
-        adapt_denoiser(model, paths, adapted_path, progress=False)
+        adapt_denoiser(model, paths, adapted_path, adapt, progress=False)
         model = load_denoiser(adapted_path)
     return [denoise_image(model, image, pixel_size_a=pixel_a) for image in images]
 
@@ -107,6 +107,8 @@ def main() -> None:
     parser.add_argument("--topaz-dir", type=Path, help="Topaz-Denoise outputs NAME.mrc of the 10 micrographs")
     parser.add_argument("--lowpass-a", type=float, default=20.0)
     parser.add_argument("--steps", type=int, help="picker training steps (default: the picker's)")
+    parser.add_argument("--adapt-learning-rate", type=float, default=AdaptSettings().learning_rate,
+                        help="learning rate of the adapted denoiser's fine-tuning (default: --adapt's)")
     args = parser.parse_args()
     paths, raw, pixel_a, truths = real_set()
     radius_px = DIAMETER_A / pixel_a / 2
@@ -127,7 +129,8 @@ def main() -> None:
     cross_validated = {}
     for name in args.denoisers:
         images = outputs(name, raw, pixel_a, lowpass_a=args.lowpass_a, paths=paths, topaz_dir=args.topaz_dir,
-                         adapted_path=args.output.with_name(args.output.stem + "-adapted.pt"))
+                         adapted_path=args.output.with_name(args.output.stem + "-adapted.pt"),
+                         adapt=AdaptSettings(learning_rate=args.adapt_learning_rate))
         entry = document["denoisers"].setdefault(name, {})
         started = time.perf_counter()
         blob_row = blob_results(images, truths, pixel_a)

@@ -392,7 +392,8 @@ def _add_denoise(subparsers: argparse._SubParsersAction) -> None:
                         help="first fine-tune the model on these micrographs (pairs from single images, no frames "
                         "needed) for STEPS steps (default: 300, a few minutes on 2 cores), on all but the last fifth of each "
                         "micrograph's rows; keep the result only if it lowers the Noise2Noise loss on that held-out "
-                        "fifth; save it as OUTDIR/adapted.pt and denoise with it; a rerun reuses OUTDIR/adapted.pt")
+                        "fifth; save it as OUTDIR/adapted.pt and denoise with it; a rerun reuses OUTDIR/adapted.pt. "
+                        "Experimental: it lowered picking AP in cryoscore's benchmarks")
     _add_parallel_options(parser, "denoise")
     parser.add_argument("--device", choices=("cpu", "cuda"), help="where the model runs (default: cuda if available)")
     parser.add_argument("--overwrite", action="store_true",
