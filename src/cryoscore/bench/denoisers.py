@@ -23,6 +23,7 @@ from cryoscore.filters import lowpass_filter
 from cryoscore.infer.adapt import AdaptSettings, Micrograph, adapt_to_images
 from cryoscore.infer.denoise import TrainedDenoiser, denoise_image, load_denoiser
 from cryoscore.io.mrc import read_mrc, write_mrc
+from cryoscore.objectives import METHODS
 from cryoscore.pairs.halves import HalfPair
 from cryoscore.train import GuidanceConfig, TrainConfig, train_model
 
@@ -61,13 +62,15 @@ def train_models(
     of ``settings``. Returns models by name.
     """
     models = {}
-    if "default" in methods:
-        models["default"] = TrainedModel("default", load_denoiser(), {"name": "default", "method": "default"})
-    if "adapted" in methods:
-        models["adapted"] = _adapted_model(pairs, settings, model_dir / "adapted.pt")
+    if "default" in methods or "adapted" in methods:
+        shipped = load_denoiser()
+        if "default" in methods:
+            models["default"] = TrainedModel("default", shipped, {"name": "default", "method": "default"})
+        if "adapted" in methods:
+            models["adapted"] = _adapted_model(shipped, pairs, settings, model_dir / "adapted.pt")
     runs: list[tuple[str, str, GuidanceConfig | None]] = []
     for method in methods:
-        if method not in ("n2n", "score", "guided"):
+        if method not in METHODS:
             continue
         if method != "guided":
             runs.append((method, method, None))
@@ -105,12 +108,13 @@ def loss_curve(losses: Sequence[float], points: int = 40) -> list[list[float]]:
     return [[int(end), float(block.mean())] for end, block in zip(ends, blocks)]
 
 
-def _adapted_model(pairs: Sequence[HalfPair], settings: TrainingSettings, model_path: Path) -> TrainedModel:
-    """The shipped model after ``denoise --adapt`` on the full sums of ``pairs``."""
+def _adapted_model(shipped: TrainedDenoiser, pairs: Sequence[HalfPair], settings: TrainingSettings,
+                   model_path: Path) -> TrainedModel:
+    """The ``shipped`` model after ``denoise --adapt`` on the full sums of ``pairs``."""
     micrographs = [Micrograph(pair.name, pair.even + pair.odd, pair.pixel_size_a, pair.name) for pair in pairs]
     adapt = AdaptSettings(steps=settings.steps, batch_size=settings.batch_size, crop_px=settings.crop_px,
                           seed=settings.seed)
-    result = adapt_to_images(load_denoiser(), micrographs, model_path, adapt, progress=False)
+    result = adapt_to_images(shipped, micrographs, model_path, adapt, progress=False)
     logger.info("adapted the default model to %d micrographs in %.1f s", len(pairs), result.seconds)
     return TrainedModel("adapted", load_denoiser(model_path), {
         "name": "adapted", "method": "adapted", "n_micrographs": len(pairs), "seconds": result.seconds,

@@ -182,15 +182,14 @@ def _panels_html(test_set: Any, outcomes: dict[str, Any]) -> str:
                                           if name != "raw"]
     if first.clean is not None:
         panels.append(("truth (clean particles)", first.clean))
-    height, width = first.full_sum.shape
-    crop = (slice(max((height - PANEL_CROP_PX) // 2, 0), max((height - PANEL_CROP_PX) // 2, 0) + PANEL_CROP_PX),
-            slice(max((width - PANEL_CROP_PX) // 2, 0), max((width - PANEL_CROP_PX) // 2, 0) + PANEL_CROP_PX))
-    crop_px = min(PANEL_CROP_PX, width)
-    bar_nm = scale_bar_nm(crop_px * test_set.pixel_size_a)
+    crop = tuple(slice(start, start + PANEL_CROP_PX)
+                 for start in (max((size - PANEL_CROP_PX) // 2, 0) for size in first.full_sum.shape))
+    height, width = first.full_sum[crop].shape
+    bar_nm = scale_bar_nm(width * test_set.pixel_size_a)
     bar_px = bar_nm * 10 / test_set.pixel_size_a
-    return (f'<p class="note">First micrograph, its centre {crop_px} px across at full resolution (one micrograph '
+    return (f'<p class="note">First micrograph, its centre {width} x {height} px at full resolution (one micrograph '
             f'pixel per screen pixel); scale bar {bar_nm} nm.</p><div class="panels">' + "".join(
-                f'<figure><img src="{png_data_uri(image[crop], size_px=crop_px, bar_px=bar_px)}" '
+                f'<figure><img src="{png_data_uri(image[crop], size_px=max(height, width), bar_px=bar_px)}" '
                 f'alt="{html.escape(title)}"><figcaption>{html.escape(title)}</figcaption></figure>'
                 for title, image in panels) + "</div>")
 

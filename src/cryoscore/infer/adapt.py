@@ -91,19 +91,18 @@ def _split(image: np.ndarray, fraction: float) -> tuple[np.ndarray, np.ndarray]:
     return image[:-held_rows], image[-held_rows:]
 
 
-def held_out_loss(denoiser: TrainedDenoiser, strips: Sequence[tuple[np.ndarray, float]], seed: int) -> float:
-    """Mean Noise2Noise loss of ``denoiser`` on recorrupted pairs of ``strips`` ((image, pixel size) each).
+def held_out_loss(denoiser: TrainedDenoiser, pairs: Sequence[HalfPair]) -> float:
+    """Mean Noise2Noise loss of ``denoiser`` on held-out ``pairs`` (e.g. recorrupted pairs of held-out strips).
 
-    One image of each pair is denoised as a half (``halves_in_image=1``) and compared with the
-    other on the model's working grid, both divided by the input's noise std there; the same
-    ``seed`` gives the same pairs to every model compared.
+    Each pair's ``even`` is denoised as a half (``halves_in_image=1``) and compared with its
+    ``odd`` on the model's working grid, both divided by the input's noise std there. Models
+    compared on the same pairs differ by their mean squared errors against the clean image.
     """
     losses = []
-    for index, (strip, pixel_size_a) in enumerate(strips):
-        first, second = recorrupted_pair(strip, np.random.default_rng([seed, 7919, index]))
-        estimate = denoise_image(denoiser, first, pixel_size_a=pixel_size_a, halves_in_image=1)
-        working = denoiser.working_scale(strip.shape, pixel_size_a).shape
-        estimate, target, source = (fourier_resample(image, working) for image in (estimate, second, first))
+    for pair in pairs:
+        estimate = denoise_image(denoiser, pair.even, pixel_size_a=pair.pixel_size_a, halves_in_image=1)
+        working = denoiser.working_scale(pair.even.shape, pair.pixel_size_a).shape
+        estimate, target, source = (fourier_resample(image, working) for image in (estimate, pair.odd, pair.even))
         losses.append(float(np.mean((estimate - target) ** 2)) / spectral_noise_sigma(source) ** 2)
     return float(np.mean(losses))
 
@@ -125,12 +124,12 @@ def adapt_to_images(
     origin and both losses.
     """
     started = time.perf_counter()
-    pairs, strips = [], []
+    pairs, held_out_pairs = [], []
     for index, micrograph in enumerate(micrographs):
         training_part, held_out = _split(micrograph.image.astype(np.float64), settings.validation_fraction)
-        first, second = recorrupted_pair(training_part, np.random.default_rng([settings.seed, index]))
-        pairs.append(HalfPair(micrograph.name, first, second, micrograph.pixel_size_a))
-        strips.append((held_out, micrograph.pixel_size_a))
+        rng = np.random.default_rng([settings.seed, index])
+        pairs.append(HalfPair(micrograph.name, *recorrupted_pair(training_part, rng), micrograph.pixel_size_a))
+        held_out_pairs.append(HalfPair(micrograph.name, *recorrupted_pair(held_out, rng), micrograph.pixel_size_a))
     floor = denoiser.metadata.get("min_pixel_size_a")
     multiple = denoiser.model.net.required_multiple
     smallest = min(min(pair.even.shape) * min(1.0, pair.pixel_size_a / (floor or pair.pixel_size_a)) for pair in pairs)
@@ -144,14 +143,14 @@ def adapt_to_images(
     low, high = denoiser.pixel_size_range_a
     adapted_sizes = [pair.pixel_size_a if floor is None else max(pair.pixel_size_a, floor) for pair in pairs]
     model_path = Path(model_path)
-    initial_loss = held_out_loss(denoiser, strips, settings.seed)
+    initial_loss = held_out_loss(denoiser, held_out_pairs)
     try:
         train_model(pairs, config, model_path, progress=progress, initial=denoiser.model,
                     extra={"initial_model": denoiser.source,
                            "adapted_to": [micrograph.source for micrograph in micrographs], "single_image_pairs": True,
                            "pixel_size_range_a": [min(low, *adapted_sizes), max(high, *adapted_sizes)]})
         adapted: TrainedDenoiser | None = load_denoiser(model_path)
-        adapted_loss = held_out_loss(adapted, strips, settings.seed)
+        adapted_loss = held_out_loss(adapted, held_out_pairs)
     except TrainingDiverged as error:
         logger.warning("%s", error)
         adapted, adapted_loss = None, math.inf
