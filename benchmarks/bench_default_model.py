@@ -1,7 +1,7 @@
 """Does the shipped default model help on data it was not built around? (issue 12)
 
     python benchmarks/bench_default_model.py -o benchmarks/default-model [--adapt-steps 300]
-        [--topaz-dir DIR] [--conditions real large-4A ...] [--micrographs 4]
+        [--topaz-dir DIR] [--conditions real large-4A ...] [--micrographs 4] [--learned-seeds 0 1 2]
 
 Every condition here is held out from the default model's training corpus
 (scripts/make_default_corpus.py): specimens it never saw (the built-in apoferritin and
@@ -12,8 +12,10 @@ and by Topaz-Denoise when its outputs are given (``--topaz-dir DIR/CONDITION/NAM
 made by benchmarks/topaz_denoise.py in topaz's own environment).
 
 Judges: the blob picker's AP against the true (or annotated) coordinates, the correlation
-with the noise-free image (simulated data), and, in the report, full-resolution crops and
-radial power spectra of every output. Writes OUTDIR/results.json, OUTDIR/results.md and
+with the noise-free image (simulated data), with ``--learned-seeds`` the learned picker
+(k-fold over the condition's micrographs, one picker per fold and seed; AP with its 95 %
+bootstrap interval and the paired difference against raw on the same folds and seeds), and,
+in the report, full-resolution crops and radial power spectra of every output. Writes OUTDIR/results.json, OUTDIR/results.md and
 OUTDIR/panels_CONDITION.png.
 """
 
@@ -29,6 +31,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
+from cryoscore.bench.config import LearnedJudgeSettings
+from cryoscore.bench.crossval import paired_difference
 from cryoscore.bench.datasets import TestMicrograph, TestSet, simulated_test_set
 from cryoscore.bench.plots import radial_power_spectrum
 from cryoscore.bench.run import judge_all
@@ -137,6 +141,18 @@ def write_panels(path: Path, test_set: TestSet, examples: dict[str, np.ndarray],
     canvas.save(path)
 
 
+def _learned_cell(entry: dict, against_raw: bool) -> str:
+    """``AP [low, high]`` of the learned judge and, ``against_raw``, ``; difference [low, high]``."""
+    def interval(values: list[float] | None) -> str:
+        return "[-]" if values is None else f"[{values[0]:+.3f}, {values[1]:+.3f}]"
+
+    cell = f"{entry['learned']['ap']:.3f} {interval(entry['learned']['ap_ci'])}".replace("+", "")
+    if against_raw:
+        difference = entry["learned_ap_minus_raw"]
+        cell += f"; {difference['difference']:+.3f} {interval(difference['ci'])}"
+    return cell
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-o", "--output", type=Path, required=True)
@@ -147,10 +163,16 @@ def main() -> None:
                         help="learning rate of the adapted model's fine-tuning (default: --adapt's)")
     parser.add_argument("--topaz-dir", type=Path, help="Topaz-Denoise outputs, DIR/CONDITION/NAME.mrc")
     parser.add_argument("--model", type=Path, help="judge this model instead of the shipped default")
+    parser.add_argument("--learned-seeds", type=int, nargs="*", default=[],
+                        help="judge with the learned picker too, one picker per fold and seed (default: not)")
+    parser.add_argument("--learned-folds", type=int, default=4, help="k of the learned judge's k-fold (default: 4)")
+    parser.add_argument("--learned-steps", type=int, default=100, help="picker training steps (default: 100)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     args.output.mkdir(parents=True, exist_ok=True)
     default = load_denoiser(args.model)
+    learned = (LearnedJudgeSettings(folds=args.learned_folds, seeds=tuple(args.learned_seeds), steps=args.learned_steps)
+               if args.learned_seeds else None)
     results = {"model": default.source, "adapt_steps": args.adapt_steps,
                "adapt_learning_rate": args.adapt_learning_rate, "conditions": {}}
     for condition in (c for c in CONDITIONS if c.name in args.conditions):
@@ -178,12 +200,19 @@ def main() -> None:
                        for micrograph in test_set.micrographs}
             by_content = {id(micrograph.full_sum): outputs[micrograph.name] for micrograph in test_set.micrographs}
             functions["topaz"] = lambda image: read_mrc(by_content[id(image)])[0]
-        outcomes = judge_all(test_set, functions, ("pixel", "blob"))
+        outcomes = judge_all(test_set, functions, ("pixel", "blob", "learned") if learned else ("pixel", "blob"),
+                             learned)
         record["denoisers"] = {name: {"blob_ap": outcome.metrics["blob"]["ap"],
                                       "blob_f1": outcome.metrics["blob"]["f1"],
                                       "correlation_with_clean": outcome.metrics.get("pixel", {}).get("correlation"),
                                       "seconds_per_micrograph": outcome.metrics["denoise_seconds_per_micrograph"]}
                                for name, outcome in outcomes.items()}
+        if learned:
+            for name, outcome in outcomes.items():
+                record["denoisers"][name]["learned"] = outcome.metrics["learned"]
+                record["denoisers"][name]["learned_ap_minus_raw"] = paired_difference(
+                    outcome.learned_results, outcomes["raw"].learned_results, "ap", n_boot=learned.bootstrap,
+                    confidence=learned.confidence)
         record["seconds"] = time.perf_counter() - started
         results["conditions"][condition.name] = record
         write_panels(args.output / f"panels_{condition.name}.png", test_set,
@@ -198,6 +227,12 @@ def main() -> None:
         cells = [f"{record['denoisers'][name]['blob_ap']:.3f}" if name in record["denoisers"] else "-"
                  for name in names]
         lines.append(f"| {condition_name}: {record['description']} | " + " | ".join(cells) + " |")
+    if learned:
+        lines += ["", "Learned picker: AP [95 % CI]; AP minus raw, paired over the same folds and seeds [95 % CI]", "",
+                  "| condition | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+        for condition_name, record in results["conditions"].items():
+            lines.append(f"| {condition_name} | " + " | ".join(
+                _learned_cell(record["denoisers"][name], name != "raw") if name in record["denoisers"] else "-" for name in names) + " |")
     (args.output / "results.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

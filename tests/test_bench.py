@@ -41,6 +41,7 @@ def test_a_config_file_reads_with_paths_relative_to_it(tmp_path):
         ("denoisers = ['lowpass']\n[[simulated]]\nspecimen = 'small'\n", "must include raw"),
         ("[training]\nsteps = 5\n", "at least one [[simulated]] or [[real]]"),
         ("[[simulated]\n", "not valid TOML"),
+        ("[simulation]\nempty_micrographs = 0\n[[simulated]]\nspecimen = 'small'\n", "empty micrographs must be >= 1"),
     ],
 )
 def test_a_bad_config_file_is_one_clear_error(tmp_path, text, needle):
@@ -138,6 +139,8 @@ FAKE_TOPAZ = """#!{python}
 import sys, pathlib, mrcfile, numpy as np
 from scipy import ndimage
 args = sys.argv[1:]
+if args == ["denoise", "--help"]:
+    sys.exit({broken})
 assert args[0] == "denoise" and args[1:3] == ["--device", "-1"] and args[3] == "-o", args
 if {fail}:
     sys.exit("ERROR: CUDA out of memory")
@@ -149,10 +152,11 @@ with mrcfile.new(pathlib.Path(args[4]) / source.name) as mrc:
 """
 
 
-def _install_fake_topaz(directory, monkeypatch, *, fail=False):
+def _install_fake_topaz(directory, monkeypatch, *, fail=False, broken=False):
     directory.mkdir()
     script = directory / "topaz"
-    script.write_text(FAKE_TOPAZ.format(python=sys.executable, fail=fail))
+    script.write_text(FAKE_TOPAZ.format(python=sys.executable, fail=fail,
+                                        broken='"RuntimeError: operator torchvision::nms does not exist"' if broken else 0))
     script.chmod(0o755)
     monkeypatch.setenv("PATH", f"{directory}{os.pathsep}{os.environ['PATH']}")
 
@@ -168,6 +172,14 @@ def test_topaz_joins_the_benchmark_only_when_installed(tmp_path, monkeypatch):
     functions = denoise_functions(["raw", "topaz"], {}, 1.5, 20.0)
     image = np.random.default_rng(0).normal(size=(64, 80)).astype(np.float32)
     np.testing.assert_allclose(functions["topaz"](image), ndimage.gaussian_filter(image, 2.0), atol=1e-6)
+
+
+def test_a_topaz_that_cannot_start_is_left_out_before_the_benchmark_runs(tmp_path, monkeypatch, caplog):
+    from cryoscore.bench.denoisers import denoise_functions
+
+    _install_fake_topaz(tmp_path / "bin", monkeypatch, broken=True)
+    assert "topaz" not in denoise_functions(["raw", "topaz"], {}, 1.5, 20.0)
+    assert "torchvision::nms does not exist" in caplog.text and "left out" in caplog.text
 
 
 def test_a_failing_topaz_is_one_clear_error(tmp_path, monkeypatch):

@@ -1,9 +1,11 @@
 """The throughput benchmark (benchmarks/bench_throughput.py) runs end to end and reports
-numbers that hang together; a stand-in ``topaz`` command exercises the comparison."""
+numbers that hang together; a stand-in ``topaz`` command exercises the comparison; the
+``topaz`` shim for CPU machines hands its arguments on as the bench gives them."""
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -55,3 +57,21 @@ def test_quick_throughput_benchmark(tmp_path):
     assert topaz_run["micrographs"] == 2
     assert topaz_run["topaz"]["seconds"] > 0 and topaz_run["cryoscore"]["seconds"] > 0
     assert "topaz takes" in (tmp_path / "bench.md").read_text()
+
+
+def test_the_topaz_api_shim_passes_topaz_denoise_arguments_to_the_api_script(tmp_path):
+    """benchmarks/topaz-api/topaz answers the bench's probe and hands `denoise -o OUT MRC...` to
+    topaz_denoise.py with TOPAZ_PYTHON (a stand-in that records its arguments here)."""
+    shim = BENCHMARKS / "topaz-api" / "topaz"
+    recorder = tmp_path / "python"
+    recorder.write_text(f"#!{sys.executable}\nimport sys, json\nprint(json.dumps(sys.argv[1:]))\n")
+    recorder.chmod(0o755)
+    environment = {**os.environ, "TOPAZ_PYTHON": str(recorder), "TOPAZ_THREADS": "2"}
+    assert subprocess.run([str(shim), "denoise", "--help"], env=environment).returncode == 0
+    ran = subprocess.run([str(shim), "denoise", "--device", "-1", "-o", "OUT", "a.mrc", "b.mrc"], env=environment,
+                         capture_output=True, text=True, check=True)
+    script, *arguments = json.loads(ran.stdout)
+    assert Path(script).resolve() == BENCHMARKS / "topaz_denoise.py"
+    assert arguments == ["a.mrc", "b.mrc", "-o", "OUT", "--threads", "2"]
+    refused = subprocess.run([str(shim), "train"], env=environment, capture_output=True, text=True)
+    assert refused.returncode == 2 and "only 'denoise'" in refused.stderr

@@ -37,8 +37,8 @@ a built-in name) are relative to the file's folder unless absolute::
     doses = [12.0, 30.0]
     decoy = "elongated"            # guide with a wrong specimen too (bias control)
 
-    [[real]]              # micrographs with coordinate files (STAR/BOX/CSV, same stems);
-                          # judged binned by 2, learned denoisers trained on single-image pairs
+    [[real]]              # micrographs with coordinate files (STAR/BOX/CSV, same stems), judged at
+                          # their own pixel size; learned denoisers train on recorrupted single-image pairs
     name = "apoferritin-empiar10146"
     micrographs = "../shared/data/apoferritin-empiar10146/micrographs"
     coordinates = "../shared/data/apoferritin-empiar10146/coordinates"
@@ -180,8 +180,11 @@ class BenchConfig:
             raise ValueError("denoisers must include raw: every gain is measured against it")
         if not self.simulated and not self.real:
             raise ValueError("a benchmark needs at least one [[simulated]] or [[real]] dataset")
-        if self.training.steps < 1 or self.simulation.test_micrographs < 1 or self.simulation.train_micrographs < 1:
-            raise ValueError("training steps and train/test micrographs must be >= 1")
+        simulation = self.simulation
+        if self.training.steps < 1 or min(simulation.train_micrographs, simulation.test_micrographs,
+                                          simulation.empty_micrographs) < 1:
+            raise ValueError("training steps and train/test/empty micrographs must be >= 1 "
+                             "(the particle-free micrographs are the bias control)")
         for dataset in self.real:
             if work_dir_name(dataset.name) != dataset.name:
                 raise ValueError(f"[[real]] name {dataset.name!r} must be a plain directory name "
@@ -236,12 +239,16 @@ QUICK_CONFIG = BenchConfig(
 
 DEFAULT_CONFIG = BenchConfig(
     simulated=(
-        SimulatedSpecimen("apoferritin", decoy="elongated"),
-        SimulatedSpecimen("elongated", decoy="apoferritin"),
-        SimulatedSpecimen("small", decoy="apoferritin"),
+        SimulatedSpecimen("apoferritin", doses=(3.0, 40.0), decoy="elongated"),
+        SimulatedSpecimen("elongated", doses=(8.0,), decoy="apoferritin"),
+        SimulatedSpecimen("small", doses=(5.0,), decoy="apoferritin"),
     ),
+    learned=LearnedJudgeSettings(folds=3, steps=100),
 )
-"""The default simulated benchmark: three specimens at two doses with structured background."""
+"""The default simulated benchmark: three specimens with ice-thickness variation, a carbon edge and
+contamination, at doses where a learned picker on the raw micrographs is neither blind nor
+saturated (raw learned-picker AP about 0.3-0.8, measured in benchmarks/RESULTS.md), and
+apoferritin at 40 e/A^2 as the easy no-harm condition."""
 
 
 def _section(table: dict[str, Any], cls: type, source: Path, where: str) -> Any:

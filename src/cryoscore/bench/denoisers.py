@@ -153,10 +153,22 @@ TOPAZ_COMMAND = "topaz"
 
 @functools.lru_cache(maxsize=None)
 def _installed_topaz(search_path: str) -> str | None:
-    """The ``topaz`` executable on ``search_path`` (a PATH value), or None, said once per PATH."""
+    """The ``topaz`` executable on ``search_path`` (a PATH value) if ``topaz denoise --help`` runs,
+    or None, said once per PATH: a Topaz whose command line cannot start (on a CPU machine it
+    fails to import the CUDA-only torchvision wheel; benchmarks/topaz-api/topaz runs its Python
+    API instead) is left out before the benchmark spends its time, not found broken after."""
     command = shutil.which(TOPAZ_COMMAND, path=search_path)
     if command is None:
         logger.warning("topaz is not installed (no %r on PATH): left out of the benchmark", TOPAZ_COMMAND)
+        return None
+    try:
+        probe = subprocess.run([command, "denoise", "--help"], capture_output=True, text=True, timeout=300)
+        failure = None if probe.returncode == 0 else (probe.stderr.strip().splitlines() or ["no output"])[-1]
+    except (OSError, subprocess.TimeoutExpired) as error:
+        failure = str(error)
+    if failure is not None:
+        logger.warning("%s does not run (%s): topaz left out of the benchmark", command, failure)
+        return None
     return command
 
 
