@@ -235,7 +235,7 @@ def read_coordinates(
         raise InputError(path, str(err)) from err
 
 
-def _replace_timestamp_comment(path: Path) -> None:
+def stamp_star_version(path: Path) -> None:
     """Swap starfile's "# Created ... at TIME on DATE" line for RELION's version line.
 
     Keeps the file a function of its content only, so equal inputs give equal files.
@@ -268,7 +268,7 @@ def write_coordinates(
     with atomic_path(path) as tmp:
         if suffix == ".star":
             starfile.write(_table_from_fields(coords, _STAR_COLUMNS), tmp)
-            _replace_timestamp_comment(tmp)
+            stamp_star_version(tmp)
         elif suffix == ".csv":
             _table_from_fields(coords, _CSV_COLUMNS).to_csv(tmp, index=False)
         else:

@@ -36,6 +36,10 @@ class BackgroundParams:
         Put the edge of a continuous carbon film (200 A thick) across the micrograph.
     n_contamination:
         Number of contamination blobs (ice crystals, ethane droplets), 200-600 A radius.
+    vitreous_ice_a:
+        Thickness of vitreous ice whose own molecular phase contrast is simulated, Angstrom
+        (:mod:`cryoscore.simulate.ice`: the Thon rings of a particle-free area); 0: none,
+        only the particles are phase objects.
     """
 
     strength: float = 1.0
@@ -43,10 +47,11 @@ class BackgroundParams:
     shortest_wavelength_a: float = 600.0
     carbon_edge: bool = False
     n_contamination: int = 0
+    vitreous_ice_a: float = 0.0
 
     def __post_init__(self) -> None:
-        if self.strength < 0 or self.n_contamination < 0:
-            raise ValueError("background strength and contamination count must be >= 0")
+        if self.strength < 0 or self.n_contamination < 0 or self.vitreous_ice_a < 0:
+            raise ValueError("background strength, contamination count and vitreous ice thickness must be >= 0")
         if self.spectral_exponent <= 0 or self.shortest_wavelength_a <= 0:
             raise ValueError("spectral exponent and shortest wavelength must be > 0")
 

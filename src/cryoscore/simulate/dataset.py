@@ -33,12 +33,15 @@ from cryoscore.simulate.dose import (
     poisson,
     sample_frames,
 )
-from cryoscore.simulate.micrograph import particle_contrast, place_particles
+from cryoscore.simulate.ice import ice_projected_potential
+from cryoscore.simulate.micrograph import particle_contrast, phase_contrast, place_particles
 from cryoscore.simulate.project import random_orientations
 from cryoscore.simulate.volume import Specimen, load_specimen
 
 logger = logging.getLogger(__name__)
 
+ICE_STREAM = 1
+"""Third element of the seed of a micrograph's vitreous-ice potential (``[seed, index, ICE_STREAM]``)."""
 
 DEFAULT_PARTICLES_PER_1024_PX = 40
 """Particles on a 1024 x 1024 px micrograph when none are asked for (``SimulationConfig``'s default)."""
@@ -174,7 +177,11 @@ def render_truth(config: SimulationConfig, specimen: Specimen, index: int) -> Mi
     drift = drift_trajectory(rng, config.n_frames, config.drift_a / config.pixel_size_a)
     per_frame = counts_per_pixel_per_frame(config.dose_e_per_a2, config.n_frames, config.pixel_size_a)
     background_per_frame = per_frame * transmission
-    clean_per_frame = background_per_frame * contrast
+    if config.background.vitreous_ice_a > 0:  # its own stream: the rest of the micrograph stays as without it
+        ice_rng = np.random.default_rng([config.seed, index, ICE_STREAM])
+        ice = ice_projected_potential(ice_rng, shape, config.pixel_size_a, config.background.vitreous_ice_a)
+        background_per_frame = background_per_frame * (1 + phase_contrast(ice, config.pixel_size_a, ctf))
+    clean_per_frame = per_frame * transmission * contrast
     return MicrographTruth(
         name=micrograph_name(index),
         ctf=ctf,

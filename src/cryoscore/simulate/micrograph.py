@@ -133,7 +133,13 @@ def contrast_from_projections(
     delocalisation_px = electron_wavelength_a(ctf.voltage_kv) * max_defocus_a * nyquist_per_a / pixel_size_a
     pad = int(box // 2 + 1 + min(delocalisation_px, max(shape)))
     potential = projected_potential_image(projections_va, centres_rc, shape, pad)
-    phase = interaction_constant_rad_per_v_a(ctf.voltage_kv) * potential
-    transfer = ctf_2d(ctf, tuple(phase.shape), pixel_size_a, rfft=True)
-    contrast = -2.0 * torch.fft.irfft2(torch.fft.rfft2(phase) * transfer, s=phase.shape)
+    contrast = phase_contrast(potential, pixel_size_a, ctf)
     return contrast[pad : pad + shape[0], pad : pad + shape[1]].contiguous()
+
+
+def phase_contrast(potential_va: torch.Tensor, pixel_size_a: float, ctf: CtfParams) -> torch.Tensor:
+    """Contrast ``-2 * IFFT(CTF * FFT(sigma_e * potential))`` (H, W) of a projected potential (H, W) in V*A,
+    periodic at the edges (pad the potential where that matters)."""
+    phase = interaction_constant_rad_per_v_a(ctf.voltage_kv) * potential_va
+    transfer = ctf_2d(ctf, tuple(phase.shape), pixel_size_a, rfft=True)
+    return -2.0 * torch.fft.irfft2(torch.fft.rfft2(phase) * transfer, s=phase.shape)
