@@ -171,3 +171,30 @@ def test_vitreous_ice_adds_only_background_and_leaves_the_rest_of_the_micrograph
     assert iced_background.mean() == pytest.approx(dry_background.mean(), rel=1e-3)  # contrast averages out
     relative = iced_background / dry_background - 1
     assert 0.02 < relative.std() < 0.1  # a few per cent of the beam: the ice's phase contrast at this sampling
+
+
+@pytest.mark.slow
+def test_a_map_from_estimated_ctfs_is_as_good_as_from_the_true_ones_and_a_wrong_ctf_is_worse(tmp_path):
+    from cryoscore.preprocess.ctf import estimate_ctf_files
+    from cryoscore.reconstruct.pipeline import reconstruct_dataset
+
+    root = tmp_path / "data"
+    write_dataset(SimulationConfig(specimen="apoferritin", n_micrographs=3, size_px=512, pixel_size_a=3.0,
+                                   particles_per_micrograph=60, dose_e_per_a2=40.0, n_frames=4,
+                                   defocus_range_um=(1.0, 2.5), background=BackgroundParams(vitreous_ice_a=300.0),
+                                   seed=0), root, progress=False)
+    paths = sorted((root / "micrographs").glob("*.mrc"))
+    estimates, pixel_a = estimate_ctf_files(paths, CtfSearch(tile_px=256, resolution_range_a=(40.0, 7.0)))
+    write_ctf_star(tmp_path / "estimated.star", estimates, pixel_a)
+    wrong = [dataclasses.replace(m, params=dataclasses.replace(m.params, defocus_u_um=m.params.defocus_u_um + 0.4,
+                                                               defocus_v_um=m.params.defocus_v_um + 0.4))
+             for m in estimates]
+    write_ctf_star(tmp_path / "wrong.star", wrong, pixel_a)
+    true = reconstruct_dataset(root, box_px=48)
+    estimated = reconstruct_dataset(root, ctf_star=tmp_path / "estimated.star", box_px=48)
+    off = reconstruct_dataset(root, ctf_star=tmp_path / "wrong.star", box_px=48)
+    assert estimated.truth_resolution_a < 1.1 * true.truth_resolution_a
+    assert off.truth_resolution_a > 1.2 * estimated.truth_resolution_a
+    write_ctf_star(tmp_path / "partial.star", estimates[:1], pixel_a)
+    with pytest.raises(InputError, match="no CTF for micrograph"):
+        reconstruct_dataset(root, ctf_star=tmp_path / "partial.star", box_px=48)

@@ -81,6 +81,7 @@ RECONSTRUCT_EXAMPLES = """
 examples:
   cryoscore reconstruct sim/ -o recon-truth/                        # the true coordinates
   cryoscore reconstruct sim/ --picks picks/ --threshold 3 -o recon/ # picks from cryoscore pick
+  cryoscore reconstruct sim/ --ctf ctf.star -o recon-ctf/           # CTFs estimated by cryoscore ctf
   cryoscore reconstruct sim/ --picks picks/ --threshold 3 --box 96 --max-particles 2000 -o recon/
 """
 
@@ -662,6 +663,9 @@ def _add_reconstruct(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--picks", type=Path, metavar="DIR",
                         help="NAME.star per micrograph, e.g. from cryoscore pick (default: the true coordinates)")
     parser.add_argument("--threshold", type=float, metavar="T", help="use picks scoring at least T (default: all)")
+    parser.add_argument("--ctf", type=Path, metavar="STAR",
+                        help="each micrograph's CTF from this micrograph STAR file, e.g. from cryoscore ctf "
+                             "(default: the manifest's)")
     parser.add_argument("--box", type=int, default=64, metavar="PX",
                         help="processing box, even, pixels; larger boxes are Fourier-cropped to it (default: 64)")
     parser.add_argument("--max-particles", type=int, default=5000, metavar="N",
@@ -680,11 +684,11 @@ def _run_reconstruct(args: argparse.Namespace) -> int:
     if args.picks is not None and not args.picks.is_dir():
         raise InputError(args.picks, "picks directory not found")
     _require_empty_output(args.output, args.overwrite)
-    result = reconstruct_dataset(args.dataset, args.picks, threshold=args.threshold, box_px=args.box,
+    result = reconstruct_dataset(args.dataset, args.picks, threshold=args.threshold, ctf_star=args.ctf, box_px=args.box,
                                  max_particles=args.max_particles, reference_resolution_a=args.reference_resolution,
                                  seed=args.seed)
     write_reconstruction(args.output, result, {"dataset": str(args.dataset), "picks": str(args.picks or "truth"),
-                                               "threshold": args.threshold})
+                                               "threshold": args.threshold, "ctf": str(args.ctf or "manifest")})
     truth = "-" if result.truth_resolution_a is None else f"{result.truth_resolution_a:.1f} A"
     print(f"{result.n_particles} particles of {result.n_picks} picks, {result.box_px} px at "
           f"{result.pixel_size_a:.3g} A/px: half maps {result.half_map_resolution_a:.1f} A (FSC 0.143), "

@@ -16,6 +16,7 @@ FSC against the truth is not fooled that way only when the reference differs fro
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import os
@@ -29,6 +30,7 @@ import torch
 
 from cryoscore.errors import InputError
 from cryoscore.io.coords import ParticleCoordinates, read_coordinates
+from cryoscore.io.ctf_star import read_ctf_star
 from cryoscore.io.layout import DatasetLayout, read_manifest, write_json
 from cryoscore.io.mrc import check_pixel_size, read_mrc, write_mrc
 from cryoscore.reconstruct.ctf import ctf_stack, particle_ctfs
@@ -317,12 +319,16 @@ def reconstruct_dataset(
     picks_dir: str | os.PathLike | None = None,
     *,
     threshold: float | None = None,
+    ctf_star: str | os.PathLike | None = None,
     **options: Any,
 ) -> ReconstructionResult:
     """:func:`reconstruct_from_picks` on a dataset directory (see :mod:`cryoscore.io.layout`).
 
     Micrographs are the full sums ``micrographs/NAME.mrc`` of the manifest's micrographs,
-    with the manifest's CTFs, pixel size and particle diameter. Picks are read from
+    with the manifest's CTFs (or those of ``ctf_star``, a micrograph STAR file such as
+    ``cryoscore ctf`` writes, matched by micrograph name; it then replaces any per-particle
+    defocus the coordinate files carry), pixel size and particle diameter.
+    Picks are read from
     ``picks_dir/NAME.star`` (RELION coordinates; InputError if one is missing), or are the
     true coordinates ``coordinates/NAME.star`` when ``picks_dir`` is None; with a
     ``threshold`` only picks whose figure of merit is at least that are used. The dataset's
@@ -339,6 +345,13 @@ def reconstruct_dataset(
         ctfs = [CtfParams(**entry["ctf"]) for entry in manifest["micrographs"]]
     except (KeyError, TypeError, ValueError) as error:
         raise InputError(layout.manifest, f"incomplete manifest ({error})") from None
+    if ctf_star is not None:
+        estimated = read_ctf_star(ctf_star)
+        missing = [name for name in names if name not in estimated]
+        if missing:
+            raise InputError(ctf_star, f"no CTF for micrograph(s) {', '.join(missing[:3])}"
+                                       + (" ..." if len(missing) > 3 else ""))
+        ctfs = [estimated[name] for name in names]
     reference, reference_pixel_size_a = read_mrc(layout.reference, ndim=3)
     picks = []
     for name in names:
@@ -346,6 +359,8 @@ def reconstruct_dataset(
         coordinates = read_coordinates(path)
         if threshold is not None and coordinates.figure_of_merit is None:
             raise InputError(path, "has no rlnAutopickFigureOfMerit column to apply the threshold to")
+        if ctf_star is not None:  # the STAR's CTF, not a per-particle defocus the coordinates may carry
+            coordinates = dataclasses.replace(coordinates, defocus_u_a=None, defocus_v_a=None, defocus_angle_deg=None)
         picks.append(coordinates.scoring_at_least(threshold))
     options.setdefault("symmetry", manifest.get("specimen", {}).get("symmetry"))
     return reconstruct_from_picks(
