@@ -8,12 +8,13 @@ parameters so every candidate defocus is scored by one least-squares solve:
 2. **1D search**: the spectrum is divided by a smooth radial background, averaged in rings,
    and for each defocus on a grid over ``defocus_range_um`` the ring profile between
    ``resolution_range_a`` is fitted as ``B(k) + E(k) * CTF^2(k)`` with ``B`` and ``E`` cubic
-   polynomials in ``k`` (solved linearly); the defocus with the smallest residual wins and
-   is refined by a bounded scalar search.
+   polynomials in ``k`` (solved linearly); the few best local minima of the residual are
+   each refined by a bounded scalar search (astigmatism smears the average's outer rings, so
+   the global minimum alone can be wrong).
 3. **2D refinement**: the same model on every spectrum pixel of the annulus, now with
    astigmatism (mean defocus, and the astigmatism as the vector
    ``(U - V) / 2 * (cos 2 angle, sin 2 angle)`` so no angle is singular), by Nelder-Mead from
-   the 1D result.
+   each 1D candidate; the smallest residual wins.
 4. **Fit resolution**: outward from the low-resolution limit, the Pearson correlation between
    the spectrum and the fitted ``CTF^2`` inside each Thon ring (one period of ``CTF^2``); the
    fit resolution is the outer edge of the last ring before two consecutive rings correlate
@@ -46,6 +47,8 @@ RELIABLE_FIGURE_OF_MERIT = 0.1
 """Below this correlation over the fit range no Thon rings were found: the defocus is a guess.
 (Simulated micrographs with ice: 0.3; pure noise and the published EMPIAR-10146 crops: under 0.07.)"""
 _POLYNOMIAL_DEGREE = 3
+_CANDIDATES = 4
+"""Local minima of the 1D search that are refined in 2D."""
 
 
 @dataclass(frozen=True)
@@ -208,12 +211,17 @@ def estimate_ctf(image: np.ndarray, pixel_size_a: float, search: CtfSearch = Ctf
     phase_per_um = math.pi * electron_wavelength_a(search.voltage_kv) * k_high**2 * 1e4
     step_um = min(0.3 / phase_per_um, 0.05)
     grid = np.arange(search.defocus_range_um[0], search.defocus_range_um[1] + step_um, step_um)
-    residuals = [_fit_residual(ring_data, ring_basis, row)[0]
-                 for row in _radial_ctf_squared(search, grid, ring_k)]
-    best = float(grid[int(np.argmin(residuals))])
-    refined = optimize.minimize_scalar(radial_residual, bounds=(max(best - step_um, grid[0] / 2), best + step_um),
-                                       method="bounded", options={"xatol": 1e-4})
-    defocus_1d = float(refined.x)
+    residuals = np.array([_fit_residual(ring_data, ring_basis, row)[0]
+                          for row in _radial_ctf_squared(search, grid, ring_k)])
+    # Astigmatism smears the rotational average's outer rings, so the global minimum can be a
+    # wrong defocus: the best few local minima each go on to the 2D fit, which sees the rings as they are.
+    minima = [index for index in range(len(grid))
+              if residuals[index] <= residuals[max(index - 1, 0)] and residuals[index] <= residuals[min(index + 1, len(grid) - 1)]]
+    candidates = []
+    for index in sorted(minima, key=lambda index: residuals[index])[:_CANDIDATES]:
+        refined = optimize.minimize_scalar(radial_residual, method="bounded", options={"xatol": 1e-4},
+                                           bounds=(max(grid[index] - step_um, grid[0] / 2), grid[index] + step_um))
+        candidates.append(float(refined.x))
 
     # 2D refinement with astigmatism.
     def parameters(vector: np.ndarray) -> tuple[float, float, float]:
@@ -228,11 +236,10 @@ def estimate_ctf(image: np.ndarray, pixel_size_a: float, search: CtfSearch = Ctf
         u, v, angle = parameters(vector)
         return _fit_residual(data, basis, _ctf_squared(search, u, v, angle, tile_px, pixel_size_a)[annulus])[0]
 
-    starts = [np.array([defocus_1d, 0.0, 0.0]), np.array([defocus_1d, 0.05, 0.05])]
+    simplex = np.array([[0, 0, 0], [0.02, 0, 0], [0, 0.1, 0], [0, 0, 0.1]])
     fits = [optimize.minimize(planar_residual, start, method="Nelder-Mead",
-                              options={"xatol": 1e-4, "fatol": 1e-9, "initial_simplex": start + np.array(
-                                  [[0, 0, 0], [0.02, 0, 0], [0, 0.05, 0], [0, 0, 0.05]])})
-            for start in starts]
+                              options={"xatol": 1e-4, "fatol": 1e-9, "initial_simplex": start + simplex})
+            for start in (np.array([defocus, 0.0, 0.0]) for defocus in candidates)]
     best_fit = min(fits, key=lambda fit: fit.fun)
     u, v, angle = parameters(best_fit.x)
     angle = (angle + 180.0) % 180.0
