@@ -30,6 +30,13 @@ examples:
   cryoscore simulate -o sim/ --carbon-edge --contamination 3 --background-strength 2
 """
 
+ALIGN_EXAMPLES = """
+examples:
+  cryoscore align movies/*.tif -o aligned/ --pixel-size 0.83 --gain gain.mrc   # TIFF needs --pixel-size
+  cryoscore align movies/*.mrcs -o aligned/ --patch 1024                        # larger patches: near-global motion
+  cryoscore train aligned/ --method score -o model.pt                           # then train on its even/odd sums
+"""
+
 CTF_EXAMPLES = """
 examples:
   cryoscore ctf micrographs/*.mrc -o ctf.star                           # 300 kV, Cs 2.7 mm, amplitude contrast 0.07
@@ -198,6 +205,59 @@ def _run_simulate(args: argparse.Namespace) -> int:
         raise InputError("options", str(error)) from None
     manifest = write_dataset(config, args.output, command_line=["cryoscore", *sys.argv[1:]])
     print(f"wrote {config.n_micrographs} micrographs; manifest: {manifest}")
+    return 0
+
+
+def _add_align(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "align",
+        help="motion-correct movies into full, even and odd sums (the layout train reads)",
+        description="Align each movie's frames (torch-motion-correction: patch cross-correlation against the other "
+                    "frames, a smooth deformation field, frames resampled along it) and write OUTDIR/micrographs/, "
+                    "OUTDIR/even/ and OUTDIR/odd/ NAME.mrc (full sum and the sums of even- and odd-indexed frames) "
+                    "and OUTDIR/motion/NAME.star (per-frame shifts, RELION style), plus OUTDIR/align.json.",
+        epilog=ALIGN_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("inputs", nargs="+", type=Path, metavar="MOVIE", help="MRC/MRCS or TIFF movies")
+    parser.add_argument("-o", "--output", type=Path, required=True, metavar="OUTDIR")
+    parser.add_argument("--pixel-size", type=_positive_float, metavar="A", help="A/px (default: the MRC header; "
+                                                                                 "required for TIFF)")
+    parser.add_argument("--gain", type=Path, metavar="MRC", help="gain reference that multiplies every frame")
+    parser.add_argument("--patch", type=int, default=512, metavar="PX",
+                        help="side of the patches whose motion is measured (default: 512)")
+    parser.add_argument("--overwrite", action="store_true", help="write into a non-empty output directory")
+    parser.set_defaults(handler=_run_align)
+
+
+def _run_align(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from cryoscore.io.layout import write_json
+    from cryoscore.preprocess.align import AlignSettings, align_movies
+
+    _require_empty_output(args.output, args.overwrite)
+    try:
+        settings = AlignSettings(patch_px=args.patch)
+    except ValueError as error:
+        raise InputError("--patch", str(error)) from None
+    missing = [path for path in args.inputs if not path.is_file()]
+    if missing:
+        raise InputError(missing[0], "no such movie file")
+
+    def report(name, aligned) -> None:
+        steps = np.linalg.norm(np.diff(aligned.shifts_px, axis=0), axis=1)
+        print(f"{name}: {len(aligned.shifts_px)} frames, drift {steps.sum():.2f} px along the path, "
+              f"largest frame shift {np.linalg.norm(aligned.shifts_px, axis=1).max():.2f} px", flush=True)
+
+    records = align_movies(args.inputs, args.output, settings, pixel_size_a=args.pixel_size, gain=args.gain,
+                           report=report)
+    write_json(args.output / "align.json", {"settings": {"patch_px": settings.patch_px, "overlap": settings.overlap,
+                                                         "bfactor_a2": settings.bfactor_a2,
+                                                         "resolution_range_a": list(settings.resolution_range_a)},
+                                            "gain": None if args.gain is None else str(args.gain),
+                                            "movies": records})
+    print(f"{len(records)} movies aligned; sums in {args.output}/micrographs, even/, odd/")
     return 0
 
 
@@ -772,7 +832,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log more")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     adders: list[Callable[[argparse._SubParsersAction], None]] = [
-        _add_simulate, _add_ctf, _add_train, _add_denoise, _add_pick, _add_score, _add_reconstruct, _add_bench, _add_demo,
+        _add_simulate, _add_align, _add_ctf, _add_train, _add_denoise, _add_pick, _add_score, _add_reconstruct, _add_bench, _add_demo,
     ]
     for add in adders:
         add(subparsers)

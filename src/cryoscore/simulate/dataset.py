@@ -248,6 +248,7 @@ def write_micrograph(layout: DatasetLayout, config: SimulationConfig, truth: Mic
         "n_particles": len(truth.centres_rc),
         "ctf": truth.ctf.to_dict(),
         "drift_px": float(np.linalg.norm(truth.drift_rc[-1] - truth.drift_rc[0])),
+        "frame_shifts_px": np.round(truth.drift_rc, 4).tolist(),
         "files": {kind: str(path.relative_to(layout.root)) for kind, path in paths.items()},
     }
 
