@@ -231,6 +231,8 @@ def _add_align(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run_align(args: argparse.Namespace) -> int:
+    import dataclasses
+
     import numpy as np
 
     from cryoscore.io.layout import write_json
@@ -252,11 +254,8 @@ def _run_align(args: argparse.Namespace) -> int:
 
     records = align_movies(args.inputs, args.output, settings, pixel_size_a=args.pixel_size, gain=args.gain,
                            report=report)
-    write_json(args.output / "align.json", {"settings": {"patch_px": settings.patch_px, "overlap": settings.overlap,
-                                                         "bfactor_a2": settings.bfactor_a2,
-                                                         "resolution_range_a": list(settings.resolution_range_a)},
-                                            "gain": None if args.gain is None else str(args.gain),
-                                            "movies": records})
+    write_json(args.output / "align.json", {"settings": dataclasses.asdict(settings),
+                                            "gain": None if args.gain is None else str(args.gain), "movies": records})
     print(f"{len(records)} movies aligned; sums in {args.output}/micrographs, even/, odd/")
     return 0
 
