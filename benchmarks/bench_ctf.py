@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import sys
 import time
 from pathlib import Path
 
@@ -90,7 +91,7 @@ def main() -> None:
                      "defocus_v_um": estimate.params.defocus_v_um, "fit_resolution_a": estimate.fit_resolution_a,
                      "figure_of_merit": estimate.figure_of_merit,
                      "reliable": estimate.figure_of_merit >= RELIABLE_FIGURE_OF_MERIT})
-    document = {"command": "python benchmarks/bench_ctf.py " + " ".join(f"{k} {v}" for k, v in vars(args).items()),
+    document = {"command": " ".join(["python", "benchmarks/bench_ctf.py", *sys.argv[1:]]),
                 "seconds": time.perf_counter() - started, "cryoscore": __version__, "torch": torch.__version__,
                 "threads": torch.get_num_threads(), "machine": platform.processor() or platform.machine(),
                 "conditions": conditions, "real": real}
