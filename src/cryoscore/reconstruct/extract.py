@@ -13,12 +13,19 @@ inverted so that protein, dark in the micrograph, is positive.
 from __future__ import annotations
 
 import math
+import os
+from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
 import torch
 
 from cryoscore.errors import InputError
+from cryoscore.io.coords import ParticleCoordinates
+from cryoscore.io.mrc import read_mrc
+from cryoscore.reconstruct.ctf import particle_ctfs
 from cryoscore.reconstruct.grid import fourier_resize
+from cryoscore.simulate.ctf import CtfParams
 from cryoscore.simulate.project import fourier_shift
 
 #: Background radius as a fraction of the box edge when none is given (RELION: 75 % of
@@ -136,3 +143,57 @@ def downsample_particles(particles: np.ndarray, box_px: int) -> np.ndarray:
     if len(particles) == 0:
         return np.zeros((0, box_px, box_px), dtype=np.float32)
     return fourier_resize(torch.from_numpy(particles), box_px, ndim=2).numpy()
+
+
+@dataclass(frozen=True, eq=False)
+class ParticleStack:
+    """Particles boxed from several micrographs.
+
+    ``images``: float32 (N, box, box), normalised, protein positive; ``ctfs``: each particle's
+    CtfParams (None where the micrographs' CTFs are unknown); ``pixel_size_a``: of the boxes
+    (the micrographs' times the extraction box over ``box``); ``micrograph_index`` and
+    ``pick_index``: (N,) where each particle came from; ``n_picks``: all picks, on the
+    micrographs or not.
+    """
+
+    images: np.ndarray
+    ctfs: list[CtfParams] | None
+    pixel_size_a: float
+    micrograph_index: np.ndarray
+    pick_index: np.ndarray
+    n_picks: int
+
+
+def extract_picked_particles(
+    micrographs: Sequence[np.ndarray | str | os.PathLike],
+    picks: Sequence[ParticleCoordinates],
+    ctfs: Sequence[CtfParams] | None,
+    pixel_size_a: float,
+    diameter_a: float,
+    box_px: int,
+    box_over_diameter: float = 1.5,
+) -> ParticleStack:
+    """Box every pick of every micrograph (arrays or MRC paths, read one at a time) at
+    ``box_over_diameter`` times the diameter, normalised outside the particle (no nearer the
+    centre than RELION's default), Fourier-cropped to ``box_px`` when larger. Per-particle
+    defocus of the picks is used where they carry it (:func:`~cryoscore.reconstruct.ctf.particle_ctfs`).
+    """
+    extraction_box = extraction_box_px(diameter_a / pixel_size_a, box_over_diameter)
+    box = min(box_px, extraction_box)
+    background_radius_px = max(diameter_a / pixel_size_a / 2, DEFAULT_BACKGROUND_RADIUS_OVER_BOX * extraction_box)
+    stacks, particle_params, micrograph_index, pick_index = [], [], [], []
+    for index, (micrograph, coords) in enumerate(zip(micrographs, picks)):
+        image = micrograph if isinstance(micrograph, np.ndarray) else read_mrc(micrograph)[0]
+        centres = np.stack([coords.x_px, coords.y_px], axis=1)
+        particles, kept = extract_particles(image, centres, extraction_box, background_radius_px=background_radius_px)
+        stacks.append(downsample_particles(particles, box))
+        if ctfs is not None:
+            particle_params.extend(params for params, keep in zip(particle_ctfs(coords, ctfs[index]), kept) if keep)
+        micrograph_index.append(np.full(int(kept.sum()), index))
+        pick_index.append(np.nonzero(kept)[0])
+    images = np.concatenate(stacks) if stacks else np.zeros((0, box, box), dtype=np.float32)
+    return ParticleStack(images, particle_params if ctfs is not None else None,
+                         pixel_size_a * extraction_box / box,
+                         np.concatenate(micrograph_index) if micrograph_index else np.zeros(0, dtype=int),
+                         np.concatenate(pick_index) if pick_index else np.zeros(0, dtype=int),
+                         sum(len(coords) for coords in picks))

@@ -33,13 +33,8 @@ from cryoscore.io.coords import ParticleCoordinates, read_coordinates
 from cryoscore.io.ctf_star import read_ctf_star
 from cryoscore.io.layout import DatasetLayout, read_manifest, write_json
 from cryoscore.io.mrc import check_pixel_size, read_mrc, write_mrc
-from cryoscore.reconstruct.ctf import ctf_stack, particle_ctfs
-from cryoscore.reconstruct.extract import (
-    DEFAULT_BACKGROUND_RADIUS_OVER_BOX,
-    downsample_particles,
-    extract_particles,
-    extraction_box_px,
-)
+from cryoscore.reconstruct.ctf import ctf_stack
+from cryoscore.reconstruct.extract import extract_picked_particles, extraction_box_px
 from cryoscore.reconstruct.fsc import HALF_MAP_THRESHOLD, TRUTH_THRESHOLD, FscCurve, fourier_shell_correlation
 from cryoscore.reconstruct.grid import resample_volume, soft_sphere_mask
 from cryoscore.reconstruct.insert import reconstruct_half_maps
@@ -123,12 +118,6 @@ class ReconstructionResult:
             "fsc_truth": None if self.fsc_truth is None else self.fsc_truth.to_dict(),
             "timings_s": dict(self.timings_s),
         }
-
-
-def _load_micrograph(micrograph: np.ndarray | str | os.PathLike) -> np.ndarray:
-    if isinstance(micrograph, np.ndarray):
-        return micrograph
-    return read_mrc(micrograph)[0]
 
 
 def _fsc_mask(box_px: int, diameter_px: float) -> torch.Tensor:
@@ -227,24 +216,15 @@ def reconstruct_from_picks(
             f"of the {box} px particle box",
         )
 
-    # Background for normalisation: outside the particle, and no nearer the centre than RELION's default.
-    background_radius_px = max(diameter_a / pixel_size_a / 2, DEFAULT_BACKGROUND_RADIUS_OVER_BOX * extraction_box)
-    stacks, particle_params = [], []
-    for micrograph, coords, ctf in zip(micrographs, picks, ctfs):
-        centres = np.stack([coords.x_px, coords.y_px], axis=1)
-        particles, kept = extract_particles(
-            _load_micrograph(micrograph), centres, extraction_box, background_radius_px=background_radius_px
-        )
-        stacks.append(downsample_particles(particles, box))
-        particle_params.extend(params for params, keep in zip(particle_ctfs(coords, ctf), kept) if keep)
-    n_picks = sum(len(coords) for coords in picks)
-    n_available = len(particle_params)
+    stack = extract_picked_particles(micrographs, picks, ctfs, pixel_size_a, diameter_a, box, box_over_diameter)
+    n_picks = stack.n_picks
+    n_available = len(stack.images)
     if n_available < 2:
         raise InputError("picks", f"{n_available} of {n_picks} picks lie on the micrographs; need at least 2 particles")
     rng = np.random.default_rng(seed)
     subset = np.sort(rng.choice(n_available, size=min(max_particles, n_available), replace=False))
-    particles = torch.from_numpy(np.concatenate(stacks)[subset])
-    particle_params = [particle_params[index] for index in subset]
+    particles = torch.from_numpy(stack.images[subset])
+    particle_params = [stack.ctfs[index] for index in subset]
     n_particles = len(subset)
     in_second_half = np.zeros(n_particles, dtype=bool)
     in_second_half[rng.permutation(n_particles)[: n_particles // 2]] = True
