@@ -92,6 +92,13 @@ examples:
   cryoscore reconstruct sim/ --picks picks/ --threshold 3 --box 96 --max-particles 2000 -o recon/
 """
 
+CLASSIFY2D_EXAMPLES = """
+examples:
+  cryoscore classify2d micrographs/*.mrc --picks picks/ --diameter 120 -o class2d/
+  cryoscore classify2d micrographs/ --picks picks/ --diameter 120 --ctf ctf.star --classes 20 -o class2d/
+  cryoscore classify2d micrographs/ --picks picks/ --threshold 3 --diameter 120 --max-particles 2000 -o class2d/
+"""
+
 BENCH_EXAMPLES = """
 examples:
   cryoscore bench --quick -o bench-quick/          # a smoke run, about 30 s on 2 cores
@@ -755,6 +762,63 @@ def _run_reconstruct(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_classify2d(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "classify2d",
+        help="reference-free 2D classification of picked particles: class averages, particles per class",
+        description="Box the picks from the raw micrographs, phase-flip them by their micrographs' CTFs (--ctf), and "
+                    "classify them without a reference (rotation- and shift-invariant k-means, the averages realigned "
+                    "and re-centred every iteration). Writes OUTDIR/class_averages.mrcs, classes.png, particles.star "
+                    "(RELION: class, in-plane angle and origin per particle) and classify2d.json (particles and FRC "
+                    "resolution of half-set averages per class).",
+        epilog=CLASSIFY2D_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("inputs", nargs="+", type=Path, metavar="MICROGRAPH",
+                        help="raw MRC micrographs, directories of them or quoted glob patterns")
+    parser.add_argument("--picks", type=Path, required=True, metavar="DIR",
+                        help="NAME.star (or .box, .csv) per micrograph, e.g. from cryoscore pick")
+    parser.add_argument("--diameter", type=_positive_float, required=True, metavar="A", help="particle diameter, A")
+    parser.add_argument("-o", "--output", type=Path, required=True, metavar="OUTDIR")
+    parser.add_argument("--ctf", type=Path, metavar="STAR", help="micrograph CTFs (e.g. from cryoscore ctf) for "
+                                                                  "phase flipping (default: no CTF correction)")
+    parser.add_argument("--pixel-size", type=_positive_float, metavar="A", help="A/px (default: the MRC header)")
+    parser.add_argument("--threshold", type=float, metavar="T", help="use picks scoring at least T (default: all)")
+    parser.add_argument("--classes", type=int, default=10, metavar="K", help="(default: 10)")
+    parser.add_argument("--iterations", type=int, default=12, metavar="N", help="(default: 12)")
+    parser.add_argument("--box", type=int, default=64, metavar="PX",
+                        help="processing box, even; larger boxes are Fourier-cropped to it (default: 64)")
+    parser.add_argument("--max-particles", type=int, default=5000, metavar="N", help="(default: 5000, drawn at random)")
+    parser.add_argument("--seed", type=_non_negative_int, default=0, metavar="S", help="(default: 0)")
+    parser.add_argument("--overwrite", action="store_true", help="write into a non-empty output directory")
+    parser.set_defaults(handler=_run_classify2d)
+
+
+def _run_classify2d(args: argparse.Namespace) -> int:
+    from cryoscore.classify.run import classify_micrographs
+    from cryoscore.classify.twod import Classification2DSettings
+    from cryoscore.infer.batch import expand_inputs
+
+    if not args.picks.is_dir():
+        raise InputError(args.picks, "picks directory not found")
+    if args.box < 16 or args.box % 2 or args.max_particles < 2:
+        raise InputError("--box/--max-particles", "the box must be an even number >= 16 px and at least 2 particles used")
+    _require_empty_output(args.output, args.overwrite)
+    try:
+        settings = Classification2DSettings(classes=args.classes, iterations=args.iterations, seed=args.seed)
+    except ValueError as error:
+        raise InputError("--classes/--iterations", str(error)) from None
+    result = classify_micrographs(
+        expand_inputs(args.inputs), args.picks, args.diameter, args.output, settings, ctf_star=args.ctf,
+        pixel_size_a=args.pixel_size, threshold=args.threshold, box_px=args.box, max_particles=args.max_particles,
+        progress=lambda iteration, counts: print(f"iteration {iteration}: particles per class "
+                                                 f"{' '.join(str(int(count)) for count in counts)}", flush=True))
+    print(f"{int(result.counts.sum())} particles in {len(result.counts)} classes "
+          f"({'phase-flipped' if args.ctf else 'no CTF correction'}); averages in {args.output}/class_averages.mrcs, "
+          f"gallery {args.output}/classes.png")
+    return 0
+
+
 def _add_bench(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "bench",
@@ -831,7 +895,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log more")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     adders: list[Callable[[argparse._SubParsersAction], None]] = [
-        _add_simulate, _add_align, _add_ctf, _add_train, _add_denoise, _add_pick, _add_score, _add_reconstruct, _add_bench, _add_demo,
+        _add_simulate, _add_align, _add_ctf, _add_train, _add_denoise, _add_pick, _add_score, _add_classify2d,
+        _add_reconstruct, _add_bench, _add_demo,
     ]
     for add in adders:
         add(subparsers)

@@ -25,26 +25,33 @@ def write_panels_png(
     circles_rc: np.ndarray | None = None,
     circle_radius_px: float = 0.0,
     caption: str | None = None,
+    columns: int | None = None,
 ) -> None:
     """Write titled grey-scale panels (each (H, W), same shape) side by side as one PNG.
 
     ``circles_rc`` (n, 2) row/col pixel positions are outlined on every panel, e.g. the
     true particle centres; ``caption`` is a line under the panels saying what they show
-    (what the circles are, say). Written atomically.
+    (what the circles are, say); ``columns``: panels per row (default: all in one row).
+    Written atomically.
     """
     title_height, gap = 18, 6
     caption_height = 18 if caption else 0
     height, width = panels[0][1].shape
-    sheet = Image.new("L", (len(panels) * (width + gap) - gap, height + title_height + caption_height), color=255)
+    columns = len(panels) if columns is None else max(1, min(columns, len(panels)))
+    rows = -(-len(panels) // columns)
+    cell_height = height + title_height
+    sheet = Image.new("L", (columns * (width + gap) - gap, rows * (cell_height + gap) - gap + caption_height),
+                      color=255)
     draw = ImageDraw.Draw(sheet)
     for index, (title, image) in enumerate(panels):
-        left = index * (width + gap)
-        sheet.paste(Image.fromarray(to_uint8(image)), (left, title_height))
-        draw.text((left + 4, 3), title, fill=0)
+        left, top = (index % columns) * (width + gap), (index // columns) * (cell_height + gap)
+        sheet.paste(Image.fromarray(to_uint8(image)), (left, top + title_height))
+        draw.text((left + 4, top + 3), title, fill=0)
         for row, col in np.asarray(circles_rc if circles_rc is not None else np.empty((0, 2))):
             r = circle_radius_px
-            draw.ellipse((left + col - r, title_height + row - r, left + col + r, title_height + row + r), outline=255)
+            draw.ellipse((left + col - r, top + title_height + row - r, left + col + r, top + title_height + row + r),
+                         outline=255)
     if caption:
-        draw.text((4, title_height + height + 3), caption, fill=0)
+        draw.text((4, rows * (cell_height + gap) - gap + 3), caption, fill=0)
     with atomic_path(path) as tmp:
         sheet.save(tmp, format="PNG")
