@@ -15,7 +15,7 @@ import starfile
 from cryoscore.io.layout import DatasetLayout
 from cryoscore.io.movie import open_movie
 from cryoscore.io.mrc import read_mrc, write_mrc
-from cryoscore.pairs.halves import pairs_from_dataset
+from cryoscore.pairs.halves import pairs_from_dataset, pairs_from_movies
 from cryoscore.preprocess.align import AlignSettings, align_frames
 from cryoscore.simulate.background import BackgroundParams
 from cryoscore.simulate.dataset import SimulationConfig, write_dataset
@@ -92,3 +92,17 @@ def test_cryoscore_align_writes_what_train_reads_and_refuses_bad_movies(tmp_path
     failed = subprocess.run(command + [movies[0], "-o", str(tmp_path / "y"), "--gain", str(tmp_path / "gain.mrc")],
                             capture_output=True, text=True)
     assert failed.returncode == 2 and "gain.mrc" in failed.stderr and len(failed.stderr.strip().splitlines()) == 1
+
+
+def test_training_pairs_from_movies_can_be_aligned_first(drifting_movies, tmp_path):
+    movies = sorted((drifting_movies.root / "frames").glob("*.mrcs"))[:1]
+    aligned = pairs_from_movies(movies, align=AlignSettings())[0]
+    frames, pixel_a = _frames(movies[0])
+    expected = align_frames(frames, pixel_a)
+    np.testing.assert_allclose(aligned.even, expected.even, rtol=1e-5, atol=1e-3)
+    as_recorded = pairs_from_movies(movies)[0]
+    assert _band_correlation(aligned.even, aligned.odd, pixel_a, 12.0, 5.0) > \
+        _band_correlation(as_recorded.even, as_recorded.odd, pixel_a, 12.0, 5.0)
+    refused = subprocess.run([sys.executable, "-m", "cryoscore.cli", "train", str(drifting_movies.root), "--align", "--method", "n2n",
+                              "-o", str(tmp_path / "m.pt")], capture_output=True, text=True)
+    assert refused.returncode == 2 and "--align: applies to --movies only" in refused.stderr

@@ -48,7 +48,7 @@ TRAIN_EXAMPLES = """
 examples:
   cryoscore train sim/ --method score -o score.pt                 # a dataset directory (even/ and odd/)
   cryoscore train --even even/ --odd odd/ --method n2n -o n2n.pt --steps 4000
-  cryoscore train --movies movies/*.tif --pixel-size 0.83 --method score -o model.pt
+  cryoscore train --movies movies/*.tif --pixel-size 0.83 --align --method score -o model.pt   # aligned first
   cryoscore train --micrographs mics/ --method score -o model.pt  # no frames: recorrupted pairs
   cryoscore train sim/ --method score -o score.pt --steps 4000 --resume   # continue a run
   cryoscore train sim/ --method guided --reference ref.mrc -o guided.pt   # target-guided
@@ -342,6 +342,9 @@ def _add_train(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--even", type=Path, metavar="DIR", help="folder of even-frame sums (with --odd)")
     parser.add_argument("--odd", type=Path, metavar="DIR", help="folder of odd-frame sums, same file names")
     parser.add_argument("--movies", type=Path, nargs="+", metavar="MOVIE", help="movies (MRC or TIFF) split by frame parity")
+    parser.add_argument("--align", action="store_true",
+                        help="with --movies: motion-correct each movie first, as cryoscore align does (each movie is "
+                             "held in memory); without it the frames are summed as recorded")
     parser.add_argument("--micrographs", type=Path, metavar="DIR",
                         help="single micrographs without frames: recorrupted pairs (the image plus and minus noise of its own "
                         "measured level; its own grid)")
@@ -386,6 +389,8 @@ def _training_pairs(args: argparse.Namespace) -> list:
     chosen = [name for name, given in sources.items() if given]
     if len(chosen) != 1:
         raise InputError("options", "give exactly one of DATASET_DIR, --even/--odd, --movies or --micrographs")
+    if args.align and args.movies is None:
+        raise InputError("--align", "applies to --movies only")
     if args.datasets:
         return [pair for root in args.datasets for pair in pairs_from_dataset(root, pixel_size_a=args.pixel_size)]
     if chosen == ["--even/--odd"]:
@@ -393,7 +398,9 @@ def _training_pairs(args: argparse.Namespace) -> list:
             raise InputError("options", "--even and --odd go together")
         return pairs_from_directories(args.even, args.odd, pixel_size_a=args.pixel_size)
     if args.movies is not None:
-        return pairs_from_movies(args.movies, pixel_size_a=args.pixel_size)
+        from cryoscore.preprocess.align import AlignSettings
+
+        return pairs_from_movies(args.movies, pixel_size_a=args.pixel_size, align=AlignSettings() if args.align else None)
     micrographs = sorted(args.micrographs.glob("*.mrc"))
     if not micrographs:
         raise InputError(args.micrographs, "no .mrc files")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
+from typing import TYPE_CHECKING, Iterable
 
 import numpy as np
 
@@ -13,6 +13,9 @@ from cryoscore.errors import InputError
 from cryoscore.io.layout import DatasetLayout
 from cryoscore.io.movie import even_odd_sums, open_movie
 from cryoscore.io.mrc import read_half_pair
+
+if TYPE_CHECKING:  # torch-motion-correction is imported only when movies are aligned
+    from cryoscore.preprocess.align import AlignSettings
 
 
 @dataclass(frozen=True, eq=False)
@@ -54,12 +57,24 @@ def pairs_from_directories(
     ]
 
 
-def pairs_from_movies(paths: Iterable[str | os.PathLike], *, pixel_size_a: float | None = None) -> list[HalfPair]:
-    """Halves from movies (MRC stacks or TIFF), frames summed by parity one at a time."""
+def pairs_from_movies(paths: Iterable[str | os.PathLike], *, pixel_size_a: float | None = None,
+                      align: AlignSettings | None = None) -> list[HalfPair]:
+    """Halves from movies (MRC stacks or TIFF): frames summed by parity one at a time, or,
+    with ``align``, motion-corrected first (:func:`~cryoscore.preprocess.align.align_frames`;
+    the whole movie in memory)."""
     pairs = []
     for path in paths:
         with open_movie(path, pixel_size_a=pixel_size_a) as movie:
-            even, odd = even_odd_sums(movie)
+            if align is None:
+                even, odd = even_odd_sums(movie)
+            elif movie.n_frames < 2:
+                raise InputError(path, f"need at least 2 frames to align, found {movie.n_frames}")
+            else:
+                from cryoscore.preprocess.align import align_frames
+
+                frames = np.stack([movie.frame(index) for index in range(movie.n_frames)])
+                aligned = align_frames(frames, movie.pixel_size_a, align)
+                even, odd = aligned.even, aligned.odd
             pairs.append(HalfPair(Path(path).stem, even, odd, movie.pixel_size_a))
     return pairs
 
