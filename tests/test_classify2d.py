@@ -144,8 +144,8 @@ def test_cryoscore_classify2d_puts_particles_and_junk_in_different_classes(parti
     particle_classes = [number for number, fraction in purity.items() if fraction > 0.5]
     in_particle_classes = np.isin(particles["rlnClassNumber"], particle_classes)
     assert in_particle_classes[is_true].mean() > 0.8 and in_particle_classes[~is_true].mean() < 0.2
-    # Particles fit their class averages better than junk fits its own (aligned noise correlates
-    # with an average made of itself, so junk classes get a half-set FRC too: no ordering there).
+    # A particle's best hypothesis is more probable than a junk pick's (junk classes get a
+    # half-set FRC too, as both halves are weighted by the same averages: no ordering there).
     scores = particles["rlnMaxValueProbDistribution"].to_numpy()
     assert scores[is_true].mean() > scores[~is_true].mean() + 0.02
     assert sum(report["counts"]) == len(particles) and len(report["resolution_a"]) == 4

@@ -1,25 +1,33 @@
-"""Reference-free 2D classification of particle images: rotation- and shift-invariant k-means.
+"""Reference-free 2D classification of particle images by expectation maximisation.
 
-Particles (N, B, B), normalised with protein positive, are first CTF-corrected by phase
-flipping (each Fourier component multiplied by the sign of its particle's CTF) when the
-CTFs are known. Then, from K distinct random particles as the first references (an average
-of randomly turned particles is a round blob, from which alignment does not recover), every
-iteration:
+Particles (N, B, B), normalised to unit background noise with protein positive, are first
+CTF-corrected by phase flipping (each Fourier component multiplied by the sign of its
+particle's CTF) when the CTFs are known, and masked to a soft disc of the particle's radius.
+The class averages start as the averages of a random partition of the particles, each turned
+by a random angle (round blobs: nothing is imposed but the particle's size). Every iteration
+(maximum likelihood under white Gaussian noise, as in RELION's 2D classification):
 
-1. **aligns** every particle to every class average at ``angles`` in-plane rotations (the
-   averages are rotated, bilinearly) and every shift up to ``max_shift_px`` (cross-correlation
-   over all shifts at once by FFT, the averages low-passed to ``alignment_resolution_a`` and
-   normalised inside a soft disc of the particle's radius), and assigns it to the best
-   class, angle and shift;
-2. **averages** each class: its particles shifted back (Fourier shift) and rotated back,
-   summed; an emptied class is re-seeded with the worst-fitting half of the largest class;
-   each average is re-centred on its centre of mass, so classes do not wander off centre.
+1. **expectation**: for every particle, class, in-plane angle (``angles`` of them) and shift
+   up to ``max_shift_px`` (all shifts at once by FFT cross-correlation with the rotated
+   averages, low-passed to ``alignment_resolution_a``), the log-likelihood
+   ``<particle, average> - |average|^2 / 2`` plus the class's log prior, normalised into a
+   posterior probability over all hypotheses;
+2. **maximisation**: each class average is the posterior-weighted sum of the particles brought
+   into register under every hypothesis (shifted back, turned back), re-centred on its
+   centre of mass; the class priors are the classes' shares of the weight.
 
-The result carries each particle's class, angle, shift and correlation, the class averages,
-and per class a resolution from the Fourier ring correlation of the averages of its two
-halves (particles alternately assigned, FRC 0.143). Both halves were aligned to the same
-average, so even a class of junk gets a finite FRC resolution (noise aligned to a reference
-correlates with it): compare classes by it, do not read it as a gold-standard resolution.
+Hard assignment (k-means: each particle counted once at its best hypothesis) was tried first;
+on the real EMPIAR-10146 particles, whose single images are far below the noise, it aligned
+noise to noise and its averages showed nothing of the particle, while the unaligned average
+shows the apoferritin shell. Weighting every hypothesis by its probability does not: where
+the data cannot tell the angle, the average is averaged over angles.
+
+The result carries each particle's most probable class, angle and shift with its
+probability, the class averages, and per class a resolution from the Fourier ring
+correlation of the averages of two halves of the particles (one more expectation step each,
+FRC 0.143). Both halves are weighted by the same final averages, so this is biased towards
+agreement (a junk class gets one too, and on real apoferritin every class reached Nyquist):
+compare classes by it, do not read it as a gold-standard resolution.
 """
 
 from __future__ import annotations
@@ -64,9 +72,10 @@ class Classification2DSettings:
 
 @dataclass(frozen=True, eq=False)
 class Classification2D:
-    """``averages`` float32 (K, B, B); per particle (N,): ``classes`` (0-based), ``angles_deg``
-    (the particle's in-plane rotation onto its class average), ``shifts_yx_px`` (N, 2) (the
-    particle's centre offset), ``scores`` (normalised cross-correlation); per class:
+    """``averages`` float32 (K, B, B); per particle (N,), its most probable hypothesis: ``classes``
+    (0-based), ``angles_deg`` (the class average's in-plane rotation onto the particle),
+    ``shifts_yx_px`` (N, 2) (the particle's centre offset), ``scores`` (that hypothesis's
+    posterior probability); per class:
     ``counts`` (K,) and ``resolution_a`` (K,) from the FRC of half-set averages (inf where
     a class has fewer than 2 particles); ``pixel_size_a`` of the boxes."""
 
@@ -120,27 +129,45 @@ def _recentre(average: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return fourier_shift(average[None], -centre[None])[0]
 
 
-def _align(particles: torch.Tensor, references: torch.Tensor, angles: torch.Tensor, shift_mask: torch.Tensor,
-           batch: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Best (class, angle index, shift (row, col), score) of each particle against the references."""
+def _expectation(particles: torch.Tensor, references: torch.Tensor, log_priors: torch.Tensor, angles: torch.Tensor,
+                 shift_mask: torch.Tensor, batch: int) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, ...]]:
+    """One expectation step against ``references`` (K, B, B), and the sums of the maximisation step.
+
+    Returns the class sums (K, B, B) of every particle brought into register under every
+    hypothesis (angle, shift) weighted by its posterior probability, the class weights (K,),
+    and per particle the most probable hypothesis: (class, angle index, shift (row, col),
+    its probability). Particles are in units of their background noise (variance 1).
+    """
     n_classes, box = references.shape[0], references.shape[-1]
-    rotated = _rotate(references.repeat_interleave(len(angles), dim=0), angles.repeat(n_classes))
-    rotated = rotated - rotated.mean(dim=(-2, -1), keepdim=True)
-    rotated = rotated / rotated.flatten(1).norm(dim=1).clamp_min(1e-12)[:, None, None]
+    n_angles = len(angles)
+    rotated = _rotate(references.repeat_interleave(n_angles, dim=0), angles.repeat(n_classes))
     conjugate = torch.conj(centred_rfft2(rotated))
-    results = []
+    half_norms = 0.5 * rotated.flatten(1).pow(2).sum(dim=1)
+    template_priors = log_priors.repeat_interleave(n_angles) - math.log(n_angles)
+    sums = torch.zeros(n_classes * n_angles, box, box // 2 + 1, dtype=torch.complex64)
+    best_parts = []
     for start in range(0, len(particles), batch):
-        chunk = particles[start:start + batch]
-        norms = chunk.flatten(1).norm(dim=1).clamp_min(1e-12)
-        # Both centred at the origin: the correlation peaks at the particle's offset from the box centre.
-        correlation = torch.fft.irfft2(centred_rfft2(chunk)[:, None] * conjugate[None], s=(box, box))
-        correlation = torch.where(shift_mask, correlation, torch.tensor(-math.inf)) / norms[:, None, None, None]
-        best, flat = correlation.flatten(1).max(dim=1)
+        spectra = centred_rfft2(particles[start:start + batch])
+        # Both centred at the origin: the correlation at s scores "particle = template moved by s".
+        correlation = torch.fft.irfft2(spectra[:, None] * conjugate[None], s=(box, box))
+        log_weights = correlation - half_norms[None, :, None, None] + template_priors[None, :, None, None]
+        log_weights = torch.where(shift_mask, log_weights, torch.tensor(-math.inf))
+        log_weights = log_weights - torch.logsumexp(log_weights.flatten(1), dim=1)[:, None, None, None]
+        weights = torch.exp(log_weights)
+        # sum_s w(s) p(x + s) is the correlation of the particle with its weights over shifts.
+        sums += (spectra[:, None] * torch.conj(torch.fft.rfft2(weights))).sum(dim=0)
+        best, flat = log_weights.flatten(1).max(dim=1)
         template, pixel = flat // (box * box), flat % (box * box)
         row, col = pixel // box, pixel % box
         shifts = torch.stack([(row + box // 2) % box - box // 2, (col + box // 2) % box - box // 2], dim=1)
-        results.append((template // len(angles), template % len(angles), shifts.to(torch.float32), best))
-    return tuple(torch.cat(parts) for parts in zip(*results))  # type: ignore[return-value]
+        best_parts.append((template // n_angles, template % n_angles, shifts.to(torch.float32), torch.exp(best),
+                           weights.sum(dim=(-2, -1))))
+    classes, angle_index, shifts, probability, template_weights = (torch.cat(parts) for parts in zip(*best_parts))
+    in_template_frame = torch.fft.fftshift(torch.fft.irfft2(sums, s=(box, box)), dim=(-2, -1))
+    turned_back = _rotate(in_template_frame, -angles.repeat(n_classes))
+    class_sums = turned_back.reshape(n_classes, n_angles, box, box).sum(dim=1)
+    class_weights = template_weights.sum(dim=0).reshape(n_classes, n_angles).sum(dim=1)
+    return class_sums, class_weights, (classes, angle_index, shifts, probability)
 
 
 def _averages(particles: torch.Tensor, classes: torch.Tensor, angles_deg: torch.Tensor, shifts: torch.Tensor,
@@ -178,31 +205,32 @@ def classify_2d(particles: np.ndarray, pixel_size_a: float, diameter_a: float,
 
     generator = torch.Generator().manual_seed(settings.seed)
     n_classes = settings.classes
-    seeds = torch.randperm(len(images), generator=generator)[:n_classes]
-    averages = torch.stack([_recentre(image, mask) for image in images[seeds]])
+    classes = torch.randperm(len(images), generator=generator) % n_classes
+    sums, counts = _averages(images, classes, torch.rand(len(images), generator=generator) * 360.0,
+                             torch.zeros(len(images), 2), n_classes)
+    averages = torch.stack([_recentre(total / max(int(count), 1), mask) for total, count in zip(sums, counts)])
+    log_priors = torch.full((n_classes,), -math.log(n_classes))
     for iteration in range(settings.iterations):
         references = _lowpass(averages, pixel_size_a, settings.alignment_resolution_a) * mask
-        classes, angle_index, shifts, scores = _align(images, references, angles, wrapped, settings.batch)
-        angle_deg = angles[angle_index]
-        sums, counts = _averages(images, classes, angle_deg, shifts, n_classes)
-        for empty in torch.nonzero(counts == 0).flatten().tolist():  # re-seed from the largest class's worst half
-            members = torch.nonzero(classes == int(torch.argmax(counts))).flatten()
-            worst = members[torch.argsort(scores[members])[: max(len(members) // 2, 1)]]
-            classes[worst] = empty
-            sums, counts = _averages(images, classes, angle_deg, shifts, n_classes)
-        averages = torch.stack([_recentre(total / max(int(count), 1), mask) for total, count in zip(sums, counts)])
+        sums, weights, best = _expectation(images, references, log_priors, angles, wrapped, settings.batch)
+        averages = torch.stack([_recentre(total / max(float(weight), 1e-6), mask) for total, weight in zip(sums, weights)])
+        log_priors = torch.log((weights / weights.sum()).clamp_min(1e-6))
         if progress is not None:
-            progress(iteration + 1, counts.numpy())
-    averages = sums / counts.clamp_min(1)[:, None, None]
+            progress(iteration + 1, torch.bincount(best[0], minlength=n_classes).numpy())
+    classes, angle_index, shifts, probability = best
+    averages = sums / weights.clamp_min(1e-6)[:, None, None]
+    # Consistency per class: the FRC of the averages of two halves of the particles (alternate
+    # particles), each made by one more expectation step against the final references.
+    halves = [_expectation(images[part], references, log_priors, angles, wrapped, settings.batch)[:2]
+              for part in (torch.arange(0, len(images), 2), torch.arange(1, len(images), 2))]
     resolution = []
     for index in range(n_classes):
-        members = torch.nonzero(classes == index).flatten()
-        if len(members) < 2:
+        first, second = (half_sums[index] / max(float(half_weights[index]), 1e-6) for half_sums, half_weights in halves)
+        if min(float(halves[0][1][index]), float(halves[1][1][index])) < 1:
             resolution.append(math.inf)
             continue
-        halves = [_averages(images[part], torch.zeros(len(part), dtype=torch.long), angle_deg[part], shifts[part], 1)[0][0]
-                  for part in (members[0::2], members[1::2])]
-        curve = FscCurve(np.fft.rfftfreq(box, d=pixel_size_a), fsc(halves[0] * mask, halves[1] * mask).double().numpy())
+        curve = FscCurve(np.fft.rfftfreq(box, d=pixel_size_a), fsc(first * mask, second * mask).double().numpy())
         resolution.append(curve.resolution_a(HALF_MAP_THRESHOLD))
-    return Classification2D(averages.numpy().astype(np.float32), classes.numpy(), angle_deg.numpy(),
-                            shifts.numpy(), scores.numpy(), counts.numpy(), np.array(resolution), pixel_size_a)
+    counts = torch.bincount(classes, minlength=n_classes)
+    return Classification2D(averages.numpy().astype(np.float32), classes.numpy(), angles[angle_index].numpy(),
+                            shifts.numpy(), probability.numpy(), counts.numpy(), np.array(resolution), pixel_size_a)
