@@ -198,3 +198,18 @@ def test_a_map_from_estimated_ctfs_is_as_good_as_from_the_true_ones_and_a_wrong_
     write_ctf_star(tmp_path / "partial.star", estimates[:1], pixel_a)
     with pytest.raises(InputError, match="no CTF for micrograph"):
         reconstruct_dataset(root, ctf_star=tmp_path / "partial.star", box_px=48)
+
+
+def test_guided_training_takes_its_defocus_range_and_optics_from_a_ctf_star(tmp_path):
+    from cryoscore.cli import _guidance_config, build_parser
+
+    write_ctf_star(tmp_path / "ctf.star", [MicrographCtf("a.mrc", CtfParams(1.3, 1.1, 10.0, voltage_kv=200.0, cs_mm=2.0)),
+                                           MicrographCtf("b.mrc", CtfParams(2.6, 2.5, 80.0, voltage_kv=200.0,
+                                                                            cs_mm=2.0))], 1.0)
+    common = ["train", "sim/", "--method", "guided", "--reference", "apoferritin", "-o", "m.pt"]
+    guidance = _guidance_config(build_parser().parse_args(common + ["--guide-ctf", str(tmp_path / "ctf.star")]))
+    assert guidance.defocus_range_um == pytest.approx((1.1, 2.6))
+    assert (guidance.voltage_kv, guidance.cs_mm) == (200.0, 2.0)
+    with pytest.raises(InputError, match="not both"):
+        _guidance_config(build_parser().parse_args(common + ["--guide-ctf", str(tmp_path / "ctf.star"),
+                                                             "--guide-defocus", "1", "2"]))

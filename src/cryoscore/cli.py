@@ -358,6 +358,9 @@ def _add_train(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--guide-defocus", type=_positive_float, nargs=2, metavar=("MIN_UM", "MAX_UM"),
                         help="guided: defocus range of the synthetic images, micrometres; use your data's "
                         "(default: 1.0 2.5)")
+    parser.add_argument("--guide-ctf", type=Path, metavar="STAR",
+                        help="guided: take that range (lowest defocus V to highest defocus U) and the optics "
+                        "(voltage, Cs, amplitude contrast) from a micrograph STAR file instead, e.g. from cryoscore ctf")
     parser.add_argument("-o", "--output", required=True, type=Path, metavar="MODEL", help="model file to write (.pt)")
     parser.add_argument("--steps", type=int, default=2000, metavar="N", help="optimiser steps (default: 2000)")
     parser.add_argument("--batch-size", type=int, default=8, metavar="N", help="crops per step (default: 8)")
@@ -418,8 +421,16 @@ def _guidance_config(args: argparse.Namespace):
         raise InputError("--reference", "--method guided needs --reference MAP_OR_MODEL")
     if Path(args.reference).suffix and not Path(args.reference).is_file():
         raise InputError(args.reference, "reference file not found")
+    if args.guide_defocus and args.guide_ctf:
+        raise InputError("--guide-ctf", "give --guide-defocus or --guide-ctf, not both")
     given = {"strength": args.strength, "resolution_a": args.reference_resolution,
              "defocus_range_um": tuple(args.guide_defocus) if args.guide_defocus else None}
+    if args.guide_ctf is not None:
+        from cryoscore.io.ctf_star import read_ctf_star
+
+        ctfs = list(read_ctf_star(args.guide_ctf).values())
+        given.update(defocus_range_um=(min(ctf.defocus_v_um for ctf in ctfs), max(ctf.defocus_u_um for ctf in ctfs)),
+                     voltage_kv=ctfs[0].voltage_kv, cs_mm=ctfs[0].cs_mm, amplitude_contrast=ctfs[0].amplitude_contrast)
     return GuidanceConfig(reference=args.reference, **{name: value for name, value in given.items() if value is not None})
 
 
