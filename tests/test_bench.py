@@ -188,3 +188,30 @@ def test_a_failing_topaz_is_one_clear_error(tmp_path, monkeypatch):
     _install_fake_topaz(tmp_path / "bin", monkeypatch, fail=True)
     with pytest.raises(RuntimeError, match="topaz denoise failed .*CUDA out of memory"):
         topaz_denoise(np.zeros((32, 32), dtype=np.float32), str(tmp_path / "bin" / "topaz"))
+
+
+def test_a_real_dataset_with_a_ctf_star_gets_the_reconstruction_judge(tmp_path):
+    """Simulated micrographs stand in for real ones: only their files, coordinates and a CTF STAR."""
+    from cryoscore.bench.config import RealDataset
+    from cryoscore.bench.datasets import real_micrograph_paths, real_test_set
+    from cryoscore.bench.run import judge_all
+    from cryoscore.io.ctf_star import MicrographCtf, write_ctf_star
+    from cryoscore.simulate.ctf import CtfParams
+    from cryoscore.simulate.dataset import SimulationConfig, write_dataset
+
+    write_dataset(SimulationConfig(specimen="apoferritin", n_micrographs=2, size_px=384, pixel_size_a=4.0,
+                                   particles_per_micrograph=40, dose_e_per_a2=40.0, n_frames=4, seed=3),
+                  tmp_path / "sim", progress=False)
+    manifest = json.loads((tmp_path / "sim" / "manifest.json").read_text())
+    write_ctf_star(tmp_path / "ctf.star", [MicrographCtf(f"{entry['name']}.mrc", CtfParams(**entry["ctf"]))
+                                           for entry in manifest["micrographs"][:1]], 4.0)
+    dataset = RealDataset("r", tmp_path / "sim" / "micrographs", tmp_path / "sim" / "coordinates", 4.0,
+                          manifest["particle_diameter_a"], reference="apoferritin", ctf=tmp_path / "ctf.star")
+    with pytest.raises(InputError, match="no CTF for micrograph"):
+        real_test_set(dataset, real_micrograph_paths(dataset))
+    write_ctf_star(tmp_path / "ctf.star", [MicrographCtf(f"{entry['name']}.mrc", CtfParams(**entry["ctf"]))
+                                           for entry in manifest["micrographs"]], 4.0)
+    test_set = real_test_set(dataset, real_micrograph_paths(dataset))
+    outcome = judge_all(test_set, {"raw": lambda image: image}, ("blob", "reconstruction"))["raw"]
+    assert outcome.metrics["reconstruction"]["n_particles"] > 20
+    assert outcome.metrics["reconstruction"]["resolution_half_maps_a"] < 40

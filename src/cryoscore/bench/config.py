@@ -44,7 +44,9 @@ a built-in name) are relative to the file's folder unless absolute::
     coordinates = "../shared/data/apoferritin-empiar10146/coordinates"
     pixel_size_a = 1.85
     diameter_a = 120.0
-    reference = "apoferritin"      # guidance and template reference (optional)
+    reference = "apoferritin"      # guidance, template and reconstruction reference (optional)
+    ctf = "ctf.star"               # each micrograph's CTF, e.g. from cryoscore ctf (optional):
+                                   # with a reference, the reconstruction judge runs on real data
 
 Lengths are in Angstrom, doses in electrons per square Angstrom over the movie. Each dataset
 works in ``OUTDIR/work/NAME``: ``NAME`` is a real dataset's ``name``, which must be a plain
@@ -147,7 +149,9 @@ class SimulatedSpecimen:
 
 @dataclass(frozen=True)
 class RealDataset:
-    """Real micrographs with annotated particle coordinates (one file per micrograph)."""
+    """Real micrographs with annotated particle coordinates (one file per micrograph);
+    ``ctf``: a micrograph STAR file with each one's CTF (e.g. from ``cryoscore ctf``), which
+    lets the reconstruction judge run on them."""
 
     name: str
     micrographs: Path
@@ -155,6 +159,7 @@ class RealDataset:
     pixel_size_a: float
     diameter_a: float
     reference: str | None = None
+    ctf: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -275,7 +280,8 @@ def load_bench_config(path: str | Path) -> BenchConfig:
             dataset = _section(entry, RealDataset, path, f"[[real]] #{index + 1}")
             real.append(dataclasses.replace(dataset, micrographs=base / dataset.micrographs,
                                             coordinates=base / dataset.coordinates,
-                                            reference=_relative_to(base, dataset.reference)))
+                                            reference=_relative_to(base, dataset.reference),
+                                            ctf=None if dataset.ctf is None else base / dataset.ctf))
         simulated = []
         for index, entry in enumerate(table.pop("simulated", [])):
             specimen = _section(entry, SimulatedSpecimen, path, f"[[simulated]] #{index + 1}")

@@ -16,6 +16,7 @@ import numpy as np
 from cryoscore.bench.config import BenchConfig, RealDataset, SimulatedSpecimen
 from cryoscore.errors import InputError
 from cryoscore.io.coords import ParticleCoordinates, read_coordinates
+from cryoscore.io.ctf_star import read_ctf_star
 from cryoscore.io.layout import DatasetLayout, read_manifest
 from cryoscore.io.mrc import read_mrc
 from cryoscore.simulate.background import BackgroundParams
@@ -149,15 +150,20 @@ def _coordinate_file(dataset: RealDataset, stem: str) -> Path | None:
 
 
 def real_test_set(dataset: RealDataset, paths: Sequence[Path]) -> TestSet:
-    """The real micrographs ``paths`` at their own pixel size, with their annotated coordinates
-    (no clean image, no CTF). Without frames the learned denoisers train on recorrupted
-    single-image pairs on the same grid (:mod:`cryoscore.pairs.single`), whose full sum each
-    micrograph is, as a simulated full sum is of its even and odd halves."""
+    """The real micrographs ``paths`` at their own pixel size, with their annotated coordinates,
+    no clean image, and their CTFs where ``dataset.ctf`` names a micrograph STAR file. Without
+    frames the learned denoisers train on recorrupted single-image pairs on the same grid
+    (:mod:`cryoscore.pairs.single`), whose full sum each micrograph is, as a simulated full sum
+    is of its even and odd halves."""
+    ctfs = None if dataset.ctf is None else read_ctf_star(dataset.ctf)
+    missing = [path.name for path in paths if ctfs is not None and path.stem not in ctfs]
+    if missing:
+        raise InputError(dataset.ctf, f"no CTF for micrograph(s) {', '.join(missing[:3])}")
     micrographs = []
     box_px = round(dataset.diameter_a / dataset.pixel_size_a)
     for path in paths:
         image, _ = read_mrc(path, pixel_size_a=dataset.pixel_size_a)
         truth = read_coordinates(_coordinate_file(dataset, path.stem), box_size_px=box_px)
-        micrographs.append(TestMicrograph(path.stem, image, truth, None, None))
+        micrographs.append(TestMicrograph(path.stem, image, truth, None, None if ctfs is None else ctfs[path.stem]))
     return TestSet(dataset.name, tuple(micrographs), dataset.pixel_size_a, dataset.diameter_a, dataset.reference,
                    None)
