@@ -240,8 +240,6 @@ def _add_align(subparsers: argparse._SubParsersAction) -> None:
 def _run_align(args: argparse.Namespace) -> int:
     import dataclasses
 
-    import numpy as np
-
     from cryoscore.io.layout import write_json
     from cryoscore.preprocess.align import AlignSettings, align_movies
 
@@ -254,10 +252,9 @@ def _run_align(args: argparse.Namespace) -> int:
     if missing:
         raise InputError(missing[0], "no such movie file")
 
-    def report(name, aligned) -> None:
-        steps = np.linalg.norm(np.diff(aligned.shifts_px, axis=0), axis=1)
-        print(f"{name}: {len(aligned.shifts_px)} frames, drift {steps.sum():.2f} px along the path, "
-              f"largest frame shift {np.linalg.norm(aligned.shifts_px, axis=1).max():.2f} px", flush=True)
+    def report(record: dict) -> None:
+        print(f"{record['name']}: {record['frames']} frames, drift {record['total_drift_px']:.2f} px along the path, "
+              f"largest frame shift {record['largest_shift_px']:.2f} px", flush=True)
 
     records = align_movies(args.inputs, args.output, settings, pixel_size_a=args.pixel_size, gain=args.gain,
                            report=report)

@@ -15,8 +15,8 @@ import numpy as np
 
 from cryoscore.bench.config import BenchConfig, RealDataset, SimulatedSpecimen
 from cryoscore.errors import InputError
-from cryoscore.io.coords import ParticleCoordinates, read_coordinates
-from cryoscore.io.ctf_star import read_ctf_star
+from cryoscore.io.coords import ParticleCoordinates, coordinate_file, read_coordinates
+from cryoscore.io.ctf_star import micrograph_ctfs
 from cryoscore.io.layout import DatasetLayout, read_manifest
 from cryoscore.io.mrc import read_mrc
 from cryoscore.simulate.background import BackgroundParams
@@ -135,18 +135,10 @@ def real_micrograph_paths(dataset: RealDataset) -> list[Path]:
     if not dataset.micrographs.is_dir():
         raise InputError(dataset.micrographs, "micrograph directory not found")
     paths = sorted(dataset.micrographs.glob("*.mrc"))
-    annotated = [path for path in paths if _coordinate_file(dataset, path.stem) is not None]
+    annotated = [path for path in paths if coordinate_file(dataset.coordinates, path.stem) is not None]
     if not annotated:
         raise InputError(dataset.coordinates, f"no coordinate file matches a micrograph of {dataset.micrographs}")
     return annotated
-
-
-def _coordinate_file(dataset: RealDataset, stem: str) -> Path | None:
-    for suffix in (".star", ".box", ".csv"):
-        candidate = dataset.coordinates / f"{stem}{suffix}"
-        if candidate.is_file():
-            return candidate
-    return None
 
 
 def real_test_set(dataset: RealDataset, paths: Sequence[Path]) -> TestSet:
@@ -155,15 +147,12 @@ def real_test_set(dataset: RealDataset, paths: Sequence[Path]) -> TestSet:
     frames the learned denoisers train on recorrupted single-image pairs on the same grid
     (:mod:`cryoscore.pairs.single`), whose full sum each micrograph is, as a simulated full sum
     is of its even and odd halves."""
-    ctfs = None if dataset.ctf is None else read_ctf_star(dataset.ctf)
-    missing = [path.name for path in paths if ctfs is not None and path.stem not in ctfs]
-    if missing:
-        raise InputError(dataset.ctf, f"no CTF for micrograph(s) {', '.join(missing[:3])}")
+    ctfs = [None] * len(paths) if dataset.ctf is None else micrograph_ctfs(dataset.ctf, [path.stem for path in paths])
     micrographs = []
     box_px = round(dataset.diameter_a / dataset.pixel_size_a)
-    for path in paths:
+    for path, ctf in zip(paths, ctfs):
         image, _ = read_mrc(path, pixel_size_a=dataset.pixel_size_a)
-        truth = read_coordinates(_coordinate_file(dataset, path.stem), box_size_px=box_px)
-        micrographs.append(TestMicrograph(path.stem, image, truth, None, None if ctfs is None else ctfs[path.stem]))
+        truth = read_coordinates(coordinate_file(dataset.coordinates, path.stem), box_size_px=box_px)
+        micrographs.append(TestMicrograph(path.stem, image, truth, None, ctf))
     return TestSet(dataset.name, tuple(micrographs), dataset.pixel_size_a, dataset.diameter_a, dataset.reference,
                    None)

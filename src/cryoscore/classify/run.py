@@ -15,8 +15,8 @@ import starfile
 from cryoscore.classify.twod import Classification2D, Classification2DSettings, classify_2d
 from cryoscore.errors import InputError
 from cryoscore.io.atomic import atomic_path
-from cryoscore.io.coords import ParticleCoordinates, read_coordinates, stamp_star_version
-from cryoscore.io.ctf_star import read_ctf_star
+from cryoscore.io.coords import ParticleCoordinates, coordinate_file, read_picks, stamp_star_version
+from cryoscore.io.ctf_star import micrograph_ctfs
 from cryoscore.io.layout import write_json
 from cryoscore.io.mrc import read_mrc, write_mrc
 from cryoscore.io.png import write_panels_png
@@ -27,14 +27,10 @@ def _picks(paths: Sequence[Path], picks_dir: Path, threshold: float | None) -> l
     """``picks_dir/NAME.star`` (or .box/.csv) of each micrograph, above ``threshold`` when given."""
     picks = []
     for path in paths:
-        found = [picks_dir / f"{path.stem}{suffix}" for suffix in (".star", ".box", ".csv")
-                 if (picks_dir / f"{path.stem}{suffix}").is_file()]
-        if not found:
+        found = coordinate_file(picks_dir, path.stem)
+        if found is None:
             raise InputError(picks_dir, f"no picks for {path.name} (expected {path.stem}.star, .box or .csv)")
-        coordinates = read_coordinates(found[0])
-        if threshold is not None and coordinates.figure_of_merit is None:
-            raise InputError(found[0], "has no figure of merit to apply --threshold to")
-        picks.append(coordinates.scoring_at_least(threshold))
+        picks.append(read_picks(found, threshold))
     return picks
 
 
@@ -68,13 +64,7 @@ def classify_micrographs(
         raise InputError("--diameter", f"must be > 0 A, got {diameter_a}")
     picks = _picks(paths, picks_dir, threshold)
     pixel = read_mrc(paths[0], pixel_size_a=pixel_size_a)[1] if pixel_size_a is None else pixel_size_a
-    ctfs = None
-    if ctf_star is not None:
-        estimated = read_ctf_star(ctf_star)
-        missing = [path.name for path in paths if path.stem not in estimated]
-        if missing:
-            raise InputError(ctf_star, f"no CTF for micrograph(s) {', '.join(missing[:3])}")
-        ctfs = [estimated[path.stem] for path in paths]
+    ctfs = None if ctf_star is None else micrograph_ctfs(ctf_star, [path.stem for path in paths])
     stack = extract_picked_particles(paths, picks, ctfs, pixel, diameter_a, box_px)
     rng = np.random.default_rng(settings.seed)
     chosen = np.sort(rng.choice(len(stack.images), size=min(max_particles, len(stack.images)), replace=False))

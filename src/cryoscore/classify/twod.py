@@ -44,7 +44,7 @@ from torch_fourier_shell_correlation import fsc
 from cryoscore.reconstruct.ctf import ctf_stack
 from cryoscore.reconstruct.fsc import HALF_MAP_THRESHOLD, FscCurve
 from cryoscore.reconstruct.grid import centred_rfft2, soft_sphere_mask
-from cryoscore.simulate.ctf import CtfParams
+from cryoscore.simulate.ctf import CtfParams, spatial_frequency_a
 from cryoscore.simulate.project import fourier_shift
 
 
@@ -114,7 +114,7 @@ def _rotate(images: torch.Tensor, angles_deg: torch.Tensor) -> torch.Tensor:
 
 def _lowpass(images: torch.Tensor, pixel_size_a: float, resolution_a: float) -> torch.Tensor:
     box = images.shape[-1]
-    k = torch.sqrt(torch.fft.fftfreq(box, d=pixel_size_a)[:, None] ** 2 + torch.fft.rfftfreq(box, d=pixel_size_a) ** 2)
+    k = spatial_frequency_a((box, box), pixel_size_a, rfft=True)
     return torch.fft.irfft2(torch.fft.rfft2(images) * torch.exp(-(k * resolution_a) ** 2 * 2), s=(box, box))
 
 

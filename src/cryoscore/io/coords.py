@@ -235,6 +235,25 @@ def read_coordinates(
         raise InputError(path, str(err)) from err
 
 
+def coordinate_file(directory: str | os.PathLike, stem: str) -> Path | None:
+    """``directory/STEM.star``, ``.box`` or ``.csv``, the first that exists, or None."""
+    for suffix in _SUFFIXES:
+        candidate = Path(directory) / f"{stem}{suffix}"
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def read_picks(path: str | os.PathLike, threshold: float | None = None) -> ParticleCoordinates:
+    """The picks of ``path`` (:func:`read_coordinates`) whose figure of merit is at least
+    ``threshold`` (all of them when None); InputError naming the file if a threshold is given
+    and the file has no figure of merit."""
+    coordinates = read_coordinates(path)
+    if threshold is not None and coordinates.figure_of_merit is None:
+        raise InputError(path, "has no rlnAutopickFigureOfMerit column to apply the threshold to")
+    return coordinates.scoring_at_least(threshold)
+
+
 def stamp_star_version(path: Path) -> None:
     """Swap starfile's "# Created ... at TIME on DATE" line for RELION's version line.
 

@@ -110,3 +110,13 @@ def read_ctf_star(path: str | os.PathLike) -> dict[str, CtfParams]:
     except (TypeError, ValueError) as error:
         raise InputError(path, f"bad CTF values ({error})") from None
     return result
+
+
+def micrograph_ctfs(path: str | os.PathLike, names: Sequence[str]) -> list[CtfParams]:
+    """The CTF of each micrograph of ``names`` (stems), in their order, from the STAR file
+    ``path`` (:func:`read_ctf_star`); InputError naming the file if any of them has none."""
+    ctfs = read_ctf_star(path)
+    missing = [name for name in names if name not in ctfs]
+    if missing:
+        raise InputError(path, f"no CTF for micrograph(s) {', '.join(missing[:3])}" + (" ..." if len(missing) > 3 else ""))
+    return [ctfs[name] for name in names]

@@ -109,12 +109,13 @@ def write_motion_star(path: str | os.PathLike, shifts_px: np.ndarray, movie: Pat
 
 def align_movies(paths: Sequence[Path], output_dir: Path, settings: AlignSettings = AlignSettings(), *,
                  pixel_size_a: float | None = None, gain: Path | None = None,
-                 report: Callable[[str, AlignedMovie], None] | None = None) -> list[dict]:
+                 report: Callable[[dict], None] | None = None) -> list[dict]:
     """Align each movie of ``paths`` (MRC/MRCS/TIFF; pixel size from its header unless given)
     and write ``output_dir/{micrographs,even,odd}/NAME.mrc`` and ``motion/NAME.star``.
 
     ``gain``: an MRC gain reference (H, W) that multiplies every frame. Returns one record
-    per movie (name, frames, total drift and largest frame shift in pixels). Raises
+    per movie (name, frames, total drift and largest frame shift in pixels), each also
+    given to ``report`` as soon as that movie is written. Raises
     InputError naming the file for an unreadable movie, a gain of another shape, or two
     movies with the same name.
     """
@@ -148,5 +149,5 @@ def align_movies(paths: Sequence[Path], output_dir: Path, settings: AlignSetting
                         "total_drift_px": float(steps.sum()),
                         "largest_shift_px": float(np.linalg.norm(aligned.shifts_px, axis=1).max())})
         if report is not None:
-            report(name, aligned)
+            report(records[-1])
     return records

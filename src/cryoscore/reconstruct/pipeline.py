@@ -29,8 +29,8 @@ import numpy as np
 import torch
 
 from cryoscore.errors import InputError
-from cryoscore.io.coords import ParticleCoordinates, read_coordinates
-from cryoscore.io.ctf_star import read_ctf_star
+from cryoscore.io.coords import ParticleCoordinates, read_picks
+from cryoscore.io.ctf_star import micrograph_ctfs
 from cryoscore.io.layout import DatasetLayout, read_manifest, write_json
 from cryoscore.io.mrc import check_pixel_size, read_mrc, write_mrc
 from cryoscore.reconstruct.ctf import ctf_stack
@@ -326,22 +326,15 @@ def reconstruct_dataset(
     except (KeyError, TypeError, ValueError) as error:
         raise InputError(layout.manifest, f"incomplete manifest ({error})") from None
     if ctf_star is not None:
-        estimated = read_ctf_star(ctf_star)
-        missing = [name for name in names if name not in estimated]
-        if missing:
-            raise InputError(ctf_star, f"no CTF for micrograph(s) {', '.join(missing[:3])}"
-                                       + (" ..." if len(missing) > 3 else ""))
-        ctfs = [estimated[name] for name in names]
+        ctfs = micrograph_ctfs(ctf_star, names)
     reference, reference_pixel_size_a = read_mrc(layout.reference, ndim=3)
     picks = []
     for name in names:
         path = layout.coordinates(name) if picks_dir is None else Path(picks_dir) / f"{name}.star"
-        coordinates = read_coordinates(path)
-        if threshold is not None and coordinates.figure_of_merit is None:
-            raise InputError(path, "has no rlnAutopickFigureOfMerit column to apply the threshold to")
+        coordinates = read_picks(path, threshold)
         if ctf_star is not None:  # the STAR's CTF, not a per-particle defocus the coordinates may carry
             coordinates = dataclasses.replace(coordinates, defocus_u_a=None, defocus_v_a=None, defocus_angle_deg=None)
-        picks.append(coordinates.scoring_at_least(threshold))
+        picks.append(coordinates)
     options.setdefault("symmetry", manifest.get("specimen", {}).get("symmetry"))
     return reconstruct_from_picks(
         [layout.micrograph(name) for name in names],
