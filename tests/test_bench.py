@@ -42,6 +42,7 @@ def test_a_config_file_reads_with_paths_relative_to_it(tmp_path):
         ("[training]\nsteps = 5\n", "at least one [[simulated]] or [[real]]"),
         ("[[simulated]\n", "not valid TOML"),
         ("[simulation]\nempty_micrographs = 0\n[[simulated]]\nspecimen = 'small'\n", "empty micrographs must be >= 1"),
+        ("[[simulated]]\nspecimen = 'apoferritin'\ntemplate = 'apoferritin'\n", "is the guidance reference"),
     ],
 )
 def test_a_bad_config_file_is_one_clear_error(tmp_path, text, needle):
@@ -50,6 +51,18 @@ def test_a_bad_config_file_is_one_clear_error(tmp_path, text, needle):
     with pytest.raises(InputError) as error:
         load_bench_config(path)
     assert needle in str(error.value) and str(path) in str(error.value)
+
+
+def test_a_template_density_keeps_generated_names_and_reads_paths_relative_to_the_file(tmp_path):
+    path = tmp_path / "bench.toml"
+    path.write_text(
+        '[[simulated]]\nspecimen = "apoferritin"\ntemplate = "shell:120:80"\n'
+        '[[simulated]]\nspecimen = "random-compact:7"\ntemplate = "maps/other.mrc"\n'
+        '[[real]]\nname = "r"\nmicrographs = "m"\ncoordinates = "c"\npixel_size_a = 2.0\ndiameter_a = 100.0\n'
+        'reference = "apoferritin"\ntemplate = "shell:120:80"\n')
+    config = load_bench_config(path)
+    assert [specimen.template for specimen in config.simulated] == ["shell:120:80", str(tmp_path / "maps/other.mrc")]
+    assert config.simulated[1].specimen == "random-compact:7" and config.real[0].template == "shell:120:80"
 
 
 def test_config_needs_a_dataset_and_raw():
@@ -79,9 +92,9 @@ def test_bench_runs_end_to_end_on_a_tiny_config(tmp_path):
     from cryoscore.bench.run import run_bench
 
     config = BenchConfig(
-        simulated=(SimulatedSpecimen("apoferritin", doses=(30.0,), decoy="elongated"),),
+        simulated=(SimulatedSpecimen("apoferritin", doses=(30.0,), decoy="elongated", template="shell:120:80"),),
         denoisers=DENOISERS,
-        judges=("learned", "pixel", "blob", "reconstruction"),
+        judges=("learned", "pixel", "blob", "template", "reconstruction"),
         training=TrainingSettings(steps=4, batch_size=2, crop_px=64),
         simulation=SimulationSettings(size_px=192, train_micrographs=1, test_micrographs=3, empty_micrographs=1),
         learned=LearnedJudgeSettings(folds=3, seeds=(0, 1, 2), steps=3, batch_size=2, crop_px=32, label_budgets=(1,),
@@ -95,7 +108,7 @@ def test_bench_runs_end_to_end_on_a_tiny_config(tmp_path):
         assert 0.0 <= ap <= 1.0
     assert document["denoisers_left_out"] == ([] if shutil.which("topaz") else ["topaz"])
     dataset = document["datasets"]["apoferritin 30 e/A^2"]
-    assert dataset["n_particles"] > 0
+    assert dataset["n_particles"] > 0 and dataset["template_density"] == "shell:120:80"
     assert document["summary"]["judge"] == "learned"
     for name in names:
         metrics = dataset["denoisers"][name]
@@ -106,7 +119,7 @@ def test_bench_runs_end_to_end_on_a_tiny_config(tmp_path):
         assert learned["ap_ci"][0] <= learned["ap_ci"][1] and 0 <= learned["ap_ci"][0] and learned["ap_ci"][1] <= 1
         assert learned["ap"] == pytest.approx(np.mean(learned["ap_per_seed"]))
         assert learned["label_budget"]["1"]["train_micrographs_per_fold"] == [1, 1, 1]
-        assert np.isfinite(metrics["pixel"]["psnr_db"])
+        assert np.isfinite(metrics["pixel"]["psnr_db"]) and 0 <= metrics["template"]["ap"] <= 1
         reconstruction = metrics["reconstruction"]
         if reconstruction["n_particles"]:
             # A map from a few dozen particles of 40 px is no better than Nyquist (6 A) allows.
@@ -132,6 +145,7 @@ def test_bench_runs_end_to_end_on_a_tiny_config(tmp_path):
     assert "learned AP [95% CI]" in summary and "learned AP [95% CI]" in report
     assert "Learned-picker AP against annotated training micrographs per fold, raw: 1: " in summary
     assert "Particle-free micrographs" in report and "Decoy reference" in report
+    assert "Template judge density: shell:120:80 (independent of the guidance reference)" in summary
 
 
 FAKE_TOPAZ = """#!{python}
@@ -188,6 +202,28 @@ def test_a_failing_topaz_is_one_clear_error(tmp_path, monkeypatch):
     _install_fake_topaz(tmp_path / "bin", monkeypatch, fail=True)
     with pytest.raises(RuntimeError, match="topaz denoise failed .*CUDA out of memory"):
         topaz_denoise(np.zeros((32, 32), dtype=np.float32), str(tmp_path / "bin" / "topaz"))
+
+
+def test_the_template_judge_correlates_with_the_test_sets_own_template_only(tmp_path):
+    """Apoferritin is found by correlating with a featureless shell of its size, a density that is
+    not the guidance reference; with no template the judge does not run."""
+    from dataclasses import replace
+
+    from cryoscore.bench.datasets import simulated_test_set
+    from cryoscore.bench.run import judge_all
+    from cryoscore.simulate.dataset import SimulationConfig, write_dataset
+
+    write_dataset(SimulationConfig(specimen="apoferritin", n_micrographs=2, size_px=384, pixel_size_a=4.0,
+                                   particles_per_micrograph=30, dose_e_per_a2=60.0, n_frames=4, seed=5),
+                  tmp_path / "sim", progress=False)
+    test_set = simulated_test_set(tmp_path / "sim", "apoferritin")
+    assert test_set.template is None
+    raw = {"raw": lambda image: image}
+    assert "template" not in judge_all(test_set, raw, ("blob", "template"))["raw"].metrics
+    with_shell = judge_all(replace(test_set, template="shell:120:80"), raw, ("blob", "template"))["raw"].metrics
+    assert with_shell["template"]["ap"] > 0.8
+    sphere = judge_all(replace(test_set, template="shell:40"), raw, ("template",))["raw"].metrics
+    assert sphere["template"]["ap"] < with_shell["template"]["ap"]  # a 4 nm ball is the wrong template
 
 
 def test_a_real_dataset_with_a_ctf_star_gets_the_reconstruction_judge(tmp_path):

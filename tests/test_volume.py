@@ -315,3 +315,32 @@ def test_random_specimens_are_reproducible_and_sized_as_documented(kind):
     assert all(low <= diameter <= high for diameter in diameters), diameters
     assert len({round(diameter) for diameter in diameters}) == 6  # each seed draws another particle
     assert all(specimen.volume_v.max() == pytest.approx(3.0, rel=0.02) for specimen in specimens)
+
+
+def test_a_shell_is_hollow_with_the_stated_diameters_and_its_volume():
+    from cryoscore.simulate.volume import hollow_sphere, is_generated_specimen
+
+    pixel_a = 2.0
+    shell = load_specimen("shell:120:80", pixel_a)
+    assert shell.name == "shell:120:80" and shell.diameter_a == 120.0 and shell.symmetry == "C1"
+    volume = shell.volume_v
+    centre = volume.shape[0] // 2
+    profile = volume[centre, centre, centre:]  # along +x, voxel i at 2 i A
+    assert profile[0] == pytest.approx(0.0, abs=1e-3)            # the cavity (radius < 40 A)
+    assert profile[25] == pytest.approx(3.0, rel=1e-3)           # 50 A: inside the wall
+    assert profile[20] == pytest.approx(1.5, rel=1e-3)           # 40 A: half-way up the inner edge
+    assert profile[30] == pytest.approx(1.5, rel=1e-3)           # 60 A: half-way down the outer edge
+    assert profile[35] == pytest.approx(0.0, abs=1e-3)           # 70 A: outside
+    expected_a3 = 4 / 3 * np.pi * (60.0**3 - 40.0**3)            # error-function edges keep the volume
+    assert volume.sum() * pixel_a**3 / 3.0 == pytest.approx(expected_a3, rel=0.02)
+    ball = hollow_sphere(100.0, 0.0, pixel_a)
+    assert ball.volume_v[ball.volume_v.shape[0] // 2, ball.volume_v.shape[0] // 2, ball.volume_v.shape[0] // 2] == pytest.approx(3.0)
+    assert [is_generated_specimen(spec) for spec in ("apoferritin", "random-compact:3", "shell:120:80",
+                                                      "shell:", "random-compact:x", "map.mrc")] == [
+        True, True, True, False, False, False]
+
+
+@pytest.mark.parametrize("spec", ["shell:80:120", "shell:abc", "shell:120:80:40", "shell:-5"])
+def test_a_bad_shell_is_an_input_error(spec):
+    with pytest.raises(InputError, match="not a shell specimen shell:OUTER_A:INNER_A"):
+        load_specimen(spec, PIXEL_A)

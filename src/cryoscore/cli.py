@@ -146,7 +146,8 @@ def _add_simulate(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("-o", "--output", required=True, type=Path, metavar="DIR", help="dataset directory to write")
     parser.add_argument(
         "--specimen", default="apoferritin", metavar="NAME|MAP.mrc|MODEL.pdb",
-        help="built-in specimen (apoferritin, elongated, small), an MRC map or a PDB/mmCIF model "
+        help="built-in specimen (apoferritin, elongated, small), random-compact:SEED, random-elongated:SEED, "
+        "shell:OUTER_A:INNER_A (a hollow sphere), an MRC map or a PDB/mmCIF model "
         "(default: %(default)s)",
     )
     parser.add_argument("--micrographs", type=int, default=4, metavar="N", help="number of micrographs (default: 4)")

@@ -36,6 +36,8 @@ a built-in name) are relative to the file's folder unless absolute::
     specimen = "apoferritin"       # built-in name, MRC map or atomic model
     doses = [12.0, 30.0]
     decoy = "elongated"            # guide with a wrong specimen too (bias control)
+    template = "shell:120:80"      # the template judge's density: another model of the specimen,
+                                   # never the guidance reference (no template: no template judge)
 
     [[real]]              # micrographs with coordinate files (STAR/BOX/CSV, same stems), judged at
                           # their own pixel size; learned denoisers train on recorrupted single-image pairs
@@ -44,7 +46,8 @@ a built-in name) are relative to the file's folder unless absolute::
     coordinates = "../shared/data/apoferritin-empiar10146/coordinates"
     pixel_size_a = 1.85
     diameter_a = 120.0
-    reference = "apoferritin"      # guidance, template and reconstruction reference (optional)
+    reference = "apoferritin"      # guidance and reconstruction reference (optional)
+    template = "shell:120:80"      # the template judge's density, not the reference (optional)
     ctf = "ctf.star"               # each micrograph's CTF, e.g. from cryoscore ctf (optional):
                                    # with a reference, the reconstruction judge runs on real data
 
@@ -140,18 +143,30 @@ class SimulationSettings:
 @dataclass(frozen=True)
 class SimulatedSpecimen:
     """One specimen simulated at several doses; ``decoy`` is another specimen's density
-    used as a wrong guidance reference (None: no decoy control for this specimen)."""
+    used as a wrong guidance reference (None: no decoy control for this specimen);
+    ``template`` the density the template judge correlates with (see :class:`RealDataset`)."""
 
     specimen: str
     doses: tuple[float, ...] = (12.0, 30.0)
     decoy: str | None = None
+    template: str | None = None
+
+    def __post_init__(self) -> None:
+        _check_template(self.template, self.specimen, f"[[simulated]] {self.specimen}")
 
 
 @dataclass(frozen=True)
 class RealDataset:
     """Real micrographs with annotated particle coordinates (one file per micrograph);
     ``ctf``: a micrograph STAR file with each one's CTF (e.g. from ``cryoscore ctf``), which
-    lets the reconstruction judge run on them."""
+    lets the reconstruction judge run on them.
+
+    ``template``: the density the template judge correlates with (a specimen as
+    :func:`~cryoscore.simulate.volume.load_specimen` takes it). It must be another density
+    than the guidance reference (the simulated specimen's own map, or ``reference``), or the
+    template judge would favour the guided denoiser that learned that very map: e.g. an
+    independent low-resolution model (``shell:120:80`` for apoferritin) or a map from
+    elsewhere. None: no template judge on this dataset."""
 
     name: str
     micrographs: Path
@@ -160,6 +175,16 @@ class RealDataset:
     diameter_a: float
     reference: str | None = None
     ctf: Path | None = None
+    template: str | None = None
+
+    def __post_init__(self) -> None:
+        _check_template(self.template, self.reference, f"[[real]] {self.name}")
+
+
+def _check_template(template: str | None, reference: str | None, where: str) -> None:
+    if template is not None and reference is not None and Path(template) == Path(reference):
+        raise ValueError(f"{where}: the template {template!r} is the guidance reference; the template judge "
+                         "needs another density of the specimen (or no template)")
 
 
 @dataclass(frozen=True)
@@ -217,9 +242,9 @@ def work_dir_name(label: str) -> str:
 def _relative_to(base: Path, spec: str | None) -> str | None:
     """A specimen or reference as the config file means it: a built-in name as it is, a file path
     relative to ``base`` (the config file's folder) unless absolute."""
-    from cryoscore.simulate.volume import BUILTIN_SPECIMENS
+    from cryoscore.simulate.volume import is_generated_specimen
 
-    if spec is None or spec in BUILTIN_SPECIMENS or Path(spec).is_absolute():
+    if spec is None or is_generated_specimen(spec) or Path(spec).is_absolute():
         return spec
     return str(base / spec)
 
@@ -233,6 +258,10 @@ def json_ready(value: Any) -> Any:
     return str(value) if isinstance(value, Path) else value
 
 
+INDEPENDENT_APOFERRITIN = "shell:120:80"
+"""The template judge's apoferritin: a featureless hollow sphere of its outer and cavity diameters,
+independent of the built-in 24-mer that guidance uses (none of its subunits)."""
+
 QUICK_CONFIG = BenchConfig(
     simulated=(SimulatedSpecimen("apoferritin", doses=(15.0,), decoy="elongated"),),
     judges=("learned", "pixel", "blob", "reconstruction"),
@@ -244,7 +273,7 @@ QUICK_CONFIG = BenchConfig(
 
 DEFAULT_CONFIG = BenchConfig(
     simulated=(
-        SimulatedSpecimen("apoferritin", doses=(3.0, 40.0), decoy="elongated"),
+        SimulatedSpecimen("apoferritin", doses=(3.0, 40.0), decoy="elongated", template=INDEPENDENT_APOFERRITIN),
         SimulatedSpecimen("elongated", doses=(8.0,), decoy="apoferritin"),
         SimulatedSpecimen("small", doses=(5.0,), decoy="apoferritin"),
     ),
@@ -281,12 +310,14 @@ def load_bench_config(path: str | Path) -> BenchConfig:
             real.append(dataclasses.replace(dataset, micrographs=base / dataset.micrographs,
                                             coordinates=base / dataset.coordinates,
                                             reference=_relative_to(base, dataset.reference),
+                                            template=_relative_to(base, dataset.template),
                                             ctf=None if dataset.ctf is None else base / dataset.ctf))
         simulated = []
         for index, entry in enumerate(table.pop("simulated", [])):
             specimen = _section(entry, SimulatedSpecimen, path, f"[[simulated]] #{index + 1}")
             simulated.append(dataclasses.replace(specimen, specimen=_relative_to(base, specimen.specimen),
-                                                 decoy=_relative_to(base, specimen.decoy)))
+                                                 decoy=_relative_to(base, specimen.decoy),
+                                                 template=_relative_to(base, specimen.template)))
         training = _section(table.pop("training", {}), TrainingSettings, path, "[training]")
         simulation = _section(table.pop("simulation", {}), SimulationSettings, path, "[simulation]")
         learned = _section(table.pop("learned", {}), LearnedJudgeSettings, path, "[learned]")

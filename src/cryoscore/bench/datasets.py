@@ -48,10 +48,12 @@ class TestMicrograph:
 class TestSet:
     """The test micrographs of one dataset, with the scale every judge needs.
 
-    ``reference`` is the density the template picker and the reconstruction align to
-    (a path or a built-in specimen name; None for none); ``true_map`` the path of the
-    exact density (simulated data) for FSC against the truth; ``symmetry`` its point
-    group label (limits the reconstruction's pose search; None: unknown).
+    ``reference`` is the density the reconstruction aligns to (a path or a built-in
+    specimen name; None for none); ``true_map`` the path of the exact density (simulated
+    data) for FSC against the truth; ``symmetry`` its point group label (limits the
+    reconstruction's pose search; None: unknown); ``template`` the density the template
+    picker correlates with, one independent of the guidance reference (a specimen as
+    :func:`~cryoscore.simulate.volume.load_specimen` takes it; None: no template judge).
     """
 
     label: str
@@ -62,6 +64,7 @@ class TestSet:
     true_map: Path | None
     dose_e_per_a2: float | None = None
     symmetry: str | None = None
+    template: str | None = None
 
 
 def _simulation(config: BenchConfig, specimen: SimulatedSpecimen, specimen_index: int, dose_index: int,
@@ -155,4 +158,4 @@ def real_test_set(dataset: RealDataset, paths: Sequence[Path]) -> TestSet:
         truth = read_coordinates(coordinate_file(dataset.coordinates, path.stem), box_size_px=box_px)
         micrographs.append(TestMicrograph(path.stem, image, truth, None, ctf))
     return TestSet(dataset.name, tuple(micrographs), dataset.pixel_size_a, dataset.diameter_a, dataset.reference,
-                   None)
+                   None, template=dataset.template)

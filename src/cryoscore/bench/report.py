@@ -123,6 +123,8 @@ def _control_lines(dataset: dict[str, Any]) -> list[str]:
     """One sentence per bias control of a dataset (particle-free micrographs, decoy reference), and the
     learned picker's label-budget curves."""
     lines = _label_budget_lines(dataset)
+    if any("template" in metrics for metrics in dataset["denoisers"].values()):
+        lines.append(f"Template judge density: {dataset.get('template_density')} (independent of the guidance reference).")
     if dataset.get("particle_free"):
         control = dataset["particle_free"]
         entries = {name: entry for name, entry in control.items() if isinstance(entry, dict)}

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import platform
 import time
+from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Sequence
@@ -42,6 +43,7 @@ from cryoscore.bench.report import write_reports
 from cryoscore.io.layout import write_json
 from cryoscore.pairs.halves import pairs_from_dataset
 from cryoscore.pairs.single import pairs_from_single_micrographs
+from cryoscore.simulate.volume import load_specimen
 
 logger = logging.getLogger(__name__)
 
@@ -61,11 +63,13 @@ def _versions() -> dict[str, str]:
 def judge_all(test_set: TestSet, functions: dict[str, DenoiseFunction], judges: Sequence[str],
               learned: LearnedJudgeSettings | None = None) -> dict[str, DenoiserOutcome]:
     """Every denoiser of ``functions`` judged on ``test_set`` by ``judges`` (names from
-    :data:`~cryoscore.bench.config.JUDGES`; ``learned`` sets the learned judge); reconstruction
-    only where the CTFs are known."""
+    :data:`~cryoscore.bench.config.JUDGES`; ``learned`` sets the learned judge); the template
+    judge only with the test set's own ``template`` density, reconstruction only where the
+    CTFs are known."""
     reference = reference_volume(test_set) if test_set.reference is not None else None
-    outcomes = {name: judge_denoiser(test_set, name, function, tuple(judges),
-                                     template_reference=reference if "template" in judges else None,
+    template = (load_specimen(test_set.template, test_set.pixel_size_a).volume_v
+                if "template" in judges and test_set.template is not None else None)
+    outcomes = {name: judge_denoiser(test_set, name, function, tuple(judges), template_reference=template,
                                      learned_settings=learned)
                 for name, function in functions.items()}
     if ("reconstruction" in judges and reference is not None
@@ -122,7 +126,8 @@ def _simulated_results(config: BenchConfig, work_dir: Path) -> tuple[list[dict],
                               decoy=specimen.decoy, defocus_range_um=config.simulation.defocus_range_um)
         training.extend({"dataset": specimen.specimen, **model.record} for model in models.values())
         for test_dir, dose in zip(test_dirs, specimen.doses):
-            test_set = simulated_test_set(test_dir, f"{specimen.specimen} {dose:g} e/A^2")
+            test_set = replace(simulated_test_set(test_dir, f"{specimen.specimen} {dose:g} e/A^2"),
+                               template=specimen.template)
             functions = denoise_functions(config.denoisers, models, test_set.pixel_size_a, config.lowpass_a)
             outcomes = judge_all(test_set, functions, config.judges, config.learned)
             record = {"dataset": test_set.label, "specimen": specimen.specimen, "dose_e_per_a2": dose,
@@ -252,6 +257,7 @@ def metrics_document(config: dict[str, Any], denoisers: Sequence[str], datasets:
                 "diameter_a": record["test_set"].diameter_a,
                 "n_micrographs": len(record["test_set"].micrographs),
                 "n_particles": int(sum(len(micrograph.truth) for micrograph in record["test_set"].micrographs)),
+                "template_density": record["test_set"].template,
                 "denoisers": {name: outcome.metrics for name, outcome in record["outcomes"].items()},
                 **{key: record[key] for key in ("dose_e_per_a2", "particle_free", "decoy") if key in record},
             }

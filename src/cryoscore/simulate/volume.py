@@ -10,7 +10,11 @@ Sources, all reachable through :func:`load_specimen`:
 
 - built-in procedural particles (:data:`BUILTIN_SPECIMENS`): unions of smooth-edged
   ellipsoids evaluated analytically at the voxel centres, so they look the same at any
-  pixel size; protein sits at :data:`PROTEIN_CONTRAST_V`;
+  pixel size; protein sits at :data:`PROTEIN_CONTRAST_V`; random ones of the same kind
+  (``random-compact:SEED``, :func:`random_specimen`);
+- a smooth-edged hollow sphere (``shell:OUTER_A:INNER_A``, :func:`hollow_sphere`): a
+  featureless stand-in for a hollow particle, e.g. an independent low-resolution model of
+  apoferritin;
 - a user map (:func:`specimen_from_map`), rescaled from arbitrary units;
 - an atomic model (:func:`specimen_from_model`), through gemmi's electron scattering factors;
   no solvent is subtracted there, so its values are against vacuum (about twice the contrast).
@@ -362,6 +366,52 @@ def random_specimen(kind: str, seed: int, pixel_size_a: float) -> Specimen:
     return _procedural(f"{kind}:{seed}", blobs, pixel_size_a, diameter_a=2 * extent, symmetry="C1")
 
 
+SHELL_KIND = "shell"
+"""``shell:OUTER_A:INNER_A``: a hollow sphere of those diameters (:func:`hollow_sphere`)."""
+
+
+def hollow_sphere(outer_diameter_a: float, inner_diameter_a: float, pixel_size_a: float) -> Specimen:
+    """A hollow sphere of protein (``inner_diameter_a`` 0: a solid ball), centred, symmetry C1.
+
+    Occupancy is the product of two error-function edges of standard deviation ``_EDGE_A``
+    (the procedural blobs' edge), at radius ``outer_diameter_a / 2`` falling outwards and at
+    ``inner_diameter_a / 2`` falling inwards; protein sits at :data:`PROTEIN_CONTRAST_V`.
+    Such a shell of outer diameter 120 A and inner 80 A is what apoferritin looks like at
+    20-30 A resolution, without any of the built-in 24-mer's subunits.
+    """
+    pixel_size_a = check_pixel_size("pixel_size_a", pixel_size_a)
+    if not (math.isfinite(outer_diameter_a) and 0 <= inner_diameter_a < outer_diameter_a):
+        raise ValueError(f"a shell needs 0 <= inner < outer diameter, got {inner_diameter_a:g} and {outer_diameter_a:g} A")
+    box_px = _even_ceil(MIN_BOX_OVER_DIAMETER * outer_diameter_a / pixel_size_a)
+    axis = (np.arange(box_px) - box_px // 2) * pixel_size_a
+    radius = np.sqrt(axis[:, None, None] ** 2 + axis[None, :, None] ** 2 + axis[None, None, :] ** 2)
+    width = math.sqrt(2.0) * _EDGE_A
+    occupancy = 0.5 * special.erfc((radius - outer_diameter_a / 2) / width)
+    if inner_diameter_a > 0:
+        occupancy *= 0.5 * special.erfc((inner_diameter_a / 2 - radius) / width)
+    volume = (PROTEIN_CONTRAST_V * occupancy).astype(np.float32)
+    return Specimen(f"{SHELL_KIND}:{outer_diameter_a:g}:{inner_diameter_a:g}", volume, pixel_size_a,
+                    float(outer_diameter_a), "C1")
+
+
+def _shell_from_spec(spec: str, pixel_size_a: float) -> Specimen:
+    """``shell:OUTER_A:INNER_A`` (``shell:OUTER_A``: a solid ball) as :func:`hollow_sphere`."""
+    try:
+        diameters = [float(part) for part in spec.split(":")[1:]]
+        if len(diameters) not in (1, 2):
+            raise ValueError("give OUTER_A or OUTER_A:INNER_A")
+        return hollow_sphere(diameters[0], diameters[1] if len(diameters) == 2 else 0.0, pixel_size_a)
+    except ValueError as error:
+        raise InputError(spec, f"not a shell specimen shell:OUTER_A:INNER_A ({error})") from None
+
+
+def is_generated_specimen(spec: str) -> bool:
+    """Whether ``spec`` names a specimen cryoscore makes itself (built-in, random or shell) rather than a file."""
+    kind, _, parameters = spec.partition(":")
+    return (spec in BUILTIN_SPECIMENS or (kind in RANDOM_SPECIMEN_KINDS and parameters.isdigit())
+            or (kind == SHELL_KIND and bool(parameters)))
+
+
 #: Built-in procedural specimens: name -> builder taking the pixel size (Angstrom).
 BUILTIN_SPECIMENS: Mapping[str, Callable[[float], Specimen]] = types.MappingProxyType(
     {"apoferritin": _apoferritin, "elongated": _elongated, "small": _small}
@@ -527,7 +577,8 @@ def specimen_from_model(path: str | os.PathLike, pixel_size_a: float) -> Specime
 
 
 def load_specimen(spec: str, pixel_size_a: float) -> Specimen:
-    """A specimen from a built-in name, an MRC map (.mrc, .map, .mrcs) or an atomic model
+    """A specimen from a built-in name, ``random-compact:SEED`` / ``random-elongated:SEED``,
+    ``shell:OUTER_A:INNER_A``, an MRC map (.mrc, .map, .mrcs) or an atomic model
     (.pdb, .ent, .cif, .mmcif, each optionally .gz), sampled at ``pixel_size_a`` A/voxel.
 
     Raises InputError for anything else.
@@ -537,6 +588,8 @@ def load_specimen(spec: str, pixel_size_a: float) -> Specimen:
     kind, _, seed = spec.partition(":")
     if kind in RANDOM_SPECIMEN_KINDS and seed.isdigit():
         return random_specimen(kind, int(seed), check_pixel_size("pixel_size_a", pixel_size_a))
+    if kind == SHELL_KIND:
+        return _shell_from_spec(spec, pixel_size_a)
     path = Path(spec)
     name = path.name.lower()
     if path.is_file() and name.endswith(_MAP_SUFFIXES):
@@ -546,5 +599,6 @@ def load_specimen(spec: str, pixel_size_a: float) -> Specimen:
     raise InputError(
         spec,
         f"unknown specimen; choose one of {', '.join(BUILTIN_SPECIMENS)}, "
-        f"{' or '.join(kind + ':SEED' for kind in RANDOM_SPECIMEN_KINDS)}, or give an MRC map or a PDB/mmCIF model",
+        f"{' or '.join(kind + ':SEED' for kind in RANDOM_SPECIMEN_KINDS)}, {SHELL_KIND}:OUTER_A:INNER_A, "
+        "or give an MRC map or a PDB/mmCIF model",
     )
