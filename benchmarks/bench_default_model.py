@@ -6,7 +6,8 @@
 Every condition here is held out from the default model's training corpus
 (scripts/make_default_corpus.py): specimens it never saw (the built-in apoferritin and
 elongated particles, the TRPV1 atomic model, real apoferritin) at pixel sizes it never saw
-(1.5, 1.85, 2.0 and 4.0 A). Each condition's micrographs are judged raw, low-passed at 20 A,
+(1.5, 1.85, 2.0 and 4.0 A), and a counting camera (MTF and noise correlated between
+neighbouring pixels; the corpus has an ideal detector) against its ideal twin. Each condition's micrographs are judged raw, low-passed at 20 A,
 denoised by the default model, denoised after ``--adapt`` on the condition's own micrographs,
 and by Topaz-Denoise when its outputs are given (``--topaz-dir DIR/CONDITION/NAME.mrc``,
 made by benchmarks/topaz_denoise.py in topaz's own environment).
@@ -43,6 +44,7 @@ from cryoscore.io.coords import read_coordinates
 from cryoscore.io.mrc import read_mrc
 from cryoscore.simulate.background import BackgroundParams
 from cryoscore.simulate.dataset import SimulationConfig, write_dataset
+from cryoscore.simulate.detector import COUNTING
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 REAL_DIR = SHARED / "apoferritin-empiar10146"
@@ -57,6 +59,10 @@ class Condition:
     description: str
     config: SimulationConfig | None = None
 
+
+_TWIN = SimulationConfig(specimen="apoferritin", size_px=1024, pixel_size_a=1.85, particles_per_micrograph=40,
+                         dose_e_per_a2=20.0, background=BackgroundParams(strength=1.5), seed=7005)
+"""Two conditions that differ only in the detector (same particles, ice and seeds)."""
 
 CONDITIONS = (
     Condition("real", "EMPIAR-10146 apoferritin, 10 real micrographs, 1.85 A/px"),
@@ -76,6 +82,10 @@ CONDITIONS = (
               SimulationConfig(specimen="apoferritin", size_px=1024, pixel_size_a=1.85, particles_per_micrograph=40,
                                dose_e_per_a2=10.0, background=BackgroundParams(strength=1.5, n_contamination=1),
                                seed=7004)),
+    Condition("ideal-1.85A", "apoferritin, 1.85 A/px, 20 e/A^2, ideal detector (counting-1.85A's twin)",
+              _TWIN),
+    Condition("counting-1.85A", "the same micrographs recorded by a counting camera (MTF, 10 % double counting)",
+              replace(_TWIN, detector=COUNTING)),
 )
 
 

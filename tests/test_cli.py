@@ -39,6 +39,13 @@ def test_simulate_writes_the_contracted_layout(tmp_path):
     assert not any(".part" in name for name in names)
 
 
+def test_simulate_with_a_counting_camera_and_a_shell_specimen(tmp_path):
+    out = tmp_path / "sim"
+    assert main(["simulate", "-o", str(out), *TINY, "--detector", "counting", "--specimen", "shell:60:30"]) == 0
+    config = json.loads((out / "manifest.json").read_text())["config"]
+    assert config["detector"]["double_count_fraction"] == 0.1 and config["specimen"] == "shell:60:30"
+
+
 def test_simulate_from_an_atomic_model(tmp_path, shared_data):
     out = tmp_path / "sim"
     model = shared_data("models", "7a4m_apoferritin_chainA.pdb")

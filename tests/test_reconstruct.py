@@ -22,7 +22,7 @@ from cryoscore.reconstruct.pipeline import reconstruct_dataset, reconstruct_from
 from cryoscore.reconstruct.poses import PoseSearchConfig, _Band, _BandProjector, assign_poses
 from cryoscore.simulate.ctf import CtfParams
 from cryoscore.simulate.dataset import SimulationConfig, render_truth, sample_halves, write_dataset
-from cryoscore.simulate.dose import poisson
+from cryoscore.simulate.detector import IDEAL, sample_counts
 from cryoscore.simulate.project import euler_to_matrices, fourier_shift, project_potential, random_orientations
 from cryoscore.simulate.volume import builtin_specimen, octahedral_rotations
 
@@ -199,7 +199,7 @@ def test_simulated_particles_at_true_poses_reconstruct_to_nyquist_and_noise_does
     for index in range(config.n_micrographs):
         truth = render_truth(config, specimen, index)
         micrograph = sum(sample_halves(truth)).numpy()
-        blank = poisson(truth.background, generator).numpy()  # the same ice, no particles
+        blank = sample_counts(truth.background, IDEAL, generator).numpy()  # the same ice, no particles
         centres_xy = truth.centres_rc[:, ::-1]
         particles, kept = extract_particles(micrograph, centres_xy, box)
         assert kept.all()

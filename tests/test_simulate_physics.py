@@ -10,7 +10,8 @@ import torch
 
 from cryoscore.errors import InputError
 from cryoscore.simulate.ctf import CtfParams, ctf_2d, electron_wavelength_a, interaction_constant_rad_per_v_a
-from cryoscore.simulate.dose import counts_per_pixel_per_frame, drift_sum, drift_trajectory, poisson, sample_frames
+from cryoscore.simulate.detector import IDEAL, sample_counts
+from cryoscore.simulate.dose import counts_per_pixel_per_frame, drift_sum, drift_trajectory, sample_frames
 from cryoscore.simulate.micrograph import particle_contrast, place_particles
 from cryoscore.simulate.project import euler_to_matrices, fourier_shift, project_potential, random_orientations
 from cryoscore.simulate.volume import builtin_specimen
@@ -179,5 +180,5 @@ def test_drift_sum_equals_the_sum_of_shifted_frames():
 
 
 def test_poisson_clips_ringing_below_zero():
-    counts = poisson(torch.tensor([-1e-3, 0.0, 4.0]), torch.Generator().manual_seed(0))
+    counts = sample_counts(torch.tensor([[-1e-3, 0.0, 4.0]]), IDEAL, torch.Generator().manual_seed(0))[0]
     assert counts[0] == 0 and counts[1] == 0

@@ -2,8 +2,9 @@
 
 One micrograph, in order: CTF parameters and ice background drawn from the micrograph's
 own random generator ``default_rng([seed, index])``; particles placed and oriented;
-phase-contrast image; expected counts per frame ``E = N_frame * T * (1 + c)``; drift;
-Poisson counts in the even and odd half sums (or frame by frame when frames are written).
+phase-contrast image; expected electrons per frame ``E = N_frame * T * (1 + c)`` as the
+detector's MTF passes them; drift; the detector's counts (Poisson for the ideal detector) in
+the even and odd half sums (or frame by frame when frames are written).
 """
 
 from __future__ import annotations
@@ -25,12 +26,12 @@ from cryoscore.io.movie import write_movie
 from cryoscore.io.mrc import write_mrc
 from cryoscore.simulate.background import BackgroundParams, ice_transmission
 from cryoscore.simulate.ctf import CtfParams
+from cryoscore.simulate.detector import IDEAL, DetectorParams, apply_mtf, expected_counts, sample_counts
 from cryoscore.simulate.dose import (
     counts_per_pixel_per_frame,
     drift_sum,
     drift_trajectory,
     frame_parity,
-    poisson,
     sample_frames,
 )
 from cryoscore.simulate.ice import ice_projected_potential
@@ -75,6 +76,7 @@ class SimulationConfig:
     amplitude_contrast: float = 0.07
     bfactor_a2: float = 60.0
     background: BackgroundParams = BackgroundParams()
+    detector: DetectorParams = IDEAL
     edge_particles: bool = False
     cluster_fraction: float = 0.0
     drift_a: float = 0.0
@@ -111,7 +113,8 @@ class MicrographTruth:
 
     Images are float32 tensors (H, W) in electron counts. ``clean`` and ``background``
     are on the scale of the full sum over all frames, drift included, and add up to its
-    expected value; ``expected_per_frame`` is one undrifted frame's mean.
+    expected value; ``expected_per_frame`` is one undrifted frame's mean electrons per pixel
+    as the detector's MTF passes them (before double counting), which ``detector`` records.
     """
 
     name: str
@@ -123,6 +126,7 @@ class MicrographTruth:
     clean: torch.Tensor
     background: torch.Tensor
     noise_seed: int
+    detector: DetectorParams = IDEAL
 
     def coordinates(self) -> ParticleCoordinates:
         """Particle centres with poses and per-particle CTF, in RELION units."""
@@ -182,6 +186,8 @@ def render_truth(config: SimulationConfig, specimen: Specimen, index: int) -> Mi
         ice = ice_projected_potential(ice_rng, shape, config.pixel_size_a, config.background.vitreous_ice_a)
         background_per_frame = background_per_frame * (1 + phase_contrast(ice, config.pixel_size_a, ctf))
     clean_per_frame = per_frame * transmission * contrast
+    background_per_frame, clean_per_frame = (apply_mtf(image, config.detector)
+                                             for image in (background_per_frame, clean_per_frame))
     return MicrographTruth(
         name=micrograph_name(index),
         ctf=ctf,
@@ -189,18 +195,20 @@ def render_truth(config: SimulationConfig, specimen: Specimen, index: int) -> Mi
         angles_deg=angles,
         drift_rc=drift,
         expected_per_frame=background_per_frame + clean_per_frame,
-        clean=drift_sum(clean_per_frame, drift),
-        background=drift_sum(background_per_frame, drift),
+        clean=expected_counts(drift_sum(clean_per_frame, drift), config.detector),
+        background=expected_counts(drift_sum(background_per_frame, drift), config.detector),
         noise_seed=int(rng.integers(2**62)),
+        detector=config.detector,
     )
 
 
 def sample_halves(truth: MicrographTruth) -> tuple[torch.Tensor, torch.Tensor]:
-    """Even and odd half sums (H, W) of Poisson counts, drawn without making the frames."""
+    """Even and odd half sums (H, W) of the detector's counts, drawn without making the frames."""
     generator = torch.Generator().manual_seed(truth.noise_seed)
     n_frames = len(truth.drift_rc)
     return tuple(  # type: ignore[return-value]
-        poisson(drift_sum(truth.expected_per_frame, truth.drift_rc[frame_parity(n_frames, parity)]), generator)
+        sample_counts(drift_sum(truth.expected_per_frame, truth.drift_rc[frame_parity(n_frames, parity)]),
+                      truth.detector, generator)
         for parity in ("even", "odd")
     )
 
@@ -233,7 +241,8 @@ def write_micrograph(layout: DatasetLayout, config: SimulationConfig, truth: Mic
         paths["frames"] = layout.frames(name)
         generator = torch.Generator().manual_seed(truth.noise_seed)
         frames = _HalfSumAccumulator(
-            sample_frames(truth.expected_per_frame, truth.drift_rc, generator), tuple(truth.clean.shape)
+            sample_frames(truth.expected_per_frame, truth.drift_rc, generator, truth.detector),
+            tuple(truth.clean.shape)
         )
         write_movie(paths["frames"], frames, pixel_size, n_frames=config.n_frames)
         even, odd = frames.halves

@@ -1,10 +1,11 @@
 """Electron dose, frames, drift and shot noise.
 
-Each frame records Poisson counts with mean ``expected_per_frame`` shifted by that frame's
-stage drift. A sum of independent Poisson variables is Poisson with the summed mean, so
-the even and odd half sums can be drawn directly from their summed means without making
-the frames: ``even ~ Poisson(sum_{i even} shift_i(E))``. The drift sum is one Fourier
-multiplication by ``sum_i exp(-2 pi i k . d_i)``, whatever the number of frames.
+Each frame records the counts the detector (:mod:`cryoscore.simulate.detector`; Poisson
+for the ideal one) makes of ``expected_per_frame`` electrons shifted by that frame's stage
+drift. A sum of independent Poisson variables is Poisson with the summed mean, so the even
+and odd half sums can be drawn directly from their summed means without making the frames:
+``even ~ Poisson(sum_{i even} shift_i(E))``. The drift sum is one Fourier multiplication by
+``sum_i exp(-2 pi i k . d_i)``, whatever the number of frames.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Iterator
 import numpy as np
 import torch
 
+from cryoscore.simulate.detector import IDEAL, DetectorParams, sample_counts
 from cryoscore.simulate.project import fourier_shift
 
 
@@ -60,18 +62,15 @@ def drift_sum(image: torch.Tensor, shifts_rc: np.ndarray) -> torch.Tensor:
     return summed.to(torch.float32)
 
 
-def poisson(mean: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Poisson counts (float32) with the given non-negative mean (tiny negative ringing clipped)."""
-    return torch.poisson(mean.clamp_min(0.0), generator=generator)
-
-
 def sample_frames(
-    expected_per_frame: torch.Tensor, shifts_rc: np.ndarray, generator: torch.Generator
+    expected_per_frame: torch.Tensor, shifts_rc: np.ndarray, generator: torch.Generator,
+    detector: DetectorParams = IDEAL,
 ) -> Iterator[torch.Tensor]:
-    """Yield each frame's Poisson counts (H, W) in order, one at a time (memory: one frame)."""
+    """Yield each frame's counts (H, W) as ``detector`` records them, in order, one at a time
+    (memory: one frame)."""
     for shift in shifts_rc:
         if np.any(shift):
             mean = fourier_shift(expected_per_frame[None], torch.from_numpy(shift[None]).to(torch.float32))[0]
         else:
             mean = expected_per_frame
-        yield poisson(mean, generator)
+        yield sample_counts(mean, detector, generator)
