@@ -15,9 +15,9 @@ differs in two ways that matter to a denoiser, both modelled here on the camera'
   ``lambda`` electrons per pixel, the counts have variance ``lambda (1 + p)``, covariance
   ``lambda p / 2`` with each edge neighbour and none diagonally, so the noise power spectrum
   is ``lambda (1 + p + p (cos 2 pi f_x + cos 2 pi f_y))``: it falls from ``1 + 3p`` at zero
-  frequency to ``1 + p`` at the Nyquist frequency of one axis (real motion-corrected
-  micrographs, e.g. EMPIAR-10146's, fall by about 10 % from half Nyquist to Nyquist, as
-  ``p = 0.1`` does), and ``DQE(0) = (1 + p)^2 / (1 + 3p)``.
+  frequency to ``1 + p`` at the Nyquist frequency of one axis (radially averaged, with
+  ``p = 0.1``, it falls by 12 % from half Nyquist to Nyquist; the real EMPIAR-10146
+  micrographs' falls by 9-11 %), and ``DQE(0) = (1 + p)^2 / (1 + 3p)``.
 
 The sampling is exact by Poisson thinning: of ``Poisson(lambda)`` electrons, those counted
 once are ``Poisson(lambda (1 - p))`` and those shared with each neighbour ``Poisson(lambda p /
