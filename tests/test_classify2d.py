@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+from dataclasses import replace
 import sys
 
 import numpy as np
@@ -80,6 +81,22 @@ def test_one_class_aligns_rotated_shifted_noisy_copies_into_the_object():
     assert np.mean(np.abs(residual) < 10) > 0.9
 
 
+def test_the_gold_standard_resolution_tells_a_particle_from_aligned_noise():
+    """Independently refined halves agree to near Nyquist (4 A) on copies of an object and only to
+    about the resolution they started from (30 A) on pure noise, which alignment alone would
+    make agree (both halves were aligned to the same references)."""
+    rng = np.random.default_rng(0)
+    angles = torch.from_numpy(rng.uniform(0, 360, 60).astype(np.float32))
+    shifts = torch.from_numpy(rng.uniform(-2, 2, (60, 2)).astype(np.float32))
+    copies = fourier_shift(_rotate(_letter().repeat(60, 1, 1), angles), shifts)
+    copies = copies + 0.5 * torch.from_numpy(rng.normal(size=copies.shape).astype(np.float32))
+    settings = Classification2DSettings(classes=1, iterations=6, alignment_resolution_a=6.0)
+    assert classify_2d(copies.numpy(), 2.0, 60.0, settings).resolution_a[0] < 10.0
+    noise = rng.normal(size=(60, 48, 48)).astype(np.float32)
+    resolution = classify_2d(noise, 2.0, 60.0, replace(settings, classes=2)).resolution_a
+    assert np.all(resolution > 20.0)
+
+
 def test_phase_flipping_restores_the_object_a_ctf_scrambled():
     truth = _letter(64)[None].repeat(2, 1, 1)  # at 1 A/px and 2-3 um the CTF flips sign inside the object's band
     ctfs = [CtfParams(2.0, 2.0), CtfParams(3.0, 2.9, 30.0)]
@@ -144,11 +161,15 @@ def test_cryoscore_classify2d_puts_particles_and_junk_in_different_classes(parti
     particle_classes = [number for number, fraction in purity.items() if fraction > 0.5]
     in_particle_classes = np.isin(particles["rlnClassNumber"], particle_classes)
     assert in_particle_classes[is_true].mean() > 0.8 and in_particle_classes[~is_true].mean() < 0.2
-    # A particle's best hypothesis is more probable than a junk pick's (junk classes get a
-    # half-set FRC too, as both halves are weighted by the same averages: no ordering there).
+    # A particle's best hypothesis is more probable than a junk pick's, and the particle classes'
+    # gold-standard resolution is finer than the junk classes'.
     scores = particles["rlnMaxValueProbDistribution"].to_numpy()
     assert scores[is_true].mean() > scores[~is_true].mean() + 0.02
     assert sum(report["counts"]) == len(particles) and len(report["resolution_a"]) == 4
+    resolution = {number: report["resolution_a"][number - 1] or np.inf for number in purity}
+    junk_classes = [number for number in purity if number not in particle_classes]
+    assert max(resolution[number] for number in particle_classes) < min(
+        [resolution[number] for number in junk_classes] + [np.inf])
     assert (tmp_path / "out" / "classes.png").stat().st_size > 1000
     averages = (tmp_path / "out" / "class_averages.mrcs")
     assert averages.is_file()

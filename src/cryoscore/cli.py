@@ -789,10 +789,10 @@ def _add_classify2d(subparsers: argparse._SubParsersAction) -> None:
         "classify2d",
         help="reference-free 2D classification of picked particles: class averages, particles per class",
         description="Box the picks from the raw micrographs, phase-flip them by their micrographs' CTFs (--ctf), and "
-                    "classify them without a reference (rotation- and shift-invariant k-means, the averages realigned "
-                    "and re-centred every iteration). Writes OUTDIR/class_averages.mrcs, classes.png, particles.star "
-                    "(RELION: class, in-plane angle and origin per particle) and classify2d.json (particles and FRC "
-                    "resolution of half-set averages per class).",
+                    "classify them without a reference (expectation maximisation over classes, in-plane angles and "
+                    "shifts, the averages re-centred every iteration). Writes OUTDIR/class_averages.mrcs, classes.png, "
+                    "particles.star (RELION: class, in-plane angle and origin per particle) and classify2d.json "
+                    "(particles and gold-standard FRC resolution per class, from two halves refined on their own).",
         epilog=CLASSIFY2D_EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -808,6 +808,8 @@ def _add_classify2d(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--threshold", type=float, metavar="T", help="use picks scoring at least T (default: all)")
     parser.add_argument("--classes", type=int, default=10, metavar="K", help="(default: 10)")
     parser.add_argument("--iterations", type=int, default=12, metavar="N", help="(default: 12)")
+    parser.add_argument("--half-iterations", type=int, default=4, metavar="N",
+                        help="iterations of each half on its own for the gold-standard resolution (default: 4)")
     parser.add_argument("--box", type=int, default=64, metavar="PX",
                         help="processing box, even; larger boxes are Fourier-cropped to it (default: 64)")
     parser.add_argument("--max-particles", type=int, default=5000, metavar="N", help="(default: 5000, drawn at random)")
@@ -827,9 +829,10 @@ def _run_classify2d(args: argparse.Namespace) -> int:
         raise InputError("--box/--max-particles", "the box must be an even number >= 16 px and at least 2 particles used")
     _require_empty_output(args.output, args.overwrite)
     try:
-        settings = Classification2DSettings(classes=args.classes, iterations=args.iterations, seed=args.seed)
+        settings = Classification2DSettings(classes=args.classes, iterations=args.iterations,
+                                            half_iterations=args.half_iterations, seed=args.seed)
     except ValueError as error:
-        raise InputError("--classes/--iterations", str(error)) from None
+        raise InputError("--classes/--iterations/--half-iterations", str(error)) from None
     result = classify_micrographs(
         expand_inputs(args.inputs), args.picks, args.diameter, args.output, settings, ctf_star=args.ctf,
         pixel_size_a=args.pixel_size, threshold=args.threshold, box_px=args.box, max_particles=args.max_particles,

@@ -52,7 +52,8 @@ def classify_micrographs(
     ``ctf_star`` when given) and write into ``output_dir``:
 
     - ``class_averages.mrcs``: the K averages (box pixel size in the header);
-    - ``classes.png``: the averages, each titled with its number, particle count and FRC resolution;
+    - ``classes.png``: the averages, each titled with its number, particle count and gold-standard
+      FRC resolution;
     - ``particles.star``: RELION particles (rlnMicrographName, rlnCoordinateX/Y, rlnClassNumber
       from 1, rlnAnglePsi, rlnOriginXAngst/YAngst, rlnMaxValueProbDistribution = the correlation);
     - ``classify2d.json``: settings, counts, resolutions, timings.
@@ -81,7 +82,7 @@ def classify_micrographs(
     write_panels_png(output_dir / "classes.png",
                      [(f"{index + 1}: {result.counts[index]}, {result.resolution_a[index]:.0f} A",
                        np.kron(result.averages[index], np.ones((zoom, zoom)))) for index in order], columns=8,
-                     caption=f"class averages, largest first: number, particles, FRC 0.143 of half-set averages; "
+                     caption=f"class averages, largest first: number, particles, gold-standard FRC 0.143; "
                              f"{result.pixel_size_a:.2f} A/px")
     micrograph_index, pick_index = stack.micrograph_index[chosen], stack.pick_index[chosen]
     particles = pd.DataFrame({

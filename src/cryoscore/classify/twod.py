@@ -23,11 +23,14 @@ shows the apoferritin shell. Weighting every hypothesis by its probability does 
 the data cannot tell the angle, the average is averaged over angles.
 
 The result carries each particle's most probable class, angle and shift with its
-probability, the class averages, and per class a resolution from the Fourier ring
-correlation of the averages of two halves of the particles (one more expectation step each,
-FRC 0.143). Both halves are weighted by the same final averages, so this is biased towards
-agreement (a junk class gets one too, and on real apoferritin every class reached Nyquist):
-compare classes by it, do not read it as a gold-standard resolution.
+probability, the class averages, and per class a **gold-standard resolution**, as RELION's 3D
+refinement measures one: the particles are split into two halves (alternate particles), each
+half is classified on its own for ``half_iterations`` more iterations starting from the final
+averages low-passed to :data:`HALF_SET_START_A` (so the halves' classes correspond and share
+nothing finer), and the class's resolution is where the Fourier ring correlation of its two
+half averages falls below 0.143. Agreement finer than the start resolution comes from the
+data alone. (The first version weighted both halves by the same final averages in one
+expectation step; every class, junk included, then reached Nyquist on real apoferritin.)
 """
 
 from __future__ import annotations
@@ -47,16 +50,21 @@ from cryoscore.reconstruct.grid import centred_rfft2, soft_sphere_mask
 from cryoscore.simulate.ctf import CtfParams, spatial_frequency_a
 from cryoscore.simulate.project import fourier_shift
 
+HALF_SET_START_A = 30.0
+"""The halves of the gold-standard resolution start from the class averages low-passed to this (A)."""
+
 
 @dataclass(frozen=True)
 class Classification2DSettings:
     """``classes``: K; ``iterations``; ``angles``: in-plane rotations tried (360 / angles
     degrees apart); ``max_shift_over_diameter``: largest shift searched; ``alignment_resolution_a``:
-    the averages are low-passed to this for alignment; ``batch``: particles aligned at once
+    the averages are low-passed to this for alignment; ``half_iterations``: iterations of each
+    half on its own for the gold-standard resolution; ``batch``: particles aligned at once
     (memory: batch x classes x angles x B^2 floats); ``seed``: the initial partition."""
 
     classes: int = 10
     iterations: int = 12
+    half_iterations: int = 4
     angles: int = 36
     max_shift_over_diameter: float = 0.1
     alignment_resolution_a: float = 10.0
@@ -64,7 +72,8 @@ class Classification2DSettings:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.classes < 1 or self.iterations < 1 or self.angles < 1 or self.batch < 1 or self.seed < 0:
+        if (min(self.classes, self.iterations, self.half_iterations, self.angles, self.batch) < 1
+                or self.seed < 0):
             raise ValueError(f"classes, iterations, angles and batch must be >= 1 and the seed >= 0; got {self}")
         if not 0 <= self.max_shift_over_diameter < 0.5 or not self.alignment_resolution_a > 0:
             raise ValueError("the shift range must be in [0, 0.5) diameters and the alignment resolution > 0 A")
@@ -76,8 +85,9 @@ class Classification2D:
     (0-based), ``angles_deg`` (the class average's in-plane rotation onto the particle),
     ``shifts_yx_px`` (N, 2) (the particle's centre offset), ``scores`` (that hypothesis's
     posterior probability); per class:
-    ``counts`` (K,) and ``resolution_a`` (K,) from the FRC of half-set averages (inf where
-    a class has fewer than 2 particles); ``pixel_size_a`` of the boxes."""
+    ``counts`` (K,) and ``resolution_a`` (K,), the gold-standard FRC 0.143 of the averages of
+    two independently refined halves (inf where a half holds no weight in the class or the
+    FRC never reaches 0.143); ``pixel_size_a`` of the boxes."""
 
     averages: np.ndarray
     classes: np.ndarray
@@ -179,6 +189,56 @@ def _averages(particles: torch.Tensor, classes: torch.Tensor, angles_deg: torch.
     return sums, counts
 
 
+@dataclass(frozen=True)
+class _Alignment:
+    """What every EM iteration of one classification needs besides the particles: the particle
+    ``mask`` (B, B), the ``shift_mask`` of allowed shifts (B, B, wrapped) and the ``angles`` tried."""
+
+    mask: torch.Tensor
+    shift_mask: torch.Tensor
+    angles: torch.Tensor
+    pixel_size_a: float
+    settings: Classification2DSettings
+
+
+def _refine(images: torch.Tensor, averages: torch.Tensor, log_priors: torch.Tensor, iterations: int,
+            alignment: _Alignment, progress: Callable[[int, np.ndarray], None] | None = None):
+    """``iterations`` EM iterations from ``averages`` (K, B, B); returns the last expectation's class
+    sums and weights, the most probable hypotheses, and the re-centred averages and log priors."""
+    settings, mask = alignment.settings, alignment.mask
+    for iteration in range(iterations):
+        references = _lowpass(averages, alignment.pixel_size_a, settings.alignment_resolution_a) * mask
+        sums, weights, best = _expectation(images, references, log_priors, alignment.angles, alignment.shift_mask,
+                                           settings.batch)
+        averages = torch.stack([_recentre(total / max(float(weight), 1e-6), mask) for total, weight in zip(sums, weights)])
+        log_priors = torch.log((weights / weights.sum()).clamp_min(1e-6))
+        if progress is not None:
+            progress(iteration + 1, torch.bincount(best[0], minlength=len(averages)).numpy())
+    return sums, weights, best, averages, log_priors
+
+
+def _gold_standard_resolution(images: torch.Tensor, averages: torch.Tensor, log_priors: torch.Tensor,
+                              alignment: _Alignment) -> list[float]:
+    """Per class, the FRC 0.143 resolution (A) of the averages of two halves of ``images``
+    (alternate particles), each refined on its own from ``averages`` low-passed to
+    :data:`HALF_SET_START_A`."""
+    start = _lowpass(averages, alignment.pixel_size_a, HALF_SET_START_A)
+    halves = [_refine(images[part], start, log_priors, alignment.settings.half_iterations, alignment)[:2]
+              for part in (torch.arange(0, len(images), 2), torch.arange(1, len(images), 2))]
+    box = images.shape[-1]
+    resolution = []
+    for index in range(len(averages)):
+        weights = [float(half_weights[index]) for _, half_weights in halves]
+        if min(weights) < 1:
+            resolution.append(math.inf)
+            continue
+        first, second = (half_sums[index] / weight for (half_sums, _), weight in zip(halves, weights))
+        curve = FscCurve(np.fft.rfftfreq(box, d=alignment.pixel_size_a),
+                         fsc(first * alignment.mask, second * alignment.mask).double().numpy())
+        resolution.append(curve.resolution_a(HALF_MAP_THRESHOLD))
+    return resolution
+
+
 def classify_2d(particles: np.ndarray, pixel_size_a: float, diameter_a: float,
                 settings: Classification2DSettings = Classification2DSettings(), *,
                 ctfs: Sequence[CtfParams] | None = None,
@@ -202,6 +262,7 @@ def classify_2d(particles: np.ndarray, pixel_size_a: float, diameter_a: float,
     max_shift = settings.max_shift_over_diameter * 2 * radius_px
     wrapped = torch.fft.ifftshift((axis[:, None] ** 2 + axis[None, :] ** 2) <= max_shift**2, dim=(-2, -1))
     angles = torch.arange(settings.angles, dtype=torch.float32) * (360.0 / settings.angles)
+    alignment = _Alignment(mask, wrapped, angles, pixel_size_a, settings)
 
     generator = torch.Generator().manual_seed(settings.seed)
     n_classes = settings.classes
@@ -210,27 +271,11 @@ def classify_2d(particles: np.ndarray, pixel_size_a: float, diameter_a: float,
                              torch.zeros(len(images), 2), n_classes)
     averages = torch.stack([_recentre(total / max(int(count), 1), mask) for total, count in zip(sums, counts)])
     log_priors = torch.full((n_classes,), -math.log(n_classes))
-    for iteration in range(settings.iterations):
-        references = _lowpass(averages, pixel_size_a, settings.alignment_resolution_a) * mask
-        sums, weights, best = _expectation(images, references, log_priors, angles, wrapped, settings.batch)
-        averages = torch.stack([_recentre(total / max(float(weight), 1e-6), mask) for total, weight in zip(sums, weights)])
-        log_priors = torch.log((weights / weights.sum()).clamp_min(1e-6))
-        if progress is not None:
-            progress(iteration + 1, torch.bincount(best[0], minlength=n_classes).numpy())
+    sums, weights, best, recentred, log_priors = _refine(images, averages, log_priors, settings.iterations, alignment,
+                                                         progress)
     classes, angle_index, shifts, probability = best
     averages = sums / weights.clamp_min(1e-6)[:, None, None]
-    # Consistency per class: the FRC of the averages of two halves of the particles (alternate
-    # particles), each made by one more expectation step against the final references.
-    halves = [_expectation(images[part], references, log_priors, angles, wrapped, settings.batch)[:2]
-              for part in (torch.arange(0, len(images), 2), torch.arange(1, len(images), 2))]
-    resolution = []
-    for index in range(n_classes):
-        first, second = (half_sums[index] / max(float(half_weights[index]), 1e-6) for half_sums, half_weights in halves)
-        if min(float(halves[0][1][index]), float(halves[1][1][index])) < 1:
-            resolution.append(math.inf)
-            continue
-        curve = FscCurve(np.fft.rfftfreq(box, d=pixel_size_a), fsc(first * mask, second * mask).double().numpy())
-        resolution.append(curve.resolution_a(HALF_MAP_THRESHOLD))
+    resolution = _gold_standard_resolution(images, recentred, log_priors, alignment)
     counts = torch.bincount(classes, minlength=n_classes)
     return Classification2D(averages.numpy().astype(np.float32), classes.numpy(), angles[angle_index].numpy(),
                             shifts.numpy(), probability.numpy(), counts.numpy(), np.array(resolution), pixel_size_a)
