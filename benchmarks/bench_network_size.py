@@ -118,6 +118,8 @@ def main() -> None:
     parser.add_argument("-o", "--output", type=Path, required=True)
     parser.add_argument("--sizes", nargs="*", default=["8x64x1", "16x128x1", "16x128x2", "32x256x1"])
     parser.add_argument("--shipped", action="store_true", help="judge the shipped default model too")
+    parser.add_argument("--ema-half-life", type=float, default=0.0, metavar="STEPS",
+                        help="save the weights' moving average of this half-life (default: 0, the last step's)")
     parser.add_argument("--steps", type=int, default=1500)
     parser.add_argument("--validation", type=int, default=8, help="validation micrographs (default: 8)")
     args = parser.parse_args()
@@ -140,11 +142,12 @@ def main() -> None:
         results_path.write_text(json.dumps(results, indent=1))
     for text in args.sizes:
         unet = parse_size(text)
-        model_path = args.output / f"{text}.pt"
-        record = results["sizes"].get(text, {})
+        label = text if args.ema_half_life == 0 else f"{text}-ema{args.ema_half_life:g}"
+        model_path = args.output / f"{label}.pt"
+        record = results["sizes"].get(label, {})
         if not model_path.is_file():
             config = TrainConfig(method="score", steps=args.steps, batch_size=8, crop_px=160, seed=0,
-                                 min_pixel_size_a=3.0, unet=unet)
+                                 min_pixel_size_a=3.0, unet=unet, ema_half_life_steps=args.ema_half_life)
             trained = train_model(pairs, config, model_path, progress=False)
             model_path.with_suffix(".state.pt").unlink(missing_ok=True)
             record = {"train_seconds": trained.seconds, "steps": args.steps, "final_loss": float(np.mean(trained.losses[-50:])),
@@ -154,9 +157,9 @@ def main() -> None:
         record["unet"] = {"base_channels": unet.base_channels, "max_channels": unet.max_channels,
                           "blocks_per_level": unet.blocks_per_level}
         record["validation"] = judge_model(model_path, validation)
-        results["sizes"][text] = record
+        results["sizes"][label] = record
         results_path.write_text(json.dumps(results, indent=1))
-        print(text, json.dumps({key: record[key] for key in ("parameters", "final_loss", "train_seconds")}),
+        print(label, json.dumps({key: record[key] for key in ("parameters", "final_loss", "train_seconds")}),
               json.dumps(record["validation"]["summary"]), flush=True)
     lines = [f"{len(validation)} validation micrographs; {results['torch_threads']} torch threads", "",
              "| size (base x cap x blocks) | parameters | steps | train s | final loss | particle correlation "

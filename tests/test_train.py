@@ -56,14 +56,44 @@ def test_same_seed_same_model_other_seed_other_model(tmp_path, pairs):
     assert not all(torch.equal(a[key], c[key]) for key in a)
 
 
-def test_resume_continues_exactly_like_an_uninterrupted_run(tmp_path, pairs):
-    whole = train_model(pairs, _config(steps=40), tmp_path / "whole.pt", progress=False)
-    train_model(pairs, _config(steps=20), tmp_path / "parts.pt", progress=False)
-    resumed = train_model(pairs, _config(steps=40), tmp_path / "parts.pt", resume=True, progress=False)
+@pytest.mark.parametrize("half_life", [0.0, 8.0])
+def test_resume_continues_exactly_like_an_uninterrupted_run(tmp_path, pairs, half_life):
+    whole = train_model(pairs, _config(steps=40, ema_half_life_steps=half_life), tmp_path / "whole.pt", progress=False)
+    train_model(pairs, _config(steps=20, ema_half_life_steps=half_life), tmp_path / "parts.pt", progress=False)
+    resumed = train_model(pairs, _config(steps=40, ema_half_life_steps=half_life), tmp_path / "parts.pt", resume=True,
+                          progress=False)
     assert resumed.losses == pytest.approx(whole.losses, rel=1e-5)
     whole_weights, resumed_weights = _weights(tmp_path / "whole.pt"), _weights(tmp_path / "parts.pt")
     for key in whole_weights:
         torch.testing.assert_close(resumed_weights[key], whole_weights[key], rtol=1e-5, atol=1e-6)
+
+
+def test_the_weight_average_halves_a_step_change_in_one_half_life():
+    from cryoscore.train import WeightAverage
+
+    model = torch.nn.Linear(1, 1, bias=False)
+    torch.nn.init.zeros_(model.weight)
+    average = WeightAverage(model, half_life_steps=20)
+    for _ in range(2000):  # long past the warm-up: the average sits on the constant weights
+        average.update(model)
+    assert float(average.model.weight) == 0.0 and average.model.weight.requires_grad is False
+    torch.nn.init.ones_(model.weight)
+    for _ in range(20):
+        average.update(model)
+    assert float(average.model.weight) == pytest.approx(0.5, abs=1e-3)
+    early = WeightAverage(torch.nn.Linear(1, 1, bias=False), half_life_steps=1000)
+    early.model.weight.data.zero_()
+    early.update(model)  # the first updates weigh the newest weights by 1 - (1 + n) / (10 + n)
+    assert float(early.model.weight) == pytest.approx(0.9)
+
+
+def test_with_a_weight_average_the_saved_model_is_the_average(tmp_path, pairs):
+    train_model(pairs, _config(steps=20, ema_half_life_steps=5.0), tmp_path / "m.pt", progress=False)
+    state = torch.load(state_path(tmp_path / "m.pt"), weights_only=True)
+    saved = _weights(tmp_path / "m.pt")
+    assert all(torch.equal(saved[key], state["average"][key]) for key in saved)
+    assert not all(torch.equal(saved[key], state["model"][key]) for key in saved)
+    assert state["average_updates"] == 20
 
 
 def test_resume_refuses_other_settings_and_crops_that_do_not_fit(tmp_path, pairs):

@@ -7,6 +7,7 @@ run would have, and the same seed and data give the same model.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import logging
@@ -43,6 +44,8 @@ class TrainConfig:
     ``min_pixel_size_a`` is the model's pixel-size floor (:mod:`cryoscore.pairs.scale`):
     training micrographs finer than it are Fourier-cropped to it, and so are the micrographs
     the model later denoises; None trains on the micrographs as they are (one pixel size).
+    ``ema_half_life_steps``: when > 0, the saved model is an exponential moving average of
+    the weights over the run (:class:`WeightAverage`) instead of the last step's weights.
     """
 
     method: str = "score"
@@ -56,6 +59,7 @@ class TrainConfig:
     noise_levels: NoiseLevels = field(default_factory=NoiseLevels)
     guidance: GuidanceConfig | None = None
     min_pixel_size_a: float | None = None
+    ema_half_life_steps: float = 0.0
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -66,6 +70,8 @@ class TrainConfig:
             raise ValueError("--steps, batch size and checkpoint interval must be >= 1, --seed >= 0")
         if not self.learning_rate > 0:
             raise ValueError("learning rate must be > 0")
+        if not self.ema_half_life_steps >= 0:
+            raise ValueError(f"the weight average's half-life must be >= 0 steps, got {self.ema_half_life_steps}")
         if self.min_pixel_size_a is not None and not self.min_pixel_size_a > 0:
             raise ValueError(f"--min-pixel-size must be > 0, got {self.min_pixel_size_a}")
         multiple = self.unet.input_unshuffle * 2**self.unet.depth
@@ -97,6 +103,29 @@ def state_path(model_path: Path) -> Path:
 def _step_generators(seed: int, step: int) -> tuple[np.random.Generator, torch.Generator]:
     numpy_rng = np.random.default_rng([seed, step])
     return numpy_rng, torch.Generator().manual_seed(int(numpy_rng.integers(2**62)))
+
+
+class WeightAverage:
+    """An exponential moving average of a model's weights, updated after every optimiser step.
+
+    The weight of the newest step is ``1 - decay`` with ``decay = 0.5 ** (1 / half_life_steps)``,
+    capped early on at ``(1 + n) / (10 + n)`` after ``n`` updates, so short runs are not held
+    at the initial weights. Averaging the last few hundred steps smooths out where the
+    optimiser's constant learning rate left the weights on the last step.
+    """
+
+    def __init__(self, model: Denoiser, half_life_steps: float):
+        self.model = copy.deepcopy(model).eval()
+        self.model.requires_grad_(False)
+        self.decay = 0.5 ** (1.0 / half_life_steps)
+        self.updates = 0
+
+    @torch.no_grad()
+    def update(self, model: Denoiser) -> None:
+        decay = min(self.decay, (1 + self.updates) / (10 + self.updates))
+        for average, current in zip(self.model.parameters(), model.parameters()):
+            average.lerp_(current, 1.0 - decay)
+        self.updates += 1
 
 
 def _new_denoiser(config: TrainConfig, sigma_data: float) -> Denoiser:
@@ -132,7 +161,8 @@ def _resumable_settings(config: TrainConfig) -> str:
     return json.dumps({**config.to_dict(), "steps": None}, sort_keys=True)
 
 
-def _save_state(path: Path, step: int, model: Denoiser, optimizer: torch.optim.Optimizer, losses, config) -> None:
+def _save_state(path: Path, step: int, model: Denoiser, optimizer: torch.optim.Optimizer, losses, config,
+                average: WeightAverage | None) -> None:
     state = {
         "step": step,
         "config": _resumable_settings(config),
@@ -140,6 +170,9 @@ def _save_state(path: Path, step: int, model: Denoiser, optimizer: torch.optim.O
         "optimizer": optimizer.state_dict(),
         "losses": torch.tensor(losses, dtype=torch.float64),
     }
+    if average is not None:
+        state["average"] = average.model.state_dict()
+        state["average_updates"] = average.updates
     with atomic_path(path) as tmp:
         torch.save(state, tmp)
 
@@ -200,6 +233,7 @@ def train_model(
     if initial is not None:
         model.load_state_dict(initial.state_dict())
     optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
+    average = WeightAverage(model, config.ema_half_life_steps) if config.ema_half_life_steps > 0 else None
     losses: list[float] = []
     first_step = 0
     if resume:
@@ -208,6 +242,9 @@ def train_model(
         optimizer.load_state_dict(state["optimizer"])
         losses = state["losses"].tolist()
         first_step = int(state["step"])
+        if average is not None:
+            average.model.load_state_dict(state["average"])
+            average.updates = int(state["average_updates"])
         logger.info("resuming %s at step %d", model_path, first_step)
     model.train()
     bar = show_progress(range(first_step, config.steps), desc=f"train {config.method}", unit="step",
@@ -221,10 +258,12 @@ def train_model(
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        if average is not None:
+            average.update(model)
         losses.append(loss.item())
         bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}")
         if (step + 1) % config.checkpoint_every == 0 or step + 1 == config.steps:
-            _save_state(state_path(model_path), step + 1, model, optimizer, losses, config)
+            _save_state(state_path(model_path), step + 1, model, optimizer, losses, config, average)
     seconds = time.perf_counter() - started
     metadata = {
         "cryoscore_version": __version__,
@@ -241,5 +280,5 @@ def train_model(
         "train_seconds": seconds,
         **(extra or {}),
     }
-    save_model(model_path, model.eval(), extra=metadata)
+    save_model(model_path, (model if average is None else average.model).eval(), extra=metadata)
     return TrainResult(model_path, losses, seconds)
