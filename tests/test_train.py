@@ -87,6 +87,22 @@ def test_the_weight_average_halves_a_step_change_in_one_half_life():
     assert float(early.model.weight) == pytest.approx(0.9)
 
 
+def test_gradient_clipping_bounds_what_a_step_can_change(tmp_path, pairs):
+    """Adam divides by the gradient's running scale, so only a limit far below the gradients'
+    norm shows in the weights: then the steps are lost in Adam's epsilon and nothing moves."""
+    from cryoscore.train import _new_denoiser
+
+    start = _new_denoiser(_config(), 1.0).state_dict()
+    moved = {}
+    for name, limit in (("free", None), ("clipped", 1e-12)):
+        train_model(pairs, _config(steps=5, max_grad_norm=limit), tmp_path / f"{name}.pt", progress=False)
+        weights = _weights(tmp_path / f"{name}.pt")
+        moved[name] = max(float((weights[key] - start[key]).abs().max()) for key in start if "net." in key)
+    assert moved["free"] > 1e-3 and moved["clipped"] < 1e-5
+    with pytest.raises(ValueError, match="gradient-norm limit"):
+        _config(max_grad_norm=0.0)
+
+
 def test_with_a_weight_average_the_saved_model_is_the_average(tmp_path, pairs):
     train_model(pairs, _config(steps=20, ema_half_life_steps=5.0), tmp_path / "m.pt", progress=False)
     state = torch.load(state_path(tmp_path / "m.pt"), weights_only=True)

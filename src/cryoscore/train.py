@@ -46,6 +46,8 @@ class TrainConfig:
     the model later denoises; None trains on the micrographs as they are (one pixel size).
     ``ema_half_life_steps``: when > 0, the saved model is an exponential moving average of
     the weights over the run (:class:`WeightAverage`) instead of the last step's weights.
+    ``max_grad_norm``: each step's gradient is scaled down to at most this norm (over all
+    weights) before the optimiser step; None: not clipped.
     """
 
     method: str = "score"
@@ -60,6 +62,7 @@ class TrainConfig:
     guidance: GuidanceConfig | None = None
     min_pixel_size_a: float | None = None
     ema_half_life_steps: float = 0.0
+    max_grad_norm: float | None = None
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -70,6 +73,8 @@ class TrainConfig:
             raise ValueError("--steps, batch size and checkpoint interval must be >= 1, --seed >= 0")
         if not self.learning_rate > 0:
             raise ValueError("learning rate must be > 0")
+        if self.max_grad_norm is not None and not self.max_grad_norm > 0:
+            raise ValueError(f"the gradient-norm limit must be > 0, got {self.max_grad_norm}")
         if not self.ema_half_life_steps >= 0:
             raise ValueError(f"the weight average's half-life must be >= 0 steps, got {self.ema_half_life_steps}")
         if self.min_pixel_size_a is not None and not self.min_pixel_size_a > 0:
@@ -257,6 +262,8 @@ def train_model(
                              f"try a learning rate below {config.learning_rate:g}")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        if config.max_grad_norm is not None:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
         optimizer.step()
         if average is not None:
             average.update(model)
