@@ -120,7 +120,8 @@ def main() -> None:
     parser.add_argument("--shipped", action="store_true", help="judge the shipped default model too")
     parser.add_argument("--ema-half-life", type=float, default=0.0, metavar="STEPS",
                         help="save the weights' moving average of this half-life (default: 0, the last step's)")
-    parser.add_argument("--max-grad-norm", type=float, help="clip each step's gradient to this norm (default: none)")
+    parser.add_argument("--max-grad-norm", type=float, default=TrainConfig.max_grad_norm,
+                        help="clip each step's gradient to this norm, 0: not at all (default: the training default)")
     parser.add_argument("--steps", type=int, default=1500)
     parser.add_argument("--validation", type=int, default=8, help="validation micrographs (default: 8)")
     args = parser.parse_args()
@@ -143,14 +144,15 @@ def main() -> None:
         results_path.write_text(json.dumps(results, indent=1))
     for text in args.sizes:
         unet = parse_size(text)
+        clip = args.max_grad_norm or None
         label = text + ("" if args.ema_half_life == 0 else f"-ema{args.ema_half_life:g}") + (
-            "" if args.max_grad_norm is None else f"-clip{args.max_grad_norm:g}")
+            "" if clip is None else f"-clip{clip:g}")
         model_path = args.output / f"{label}.pt"
         record = results["sizes"].get(label, {})
         if not model_path.is_file():
             config = TrainConfig(method="score", steps=args.steps, batch_size=8, crop_px=160, seed=0,
                                  min_pixel_size_a=3.0, unet=unet, ema_half_life_steps=args.ema_half_life,
-                                 max_grad_norm=args.max_grad_norm)
+                                 max_grad_norm=clip)
             trained = train_model(pairs, config, model_path, progress=False)
             model_path.with_suffix(".state.pt").unlink(missing_ok=True)
             record = {"train_seconds": trained.seconds, "steps": args.steps, "final_loss": float(np.mean(trained.losses[-50:])),

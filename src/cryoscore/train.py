@@ -47,7 +47,9 @@ class TrainConfig:
     ``ema_half_life_steps``: when > 0, the saved model is an exponential moving average of
     the weights over the run (:class:`WeightAverage`) instead of the last step's weights.
     ``max_grad_norm``: each step's gradient is scaled down to at most this norm (over all
-    weights) before the optimiser step; None: not clipped.
+    weights) before the optimiser step; None: not clipped. Without it, all three networks of
+    the size sweep (benchmarks/RESULTS.md, section 6) had loss spikes that left their last
+    weights worse than earlier ones; a trained model's gradient norm is about 2 (median).
     """
 
     method: str = "score"
@@ -62,7 +64,7 @@ class TrainConfig:
     guidance: GuidanceConfig | None = None
     min_pixel_size_a: float | None = None
     ema_half_life_steps: float = 0.0
-    max_grad_norm: float | None = None
+    max_grad_norm: float | None = 1.0
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
