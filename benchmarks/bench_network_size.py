@@ -32,7 +32,7 @@ import torch
 
 from cryoscore.bench.datasets import simulated_test_set
 from cryoscore.bench.run import judge_all
-from cryoscore.infer.denoise import denoise_image, load_denoiser
+from cryoscore.infer.denoise import TrainedDenoiser, denoise_image, load_denoiser
 from cryoscore.io.layout import DatasetLayout
 from cryoscore.io.mrc import read_mrc
 from cryoscore.metrics.pixel import correlation
@@ -85,12 +85,11 @@ def _background(path: Path, name: str) -> np.ndarray:
     return read_mrc(DatasetLayout(path).background(name))[0]
 
 
-def judge_model(model_path: Path | None, validation: list[Path]) -> dict:
+def judge_model(denoiser: TrainedDenoiser, validation: list[Path]) -> dict:
     """On each validation micrograph, raw and denoised: the particle correlation (of the image
     minus the true ice background with the noise-free particle image; the denoisers keep the
     background, which otherwise dominates any correlation) and the blob picker's AP, pooled as
-    the bench pools it. ``model_path`` None: the shipped default model."""
-    denoiser = load_denoiser(model_path)
+    the bench pools it."""
     per_micrograph = []
     for path in validation:
         test_set = simulated_test_set(path, path.name)
@@ -140,7 +139,7 @@ def main() -> None:
             "parameters": sum(parameter.numel() for parameter in shipped.model.parameters()),
             "train_seconds": None, "final_loss": shipped.metadata["final_loss"],
             "steps": shipped.metadata["train_config"]["steps"], "unet": shipped.metadata["train_config"]["unet"],
-            "validation": judge_model(None, validation)}
+            "validation": judge_model(shipped, validation)}
         results_path.write_text(json.dumps(results, indent=1))
     for text in args.sizes:
         unet = parse_size(text)
@@ -161,7 +160,7 @@ def main() -> None:
         record["parameters"] = sum(parameter.numel() for parameter in denoiser.model.parameters())
         record["unet"] = {"base_channels": unet.base_channels, "max_channels": unet.max_channels,
                           "blocks_per_level": unet.blocks_per_level}
-        record["validation"] = judge_model(model_path, validation)
+        record["validation"] = judge_model(denoiser, validation)
         results["sizes"][label] = record
         results_path.write_text(json.dumps(results, indent=1))
         print(label, json.dumps({key: record[key] for key in ("parameters", "final_loss", "train_seconds")}),

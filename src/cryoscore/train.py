@@ -118,7 +118,9 @@ class WeightAverage:
     The weight of the newest step is ``1 - decay`` with ``decay = 0.5 ** (1 / half_life_steps)``,
     capped early on at ``(1 + n) / (10 + n)`` after ``n`` updates, so short runs are not held
     at the initial weights. Averaging the last few hundred steps smooths out where the
-    optimiser's constant learning rate left the weights on the last step.
+    optimiser's constant learning rate left the weights on the last step; it did not undo the
+    loss spikes of unclipped training in the size sweep (benchmarks/RESULTS.md, section 6),
+    which gradient clipping did, so it is off by default.
     """
 
     def __init__(self, model: Denoiser, half_life_steps: float):

@@ -56,10 +56,6 @@ class DetectorParams:
         if not 0 <= self.double_count_fraction <= 1:
             raise ValueError(f"detector double-count fraction must lie in [0, 1], got {self.double_count_fraction}")
 
-    @property
-    def is_ideal(self) -> bool:
-        return not self.pixel_aperture and self.localisation_px == 0 and self.double_count_fraction == 0
-
 
 IDEAL = DetectorParams()
 """Every electron counted once where it lands; no MTF: what cryoscore simulated before detectors."""
