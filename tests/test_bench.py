@@ -43,6 +43,8 @@ def test_a_config_file_reads_with_paths_relative_to_it(tmp_path):
         ("[[simulated]\n", "not valid TOML"),
         ("[simulation]\nempty_micrographs = 0\n[[simulated]]\nspecimen = 'small'\n", "empty micrographs must be >= 1"),
         ("[[simulated]]\nspecimen = 'apoferritin'\ntemplate = 'apoferritin'\n", "is the guidance reference"),
+        ("[[real]]\nname = 'r'\nmicrographs = 'm'\ncoordinates = 'c'\npixel_size_a = 2.0\ndiameter_a = 100.0\n"
+         "decoy = 'elongated'\n", "a decoy needs a reference"),
     ],
 )
 def test_a_bad_config_file_is_one_clear_error(tmp_path, text, needle):
@@ -59,10 +61,11 @@ def test_a_template_density_keeps_generated_names_and_reads_paths_relative_to_th
         '[[simulated]]\nspecimen = "apoferritin"\ntemplate = "shell:120:80"\n'
         '[[simulated]]\nspecimen = "random-compact:7"\ntemplate = "maps/other.mrc"\n'
         '[[real]]\nname = "r"\nmicrographs = "m"\ncoordinates = "c"\npixel_size_a = 2.0\ndiameter_a = 100.0\n'
-        'reference = "apoferritin"\ntemplate = "shell:120:80"\n')
+        'reference = "apoferritin"\ntemplate = "shell:120:80"\ndecoy = "maps/decoy.mrc"\n')
     config = load_bench_config(path)
     assert [specimen.template for specimen in config.simulated] == ["shell:120:80", str(tmp_path / "maps/other.mrc")]
     assert config.simulated[1].specimen == "random-compact:7" and config.real[0].template == "shell:120:80"
+    assert config.real[0].decoy == str(tmp_path / "maps/decoy.mrc")
 
 
 def test_config_needs_a_dataset_and_raw():

@@ -47,6 +47,7 @@ a built-in name) are relative to the file's folder unless absolute::
     pixel_size_a = 1.85
     diameter_a = 120.0
     reference = "apoferritin"      # guidance and reconstruction reference (optional)
+    decoy = "elongated"            # guide with a wrong specimen too (bias control; optional)
     template = "shell:120:80"      # the template judge's density, not the reference (optional)
     ctf = "ctf.star"               # each micrograph's CTF, e.g. from cryoscore ctf (optional):
                                    # with a reference, the reconstruction judge runs on real data
@@ -159,7 +160,8 @@ class SimulatedSpecimen:
 class RealDataset:
     """Real micrographs with annotated particle coordinates (one file per micrograph);
     ``ctf``: a micrograph STAR file with each one's CTF (e.g. from ``cryoscore ctf``), which
-    lets the reconstruction judge run on them.
+    lets the reconstruction judge run on them; ``decoy``: a wrong guidance reference, for the
+    decoy control as on simulated data (with ``reference`` only).
 
     ``template``: the density the template judge correlates with (a specimen as
     :func:`~cryoscore.simulate.volume.load_specimen` takes it). It must be another density
@@ -176,9 +178,12 @@ class RealDataset:
     reference: str | None = None
     ctf: Path | None = None
     template: str | None = None
+    decoy: str | None = None
 
     def __post_init__(self) -> None:
         _check_template(self.template, self.reference, f"[[real]] {self.name}")
+        if self.decoy is not None and self.reference is None:
+            raise ValueError(f"[[real]] {self.name}: a decoy needs a reference (the decoy replaces it in guided training)")
 
 
 def _check_template(template: str | None, reference: str | None, where: str) -> None:
@@ -311,6 +316,7 @@ def load_bench_config(path: str | Path) -> BenchConfig:
                                             coordinates=base / dataset.coordinates,
                                             reference=_relative_to(base, dataset.reference),
                                             template=_relative_to(base, dataset.template),
+                                            decoy=_relative_to(base, dataset.decoy),
                                             ctf=None if dataset.ctf is None else base / dataset.ctf))
         simulated = []
         for index, entry in enumerate(table.pop("simulated", [])):

@@ -147,12 +147,14 @@ def _real_results(config: BenchConfig, work_dir: Path) -> tuple[list[dict], list
         pairs = pairs_from_single_micrographs(paths, pixel_size_a=dataset.pixel_size_a, seed=config.training.seed)
         methods = [method for method in config.denoisers if method != "guided" or dataset.reference is not None]
         models = train_models(pairs, methods, config.training, work_dir / work_dir_name(dataset.name) / "models",
-                              reference=dataset.reference, defocus_range_um=config.simulation.defocus_range_um)
+                              reference=dataset.reference, decoy=dataset.decoy,
+                              defocus_range_um=config.simulation.defocus_range_um)
         training.extend({"dataset": dataset.name, **model.record} for model in models.values())
         test_set = real_test_set(dataset, paths)
         functions = denoise_functions(config.denoisers, models, test_set.pixel_size_a, config.lowpass_a)
-        datasets.append({"dataset": dataset.name, "kind": "real", "outcomes": judge_all(test_set, functions, config.judges, config.learned),
-                         "test_set": test_set})
+        outcomes = judge_all(test_set, functions, config.judges, config.learned)
+        datasets.append({"dataset": dataset.name, "kind": "real", "outcomes": outcomes, "test_set": test_set,
+                         "decoy": _decoy_control(outcomes)})
     return datasets, training
 
 
@@ -197,7 +199,7 @@ def _summary(datasets: list[dict], denoisers: Sequence[str]) -> dict[str, Any]:
     controls = [record["particle_free"]["pass"] for record in simulated if "pass" in record.get("particle_free", {})]
     if controls:
         checks["particle_free_control"] = {"passed": sum(controls), "of": len(controls), "holds": all(controls)}
-    decoys = [record["decoy"]["pass"] for record in simulated if record.get("decoy")]
+    decoys = [record["decoy"]["pass"] for record in datasets if record.get("decoy")]
     if decoys:
         checks["decoy_control"] = {"passed": sum(decoys), "of": len(decoys), "holds": all(decoys)}
     summary["checks"] = checks
