@@ -254,3 +254,31 @@ def test_a_real_dataset_with_a_ctf_star_gets_the_reconstruction_judge(tmp_path):
     outcome = judge_all(test_set, {"raw": lambda image: image}, ("blob", "reconstruction"))["raw"]
     assert outcome.metrics["reconstruction"]["n_particles"] > 20
     assert outcome.metrics["reconstruction"]["resolution_half_maps_a"] < 40
+
+
+def test_the_class_judge_finds_the_particle_in_the_classes_of_good_picks_only(tmp_path):
+    """2D classes of the raw micrographs' blob picks look like the template (a featureless shell
+    of apoferritin's size); classes of picks made on a noise image (boxes at random places of the
+    same raw micrographs) do not, and the judge knows how many of the picks were true."""
+    from dataclasses import replace
+
+    from cryoscore.bench.config import ClassJudgeSettings
+    from cryoscore.bench.datasets import simulated_test_set
+    from cryoscore.bench.run import judge_all
+    from cryoscore.simulate.dataset import SimulationConfig, write_dataset
+
+    write_dataset(SimulationConfig(specimen="apoferritin", n_micrographs=2, size_px=384, pixel_size_a=4.0,
+                                   particles_per_micrograph=30, dose_e_per_a2=60.0, n_frames=4, seed=5),
+                  tmp_path / "sim", progress=False)
+    test_set = replace(simulated_test_set(tmp_path / "sim", "apoferritin"), template="shell:120:80")
+    rng = np.random.default_rng(0)
+    functions = {"raw": lambda image: image,
+                 "noise": lambda image: rng.normal(size=image.shape).astype(np.float32)}
+    settings = ClassJudgeSettings(classes=2, iterations=4, half_iterations=2, max_particles=100, box_px=32)
+    outcomes = judge_all(test_set, functions, ("blob", "classes"), classes=settings)
+    good, bad = outcomes["raw"].metrics["classes"], outcomes["noise"].metrics["classes"]
+    assert good["true_fraction"] > 0.8 and bad["true_fraction"] < 0.4
+    assert good["particle_like_fraction"] > 0.8 and bad["particle_like_fraction"] < good["particle_like_fraction"] - 0.3
+    assert good["template"] == "shell:120:80" and len(good["template_match"]) == 2
+    assert outcomes["raw"].extra["class_averages"].shape == (2, 32, 32)
+    assert "classes" not in judge_all(replace(test_set, template=None), functions, ("blob", "classes"))["raw"].metrics

@@ -15,7 +15,7 @@ import pytest
 import starfile
 import torch
 
-from cryoscore.classify.twod import Classification2DSettings, _rotate, classify_2d, phase_flip
+from cryoscore.classify.twod import Classification2DSettings, rotate_images, classify_2d, phase_flip
 from cryoscore.io.coords import ParticleCoordinates, read_coordinates, write_coordinates
 from cryoscore.io.ctf_star import MicrographCtf, write_ctf_star
 from cryoscore.io.layout import DatasetLayout
@@ -46,16 +46,16 @@ def _best_shifted_correlation(first: torch.Tensor, second: torch.Tensor) -> floa
 
 def test_rotation_about_the_box_centre_is_undone_by_its_inverse_and_matches_rot90():
     image = _letter()[None]
-    back = _rotate(_rotate(image, torch.tensor([37.0])), torch.tensor([-37.0]))
+    back = rotate_images(rotate_images(image, torch.tensor([37.0])), torch.tensor([-37.0]))
     assert torch.corrcoef(torch.stack([back.flatten(), image.flatten()]))[0, 1] > 0.97
     odd = _letter(49)[None]  # an odd box's centre pixel is the array centre, about which rot90 turns
-    quarter = _rotate(odd, torch.tensor([90.0]))[0]
+    quarter = rotate_images(odd, torch.tensor([90.0]))[0]
     turned = [torch.rot90(odd[0], k, dims=(0, 1)) for k in (1, 3)]
     assert max(float(torch.corrcoef(torch.stack([quarter.flatten(), t.flatten()]))[0, 1]) for t in turned) > 0.99
     delta = torch.zeros(1, 48, 48)
     delta[0, 24, 24] = 1.0  # an even box turns about pixel (B//2, B//2), where particles are centred
     for angle in (30.0, 90.0, 200.0):
-        assert _rotate(delta, torch.tensor([angle]))[0, 24, 24] > 0.99
+        assert rotate_images(delta, torch.tensor([angle]))[0, 24, 24] > 0.99
 
 
 def test_one_class_aligns_rotated_shifted_noisy_copies_into_the_object():
@@ -63,13 +63,13 @@ def test_one_class_aligns_rotated_shifted_noisy_copies_into_the_object():
     truth = _letter()
     angles = torch.from_numpy(rng.uniform(0, 360, 60).astype(np.float32))
     shifts = torch.from_numpy(rng.uniform(-2, 2, (60, 2)).astype(np.float32))
-    particles = fourier_shift(_rotate(truth.repeat(60, 1, 1), angles), shifts)
+    particles = fourier_shift(rotate_images(truth.repeat(60, 1, 1), angles), shifts)
     particles = particles + 0.5 * torch.from_numpy(rng.normal(size=particles.shape).astype(np.float32))
     result = classify_2d(particles.numpy(), 2.0, 60.0, Classification2DSettings(classes=1, iterations=6, angles=36,
                                                                                  alignment_resolution_a=6.0))
     # The average is the object, turned and moved (it is re-centred on its centre of mass): the
     # best of 72 trial rotations at the best shift correlates highly.
-    trials = _rotate(truth.repeat(72, 1, 1), torch.arange(72) * 5.0)
+    trials = rotate_images(truth.repeat(72, 1, 1), torch.arange(72) * 5.0)
     average = torch.from_numpy(result.averages[0])
     best = max(_best_shifted_correlation(average, trial) for trial in trials)
     assert best > 0.9
@@ -88,7 +88,7 @@ def test_the_gold_standard_resolution_tells_a_particle_from_aligned_noise():
     rng = np.random.default_rng(0)
     angles = torch.from_numpy(rng.uniform(0, 360, 60).astype(np.float32))
     shifts = torch.from_numpy(rng.uniform(-2, 2, (60, 2)).astype(np.float32))
-    copies = fourier_shift(_rotate(_letter().repeat(60, 1, 1), angles), shifts)
+    copies = fourier_shift(rotate_images(_letter().repeat(60, 1, 1), angles), shifts)
     copies = copies + 0.5 * torch.from_numpy(rng.normal(size=copies.shape).astype(np.float32))
     settings = Classification2DSettings(classes=1, iterations=6, alignment_resolution_a=6.0)
     assert classify_2d(copies.numpy(), 2.0, 60.0, settings).resolution_a[0] < 10.0
@@ -142,7 +142,7 @@ def test_cryoscore_classify2d_puts_particles_and_junk_in_different_classes(parti
     root, layout = particles_and_junk
     ran = subprocess.run([sys.executable, "-m", "cryoscore.cli", "classify2d", str(root / "data" / "micrographs"),
                           "--picks", str(root / "picks"), "--diameter", "250", "--ctf", str(root / "ctf.star"),
-                          "--classes", "4", "--iterations", "8", "-o", str(tmp_path / "out")],
+                          "--classes", "4", "--iterations", "8", "--template", "elongated", "-o", str(tmp_path / "out")],
                          capture_output=True, text=True)
     assert ran.returncode == 0, ran.stderr
     assert "phase-flipped" in ran.stdout
@@ -170,6 +170,11 @@ def test_cryoscore_classify2d_puts_particles_and_junk_in_different_classes(parti
     junk_classes = [number for number in purity if number not in particle_classes]
     assert max(resolution[number] for number in particle_classes) < min(
         [resolution[number] for number in junk_classes] + [np.inf])
+    # Matched against the particle's own density, the particle classes look like it and the junk ones less.
+    matches = report["template"]["template_match"]
+    assert min(matches[number - 1] for number in particle_classes) > max(
+        [matches[number - 1] for number in junk_classes] + [-1.0])
+    assert "of the particles in classes matching elongated" in ran.stdout
     assert (tmp_path / "out" / "classes.png").stat().st_size > 1000
     averages = (tmp_path / "out" / "class_averages.mrcs")
     assert averages.is_file()
@@ -187,3 +192,7 @@ def test_classify2d_refuses_missing_picks_and_too_few_particles_in_one_line(part
                               capture_output=True, text=True)
     assert too_many.returncode == 2 and "cannot fill 500 classes" in too_many.stderr
     assert len(too_many.stderr.strip().splitlines()) == 1
+    no_template = subprocess.run(command + ["--picks", str(root / "picks"), "--template", str(tmp_path / "nosuch.mrc"),
+                                            "-o", str(tmp_path / "c")], capture_output=True, text=True)
+    assert no_template.returncode == 2 and "nosuch.mrc" in no_template.stderr
+    assert len(no_template.stderr.strip().splitlines()) == 1 and not (tmp_path / "c" / "particles.star").exists()

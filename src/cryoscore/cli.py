@@ -97,6 +97,7 @@ examples:
   cryoscore classify2d micrographs/*.mrc --picks picks/ --diameter 120 -o class2d/
   cryoscore classify2d micrographs/ --picks picks/ --diameter 120 --ctf ctf.star --classes 20 -o class2d/
   cryoscore classify2d micrographs/ --picks picks/ --threshold 3 --diameter 120 --max-particles 2000 -o class2d/
+  cryoscore classify2d micrographs/ --picks picks/ --diameter 120 --template shell:120:80 -o class2d/
 """
 
 BENCH_EXAMPLES = """
@@ -813,12 +814,16 @@ def _add_classify2d(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--box", type=int, default=64, metavar="PX",
                         help="processing box, even; larger boxes are Fourier-cropped to it (default: 64)")
     parser.add_argument("--max-particles", type=int, default=5000, metavar="N", help="(default: 5000, drawn at random)")
+    parser.add_argument("--template", metavar="DENSITY",
+                        help="match every class average against projections of this density (MRC map, atomic model, "
+                             "built-in or shell:OUTER_A:INNER_A) and count the particles in classes that look like it")
     parser.add_argument("--seed", type=_non_negative_int, default=0, metavar="S", help="(default: 0)")
     parser.add_argument("--overwrite", action="store_true", help="write into a non-empty output directory")
     parser.set_defaults(handler=_run_classify2d)
 
 
 def _run_classify2d(args: argparse.Namespace) -> int:
+    from cryoscore.classify.match import PARTICLE_LIKE_MATCH
     from cryoscore.classify.run import classify_micrographs
     from cryoscore.classify.twod import Classification2DSettings
     from cryoscore.infer.batch import expand_inputs
@@ -833,14 +838,18 @@ def _run_classify2d(args: argparse.Namespace) -> int:
                                             half_iterations=args.half_iterations, seed=args.seed)
     except ValueError as error:
         raise InputError("--classes/--iterations/--half-iterations", str(error)) from None
-    result = classify_micrographs(
+    result, judgement = classify_micrographs(
         expand_inputs(args.inputs), args.picks, args.diameter, args.output, settings, ctf_star=args.ctf,
         pixel_size_a=args.pixel_size, threshold=args.threshold, box_px=args.box, max_particles=args.max_particles,
-        progress=lambda iteration, counts: print(f"iteration {iteration}: particles per class "
+        template=args.template, progress=lambda iteration, counts: print(f"iteration {iteration}: particles per class "
                                                  f"{' '.join(str(int(count)) for count in counts)}", flush=True))
     print(f"{int(result.counts.sum())} particles in {len(result.counts)} classes "
           f"({'phase-flipped' if args.ctf else 'no CTF correction'}); averages in {args.output}/class_averages.mrcs, "
           f"gallery {args.output}/classes.png")
+    if judgement is not None:
+        print(f"{judgement['particle_like_fraction']:.0%} of the particles in classes matching {args.template} "
+              f"(template match >= {PARTICLE_LIKE_MATCH}): " + ", ".join(
+                  f"class {index + 1} {match:.2f}" for index, match in enumerate(judgement["template_match"])))
     return 0
 
 

@@ -5,7 +5,7 @@ datasets, and paths (micrographs, coordinates, and a specimen, decoy or referenc
 a built-in name) are relative to the file's folder unless absolute::
 
     denoisers = ["raw", "lowpass", "n2n", "score", "guided", "default", "topaz"]   # + "adapted"; topaz: if installed
-    judges = ["learned", "pixel", "blob", "template", "reconstruction"]   # learned: the primary judge
+    judges = ["learned", "pixel", "blob", "template", "reconstruction"]   # learned: the primary judge; + "classes"
     lowpass_a = 20.0
 
     [learned]             # the learned picker judge: k-fold over each test set's micrographs
@@ -14,6 +14,13 @@ a built-in name) are relative to the file's folder unless absolute::
     steps = 200                    # picker training steps (default: the picker's own)
     label_budgets = [1, 2]         # also train on 1 and 2 annotated micrographs per fold
     bootstrap = 1000               # replicates of the 95 % intervals
+
+    [classes]             # the 2D class judge (with "classes" in judges and a template density)
+    classes = 4
+    iterations = 6
+    half_iterations = 3
+    max_particles = 400            # blob picks classified per denoiser, drawn at random
+    box_px = 64
 
     [training]            # one model per learned denoiser and specimen
     steps = 400
@@ -79,9 +86,12 @@ DENOISERS = ("raw", "lowpass", "n2n", "score", "guided", "default", "adapted", "
 ``topaz`` only where the ``topaz`` command is installed."""
 DEFAULT_DENOISERS = tuple(name for name in DENOISERS if name != "adapted")
 """What a benchmark judges unless told (``adapted`` costs minutes of fine-tuning per dataset)."""
-JUDGES = ("learned", "pixel", "blob", "template", "reconstruction")
+JUDGES = ("learned", "pixel", "blob", "template", "reconstruction", "classes")
 """``learned``: the learned picker, k-fold (the primary judge when enabled); ``blob``,
-``template``: the fixed pickers; ``pixel``: metrics against the clean image."""
+``template``: the fixed pickers; ``pixel``: metrics against the clean image; ``classes``: 2D
+classes of the blob picks, matched against the dataset's ``template`` density."""
+DEFAULT_JUDGES = tuple(name for name in JUDGES if name != "classes")
+"""What a benchmark judges unless told (``classes`` costs minutes of classification per denoiser)."""
 
 
 @dataclass(frozen=True)
@@ -123,6 +133,26 @@ class LearnedJudgeSettings:
                              f"got {self}")
         if any(budget < 1 for budget in self.label_budgets):
             raise ValueError(f"[learned] label budgets must be >= 1 micrograph, got {self.label_budgets}")
+
+
+@dataclass(frozen=True)
+class ClassJudgeSettings:
+    """How the 2D class judge classifies each denoiser's blob picks (:func:`~cryoscore.bench.judges.attach_classes`):
+    ``classes``, ``iterations``, ``half_iterations`` as ``cryoscore classify2d`` takes them; at most
+    ``max_particles`` picks (drawn at random), boxed at ``box_px``."""
+
+    classes: int = 4
+    iterations: int = 6
+    half_iterations: int = 3
+    max_particles: int = 400
+    box_px: int = 64
+
+    def __post_init__(self) -> None:
+        if min(self.classes, self.iterations, self.half_iterations) < 1 or self.max_particles < self.classes:
+            raise ValueError(f"[classes] needs classes, iterations, half_iterations >= 1 and max_particles >= classes; "
+                             f"got {self}")
+        if self.box_px < 16 or self.box_px % 2:
+            raise ValueError(f"[classes] box_px must be an even number >= 16, got {self.box_px}")
 
 
 @dataclass(frozen=True)
@@ -199,11 +229,12 @@ class BenchConfig:
     simulated: tuple[SimulatedSpecimen, ...] = ()
     real: tuple[RealDataset, ...] = ()
     denoisers: tuple[str, ...] = DEFAULT_DENOISERS
-    judges: tuple[str, ...] = JUDGES
+    judges: tuple[str, ...] = DEFAULT_JUDGES
     lowpass_a: float = 20.0
     training: TrainingSettings = field(default_factory=TrainingSettings)
     simulation: SimulationSettings = field(default_factory=SimulationSettings)
     learned: LearnedJudgeSettings = field(default_factory=LearnedJudgeSettings)
+    classes: ClassJudgeSettings = field(default_factory=ClassJudgeSettings)
 
     def __post_init__(self) -> None:
         unknown = [name for name in self.denoisers if name not in DENOISERS]
@@ -327,7 +358,9 @@ def load_bench_config(path: str | Path) -> BenchConfig:
         training = _section(table.pop("training", {}), TrainingSettings, path, "[training]")
         simulation = _section(table.pop("simulation", {}), SimulationSettings, path, "[simulation]")
         learned = _section(table.pop("learned", {}), LearnedJudgeSettings, path, "[learned]")
+        classes = _section(table.pop("classes", {}), ClassJudgeSettings, path, "[classes]")
         return _section({**table, "simulated": tuple(simulated), "real": tuple(real), "training": training,
-                         "simulation": simulation, "learned": learned}, BenchConfig, path, "the top level")
+                         "simulation": simulation, "learned": learned, "classes": classes}, BenchConfig, path,
+                        "the top level")
     except (TypeError, ValueError) as error:
         raise InputError(path, str(error)) from None

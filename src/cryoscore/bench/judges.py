@@ -4,7 +4,7 @@ Every denoiser's output goes through the same judges: pixel metrics against the 
 image (simulated data); the learned picker (primary where enabled: trained on the
 denoiser's output k-fold over the test micrographs, :mod:`cryoscore.bench.crossval`), the
 blob picker (reference-free) and the template picker, scored against the true
-coordinates; and a reconstruction from the blob picks, extracted from the RAW
+coordinates; and a reconstruction and 2D classes from the blob picks, extracted from the RAW
 micrographs, so only where the picks are differs.
 """
 
@@ -18,17 +18,20 @@ from typing import Any
 
 import numpy as np
 
-from cryoscore.bench.config import LearnedJudgeSettings
+from cryoscore.bench.config import ClassJudgeSettings, LearnedJudgeSettings
 from cryoscore.bench.crossval import judge_with_learned_picker
 from cryoscore.bench.datasets import TestSet
 from cryoscore.bench.denoisers import DenoiseFunction
 from cryoscore.bench.plots import radial_power_spectrum
+from cryoscore.classify.match import judge_classes, template_projections
+from cryoscore.classify.twod import Classification2DSettings, classify_2d
 from cryoscore.errors import InputError
 from cryoscore.io.coords import ParticleCoordinates
 from cryoscore.metrics.picking import MatchResult, match_picks, pool_matches
 from cryoscore.metrics.pixel import pixel_metrics
 from cryoscore.pick.blob import pick_blobs
 from cryoscore.pick.template import pick_template, reference_correlation
+from cryoscore.reconstruct.extract import extract_picked_particles
 from cryoscore.reconstruct.pipeline import ReconstructionResult, reconstruct_from_picks
 from cryoscore.simulate.volume import load_specimen
 
@@ -121,7 +124,7 @@ def judge_denoiser(
             centres_rc = np.stack([micrograph.truth.y_px, micrograph.truth.x_px], axis=1)
             pixel_records.append(dataclasses.asdict(pixel_metrics(estimate, micrograph.clean, centres_rc,
                                                                   diameter_px, test_set.pixel_size_a)))
-        if "blob" in judges or "reconstruction" in judges:
+        if "blob" in judges or "reconstruction" in judges or "classes" in judges:
             picks[micrograph.name] = pick_blobs(estimate, test_set.pixel_size_a, test_set.diameter_a)
         if "template" in judges and template_reference is not None:
             template_picks[micrograph.name] = pick_template(estimate, test_set.pixel_size_a, test_set.diameter_a,
@@ -196,4 +199,51 @@ def attach_reconstruction(test_set: TestSet, outcome: DenoiserOutcome, reference
         "seconds": result.timings_s["total"],
         "fsc_half_maps": summary["fsc_half_maps"],
         "fsc_truth": summary["fsc_truth"],
+    }
+
+
+def attach_classes(test_set: TestSet, outcome: DenoiserOutcome, settings: ClassJudgeSettings) -> None:
+    """Classify ``outcome``'s blob picks at its best-F1 threshold in 2D, boxed from the raw
+    micrographs (phase-flipped where the CTFs are known), and match the class averages against
+    projections of the test set's ``template`` density (:func:`~cryoscore.classify.match.judge_classes`).
+    Stores the averages in ``outcome.extra["class_averages"]`` and, in ``outcome.metrics["classes"]``,
+    the judgement plus ``counts``, gold-standard ``resolution_a`` per class, and ``true_fraction``:
+    the share of the classified picks within half a diameter of a true particle (what the
+    classes should find particle-like). Fewer picks than classes: the metrics say so."""
+    if test_set.template is None:
+        raise ValueError(f"{test_set.label}: the class judge needs the test set's template density")
+    started = time.perf_counter()
+    kept = picks_above(outcome.picks, outcome.matches.threshold if outcome.matches is not None else None)
+    picks = [kept[micrograph.name] for micrograph in test_set.micrographs]
+    ctfs = [micrograph.ctf for micrograph in test_set.micrographs]
+    stack = extract_picked_particles([micrograph.full_sum for micrograph in test_set.micrographs], picks,
+                                     None if any(ctf is None for ctf in ctfs) else ctfs,
+                                     test_set.pixel_size_a, test_set.diameter_a, settings.box_px)
+    if len(stack.images) < settings.classes:
+        outcome.metrics["classes"] = {"error": f"{len(stack.images)} picks cannot fill {settings.classes} classes",
+                                      "n_particles": len(stack.images)}
+        return
+    chosen = np.sort(np.random.default_rng(0).choice(len(stack.images), min(settings.max_particles, len(stack.images)),
+                                                     replace=False))
+    chosen_ctfs = None if stack.ctfs is None else [stack.ctfs[index] for index in chosen]
+    result = classify_2d(stack.images[chosen], stack.pixel_size_a, test_set.diameter_a,
+                         Classification2DSettings(classes=settings.classes, iterations=settings.iterations,
+                                                  half_iterations=settings.half_iterations), ctfs=chosen_ctfs)
+    projections = template_projections(test_set.template, stack.images.shape[-1], stack.pixel_size_a)
+    diameter_px = test_set.diameter_a / test_set.pixel_size_a
+    is_true = []
+    for index in chosen:
+        micrograph = test_set.micrographs[stack.micrograph_index[index]]
+        pick = picks[stack.micrograph_index[index]]
+        x, y = pick.x_px[stack.pick_index[index]], pick.y_px[stack.pick_index[index]]
+        distances = np.hypot(micrograph.truth.x_px - x, micrograph.truth.y_px - y)
+        is_true.append(distances.size > 0 and distances.min() <= RADIUS_FRACTION * diameter_px)
+    outcome.extra["class_averages"] = result.averages
+    outcome.metrics["classes"] = {
+        **judge_classes(result, test_set.template, projections, test_set.diameter_a, chosen_ctfs),
+        "n_particles": len(chosen),
+        "counts": result.counts.tolist(),
+        "resolution_a": [None if not np.isfinite(value) else float(value) for value in result.resolution_a],
+        "true_fraction": float(np.mean(is_true)),
+        "seconds": time.perf_counter() - started,
     }

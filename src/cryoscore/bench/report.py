@@ -36,19 +36,21 @@ def _table_rows(dataset: dict[str, Any]) -> list[tuple[str, list[str]]]:
         template = metrics.get("template", {})
         pixel = metrics.get("pixel", {})
         reconstruction = metrics.get("reconstruction", {})
+        classes = metrics.get("classes", {})
         rows.append((name, [
             with_interval(learned.get("ap"), learned.get("ap_ci")), with_interval(learned.get("f1"), learned.get("f1_ci")),
             _number(blob.get("ap"), ".3f"), _number(blob.get("f1"), ".3f"), _number(template.get("ap"), ".3f"),
             _number(pixel.get("psnr_db"), ".2f"), _number(pixel.get("background_power"), ".3g"),
             _number(reconstruction.get("resolution_half_maps_a"), ".1f"),
             _number(reconstruction.get("resolution_vs_truth_a"), ".1f"),
+            _number(classes.get("particle_like_fraction"), ".2f"), _number(classes.get("true_fraction"), ".2f"),
             _number(metrics.get("denoise_seconds_per_micrograph"), ".2f"),
         ]))
     return rows
 
 
-TABLE_COLUMNS = ("learned AP [95% CI]", "learned F1 [95% CI]", "blob AP", "blob F1", "template AP", "PSNR (dB)", "bg power", "FSC 0.143 (A)", "vs truth 0.5 (A)",
-                 "s / mic")
+TABLE_COLUMNS = ("learned AP [95% CI]", "learned F1 [95% CI]", "blob AP", "blob F1", "template AP", "PSNR (dB)", "bg power",
+                 "FSC 0.143 (A)", "vs truth 0.5 (A)", "2D particle-like", "2D true picks", "s / mic")
 
 
 EXPECTATIONS_NOTE = ("What the methods are expected to show, tested on this run's numbers: one that does not hold "
@@ -168,6 +170,7 @@ def _dataset_section(label: str, dataset: dict[str, Any], record: dict[str, Any]
     parts.append("</table>")
     parts += [f"<p>{html.escape(line)}</p>" for line in _control_lines(dataset)]
     parts.append(_panels_html(test_set, outcomes))
+    parts.append(_classes_html(dataset, outcomes))
     parts.append('<div class="charts">' + "".join(_charts(dataset, outcomes)) + "</div>")
     return "".join(parts)
 
@@ -194,6 +197,29 @@ def _panels_html(test_set: Any, outcomes: dict[str, Any]) -> str:
                 f'<figure><img src="{png_data_uri(image[crop], size_px=max(height, width), bar_px=bar_px)}" '
                 f'alt="{html.escape(title)}"><figcaption>{html.escape(title)}</figcaption></figure>'
                 for title, image in panels) + "</div>")
+
+
+def _classes_html(dataset: dict[str, Any], outcomes: dict[str, Any]) -> str:
+    """Each denoiser's 2D class averages (from its blob picks, boxed from the raw micrographs), each
+    titled with its particles and template match; empty without the class judge."""
+    rows = []
+    for name, outcome in outcomes.items():
+        averages = outcome.extra.get("class_averages")
+        if averages is None:
+            continue
+        judged = dataset["denoisers"][name]["classes"]
+        zoom = max(1, 96 // averages.shape[-1])
+        rows.append(f"<p>{html.escape(name)}: {judged['particle_like_fraction']:.0%} of "
+                    f"{judged['n_particles']} picks in particle-like classes</p><div class=\"panels\">" + "".join(
+                        f'<figure><img src="{png_data_uri(np.kron(average, np.ones((zoom, zoom))), size_px=128)}" '
+                        f'alt="class {index + 1}"><figcaption>{count}, match {match:.2f}</figcaption></figure>'
+                        for index, (average, count, match) in enumerate(
+                            zip(averages, judged["counts"], judged["template_match"]))) + "</div>")
+    if not rows:
+        return ""
+    return ('<p class="note">2D classes of each denoiser\'s blob picks at its best-F1 threshold, boxed from the raw '
+            'micrographs; under each average its particles and its match against the template density.</p>'
+            + "".join(rows))
 
 
 def _resolution_note(frequency_per_a: float) -> str:

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from cryoscore import __version__
-from cryoscore.bench.config import BenchConfig, LearnedJudgeSettings, json_ready, work_dir_name
+from cryoscore.bench.config import BenchConfig, ClassJudgeSettings, LearnedJudgeSettings, json_ready, work_dir_name
 from cryoscore.bench.crossval import paired_difference
 from cryoscore.bench.datasets import (
     TestSet,
@@ -34,6 +34,7 @@ from cryoscore.bench.datasets import (
 from cryoscore.bench.denoisers import DenoiseFunction, denoise_functions, train_models
 from cryoscore.bench.judges import (
     DenoiserOutcome,
+    attach_classes,
     attach_reconstruction,
     judge_denoiser,
     picks_above,
@@ -61,11 +62,12 @@ def _versions() -> dict[str, str]:
 
 
 def judge_all(test_set: TestSet, functions: dict[str, DenoiseFunction], judges: Sequence[str],
-              learned: LearnedJudgeSettings | None = None) -> dict[str, DenoiserOutcome]:
+              learned: LearnedJudgeSettings | None = None,
+              classes: ClassJudgeSettings | None = None) -> dict[str, DenoiserOutcome]:
     """Every denoiser of ``functions`` judged on ``test_set`` by ``judges`` (names from
-    :data:`~cryoscore.bench.config.JUDGES`; ``learned`` sets the learned judge); the template
-    judge only with the test set's own ``template`` density, reconstruction only where the
-    CTFs are known."""
+    :data:`~cryoscore.bench.config.JUDGES`; ``learned`` and ``classes`` set those judges); the
+    template and class judges only with the test set's own ``template`` density, reconstruction
+    only where the CTFs are known."""
     reference = reference_volume(test_set) if test_set.reference is not None else None
     template = (load_specimen(test_set.template, test_set.pixel_size_a).volume_v
                 if "template" in judges and test_set.template is not None else None)
@@ -76,6 +78,9 @@ def judge_all(test_set: TestSet, functions: dict[str, DenoiseFunction], judges: 
             and all(micrograph.ctf is not None for micrograph in test_set.micrographs)):
         for outcome in outcomes.values():
             attach_reconstruction(test_set, outcome, reference)
+    if "classes" in judges and test_set.template is not None:
+        for outcome in outcomes.values():
+            attach_classes(test_set, outcome, classes or ClassJudgeSettings())
     return outcomes
 
 
@@ -129,7 +134,7 @@ def _simulated_results(config: BenchConfig, work_dir: Path) -> tuple[list[dict],
             test_set = replace(simulated_test_set(test_dir, f"{specimen.specimen} {dose:g} e/A^2"),
                                template=specimen.template)
             functions = denoise_functions(config.denoisers, models, test_set.pixel_size_a, config.lowpass_a)
-            outcomes = judge_all(test_set, functions, config.judges, config.learned)
+            outcomes = judge_all(test_set, functions, config.judges, config.learned, config.classes)
             record = {"dataset": test_set.label, "specimen": specimen.specimen, "dose_e_per_a2": dose,
                       "kind": "simulated", "outcomes": outcomes, "test_set": test_set}
             if dose == min(specimen.doses):
@@ -152,7 +157,7 @@ def _real_results(config: BenchConfig, work_dir: Path) -> tuple[list[dict], list
         training.extend({"dataset": dataset.name, **model.record} for model in models.values())
         test_set = real_test_set(dataset, paths)
         functions = denoise_functions(config.denoisers, models, test_set.pixel_size_a, config.lowpass_a)
-        outcomes = judge_all(test_set, functions, config.judges, config.learned)
+        outcomes = judge_all(test_set, functions, config.judges, config.learned, config.classes)
         datasets.append({"dataset": dataset.name, "kind": "real", "outcomes": outcomes, "test_set": test_set,
                          "decoy": _decoy_control(outcomes)})
     return datasets, training

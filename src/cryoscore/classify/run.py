@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import starfile
 
+from cryoscore.classify.match import judge_classes, template_projections
 from cryoscore.classify.twod import Classification2D, Classification2DSettings, classify_2d
 from cryoscore.errors import InputError
 from cryoscore.io.atomic import atomic_path
@@ -46,8 +47,9 @@ def classify_micrographs(
     threshold: float | None = None,
     box_px: int = 64,
     max_particles: int = 5000,
+    template: str | None = None,
     progress: Callable[[int, np.ndarray], None] | None = None,
-) -> Classification2D:
+) -> tuple[Classification2D, dict | None]:
     """Box the picks from the micrographs, classify them (phase-flipped with the CTFs of
     ``ctf_star`` when given) and write into ``output_dir``:
 
@@ -56,9 +58,13 @@ def classify_micrographs(
       FRC resolution;
     - ``particles.star``: RELION particles (rlnMicrographName, rlnCoordinateX/Y, rlnClassNumber
       from 1, rlnAnglePsi, rlnOriginXAngst/YAngst, rlnMaxValueProbDistribution = the correlation);
-    - ``classify2d.json``: settings, counts, resolutions, timings.
+    - ``classify2d.json``: settings, counts, resolutions, timings, and with a ``template``
+      density (a specimen as :func:`~cryoscore.simulate.volume.load_specimen` takes it) each
+      class's match against its projections (:func:`~cryoscore.classify.match.judge_classes`,
+      also in the gallery's titles).
 
-    At most ``max_particles`` picks, drawn at random with ``settings.seed``.
+    At most ``max_particles`` picks, drawn at random with ``settings.seed``. Returns the
+    classification and the template judgement (None without a template).
     """
     started = time.perf_counter()
     if diameter_a <= 0:
@@ -69,21 +75,24 @@ def classify_micrographs(
     stack = extract_picked_particles(paths, picks, ctfs, pixel, diameter_a, box_px)
     rng = np.random.default_rng(settings.seed)
     chosen = np.sort(rng.choice(len(stack.images), size=min(max_particles, len(stack.images)), replace=False))
+    projections = None if template is None else template_projections(template, stack.images.shape[-1], stack.pixel_size_a)
+    chosen_ctfs = None if stack.ctfs is None else [stack.ctfs[index] for index in chosen]
     try:
-        result = classify_2d(stack.images[chosen], stack.pixel_size_a, diameter_a, settings,
-                             ctfs=None if stack.ctfs is None else [stack.ctfs[index] for index in chosen],
+        result = classify_2d(stack.images[chosen], stack.pixel_size_a, diameter_a, settings, ctfs=chosen_ctfs,
                              progress=progress)
     except ValueError as error:
         raise InputError(picks_dir, f"{error} ({len(stack.images)} of {stack.n_picks} picks lie on the micrographs)") from None
+    judgement = None if template is None else judge_classes(result, template, projections, diameter_a, chosen_ctfs)
     output_dir.mkdir(parents=True, exist_ok=True)
     write_mrc(output_dir / "class_averages.mrcs", result.averages, result.pixel_size_a)
     order = np.argsort(-result.counts)
     zoom = max(1, 128 // result.averages.shape[-1])  # small boxes shown at least 128 px wide, pixels repeated
     write_panels_png(output_dir / "classes.png",
-                     [(f"{index + 1}: {result.counts[index]}, {result.resolution_a[index]:.0f} A",
+                     [(f"{index + 1}: {result.counts[index]}, {result.resolution_a[index]:.0f} A"
+                       + ("" if judgement is None else f", m {judgement['template_match'][index]:.2f}"),
                        np.kron(result.averages[index], np.ones((zoom, zoom)))) for index in order], columns=8,
-                     caption=f"class averages, largest first: number, particles, gold-standard FRC 0.143; "
-                             f"{result.pixel_size_a:.2f} A/px")
+                     caption="class averages, largest first: number, particles, gold-standard FRC 0.143"
+                             + ("" if judgement is None else ", template match") + f"; {result.pixel_size_a:.2f} A/px")
     micrograph_index, pick_index = stack.micrograph_index[chosen], stack.pick_index[chosen]
     particles = pd.DataFrame({
         "rlnMicrographName": [str(paths[index]) for index in micrograph_index],
@@ -104,5 +113,5 @@ def classify_micrographs(
         "picks": str(picks_dir), "threshold": threshold, "n_picks": stack.n_picks, "n_particles": len(chosen),
         "counts": result.counts.tolist(),
         "resolution_a": [None if not np.isfinite(value) else float(value) for value in result.resolution_a],
-        "seconds": time.perf_counter() - started})
-    return result
+        "template": judgement, "seconds": time.perf_counter() - started})
+    return result, judgement

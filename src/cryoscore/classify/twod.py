@@ -106,7 +106,7 @@ def phase_flip(particles: torch.Tensor, ctfs: Sequence[CtfParams], pixel_size_a:
     return torch.fft.fftshift(torch.fft.irfft2(centred_rfft2(particles) * signs, s=(box, box)), dim=(-2, -1))
 
 
-def _rotate(images: torch.Tensor, angles_deg: torch.Tensor) -> torch.Tensor:
+def rotate_images(images: torch.Tensor, angles_deg: torch.Tensor) -> torch.Tensor:
     """Each image (n, B, B) rotated by its angle (n,) about pixel (B//2, B//2), bilinear, zeros outside."""
     box = images.shape[-1]
     theta = torch.deg2rad(angles_deg.to(torch.float32))
@@ -122,7 +122,7 @@ def _rotate(images: torch.Tensor, angles_deg: torch.Tensor) -> torch.Tensor:
     return F.grid_sample(images[:, None], grid, mode="bilinear", padding_mode="zeros", align_corners=False)[:, 0]
 
 
-def _lowpass(images: torch.Tensor, pixel_size_a: float, resolution_a: float) -> torch.Tensor:
+def gaussian_lowpass(images: torch.Tensor, pixel_size_a: float, resolution_a: float) -> torch.Tensor:
     box = images.shape[-1]
     k = spatial_frequency_a((box, box), pixel_size_a, rfft=True)
     return torch.fft.irfft2(torch.fft.rfft2(images) * torch.exp(-(k * resolution_a) ** 2 * 2), s=(box, box))
@@ -150,7 +150,7 @@ def _expectation(particles: torch.Tensor, references: torch.Tensor, log_priors: 
     """
     n_classes, box = references.shape[0], references.shape[-1]
     n_angles = len(angles)
-    rotated = _rotate(references.repeat_interleave(n_angles, dim=0), angles.repeat(n_classes))
+    rotated = rotate_images(references.repeat_interleave(n_angles, dim=0), angles.repeat(n_classes))
     conjugate = torch.conj(centred_rfft2(rotated))
     half_norms = 0.5 * rotated.flatten(1).pow(2).sum(dim=1)
     template_priors = log_priors.repeat_interleave(n_angles) - math.log(n_angles)
@@ -174,7 +174,7 @@ def _expectation(particles: torch.Tensor, references: torch.Tensor, log_priors: 
                            weights.sum(dim=(-2, -1))))
     classes, angle_index, shifts, probability, template_weights = (torch.cat(parts) for parts in zip(*best_parts))
     in_template_frame = torch.fft.fftshift(torch.fft.irfft2(sums, s=(box, box)), dim=(-2, -1))
-    turned_back = _rotate(in_template_frame, -angles.repeat(n_classes))
+    turned_back = rotate_images(in_template_frame, -angles.repeat(n_classes))
     class_sums = turned_back.reshape(n_classes, n_angles, box, box).sum(dim=1)
     class_weights = template_weights.sum(dim=0).reshape(n_classes, n_angles).sum(dim=1)
     return class_sums, class_weights, (classes, angle_index, shifts, probability)
@@ -183,7 +183,7 @@ def _expectation(particles: torch.Tensor, references: torch.Tensor, log_priors: 
 def _averages(particles: torch.Tensor, classes: torch.Tensor, angles_deg: torch.Tensor, shifts: torch.Tensor,
               n_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Class sums of the particles brought into register, and the counts (K,)."""
-    aligned = _rotate(fourier_shift(particles, -shifts), -angles_deg)
+    aligned = rotate_images(fourier_shift(particles, -shifts), -angles_deg)
     sums = torch.zeros(n_classes, *particles.shape[1:]).index_add_(0, classes, aligned)
     counts = torch.bincount(classes, minlength=n_classes)
     return sums, counts
@@ -207,7 +207,7 @@ def _refine(images: torch.Tensor, averages: torch.Tensor, log_priors: torch.Tens
     sums and weights, the most probable hypotheses, and the re-centred averages and log priors."""
     settings, mask = alignment.settings, alignment.mask
     for iteration in range(iterations):
-        references = _lowpass(averages, alignment.pixel_size_a, settings.alignment_resolution_a) * mask
+        references = gaussian_lowpass(averages, alignment.pixel_size_a, settings.alignment_resolution_a) * mask
         sums, weights, best = _expectation(images, references, log_priors, alignment.angles, alignment.shift_mask,
                                            settings.batch)
         averages = torch.stack([_recentre(total / max(float(weight), 1e-6), mask) for total, weight in zip(sums, weights)])
@@ -222,7 +222,7 @@ def _gold_standard_resolution(images: torch.Tensor, averages: torch.Tensor, log_
     """Per class, the FRC 0.143 resolution (A) of the averages of two halves of ``images``
     (alternate particles), each refined on its own from ``averages`` low-passed to
     :data:`HALF_SET_START_A`."""
-    start = _lowpass(averages, alignment.pixel_size_a, HALF_SET_START_A)
+    start = gaussian_lowpass(averages, alignment.pixel_size_a, HALF_SET_START_A)
     halves = [_refine(images[part], start, log_priors, alignment.settings.half_iterations, alignment)[:2]
               for part in (torch.arange(0, len(images), 2), torch.arange(1, len(images), 2))]
     box = images.shape[-1]
