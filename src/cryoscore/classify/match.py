@@ -22,9 +22,16 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from cryoscore.classify.twod import Classification2D, gaussian_lowpass, rotate_images
+from cryoscore.classify.twod import (
+    Classification2D,
+    apply_transfer,
+    gaussian_lowpass,
+    particle_mask,
+    rotate_images,
+    shift_window,
+)
 from cryoscore.reconstruct.ctf import ctf_stack
-from cryoscore.reconstruct.grid import centred_rfft2, resample_volume, soft_sphere_mask
+from cryoscore.reconstruct.grid import resample_volume
 from cryoscore.simulate.ctf import CtfParams
 from cryoscore.simulate.project import project_potential
 from cryoscore.simulate.volume import load_specimen
@@ -59,10 +66,8 @@ def transfer_hypotheses(ctfs: Sequence[CtfParams] | None) -> tuple[list[CtfParam
 
 def _transferred(images: torch.Tensor, ctf: CtfParams, pixel_size_a: float, modulus: bool) -> torch.Tensor:
     """Images (n, B, B) centred at B//2 multiplied by ``ctf`` (or its modulus) in Fourier space."""
-    box = images.shape[-1]
-    transfer = ctf_stack([ctf], box, pixel_size_a)[0]
-    transfer = transfer.abs() if modulus else transfer
-    return torch.fft.fftshift(torch.fft.irfft2(centred_rfft2(images) * transfer, s=(box, box)), dim=(-2, -1))
+    transfer = ctf_stack([ctf], images.shape[-1], pixel_size_a)
+    return apply_transfer(images, transfer.abs() if modulus else transfer)
 
 
 def projection_directions(n: int) -> np.ndarray:
@@ -103,12 +108,10 @@ def template_matches(averages: np.ndarray, projections: torch.Tensor, pixel_size
     if projections.shape[-1] != box:
         raise ValueError(f"projections of {projections.shape[-1]} px do not match class averages of {box} px")
     radius_px = diameter_a / pixel_size_a / 2
-    mask = soft_sphere_mask(box, 2, min(radius_px * 1.1, box / 2 - 2), max(0.1 * radius_px, 1.0))
+    mask = particle_mask(box, radius_px)
     turns = torch.arange(angles, dtype=torch.float32) * (360.0 / angles)
     rotated = rotate_images(projections.to(torch.float32).repeat_interleave(angles, dim=0), turns.repeat(len(projections)))
-    axis = torch.arange(box) - box // 2
-    max_shift = 0.1 * diameter_a / pixel_size_a
-    allowed = torch.fft.ifftshift((axis[:, None] ** 2 + axis[None, :] ** 2) <= max_shift**2)
+    allowed = shift_window(box, 0.1 * diameter_a / pixel_size_a)
     spectra = torch.fft.rfft2(_normalised(averages_t, mask, pixel_size_a, resolution_a))
     usable = torch.isfinite(spectra).all(dim=(-2, -1)) & (spectra.abs().amax(dim=(-2, -1)) > 0)
     matches = torch.full((len(averages_t),), -math.inf, dtype=torch.float64)

@@ -99,11 +99,29 @@ class Classification2D:
     pixel_size_a: float
 
 
+def apply_transfer(images: torch.Tensor, transfer: torch.Tensor) -> torch.Tensor:
+    """Images (N, B, B) centred at pixel (B//2, B//2) multiplied in Fourier space by ``transfer``
+    on the unshifted rfft grid ((N or 1, B, B//2+1), e.g. from ``ctf_stack``); still centred."""
+    box = images.shape[-1]
+    return torch.fft.fftshift(torch.fft.irfft2(centred_rfft2(images) * transfer, s=(box, box)), dim=(-2, -1))
+
+
 def phase_flip(particles: torch.Tensor, ctfs: Sequence[CtfParams], pixel_size_a: float) -> torch.Tensor:
     """Particles (N, B, B) with every Fourier component multiplied by the sign of its CTF."""
-    box = particles.shape[-1]
-    signs = torch.sign(ctf_stack(ctfs, box, pixel_size_a))
-    return torch.fft.fftshift(torch.fft.irfft2(centred_rfft2(particles) * signs, s=(box, box)), dim=(-2, -1))
+    return apply_transfer(particles, torch.sign(ctf_stack(ctfs, particles.shape[-1], pixel_size_a)))
+
+
+def particle_mask(box: int, radius_px: float) -> torch.Tensor:
+    """The soft disc (B, B) that classification and matching look through: 1.1 particle radii
+    (at most 2 px inside the box edge), an edge of 0.1 radius (at least 1 px)."""
+    return soft_sphere_mask(box, 2, min(radius_px * 1.1, box / 2 - 2), max(0.1 * radius_px, 1.0))
+
+
+def shift_window(box: int, max_shift_px: float) -> torch.Tensor:
+    """Bool (B, B) on the unshifted (wrapped) grid of an FFT cross-correlation: the shifts of at
+    most ``max_shift_px`` pixels."""
+    axis = torch.arange(box) - box // 2
+    return torch.fft.ifftshift((axis[:, None] ** 2 + axis[None, :] ** 2) <= max_shift_px**2, dim=(-2, -1))
 
 
 def rotate_images(images: torch.Tensor, angles_deg: torch.Tensor) -> torch.Tensor:
@@ -256,11 +274,9 @@ def classify_2d(particles: np.ndarray, pixel_size_a: float, diameter_a: float,
         images = phase_flip(images, ctfs, pixel_size_a)
     box = images.shape[-1]
     radius_px = diameter_a / pixel_size_a / 2
-    mask = soft_sphere_mask(box, 2, min(radius_px * 1.1, box / 2 - 2), max(0.1 * radius_px, 1.0))
+    mask = particle_mask(box, radius_px)
     images = images * mask
-    axis = torch.arange(box) - box // 2
-    max_shift = settings.max_shift_over_diameter * 2 * radius_px
-    wrapped = torch.fft.ifftshift((axis[:, None] ** 2 + axis[None, :] ** 2) <= max_shift**2, dim=(-2, -1))
+    wrapped = shift_window(box, settings.max_shift_over_diameter * 2 * radius_px)
     angles = torch.arange(settings.angles, dtype=torch.float32) * (360.0 / settings.angles)
     alignment = _Alignment(mask, wrapped, angles, pixel_size_a, settings)
 
