@@ -655,7 +655,7 @@ def _add_pick(subparsers: argparse._SubParsersAction) -> None:
     learned.add_argument("--save-model", type=Path, metavar="PICKER.pt",
                          help="where the trained picker goes, with a PICKER.json sidecar (default: OUTDIR/picker.pt)")
     learned.add_argument("--train-steps", type=int, metavar="N",
-                         help="training steps (default: 200, PickerTraining's; about a minute on 2 CPU cores)")
+                         help="training steps (default: 800, PickerTraining's; about two minutes on 2 CPU cores)")
     learned.add_argument("--seed", type=int, default=0, help="training seed (default: 0)")
     learned.add_argument("--expected-particles", type=_positive_float, metavar="N",
                          help="particles per micrograph, annotated or not, for the positive-unlabelled loss "

@@ -11,7 +11,7 @@ a built-in name) are relative to the file's folder unless absolute::
     [learned]             # the learned picker judge: k-fold over each test set's micrographs
     folds = 5
     seeds = [0, 1, 2]
-    steps = 200                    # picker training steps (default: the picker's own)
+    steps = 800                    # picker training steps (default: the picker's own, 800)
     label_budgets = [1, 2]         # also train on 1 and 2 annotated micrographs per fold
     bootstrap = 1000               # replicates of the 95 % intervals
 
@@ -318,7 +318,10 @@ DEFAULT_CONFIG = BenchConfig(
 """The default simulated benchmark: three specimens with ice-thickness variation, a carbon edge and
 contamination, at doses where a learned picker on the raw micrographs is neither blind nor
 saturated (raw learned-picker AP about 0.3-0.8, measured in benchmarks/RESULTS.md), and
-apoferritin at 40 e/A^2 as the easy no-harm condition."""
+apoferritin at 40 e/A^2 as the easy no-harm condition. The learned judge trains each picker for
+100 steps, not the picker's converged 800, to keep the run to hours on 2 cores (151 min measured,
+RESULTS.md section 2); at 100 steps denoised micrographs are understated against raw (by 0.03-0.09
+AP, RESULTS.md section 5), so give ``[learned] steps = 800`` in a config file for a verdict."""
 
 
 def _section(table: dict[str, Any], cls: type, source: Path, where: str) -> Any:
