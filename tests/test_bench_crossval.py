@@ -93,10 +93,12 @@ def _dotted(rng: np.random.Generator, n: int, size: int = 200):
 
 
 class _PerfectPicker:
-    """Picks the image's bright pixels, the trained-on label count as every score (to see what it trained on)."""
+    """Picks the image's bright pixels, the trained-on label count as every score (to see what it trained on);
+    ``attempts`` is how many trainings its record says it took."""
 
-    def __init__(self, labelled: int):
+    def __init__(self, labelled: int, attempts: int = 1):
         self.labelled = labelled
+        self.record = {"attempts": attempts}
 
     def pick(self, image, pixel_size_a):
         rows, cols = np.nonzero(image > 0.5)
@@ -106,12 +108,13 @@ class _PerfectPicker:
 
 @pytest.fixture
 def fake_training(monkeypatch):
-    """train_picker replaced by a recorder returning a perfect picker: the calls' labels and training settings."""
+    """train_picker replaced by a recorder returning a perfect picker: the calls' labels and training settings.
+    The second call's picker says it had to be trained again."""
     calls = []
 
     def fake(images, labels, pixel_size_a, diameter_a, *, training, device):
         calls.append({"n_images": len(images), "labels": [len(label) for label in labels], "training": training})
-        return _PerfectPicker(sum(len(label) for label in labels))
+        return _PerfectPicker(sum(len(label) for label in labels), attempts=2 if len(calls) == 2 else 1)
 
     monkeypatch.setattr(crossval, "train_picker", fake)
     return calls
@@ -138,7 +141,7 @@ def test_particle_budget_trains_on_few_labels_with_the_full_count_and_scores_aga
     images, truths = zip(*[_dotted(rng, n) for n in (40, 44, 48, 52, 56, 60)])
     settings = LearnedJudgeSettings(folds=3, seeds=(0, 1), bootstrap=50)
     run = cross_validate(images, truths, 1.0, 10.0, 3.0, settings, label_budget=1, particle_budget=12)
-    assert len(fake_training) == 6 and run.train_micrographs == [1, 1, 1]
+    assert len(fake_training) == 6 and run.train_micrographs == [1, 1, 1] and run.restarted_trainings == 1
     for call in fake_training:
         assert call["n_images"] == 1 and call["labels"] == [12]
         assert call["training"].particles_per_micrograph in {40.0, 44.0, 48.0, 52.0, 56.0, 60.0}
@@ -163,5 +166,6 @@ def test_transfer_trains_once_per_seed_on_the_source_and_judges_every_target(fak
     assert len(run.results) == 3 and all(len(row) == 4 for row in run.results)
     summary = run.summary(settings)
     assert summary["ap"] == pytest.approx(1.0) and summary["folds"] == 1 and summary["train_micrographs_per_fold"] == [3]
+    assert summary["restarted_trainings"] == 1
     with pytest.raises(ValueError, match="target"):
         transfer([source[0][0]], [source[0][1]], 1.0, [], [], 1.0, 10.0, 3.0, settings)

@@ -20,6 +20,8 @@ from cryoscore.io.mrc import read_mrc, write_mrc
 from cryoscore.metrics.picking import MatchResult, match_picks, pool_matches
 from cryoscore.pick import pick_blobs, pick_micrographs
 from cryoscore.pick.learned import (
+    DEAD_LOGIT_RANGE,
+    TRAINING_ATTEMPTS,
     WORKING_DIAMETER_PX,
     PickerTraining,
     fourier_resample,
@@ -105,10 +107,28 @@ def test_nnpu_loss_is_the_pn_loss_when_the_prior_is_the_labelled_fraction():
     assert float(objective) > 0
 
 
+def test_a_training_that_ends_dead_is_started_again_and_said(caplog):
+    """Too large a learning rate kills every ReLU of a layer: the network then gives one logit
+    whatever the image. Each such training is started again from other weights, a warning says
+    so, and the record keeps the count."""
+    rng = np.random.default_rng(0)
+    images = [rng.normal(size=(128, 128)).astype(np.float32) for _ in range(2)]
+    coords = [ParticleCoordinates(rng.uniform(10, 118, 8), rng.uniform(10, 118, 8)) for _ in range(2)]
+    with caplog.at_level("WARNING", logger="cryoscore.pick.learned"):
+        picker = train_picker(images, coords, PIXEL_A, DIAMETER_A,
+                              training=PickerTraining(steps=20, batch_size=4, crop_px=32, learning_rate=1.0))
+    dead = [message for message in caplog.messages if "dead network" in message]
+    assert picker.record["attempts"] == TRAINING_ATTEMPTS and len(dead) == TRAINING_ATTEMPTS
+    assert "giving up" in dead[-1]
+    logits, _ = picker.logit_map(images[0], PIXEL_A)
+    assert logits.max() - logits.min() < DEAD_LOGIT_RANGE
+
+
 def test_picks_clean_simulated_particles_on_held_out_micrographs(simulated):
     """Where the signal is there, the picker finds it: AP > 0.95 on micrographs it never saw."""
     clean, _, coords = simulated
     picker = train_picker(clean[TRAIN], coords[TRAIN], PIXEL_A, DIAMETER_A, training=QUICK)
+    assert picker.record["attempts"] == 1
     picks = [picker.pick(image, PIXEL_A) for image in clean[TEST]]
     result = _score(picks, coords[TEST], DIAMETER_PX)
     assert result.average_precision > 0.95
@@ -237,8 +257,8 @@ def test_cli_trains_saves_and_reuses_a_learned_picker(tmp_path, annotated_files)
         written = read_coordinates(tmp_path / "picks" / f"{path.stem}.star")
         image, _ = read_mrc(path)
         expected = picker.pick(image, PIXEL_A)
-        np.testing.assert_allclose(written.x_px, expected.x_px, atol=1e-5)
-        np.testing.assert_allclose(written.figure_of_merit, expected.figure_of_merit, atol=1e-5)
+        np.testing.assert_allclose(written.x_px, expected.x_px, atol=1e-3)  # float32 round-off between processes
+        np.testing.assert_allclose(written.figure_of_merit, expected.figure_of_merit, rtol=1e-5)  # float32 logits
     reused = _cli("pick", str(paths[3]), "-o", str(tmp_path / "again"), "--picker", "learned", "--model",
                   str(tmp_path / "picker.pt"), "--max-picks", "7")
     assert reused.returncode == 0, reused.stderr

@@ -83,13 +83,16 @@ class CrossValidation:
     """Every micrograph judged unseen, once per seed: ``results[s][i]`` for seed ``seeds[s]`` and micrograph ``i``.
 
     ``train_micrographs`` is how many micrographs each fold's picker trained on (a list
-    over folds); ``seconds`` the wall time of training and picking.
+    over folds); ``restarted_trainings`` how many of the pickers learned nothing at first and
+    were trained again (:data:`~cryoscore.pick.learned.TRAINING_ATTEMPTS`); ``seconds`` the
+    wall time of training and picking.
     """
 
     results: list[list[MatchResult]]
     seeds: tuple[int, ...]
     folds: int
     train_micrographs: list[int]
+    restarted_trainings: int
     seconds: float
 
     def summary(self, settings: LearnedJudgeSettings) -> dict[str, Any]:
@@ -103,7 +106,7 @@ class CrossValidation:
             summary[f"{name}_per_seed"] = per_seed
         summary.update({"confidence": settings.confidence, "bootstrap": settings.bootstrap, "folds": self.folds, "seeds": list(self.seeds),
                         "n_micrographs": len(self.results[0]), "train_micrographs_per_fold": self.train_micrographs,
-                        "seconds": self.seconds})
+                        "restarted_trainings": self.restarted_trainings, "seconds": self.seconds})
         return summary
 
 
@@ -191,6 +194,7 @@ def cross_validate(
     diameter_px = diameter_a / pixel_size_a
     results: list[list[MatchResult]] = []
     train_counts: list[int] = []
+    restarted = 0
     for seed in settings.seeds:
         row: list[MatchResult | None] = [None] * len(images)
         for held_out in range(n_folds):
@@ -204,12 +208,13 @@ def cross_validate(
                 labels = annotation_subset(labels, particle_budget, np.random.default_rng([seed, held_out, 1]))
             picker = train_picker([images[index] for index in train], labels, pixel_size_a, diameter_a,
                                   training=picker_training(settings, seed, expected), device=device)
+            restarted += picker.record["attempts"] > 1
             if seed == settings.seeds[0]:
                 train_counts.append(len(train))
             for index in np.flatnonzero(fold == held_out):
                 row[index] = _judge(picker, images[index], truths[index], pixel_size_a, match_radius_px, diameter_px)
         results.append(row)  # type: ignore[arg-type]
-    return CrossValidation(results, tuple(settings.seeds), n_folds, train_counts, time.perf_counter() - started)
+    return CrossValidation(results, tuple(settings.seeds), n_folds, train_counts, restarted, time.perf_counter() - started)
 
 
 def transfer(
@@ -240,12 +245,15 @@ def transfer(
     started = time.perf_counter()
     diameter_px = diameter_a / target_pixel_size_a
     results = []
+    restarted = 0
     for seed in settings.seeds:
         picker = train_picker(source_images, source_truths, source_pixel_size_a, diameter_a,
                               training=picker_training(settings, seed), device=device)
+        restarted += picker.record["attempts"] > 1
         results.append([_judge(picker, image, truth, target_pixel_size_a, match_radius_px, diameter_px)
                         for image, truth in zip(target_images, target_truths)])
-    return CrossValidation(results, tuple(settings.seeds), 1, [len(source_images)], time.perf_counter() - started)
+    return CrossValidation(results, tuple(settings.seeds), 1, [len(source_images)], restarted,
+                           time.perf_counter() - started)
 
 
 def judge_with_learned_picker(

@@ -26,6 +26,9 @@ crYOLO. It works at a fixed scale so it is fast on a CPU and transfers between d
    (default: the labelled count, i.e. annotations taken as nearly complete).
    Training draws random crops with flips and quarter turns, a fixed number of steps,
    from fixed seeds: the same inputs and seed give the same network on the same device.
+   A training whose network ends dead, its output the same whatever the image (a plain
+   ReLU stack can lose every unit of a layer in its first steps), is started again from
+   other initial weights (:data:`TRAINING_ATTEMPTS`).
 4. *Picking.* Local maxima of the logit map, non-maximum suppression at one particle
    radius (:func:`~cryoscore.pick.peaks.find_peaks`), score = logit, coordinates in the
    original micrograph's pixels. Every local maximum is kept by default so a scorer can
@@ -70,6 +73,14 @@ POSITIVE_RADIUS_DIAMETERS = 0.2
 FORMAT = "cryoscore-picker"
 FORMAT_VERSION = 1
 LOSSES = ("nnpu", "pn")
+
+#: A trained network whose logits over each training image span less than this is dead: every
+#: ReLU of some layer stopped firing, the output is its last bias whatever the image, and the
+#: training is started again from other initial weights.
+DEAD_LOGIT_RANGE = 1e-4
+
+#: Trainings tried at most; if all die, the last is kept with a warning.
+TRAINING_ATTEMPTS = 3
 
 
 @dataclass(frozen=True)
@@ -313,6 +324,44 @@ def _crop_batch(images: Sequence[np.ndarray], masks: Sequence[np.ndarray], crop_
     return np.stack(crops)[:, None].copy(), np.stack(labels)[:, None].copy()
 
 
+def _train_network(images: Sequence[np.ndarray], masks: Sequence[np.ndarray], prior: float, crop_px: int,
+                   training: PickerTraining, network: PickerNetConfig, device: str | torch.device,
+                   attempt: int) -> tuple[PickerNet, list[float], float]:
+    """One training run on working ``images`` and their positive ``masks``.
+
+    Returns the network (eval mode), the risk of each step and the largest range (max - min)
+    of its logits over one of the training images, which is 0 for a dead network. Attempt 0 draws its
+    initial weights with ``training.seed`` and the crops of step ``k`` with
+    ``default_rng([seed, k])``; a later attempt ``a`` with seeds derived from ``[seed, a]``.
+    """
+    weights_seed = training.seed if attempt == 0 else int(np.random.SeedSequence([training.seed, attempt]).generate_state(1)[0])
+    crop_key = [training.seed] if attempt == 0 else [training.seed, attempt]
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(weights_seed)
+        net = PickerNet(network)
+    with torch.no_grad():  # start from the prior's logit, so steps go to telling particles apart
+        net.layers[-1].bias.fill_(math.log(prior / (1 - prior)))
+    net.to(device).train()
+    optimiser = torch.optim.Adam(net.parameters(), lr=training.learning_rate)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=training.steps)
+    risks = []
+    for step in range(training.steps):
+        crops, labels = _crop_batch(images, masks, crop_px, training.batch_size,
+                                    np.random.default_rng([*crop_key, step]))
+        logits = net(torch.from_numpy(crops).to(device))
+        objective, risk = pu_loss(logits, torch.from_numpy(labels).to(device), prior, training.loss)
+        optimiser.zero_grad(set_to_none=True)
+        objective.backward()
+        optimiser.step()
+        schedule.step()
+        risks.append(risk)
+    net.eval()
+    with torch.inference_mode():
+        ranges = [float(logits.max() - logits.min()) for logits in
+                  (net(torch.from_numpy(image)[None, None].to(device)) for image in images)]
+    return net, risks, max(ranges)
+
+
 def train_picker(
     micrographs: Sequence[np.ndarray],
     coordinates: Sequence[ParticleCoordinates],
@@ -339,7 +388,10 @@ def train_picker(
     training, network:
         Settings and network shape; ``training.seed`` fixes the initial weights (drawn
         under :func:`torch.random.fork_rng`, leaving the global generator as it was) and
-        the crops of step ``k`` (``numpy.random.default_rng([seed, k])``).
+        the crops of step ``k`` (``numpy.random.default_rng([seed, k])``). A training that
+        ends with a dead network (logits spanning less than :data:`DEAD_LOGIT_RANGE`, the
+        same whatever the image) is started again with seeds derived from ``[seed, attempt]``, at most
+        :data:`TRAINING_ATTEMPTS` times in all; the record says how many were made.
     names:
         Micrograph names for the record.
     device:
@@ -365,25 +417,14 @@ def train_picker(
         raise ValueError("no annotated particle in the training micrographs")
     prior = _class_prior(masks, counts, training.particles_per_micrograph)
     crop_px = min(training.crop_px, *(min(image.shape) for image in images))
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(training.seed)
-        net = PickerNet(network)
-    with torch.no_grad():  # start from the prior's logit, so steps go to telling particles apart
-        net.layers[-1].bias.fill_(math.log(prior / (1 - prior)))
-    net.to(device).train()
-    optimiser = torch.optim.Adam(net.parameters(), lr=training.learning_rate)
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=training.steps)
-    risks = []
-    for step in range(training.steps):
-        crops, labels = _crop_batch(images, masks, crop_px, training.batch_size,
-                                    np.random.default_rng([training.seed, step]))
-        logits = net(torch.from_numpy(crops).to(device))
-        objective, risk = pu_loss(logits, torch.from_numpy(labels).to(device), prior, training.loss)
-        optimiser.zero_grad(set_to_none=True)
-        objective.backward()
-        optimiser.step()
-        schedule.step()
-        risks.append(risk)
+    for attempt in range(TRAINING_ATTEMPTS):
+        net, risks, logit_range = _train_network(images, masks, prior, crop_px, training, network, device, attempt)
+        if logit_range >= DEAD_LOGIT_RANGE:
+            break
+        logger.warning("picker training attempt %d (seed %d) ended with a dead network (the same logit whatever "
+                       "the image)%s", attempt + 1, training.seed,
+                       "; starting again from other initial weights" if attempt + 1 < TRAINING_ATTEMPTS
+                       else f"; giving up after {TRAINING_ATTEMPTS} attempts, its picks are meaningless")
     seconds = time.perf_counter() - started
     record = {
         "training": dataclasses.asdict(training),
@@ -393,13 +434,14 @@ def train_picker(
         "micrographs": list(names) if names is not None else [f"#{index}" for index in range(len(micrographs))],
         "pixel_sizes_a": [float(value) for value in pixel_sizes],
         "final_risk": float(np.mean(risks[-max(1, len(risks) // 10):])),
+        "attempts": attempt + 1,
         "seconds": seconds,
         "device": str(device),
         "torch_threads": torch.get_num_threads(),
     }
     logger.info("picker trained on %d micrographs (%d particles, prior %.4f) in %.1f s, risk %.4f",
                 len(micrographs), sum(counts), prior, seconds, record["final_risk"])
-    return LearnedPicker(net.eval(), float(diameter_a), record)
+    return LearnedPicker(net, float(diameter_a), record)
 
 
 def _header(picker: LearnedPicker) -> dict[str, Any]:
