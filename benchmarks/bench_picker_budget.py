@@ -1,19 +1,24 @@
-"""How many training steps the learned picker needs before its AP stops rising, raw against denoised.
+"""The learned picker's AP against its budgets, training steps and annotated micrographs, raw against denoised.
 
     OMP_NUM_THREADS=1 python benchmarks/bench_picker_budget.py -o OUT.json --steps 100 400 1600 [--dataset DIR]
+    OMP_NUM_THREADS=1 python benchmarks/bench_picker_budget.py -o OUT.json --steps 800 --label-budgets 2 5
 
 The learned judge (cryoscore.bench.crossval) trains one picker per fold and seed for a fixed
 number of steps. Too few steps understate some denoisers more than others, so the judge's
 step count is chosen here by convergence: for each step count, the k-fold learned AP and
-F1 (pooled over micrographs, 95 % bootstrap intervals) of raw micrographs and of the shipped
-default model's outputs, and their paired difference (default minus raw, same folds and
-seeds). ``--dataset`` is a simulated dataset directory (``cryoscore simulate``); without it
-the real EMPIAR-10146 set in ../shared/data. The JSON is rewritten after every row.
+F1 (pooled over micrographs, 95 % bootstrap intervals) of raw micrographs and of each
+denoiser's outputs, and their paired difference (denoiser minus raw, same folds and seeds).
+``--label-budgets`` repeats that with each fold's picker trained on only that many of the
+other folds' micrographs (drawn per seed and fold, the same for every denoiser), the regime
+where a denoiser's prior can matter; without it every other fold's micrograph is used.
+``--dataset`` is a simulated dataset directory (``cryoscore simulate``); without it the real
+EMPIAR-10146 set in ../shared/data. The JSON is rewritten after every row.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 from pathlib import Path
 
@@ -33,6 +38,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, nargs="+", default=[100, 200, 400, 800, 1600])
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--label-budgets", type=int, nargs="+", help="annotated micrographs per fold "
+                        "(default: all of the other folds')")
     parser.add_argument("--denoisers", nargs="+", default=["raw", "default"], help="raw first, then any of "
                         "lowpass, default, topaz (benchmarks/bench_learned_picker.py's outputs)")
     parser.add_argument("--topaz-dir", type=Path, help="Topaz-Denoise outputs NAME.mrc of the micrographs")
@@ -54,19 +61,20 @@ def main() -> None:
                 "dataset": label, "pixel_size_a": pixel_a, "diameter_a": diameter_a,
                 "folds": args.folds, "seeds": args.seeds, "rows": []}
     denoised = {name: outputs(name, images, pixel_a, paths=paths, topaz_dir=args.topaz_dir) for name in args.denoisers}
-    for steps in args.steps:
+    for steps, label_budget in itertools.product(args.steps, args.label_budgets or [None]):
         settings = LearnedJudgeSettings(folds=args.folds, seeds=tuple(args.seeds), steps=steps)
         runs = {}
         for name, outputs_of_name in denoised.items():
-            runs[name] = cross_validate(outputs_of_name, truths, pixel_a, diameter_a, radius_px, settings)
-            row = {"steps": steps, "denoiser": name, **runs[name].summary(settings)}
+            runs[name] = cross_validate(outputs_of_name, truths, pixel_a, diameter_a, radius_px, settings,
+                                        label_budget=label_budget)
+            row = {"steps": steps, "label_budget": label_budget, "denoiser": name, **runs[name].summary(settings)}
             if name != args.denoisers[0]:
                 row["minus_" + args.denoisers[0]] = {
                     statistic: paired_difference(runs[name].results, runs[args.denoisers[0]].results, statistic)
                     for statistic in ("ap", "f1")}
             document["rows"].append(row)
             args.output.write_text(json.dumps(document, indent=2) + "\n")
-            print(steps, name, round(row["ap"], 3), [round(value, 3) for value in row["ap_ci"]],
+            print(steps, label_budget, name, round(row["ap"], 3), [round(value, 3) for value in row["ap_ci"]],
                   round(row["seconds"]), flush=True)
 
 
