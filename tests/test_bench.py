@@ -262,7 +262,7 @@ def test_the_class_judge_finds_the_particle_in_the_classes_of_good_picks_only(tm
     same raw micrographs) do not, and the judge knows how many of the picks were true."""
     from dataclasses import replace
 
-    from cryoscore.bench.config import ClassJudgeSettings
+    from cryoscore.bench.config import ClassJudgeSettings, LearnedJudgeSettings
     from cryoscore.bench.datasets import simulated_test_set
     from cryoscore.bench.run import judge_all
     from cryoscore.simulate.dataset import SimulationConfig, write_dataset
@@ -279,6 +279,14 @@ def test_the_class_judge_finds_the_particle_in_the_classes_of_good_picks_only(tm
     good, bad = outcomes["raw"].metrics["classes"], outcomes["noise"].metrics["classes"]
     assert good["true_fraction"] > 0.8 and bad["true_fraction"] < 0.4
     assert good["particle_like_fraction"] > 0.8 and bad["particle_like_fraction"] < good["particle_like_fraction"] - 0.3
-    assert good["template"] == "shell:120:80" and len(good["template_match"]) == 2
+    assert good["template"] == "shell:120:80" and len(good["template_match"]) == 2 and good["picker"] == "blob"
     assert outcomes["raw"].extra["class_averages"].shape == (2, 32, 32)
     assert "classes" not in judge_all(replace(test_set, template=None), functions, ("blob", "classes"))["raw"].metrics
+    # With the learned judge the classes are made of its picks, each micrograph picked by the fold's
+    # picker that did not see it: here true and particle-like too.
+    learned = LearnedJudgeSettings(folds=2, seeds=(0,), steps=60, batch_size=8, crop_px=32, label_budgets=(), bootstrap=20)
+    outcome = judge_all(test_set, {"raw": functions["raw"]}, ("learned", "classes"), learned=learned,
+                        classes=settings)["raw"]
+    from_learned = outcome.metrics["classes"]
+    assert from_learned["picker"] == "learned" and set(outcome.learned_picks) == {"mic_0000", "mic_0001"}
+    assert from_learned["true_fraction"] > 0.8 and from_learned["particle_like_fraction"] > 0.8

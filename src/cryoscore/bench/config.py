@@ -19,7 +19,7 @@ a built-in name) are relative to the file's folder unless absolute::
     classes = 4
     iterations = 6
     half_iterations = 3
-    max_particles = 400            # blob picks classified per denoiser, drawn at random
+    max_particles = 400            # picks classified per denoiser, drawn at random
     box_px = 64
 
     [training]            # one model per learned denoiser and specimen
@@ -89,7 +89,8 @@ DEFAULT_DENOISERS = tuple(name for name in DENOISERS if name != "adapted")
 JUDGES = ("learned", "pixel", "blob", "template", "reconstruction", "classes")
 """``learned``: the learned picker, k-fold (the primary judge when enabled); ``blob``,
 ``template``: the fixed pickers; ``pixel``: metrics against the clean image; ``classes``: 2D
-classes of the blob picks, matched against the dataset's ``template`` density."""
+classes of the learned picker's picks (of the blob picks without ``learned``), matched against
+the dataset's ``template`` density."""
 DEFAULT_JUDGES = tuple(name for name in JUDGES if name != "classes")
 """What a benchmark judges unless told (``classes`` costs minutes of classification per denoiser)."""
 
@@ -137,7 +138,7 @@ class LearnedJudgeSettings:
 
 @dataclass(frozen=True)
 class ClassJudgeSettings:
-    """How the 2D class judge classifies each denoiser's blob picks (:func:`~cryoscore.bench.judges.attach_classes`):
+    """How the 2D class judge classifies each denoiser's picks (:func:`~cryoscore.bench.judges.attach_classes`):
     ``classes``, ``iterations``, ``half_iterations`` as ``cryoscore classify2d`` takes them; at most
     ``max_particles`` picks (drawn at random), boxed at ``box_px``."""
 

@@ -64,11 +64,11 @@ def annotation_subset(truths: Sequence[ParticleCoordinates], budget: int,
 
 
 def _judge(picker: LearnedPicker, image: np.ndarray, truth: ParticleCoordinates, pixel_size_a: float,
-           match_radius_px: float, diameter_px: float) -> MatchResult:
-    """The picker's picks on one unseen micrograph matched against its annotations."""
+           match_radius_px: float, diameter_px: float) -> tuple[MatchResult, ParticleCoordinates]:
+    """The picker's picks on one unseen micrograph matched against its annotations, and the picks."""
     found = picker.pick(image, pixel_size_a)
     return match_picks(np.stack([found.x_px, found.y_px], axis=1), found.figure_of_merit,
-                       np.stack([truth.x_px, truth.y_px], axis=1), match_radius_px, diameter_px=diameter_px)
+                       np.stack([truth.x_px, truth.y_px], axis=1), match_radius_px, diameter_px=diameter_px), found
 
 
 def fold_of_each(n_micrographs: int, folds: int) -> np.ndarray:
@@ -82,6 +82,8 @@ def fold_of_each(n_micrographs: int, folds: int) -> np.ndarray:
 class CrossValidation:
     """Every micrograph judged unseen, once per seed: ``results[s][i]`` for seed ``seeds[s]`` and micrograph ``i``.
 
+    ``picks[i]`` are the first seed's picks on micrograph ``i`` (every local maximum, best
+    first, by the picker that did not see it), for judges that work on picks (2D classes).
     ``train_micrographs`` is how many micrographs each fold's picker trained on (a list
     over folds); ``restarted_trainings`` how many of the pickers learned nothing at first and
     were trained again (:data:`~cryoscore.pick.learned.TRAINING_ATTEMPTS`); ``seconds`` the
@@ -89,6 +91,7 @@ class CrossValidation:
     """
 
     results: list[list[MatchResult]]
+    picks: list[ParticleCoordinates]
     seeds: tuple[int, ...]
     folds: int
     train_micrographs: list[int]
@@ -193,6 +196,7 @@ def cross_validate(
     n_folds = int(fold.max()) + 1
     diameter_px = diameter_a / pixel_size_a
     results: list[list[MatchResult]] = []
+    picks: list[ParticleCoordinates | None] = [None] * len(images)
     train_counts: list[int] = []
     restarted = 0
     for seed in settings.seeds:
@@ -212,9 +216,13 @@ def cross_validate(
             if seed == settings.seeds[0]:
                 train_counts.append(len(train))
             for index in np.flatnonzero(fold == held_out):
-                row[index] = _judge(picker, images[index], truths[index], pixel_size_a, match_radius_px, diameter_px)
+                row[index], found = _judge(picker, images[index], truths[index], pixel_size_a, match_radius_px,
+                                           diameter_px)
+                if seed == settings.seeds[0]:
+                    picks[index] = found
         results.append(row)  # type: ignore[arg-type]
-    return CrossValidation(results, tuple(settings.seeds), n_folds, train_counts, restarted, time.perf_counter() - started)
+    return CrossValidation(results, picks, tuple(settings.seeds), n_folds,  # type: ignore[arg-type]
+                           train_counts, restarted, time.perf_counter() - started)
 
 
 def transfer(
@@ -244,15 +252,17 @@ def transfer(
                          f"{len(target_truths)} and {len(target_images)}")
     started = time.perf_counter()
     diameter_px = diameter_a / target_pixel_size_a
-    results = []
+    results, picks = [], []
     restarted = 0
     for seed in settings.seeds:
         picker = train_picker(source_images, source_truths, source_pixel_size_a, diameter_a,
                               training=picker_training(settings, seed), device=device)
         restarted += picker.record["attempts"] > 1
-        results.append([_judge(picker, image, truth, target_pixel_size_a, match_radius_px, diameter_px)
-                        for image, truth in zip(target_images, target_truths)])
-    return CrossValidation(results, tuple(settings.seeds), 1, [len(source_images)], restarted,
+        judged = [_judge(picker, image, truth, target_pixel_size_a, match_radius_px, diameter_px)
+                  for image, truth in zip(target_images, target_truths)]
+        results.append([result for result, _ in judged])
+        picks = picks or [found for _, found in judged]
+    return CrossValidation(results, picks, tuple(settings.seeds), 1, [len(source_images)], restarted,
                            time.perf_counter() - started)
 
 

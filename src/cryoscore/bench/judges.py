@@ -4,7 +4,8 @@ Every denoiser's output goes through the same judges: pixel metrics against the 
 image (simulated data); the learned picker (primary where enabled: trained on the
 denoiser's output k-fold over the test micrographs, :mod:`cryoscore.bench.crossval`), the
 blob picker (reference-free) and the template picker, scored against the true
-coordinates; and a reconstruction and 2D classes from the blob picks, extracted from the RAW
+coordinates; and a reconstruction from the blob picks and 2D classes from the learned
+picker's picks (the blob picks without the learned judge), extracted from the RAW
 micrographs, so only where the picks are differs.
 """
 
@@ -50,7 +51,8 @@ class DenoiserOutcome:
     first micrograph's output (H, W) and ``spectrum`` its radial power spectrum
     (frequencies 1/A, power). ``learned_results[s][i]``: the learned picker's match on
     test micrograph ``i`` with seed ``s``, judged unseen (None without the learned judge),
-    for paired comparisons between denoisers.
+    for paired comparisons between denoisers; ``learned_picks`` its first seed's picks per
+    micrograph name and ``learned_matches`` their pooled match (for the best-F1 threshold).
     """
 
     metrics: dict[str, Any]
@@ -61,6 +63,8 @@ class DenoiserOutcome:
     reconstruction: ReconstructionResult | None = None
     template_matches: MatchResult | None = None
     learned_results: list[list[MatchResult]] | None = None
+    learned_picks: dict[str, ParticleCoordinates] | None = None
+    learned_matches: MatchResult | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -146,17 +150,20 @@ def judge_denoiser(
     template_matches = _score_picks(test_set, template_picks) if template_picks else None
     if template_matches is not None:
         metrics["template"] = _picking_metrics(template_matches)
-    learned_results = None
+    learned_results = learned_picks = learned_matches = None
     if estimates:
         metrics["learned"], cross_validation = judge_with_learned_picker(
             estimates, [micrograph.truth for micrograph in test_set.micrographs], test_set.pixel_size_a,
             test_set.diameter_a, RADIUS_FRACTION * diameter_px, learned_settings or LearnedJudgeSettings())
         learned_results = cross_validation.results
+        learned_picks = {micrograph.name: found for micrograph, found in zip(test_set.micrographs, cross_validation.picks)}
+        learned_matches = pool_matches(cross_validation.results[0])
     logger.info("%s / %s: %s", test_set.label, name,
                 ", ".join(f"{judge} AP {metrics[judge]['ap']:.3f}" for judge in ("learned", "blob", "template")
                           if judge in metrics and metrics[judge]["ap"] is not None))
     return DenoiserOutcome(metrics, picks, matches, example, radial_power_spectrum(example, test_set.pixel_size_a),
-                           template_matches=template_matches, learned_results=learned_results)
+                           template_matches=template_matches, learned_results=learned_results,
+                           learned_picks=learned_picks, learned_matches=learned_matches)
 
 
 def picks_above(picks: dict[str, ParticleCoordinates], threshold: float | None) -> dict[str, ParticleCoordinates]:
@@ -203,9 +210,11 @@ def attach_reconstruction(test_set: TestSet, outcome: DenoiserOutcome, reference
 
 
 def attach_classes(test_set: TestSet, outcome: DenoiserOutcome, settings: ClassJudgeSettings) -> None:
-    """Classify ``outcome``'s blob picks at its best-F1 threshold in 2D, boxed from the raw
+    """Classify ``outcome``'s picks at their best-F1 threshold in 2D, boxed from the raw
     micrographs (phase-flipped where the CTFs are known), and match the class averages against
     projections of the test set's ``template`` density (:func:`~cryoscore.classify.match.judge_classes`).
+    The picks are the learned picker's (its first seed's, each micrograph picked unseen) when
+    the learned judge ran, else the blob picker's; ``picker`` in the metrics says which.
     Stores the averages in ``outcome.extra["class_averages"]`` and, in ``outcome.metrics["classes"]``,
     the judgement plus ``counts``, gold-standard ``resolution_a`` per class, and ``true_fraction``:
     the share of the classified picks within half a diameter of a true particle (what the
@@ -213,7 +222,10 @@ def attach_classes(test_set: TestSet, outcome: DenoiserOutcome, settings: ClassJ
     if test_set.template is None:
         raise ValueError(f"{test_set.label}: the class judge needs the test set's template density")
     started = time.perf_counter()
-    kept = picks_above(outcome.picks, outcome.matches.threshold if outcome.matches is not None else None)
+    picker = "learned" if outcome.learned_picks is not None else "blob"
+    found, matches = ((outcome.learned_picks, outcome.learned_matches) if picker == "learned"
+                      else (outcome.picks, outcome.matches))
+    kept = picks_above(found, matches.threshold if matches is not None else None)
     picks = [kept[micrograph.name] for micrograph in test_set.micrographs]
     ctfs = [micrograph.ctf for micrograph in test_set.micrographs]
     stack = extract_picked_particles([micrograph.full_sum for micrograph in test_set.micrographs], picks,
@@ -221,7 +233,7 @@ def attach_classes(test_set: TestSet, outcome: DenoiserOutcome, settings: ClassJ
                                      test_set.pixel_size_a, test_set.diameter_a, settings.box_px)
     if len(stack.images) < settings.classes:
         outcome.metrics["classes"] = {"error": f"{len(stack.images)} picks cannot fill {settings.classes} classes",
-                                      "n_particles": len(stack.images)}
+                                      "n_particles": len(stack.images), "picker": picker}
         return
     chosen = np.sort(np.random.default_rng(0).choice(len(stack.images), min(settings.max_particles, len(stack.images)),
                                                      replace=False))
@@ -242,6 +254,7 @@ def attach_classes(test_set: TestSet, outcome: DenoiserOutcome, settings: ClassJ
     outcome.metrics["classes"] = {
         **judge_classes(result, test_set.template, projections, test_set.diameter_a, chosen_ctfs),
         "n_particles": len(chosen),
+        "picker": picker,
         "counts": result.counts.tolist(),
         "resolution_a": [None if not np.isfinite(value) else float(value) for value in result.resolution_a],
         "true_fraction": float(np.mean(is_true)),

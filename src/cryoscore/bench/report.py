@@ -200,7 +200,7 @@ def _panels_html(test_set: Any, outcomes: dict[str, Any]) -> str:
 
 
 def _classes_html(dataset: dict[str, Any], outcomes: dict[str, Any]) -> str:
-    """Each denoiser's 2D class averages (from its blob picks, boxed from the raw micrographs), each
+    """Each denoiser's 2D class averages (from its learned or blob picks, boxed from the raw micrographs), each
     titled with its particles and template match; empty without the class judge."""
     rows = []
     for name, outcome in outcomes.items():
@@ -217,9 +217,11 @@ def _classes_html(dataset: dict[str, Any], outcomes: dict[str, Any]) -> str:
                             zip(averages, judged["counts"], judged["template_match"]))) + "</div>")
     if not rows:
         return ""
-    return ('<p class="note">2D classes of each denoiser\'s blob picks at its best-F1 threshold, boxed from the raw '
-            'micrographs; under each average its particles and its match against the template density.</p>'
-            + "".join(rows))
+    pickers = sorted({dataset["denoisers"][name]["classes"]["picker"] for name, outcome in outcomes.items()
+                      if outcome.extra.get("class_averages") is not None})
+    return (f'<p class="note">2D classes of each denoiser\'s {" and ".join(pickers)} picks at their best-F1 threshold, '
+            'boxed from the raw micrographs; under each average its particles and its match against the template '
+            'density.</p>' + "".join(rows))
 
 
 def _resolution_note(frequency_per_a: float) -> str:
