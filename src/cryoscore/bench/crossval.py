@@ -85,7 +85,7 @@ class CrossValidation:
     ``picks[i]`` are the first seed's picks on micrograph ``i`` (every local maximum, best
     first, by the picker that did not see it), for judges that work on picks (2D classes).
     ``train_micrographs`` is how many micrographs each fold's picker trained on (a list
-    over folds); ``restarted_trainings`` how many of the pickers learned nothing at first and
+    over folds); ``restarted_trainings`` how many of the pickers ended dead at first and
     were trained again (:data:`~cryoscore.pick.learned.TRAINING_ATTEMPTS`); ``seconds`` the
     wall time of training and picking.
     """
@@ -261,7 +261,8 @@ def transfer(
         judged = [_judge(picker, image, truth, target_pixel_size_a, match_radius_px, diameter_px)
                   for image, truth in zip(target_images, target_truths)]
         results.append([result for result, _ in judged])
-        picks = picks or [found for _, found in judged]
+        if seed == settings.seeds[0]:
+            picks = [found for _, found in judged]
     return CrossValidation(results, picks, tuple(settings.seeds), 1, [len(source_images)], restarted,
                            time.perf_counter() - started)
 

@@ -52,7 +52,7 @@ class DenoiserOutcome:
     (frequencies 1/A, power). ``learned_results[s][i]``: the learned picker's match on
     test micrograph ``i`` with seed ``s``, judged unseen (None without the learned judge),
     for paired comparisons between denoisers; ``learned_picks`` its first seed's picks per
-    micrograph name and ``learned_matches`` their pooled match (for the best-F1 threshold).
+    micrograph name (matched in ``learned_results[0]``).
     """
 
     metrics: dict[str, Any]
@@ -64,7 +64,6 @@ class DenoiserOutcome:
     template_matches: MatchResult | None = None
     learned_results: list[list[MatchResult]] | None = None
     learned_picks: dict[str, ParticleCoordinates] | None = None
-    learned_matches: MatchResult | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -150,20 +149,20 @@ def judge_denoiser(
     template_matches = _score_picks(test_set, template_picks) if template_picks else None
     if template_matches is not None:
         metrics["template"] = _picking_metrics(template_matches)
-    learned_results = learned_picks = learned_matches = None
+    learned_results = learned_picks = None
     if estimates:
         metrics["learned"], cross_validation = judge_with_learned_picker(
             estimates, [micrograph.truth for micrograph in test_set.micrographs], test_set.pixel_size_a,
             test_set.diameter_a, RADIUS_FRACTION * diameter_px, learned_settings or LearnedJudgeSettings())
         learned_results = cross_validation.results
-        learned_picks = {micrograph.name: found for micrograph, found in zip(test_set.micrographs, cross_validation.picks)}
-        learned_matches = pool_matches(cross_validation.results[0])
+        learned_picks = {micrograph.name: found
+                         for micrograph, found in zip(test_set.micrographs, cross_validation.picks)}
     logger.info("%s / %s: %s", test_set.label, name,
                 ", ".join(f"{judge} AP {metrics[judge]['ap']:.3f}" for judge in ("learned", "blob", "template")
                           if judge in metrics and metrics[judge]["ap"] is not None))
     return DenoiserOutcome(metrics, picks, matches, example, radial_power_spectrum(example, test_set.pixel_size_a),
                            template_matches=template_matches, learned_results=learned_results,
-                           learned_picks=learned_picks, learned_matches=learned_matches)
+                           learned_picks=learned_picks)
 
 
 def picks_above(picks: dict[str, ParticleCoordinates], threshold: float | None) -> dict[str, ParticleCoordinates]:
@@ -223,7 +222,7 @@ def attach_classes(test_set: TestSet, outcome: DenoiserOutcome, settings: ClassJ
         raise ValueError(f"{test_set.label}: the class judge needs the test set's template density")
     started = time.perf_counter()
     picker = "learned" if outcome.learned_picks is not None else "blob"
-    found, matches = ((outcome.learned_picks, outcome.learned_matches) if picker == "learned"
+    found, matches = ((outcome.learned_picks, pool_matches(outcome.learned_results[0])) if picker == "learned"
                       else (outcome.picks, outcome.matches))
     kept = picks_above(found, matches.threshold if matches is not None else None)
     picks = [kept[micrograph.name] for micrograph in test_set.micrographs]

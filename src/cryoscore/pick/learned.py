@@ -330,11 +330,12 @@ def _train_network(images: Sequence[np.ndarray], masks: Sequence[np.ndarray], pr
     """One training run on working ``images`` and their positive ``masks``.
 
     Returns the network (eval mode), the risk of each step and the largest range (max - min)
-    of its logits over one of the training images, which is 0 for a dead network. Attempt 0 draws its
-    initial weights with ``training.seed`` and the crops of step ``k`` with
+    of its logits over one of the training images, which is 0 for a dead network. Attempt 0
+    draws its initial weights with ``training.seed`` and the crops of step ``k`` with
     ``default_rng([seed, k])``; a later attempt ``a`` with seeds derived from ``[seed, a]``.
     """
-    weights_seed = training.seed if attempt == 0 else int(np.random.SeedSequence([training.seed, attempt]).generate_state(1)[0])
+    weights_seed = (training.seed if attempt == 0
+                    else int(np.random.SeedSequence([training.seed, attempt]).generate_state(1)[0]))
     crop_key = [training.seed] if attempt == 0 else [training.seed, attempt]
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(weights_seed)
@@ -390,8 +391,8 @@ def train_picker(
         under :func:`torch.random.fork_rng`, leaving the global generator as it was) and
         the crops of step ``k`` (``numpy.random.default_rng([seed, k])``). A training that
         ends with a dead network (logits spanning less than :data:`DEAD_LOGIT_RANGE`, the
-        same whatever the image) is started again with seeds derived from ``[seed, attempt]``, at most
-        :data:`TRAINING_ATTEMPTS` times in all; the record says how many were made.
+        same whatever the image) is started again with seeds derived from ``[seed, attempt]``,
+        at most :data:`TRAINING_ATTEMPTS` times in all; the record says how many were made.
     names:
         Micrograph names for the record.
     device:
