@@ -41,15 +41,16 @@ def main() -> None:
     parser.add_argument("--label-budgets", type=int, nargs="+", help="annotated micrographs per fold "
                         "(default: all of the other folds')")
     parser.add_argument("--denoisers", nargs="+", default=["raw", "default"], help="raw first, then any of "
-                        "lowpass, default, topaz (benchmarks/bench_learned_picker.py's outputs)")
+                        "lowpass, default, adapted, topaz (benchmarks/bench_learned_picker.py's outputs)")
     parser.add_argument("--topaz-dir", type=Path, help="Topaz-Denoise outputs NAME.mrc of the micrographs")
+    parser.add_argument("--model", type=Path, help="judge this model as 'default' instead of the shipped one")
     args = parser.parse_args()
     if args.dataset is None:
         paths, images, pixel_a, truths = real_set()
         diameter_a, label = DIAMETER_A, "EMPIAR-10146"
     else:
         test_set = simulated_test_set(args.dataset, args.dataset.name)
-        paths = [Path(micrograph.name + ".mrc") for micrograph in test_set.micrographs]
+        paths = [args.dataset / "micrographs" / f"{micrograph.name}.mrc" for micrograph in test_set.micrographs]
         images = [micrograph.full_sum for micrograph in test_set.micrographs]
         truths = [micrograph.truth for micrograph in test_set.micrographs]
         pixel_a, diameter_a, label = test_set.pixel_size_a, test_set.diameter_a, str(args.dataset)
@@ -60,7 +61,9 @@ def main() -> None:
                 "machine": machine(), "versions": {"cryoscore": __version__, "torch": torch.__version__},
                 "dataset": label, "pixel_size_a": pixel_a, "diameter_a": diameter_a,
                 "folds": args.folds, "seeds": args.seeds, "rows": []}
-    denoised = {name: outputs(name, images, pixel_a, paths=paths, topaz_dir=args.topaz_dir) for name in args.denoisers}
+    denoised = {name: outputs(name, images, pixel_a, paths=paths, topaz_dir=args.topaz_dir, model_path=args.model,
+                              adapted_path=args.output.with_name(args.output.stem + "-adapted.pt"))
+                for name in args.denoisers}
     for steps, label_budget in itertools.product(args.steps, args.label_budgets or [None]):
         settings = LearnedJudgeSettings(folds=args.folds, seeds=tuple(args.seeds), steps=steps)
         runs = {}
