@@ -118,20 +118,6 @@ def test_train_from_a_dataset_and_from_single_micrographs(tmp_path, capsys):
     assert recorded["single_image_pairs"] is True and recorded["training_pixel_size_a"] == 4.0  # the own grid
 
 
-def test_train_records_full_sum_levels_and_a_fine_tune_inherits_them(tmp_path):
-    data = tmp_path / "sim"
-    assert main(["simulate", "-o", str(data), "--size", "128", "--pixel-size", "4", "--particles", "3",
-                 "--micrographs", "1", "--frames", "4"]) == 0
-    common = ["--method", "score", "--steps", "2", "--crop", "64", "--batch-size", "2"]
-    assert main(["train", str(data), *common, "--full-sum-fraction", "0.3", "-o", str(tmp_path / "a.pt")]) == 0
-    assert main(["train", str(data), *common, "--init", str(tmp_path / "a.pt"), "-o", str(tmp_path / "b.pt")]) == 0
-    assert main(["train", str(data), *common, "--init", str(tmp_path / "a.pt"), "--full-sum-fraction", "0",
-                 "-o", str(tmp_path / "c.pt")]) == 0
-    fractions = [json.loads((tmp_path / f"{name}.json").read_text())["extra"]["train_config"]["noise_levels"]
-                 ["full_sum_fraction"] for name in "abc"]
-    assert fractions == [0.3, 0.3, 0.0]
-
-
 @pytest.mark.parametrize(
     "args, needle",
     [
@@ -141,8 +127,6 @@ def test_train_records_full_sum_levels_and_a_fine_tune_inherits_them(tmp_path):
         (["nowhere/", "--method", "score", "-o", "m.pt"], "not a dataset directory"),
         (["nowhere/", "--method", "guided", "-o", "m.pt"], "needs --reference"),
         (["nowhere/", "--method", "diffusion", "-o", "m.pt"], "invalid choice"),
-        (["nowhere/", "--method", "score", "--full-sum-fraction", "2", "-o", "m.pt"], "full-sum fraction"),
-        (["nowhere/", "--method", "n2n", "--full-sum-fraction", "0.3", "-o", "m.pt"], "n2n knows one noise level"),
     ],
 )
 def test_bad_train_options_give_one_line_and_exit_2(tmp_path, args, needle):

@@ -8,10 +8,8 @@ import pytest
 import torch
 
 from cryoscore.errors import InputError
-from cryoscore.infer.denoise import load_denoiser
 from cryoscore.nn.checkpoint import load_model
 from cryoscore.nn.unet import UNetConfig
-from cryoscore.objectives import FULL_SUM_NOISE_SIGMA, NoiseLevels, _add_noise, _with_full_sum_levels
 from cryoscore.pairs.halves import pairs_from_dataset
 from cryoscore.pairs.normalise import NORMALISATION
 from cryoscore.simulate.dataset import SimulationConfig, write_dataset
@@ -155,54 +153,3 @@ def test_a_diverging_run_stops_with_a_clear_error_and_writes_no_model(tmp_path, 
     with pytest.raises(TrainingDiverged, match="training diverged.*learning rate below 1e\\+06"):
         train_model(pairs, _config(steps=20, learning_rate=1e6), tmp_path / "model.pt", progress=False)
     assert not (tmp_path / "model.pt").exists()
-
-
-def test_full_sum_examples_have_the_drawn_level_and_a_target_with_independent_noise():
-    """Recorrupted full sums (objectives.NoiseLevels.full_sum_fraction): the source's noise has
-    the level the network is told, between the lowest level and a half's; the target's noise is
-    uncorrelated with it and the target's mean is the signal."""
-    torch.manual_seed(0)
-    signal = 0.5 * torch.randn(3000, 1, 16, 16)
-    source, target = (signal + torch.randn(signal.shape) for _ in range(2))
-    levels = NoiseLevels(full_sum_fraction=1.0, full_sum_lowest_sigma=0.8)
-    generator = torch.Generator().manual_seed(1)
-    noisy, sigma = _add_noise(source, levels, generator)
-    noisy, new_target, sigma = _with_full_sum_levels(source, target, noisy, sigma, levels, generator)
-    source_noise, target_noise = (tensor - signal for tensor in (noisy, new_target))
-    assert 0.8 <= sigma.min() and sigma.max() < 1.0 and sigma.std() > 0.05
-    measured = source_noise.flatten(1).std(1)
-    assert abs(float((measured / sigma).mean()) - 1) < 0.01
-    assert abs(float((source_noise * target_noise).mean())) < 0.01  # the target's noise variance is 0.5 to 2.3
-    assert abs(float(target_noise.mean())) < 0.01
-
-
-def test_a_full_sum_fraction_of_half_mixes_the_two_kinds_of_example():
-    signal = torch.zeros(4000, 1, 4, 4)
-    source, target = signal + 1.0, signal - 1.0  # noiseless stand-ins: a full sum is 0
-    levels = NoiseLevels(full_sum_fraction=0.5)
-    generator = torch.Generator().manual_seed(2)
-    noisy, sigma = _add_noise(source, levels, generator)
-    _, new_target, sigma = _with_full_sum_levels(source, target, noisy, sigma, levels, generator)
-    from_full_sums = sigma < 1.0
-    assert 0.47 < float(from_full_sums.float().mean()) < 0.53
-    assert torch.equal(new_target[~from_full_sums], target[~from_full_sums])
-    assert levels.lowest_sigma == 0.75 and NoiseLevels().lowest_sigma == 1.0
-
-
-def test_full_sum_levels_are_validated_and_refused_for_n2n():
-    with pytest.raises(ValueError, match="lowest full-sum level"):
-        NoiseLevels(full_sum_fraction=0.3, full_sum_lowest_sigma=0.7)
-    with pytest.raises(ValueError, match="full-sum fraction"):
-        NoiseLevels(full_sum_fraction=1.5)
-    with pytest.raises(ValueError, match="n2n"):
-        TrainConfig(method="n2n", noise_levels=NoiseLevels(full_sum_fraction=0.3))
-
-
-def test_a_model_trained_with_full_sum_levels_is_told_them_at_inference(tmp_path, pairs):
-    train_model(pairs, _config(steps=5, noise_levels=NoiseLevels(full_sum_fraction=0.3)), tmp_path / "fs.pt",
-                progress=False)
-    train_model(pairs, _config(steps=5), tmp_path / "halves.pt", progress=False)
-    with_full_sums, halves_only = (load_denoiser(tmp_path / name) for name in ("fs.pt", "halves.pt"))
-    assert with_full_sums.network_sigma(FULL_SUM_NOISE_SIGMA) == 0.75
-    assert halves_only.network_sigma(FULL_SUM_NOISE_SIGMA) == 1.0
-    assert with_full_sums.network_sigma(1.3) == halves_only.network_sigma(1.3) == 1.3

@@ -8,7 +8,6 @@ stderr and exit code 2, never a traceback.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import logging
 import os
 import sys
@@ -378,10 +377,6 @@ def _add_train(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--init", metavar="MODEL|default",
                         help="fine-tune this model (a .pt file, or 'default' for the shipped one) on the data "
                         "instead of training from scratch; its network and pixel-size floor are kept")
-    parser.add_argument("--full-sum-fraction", type=float, metavar="F",
-                        help="score/guided: train this fraction of the examples at noise levels below a half's, "
-                        "down to nearly a full sum's, from recorrupted full sums, so the model denoises a full sum "
-                        "at its own level (default: 0, or the --init model's)")
     parser.add_argument("--min-pixel-size", type=_positive_float, metavar="A",
                         help="Fourier-crop micrographs finer than A A/px to A, in training and later in denoising "
                         "(the shipped model's floor is 3 A); lets micrographs of different pixel sizes train one model "
@@ -445,7 +440,6 @@ def _guidance_config(args: argparse.Namespace):
 
 
 def _run_train(args: argparse.Namespace) -> int:
-    from cryoscore.objectives import NoiseLevels
     from cryoscore.train import TrainConfig, train_model
 
     if args.output.suffix != ".pt":
@@ -461,12 +455,9 @@ def _run_train(args: argparse.Namespace) -> int:
             raise InputError("--min-pixel-size", "a fine-tuned model keeps the floor of its --init model")
         architecture = {"unet": initial.model.net.config, "min_pixel_size_a": initial.metadata.get("min_pixel_size_a")}
     try:
-        levels = NoiseLevels() if initial is None or args.method == "n2n" else initial.noise_levels
-        if args.full_sum_fraction is not None:
-            levels = dataclasses.replace(levels, full_sum_fraction=args.full_sum_fraction)
         config = TrainConfig(method=args.method, steps=args.steps, batch_size=args.batch_size, crop_px=args.crop,
                              learning_rate=args.learning_rate, seed=args.seed, guidance=_guidance_config(args),
-                             noise_levels=levels, **architecture)
+                             **architecture)
     except ValueError as error:
         raise InputError("options", str(error)) from None
     pairs = _training_pairs(args)

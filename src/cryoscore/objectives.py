@@ -9,9 +9,6 @@ A source crop and a target crop show the same signal with independent noise of s
   ``sigma = sqrt(1 + sigma_add^2)`` and still predicts the other half, with EDM's per-level
   weight ``1 / c_out(sigma)^2``. L2 makes the optimum ``E[signal | noisy source]`` at every
   level, so Tweedie's formula turns the denoiser into the score of the noisy data.
-  Levels below a half's, down to a full sum's (``FULL_SUM_NOISE_SIGMA``), cannot come from a
-  half; a ``full_sum_fraction`` of the examples comes from recorrupted full sums instead
-  (``NoiseLevels``), so the model also knows the level of the micrographs it denoises.
 - ``guided``: the ``score`` loss plus ``lambda`` times a supervised score-matching loss on
   synthetic examples with known clean targets (``pairs.guidance``), counted only at the
   wavelengths the reference is trusted at. With ``lambda = 0`` it is ``score``.
@@ -19,7 +16,6 @@ A source crop and a target crop show the same signal with independent noise of s
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -29,8 +25,6 @@ from cryoscore.nn.precondition import Denoiser
 METHODS = ("n2n", "score", "guided")
 HALF_NOISE_SIGMA = 1.0
 """Noise std of one half in noise units (by construction of the normalisation)."""
-FULL_SUM_NOISE_SIGMA = HALF_NOISE_SIGMA / math.sqrt(2)
-"""Noise std of a full sum (both halves) in noise units: the level of the micrographs users denoise."""
 
 
 @dataclass(frozen=True)
@@ -39,36 +33,15 @@ class NoiseLevels:
 
     ``ln(sigma_add) ~ Normal(log_mean, log_std)``, and a ``zero_fraction`` of the samples get
     no added noise so the observed level itself is trained.
-
-    A ``full_sum_fraction`` of the examples is then replaced by one at a level below a
-    half's, uniform in ``[full_sum_lowest_sigma, 1)``, made from the crop's full sum ``f``
-    (noise std ``1/sqrt(2)``) by recorruption (Pang et al. 2021): the source ``f + a z``
-    and the target ``f - z / (2a)`` with ``z`` standard normal and ``a`` chosen so the
-    source has the drawn level. The two noises are uncorrelated (independent where the
-    shot noise is Gaussian) and the target's mean is the signal, so L2 still learns
-    ``E[signal | source]``; the target is noisier (variance ``1/2 + 1/(4 a^2)``), which costs
-    only gradient noise. The lowest level must lie above a full sum's, where ``a`` vanishes.
     """
 
     log_mean: float = 0.0
     log_std: float = 1.2
     zero_fraction: float = 0.25
-    full_sum_fraction: float = 0.0
-    full_sum_lowest_sigma: float = 0.75
 
     def __post_init__(self) -> None:
         if self.log_std < 0 or not 0 <= self.zero_fraction <= 1:
             raise ValueError("log_std must be >= 0 and zero_fraction in [0, 1]")
-        if not 0 <= self.full_sum_fraction <= 1:
-            raise ValueError(f"the full-sum fraction must be in [0, 1], got {self.full_sum_fraction}")
-        if not FULL_SUM_NOISE_SIGMA < self.full_sum_lowest_sigma < HALF_NOISE_SIGMA:
-            raise ValueError(f"the lowest full-sum level must lie between {FULL_SUM_NOISE_SIGMA:.4f} and "
-                             f"{HALF_NOISE_SIGMA:g}, got {self.full_sum_lowest_sigma}")
-
-    @property
-    def lowest_sigma(self) -> float:
-        """The lowest noise level a model trained with these levels has seen (noise units)."""
-        return self.full_sum_lowest_sigma if self.full_sum_fraction > 0 else HALF_NOISE_SIGMA
 
     def sample(self, n: int, generator: torch.Generator) -> torch.Tensor:
         """``n`` added-noise levels (n,), float32, zeros included."""
@@ -101,32 +74,8 @@ def score_matching_loss(
 ) -> torch.Tensor:
     """EDM-weighted L2 of ``D(source + sigma_add * eps, sigma)`` against the other half."""
     noisy, sigma = _add_noise(source, levels, generator)
-    if levels.full_sum_fraction > 0:
-        noisy, target, sigma = _with_full_sum_levels(source, target, noisy, sigma, levels, generator)
     weight = denoiser.preconditioner.loss_weight(sigma)[:, None, None, None]
     return torch.mean(weight * (denoiser(noisy, sigma) - target) ** 2)
-
-
-def _with_full_sum_levels(
-    source: torch.Tensor,
-    target: torch.Tensor,
-    noisy: torch.Tensor,
-    sigma: torch.Tensor,
-    levels: NoiseLevels,
-    generator: torch.Generator,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Replace a ``levels.full_sum_fraction`` of the examples by recorrupted full sums (see
-    :class:`NoiseLevels`); returns the (noisy source, target, level) of every example."""
-    n = source.shape[0]
-    chosen = (torch.rand(n, generator=generator) < levels.full_sum_fraction)[:, None, None, None]
-    level = levels.full_sum_lowest_sigma + (HALF_NOISE_SIGMA - levels.full_sum_lowest_sigma) * torch.rand(
-        n, generator=generator)
-    amplitude = torch.sqrt(level**2 - FULL_SUM_NOISE_SIGMA**2)[:, None, None, None]
-    extra = torch.randn(source.shape, generator=generator)
-    full_sum = (source + target) / 2
-    return (torch.where(chosen, full_sum + amplitude * extra, noisy),
-            torch.where(chosen, full_sum - extra / (2 * amplitude), target),
-            torch.where(chosen[:, 0, 0, 0], level, sigma))
 
 
 def guided_loss(

@@ -71,8 +71,6 @@ class TrainConfig:
             raise ValueError(f"--method must be one of {', '.join(METHODS)}, got {self.method!r}")
         if (self.method == "guided") != (self.guidance is not None):
             raise ValueError("--method guided needs --reference, and only guided takes one")
-        if self.method == "n2n" and self.noise_levels.full_sum_fraction > 0:
-            raise ValueError("--full-sum-fraction applies to score and guided training; n2n knows one noise level")
         if min(self.steps, self.batch_size, self.checkpoint_every) < 1 or self.seed < 0:
             raise ValueError("--steps, batch size and checkpoint interval must be >= 1, --seed >= 0")
         if not self.learning_rate > 0:

@@ -118,8 +118,7 @@ def adapt_to_images(
     """Fine-tune ``denoiser`` on recorrupted pairs of ``micrographs`` and write it to ``model_path``.
 
     ``n2n`` models are fine-tuned as n2n, every other model with the ``score`` objective (a
-    guided model keeps what guidance taught it; its reference is not needed), at the initial
-    model's noise levels. The crop is
+    guided model keeps what guidance taught it; its reference is not needed). The crop is
     reduced to fit the smallest working-scale training region. The written model (the adapted
     one, or the initial one when adaptation did not lower the held-out loss) records its
     origin and both losses.
@@ -139,7 +138,6 @@ def adapt_to_images(
         method="n2n" if denoiser.metadata["method"] == "n2n" else "score",
         steps=settings.steps, batch_size=settings.batch_size, crop_px=crop_px, learning_rate=settings.learning_rate,
         seed=settings.seed, checkpoint_every=settings.steps, unet=denoiser.model.net.config, min_pixel_size_a=floor,
-        noise_levels=denoiser.noise_levels,
     )
     logger.info("adapting %s to %d micrographs, %d steps", denoiser.source, len(pairs), settings.steps)
     low, high = denoiser.pixel_size_range_a

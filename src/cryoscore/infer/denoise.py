@@ -32,7 +32,7 @@ from cryoscore.infer.sampler import DenoiseFunction, SamplerConfig, sample_mean_
 from cryoscore.infer.tiling import TilingConfig, apply_tiled
 from cryoscore.nn.checkpoint import load_model
 from cryoscore.nn.precondition import Denoiser
-from cryoscore.objectives import HALF_NOISE_SIGMA, NoiseLevels
+from cryoscore.objectives import HALF_NOISE_SIGMA
 from cryoscore.filters import fourier_resample
 from cryoscore.pairs.normalise import NORMALISATION, Normalisation, normalisation_for_image, relative_noise_map
 from cryoscore.pairs.scale import WorkingScale, working_shape
@@ -71,30 +71,17 @@ class TrainedDenoiser:
             raise InputError(self.source, f"model expects data normalised as {self.metadata.get('normalisation')!r}, "
                              f"this cryoscore uses {NORMALISATION!r}")
 
-    @property
-    def noise_levels(self) -> NoiseLevels:
-        """The noise levels the model was trained on (the defaults for a model that did not record them)."""
-        recorded = (self.metadata.get("train_config") or {}).get("noise_levels") or {}
-        return NoiseLevels(**recorded)
-
-    @property
-    def lowest_sigma(self) -> float:
-        """The lowest noise level (noise units) the network was trained at."""
-        return HALF_NOISE_SIGMA if self.metadata["method"] == "n2n" else self.noise_levels.lowest_sigma
-
     def network_sigma(self, image_sigma: float) -> float:
         """The noise level to tell the network, within the levels it was trained on.
 
         n2n models only know the halves' level. Score models know the halves' level and
-        above, and those trained with full-sum levels (``NoiseLevels.full_sum_fraction``)
-        down to ``NoiseLevels.full_sum_lowest_sigma``; a full sum (0.707 in noise units) lies
-        below what halves alone can show, and telling a halves-only model so measured worse
-        than telling it 1 (an MSE of 54 against 21 on a simulated test), so the level is
-        clamped to the trained range.
+        above; a full sum (0.707 in noise units) is below anything halves can show them, and
+        telling them so measured worse than telling them 1 (an MSE of 54 against 21 on a
+        simulated test), so the level is clamped to the trained range.
         """
         if self.metadata["method"] == "n2n":
             return HALF_NOISE_SIGMA
-        return max(image_sigma, self.lowest_sigma)
+        return max(image_sigma, HALF_NOISE_SIGMA)
 
     @property
     def pixel_size_range_a(self) -> tuple[float, float]:
@@ -246,7 +233,7 @@ def sample_image(
         _tiled_denoise_function(denoiser, tile_px, batch_size),
         torch.from_numpy(normalisation.apply(working)),
         normalisation.noise_sigma,
-        denoiser.lowest_sigma,
+        HALF_NOISE_SIGMA,
         torch.from_numpy(relative_noise_map(working)),
         sampler,
     )
