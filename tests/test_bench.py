@@ -283,8 +283,9 @@ def test_the_class_judge_finds_the_particle_in_the_classes_of_good_picks_only(tm
     assert outcomes["raw"].extra["class_averages"].shape == (2, 32, 32)
     assert "classes" not in judge_all(replace(test_set, template=None), functions, ("blob", "classes"))["raw"].metrics
     # With the learned judge the classes are made of its picks, each micrograph picked by the fold's
-    # picker that did not see it: here true and particle-like too.
-    learned = LearnedJudgeSettings(folds=2, seeds=(0,), steps=60, batch_size=8, crop_px=32, label_budgets=(), bootstrap=20)
+    # picker that did not see it: here true and particle-like too. (At 60 picker steps the picker is
+    # still learning, AP 0.84, and the classes sat at the 0.8 line, passing or not by thread count.)
+    learned = LearnedJudgeSettings(folds=2, seeds=(0,), steps=120, batch_size=8, crop_px=32, label_budgets=(), bootstrap=20)
     outcome = judge_all(test_set, {"raw": functions["raw"]}, ("learned", "classes"), learned=learned,
                         classes=settings)["raw"]
     from_learned = outcome.metrics["classes"]
