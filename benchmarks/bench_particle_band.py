@@ -20,35 +20,27 @@ from pathlib import Path
 
 import numpy as np
 
+from bench_learned_picker import outputs
 from cryoscore.bench.datasets import simulated_test_set
-from cryoscore.filters import lowpass_filter
-from cryoscore.infer.denoise import denoise_image, load_denoiser
 from cryoscore.io.mrc import read_mrc
-
-LOWPASS_A = 20.0
-
-
-def band_pass(image: np.ndarray, pixel_a: float, shortest_a: float, longest_a: float) -> np.ndarray:
-    """``image`` (H, W) keeping only the wavelengths from ``shortest_a`` to ``longest_a`` Angstrom."""
-    frequency = np.hypot(np.fft.fftfreq(image.shape[0], pixel_a)[:, None], np.fft.rfftfreq(image.shape[1], pixel_a)[None])
-    kept = (frequency >= 1 / longest_a) & (frequency <= 1 / shortest_a)
-    return np.fft.irfft2(np.fft.rfft2(image - image.mean()) * kept, s=image.shape)
+from cryoscore.pairs.guidance import band_power
 
 
-def correlation(first: np.ndarray, second: np.ndarray) -> float:
-    first, second = first - first.mean(), second - second.mean()
-    return float(np.sum(first * second) / np.sqrt(np.sum(first**2) * np.sum(second**2)))
+def band_correlation(first: np.ndarray, second: np.ndarray, pixel_a: float, shortest_a: float,
+                     longest_a: float) -> float:
+    """Correlation of two (H, W) images over the wavelengths from ``shortest_a`` to ``longest_a`` Angstrom."""
+    def power(a: np.ndarray, b: np.ndarray) -> float:
+        return band_power(a, b, pixel_a, longest_a, shortest_a)
+
+    return power(first, second) / np.sqrt(power(first, first) * power(second, second))
 
 
-def denoiser_function(spec: str, pixel_a: float):
-    """``raw``, ``lowpass`` (20 A), ``default`` (the shipped model) or ``NAME=MODEL.pt``; returns (name, function)."""
-    if spec == "raw":
-        return spec, lambda image: image
-    if spec == "lowpass":
-        return spec, lambda image: lowpass_filter(image, pixel_a, LOWPASS_A)
-    name, _, path = spec.partition("=")
-    model = load_denoiser(None if spec == "default" else Path(path))
-    return name, lambda image: denoise_image(model, image, pixel_size_a=pixel_a)
+def denoised_outputs(spec: str, images: list[np.ndarray], pixel_a: float) -> tuple[str, list[np.ndarray]]:
+    """``raw``, ``lowpass`` (20 A), ``default`` (the shipped model) or ``NAME=MODEL.pt``: (name, outputs)."""
+    name, _, model_path = spec.partition("=")
+    if not model_path:
+        return name, outputs(name, images, pixel_a)
+    return name, outputs("default", images, pixel_a, model_path=Path(model_path))
 
 
 def main() -> None:
@@ -60,25 +52,25 @@ def main() -> None:
     args = parser.parse_args()
     test_set = simulated_test_set(args.dataset, args.dataset.name)
     pixel_a, diameter_a = test_set.pixel_size_a, test_set.diameter_a
-    shortest_a, longest_a = diameter_a / 8, 2 * diameter_a
-    functions = dict(denoiser_function(spec, pixel_a) for spec in args.denoisers)
+    band = (diameter_a / 8, 2 * diameter_a)
+    micrographs = test_set.micrographs[: args.micrographs]
+    denoised = dict(denoised_outputs(spec, [micrograph.full_sum for micrograph in micrographs], pixel_a)
+                    for spec in args.denoisers)
     rows = []
-    for micrograph in test_set.micrographs[: args.micrographs]:
-        background, _ = read_mrc(args.dataset / "background" / f"{micrograph.name}.mrc")
-        particles = band_pass(micrograph.clean, pixel_a, shortest_a, longest_a)
-        ice = band_pass(background, pixel_a, shortest_a, longest_a)
-        for name, function in functions.items():
-            output = band_pass(function(micrograph.full_sum), pixel_a, shortest_a, longest_a)
-            rows.append({"micrograph": micrograph.name, "denoiser": name, "particles": correlation(output, particles),
-                         "background": correlation(output, ice), "both": correlation(output, particles + ice)})
+    for index, micrograph in enumerate(micrographs):
+        ice, _ = read_mrc(args.dataset / "background" / f"{micrograph.name}.mrc")
+        truths = {"particles": micrograph.clean, "background": ice, "both": micrograph.clean + ice}
+        for name, images in denoised.items():
+            rows.append({"micrograph": micrograph.name, "denoiser": name,
+                         **{key: band_correlation(images[index], truth, pixel_a, *band) for key, truth in truths.items()}})
             print(" ".join(f"{value:.3f}" if isinstance(value, float) else value for value in rows[-1].values()),
                   flush=True)
     means = {name: {key: float(np.mean([row[key] for row in rows if row["denoiser"] == name]))
-                    for key in ("particles", "background", "both")} for name in functions}
+                    for key in ("particles", "background", "both")} for name in denoised}
     print("\n| denoiser | particles | background | both |\n|---|---|---|---|")
     for name, mean in means.items():
         print(f"| {name} | {mean['particles']:.3f} | {mean['background']:.3f} | {mean['both']:.3f} |")
-    args.output.write_text(json.dumps({"dataset": str(args.dataset), "band_a": [shortest_a, longest_a],
+    args.output.write_text(json.dumps({"dataset": str(args.dataset), "band_a": list(band),
                                        "rows": rows, "means": means}, indent=1) + "\n")
 
 
