@@ -11,7 +11,7 @@ import torch
 from cryoscore.io.mrc import read_mrc
 from cryoscore.nn.precondition import Denoiser, EDMPreconditioner
 from cryoscore.nn.unet import NoiseConditionedUNet, UNetConfig
-from cryoscore.objectives import NoiseLevels, guided_loss
+from cryoscore.objectives import NoiseLevels, weighted_denoising_error
 from cryoscore.pairs.guidance import GuidanceConfig, GuidanceExamples, band_power
 from cryoscore.pairs.halves import pairs_from_dataset
 from cryoscore.pairs.normalise import normalise_pair
@@ -84,7 +84,7 @@ def test_guided_loss_ignores_errors_finer_than_the_reference_resolution(examples
     coarse = 0.5 * torch.cos(2 * torch.pi * cols / 64)[None, None, None, :] * torch.ones_like(targets)
 
     def loss(target):
-        return guided_loss(denoiser, inputs, target, levels, torch.Generator().manual_seed(0), band).item()
+        return weighted_denoising_error(denoiser, inputs, target, levels, torch.Generator().manual_seed(0), band).item()
 
     base = loss(targets)
     assert loss(targets + fine) == pytest.approx(base, rel=1e-3)

@@ -25,9 +25,9 @@ from cryoscore.io.atomic import atomic_path
 from cryoscore.nn.checkpoint import save_model
 from cryoscore.nn.precondition import Denoiser, EDMPreconditioner
 from cryoscore.nn.unet import NoiseConditionedUNet, UNetConfig
-from cryoscore.objectives import METHODS, NoiseLevels, guided_loss, noise2noise_loss, score_matching_loss
+from cryoscore.objectives import METHODS, NoiseLevels, StepDraws, build_objective
 from cryoscore.pairs.crops import random_crop_pairs
-from cryoscore.pairs.guidance import GuidanceConfig, GuidanceExamples
+from cryoscore.pairs.guidance import GuidanceConfig
 from cryoscore.pairs.halves import HalfPair
 from cryoscore.pairs.normalise import NORMALISATION, normalise_pair, signal_std
 from cryoscore.pairs.scale import rescale_pair
@@ -107,9 +107,9 @@ def state_path(model_path: Path) -> Path:
     return model_path.with_suffix(".state.pt")
 
 
-def _step_generators(seed: int, step: int) -> tuple[np.random.Generator, torch.Generator]:
+def _step_draws(seed: int, step: int) -> StepDraws:
     numpy_rng = np.random.default_rng([seed, step])
-    return numpy_rng, torch.Generator().manual_seed(int(numpy_rng.integers(2**62)))
+    return StepDraws(numpy_rng, torch.Generator().manual_seed(int(numpy_rng.integers(2**62))), step)
 
 
 class WeightAverage:
@@ -141,28 +141,6 @@ def _new_denoiser(config: TrainConfig, sigma_data: float) -> Denoiser:
     with torch.random.fork_rng():  # the initial weights depend on the seed only
         torch.manual_seed(config.seed)
         return Denoiser(NoiseConditionedUNet(config.unet), EDMPreconditioner(sigma_data=sigma_data))
-
-
-def _loss(
-    config: TrainConfig,
-    model: Denoiser,
-    pairs: list[HalfPair],
-    guidance: GuidanceExamples | None,
-    numpy_rng: np.random.Generator,
-    generator: torch.Generator,
-    step: int,
-) -> torch.Tensor:
-    """One step's loss; every random draw comes from the step's own generators, in a fixed order."""
-    sources, targets = (torch.from_numpy(crops) for crops in
-                        random_crop_pairs(pairs, config.crop_px, config.batch_size, numpy_rng))
-    if config.method == "n2n":
-        return noise2noise_loss(model, sources, targets)
-    loss = score_matching_loss(model, sources, targets, config.noise_levels, generator)
-    if guidance is None:
-        return loss
-    inputs, clean = (torch.from_numpy(crops) for crops in guidance.sample(config.batch_size, config.crop_px, numpy_rng, step))
-    band = guidance.loss_band(config.crop_px)
-    return loss + guidance.config.strength * guided_loss(model, inputs, clean, config.noise_levels, generator, band)
 
 
 def _resumable_settings(config: TrainConfig) -> str:
@@ -235,9 +213,8 @@ def train_model(
         if initial.net.config != config.unet:
             raise ValueError("the initial model's network differs from config.unet")
         sigma_data = initial.preconditioner.sigma_data
-    guidance = None
-    if config.guidance is not None and config.guidance.strength > 0:  # lambda 0 is exactly score
-        guidance = GuidanceExamples(config.guidance, normalised, pairs[0].pixel_size_a, config.seed)
+    objective = build_objective(config.method, config.noise_levels, config.guidance, normalised,
+                                pairs[0].pixel_size_a, config.seed)
     model = _new_denoiser(config, sigma_data)
     if initial is not None:
         model.load_state_dict(initial.state_dict())
@@ -259,8 +236,10 @@ def train_model(
     bar = show_progress(range(first_step, config.steps), desc=f"train {config.method}", unit="step",
                         enabled=progress, initial=first_step, total=config.steps)
     for step in bar:
-        numpy_rng, generator = _step_generators(config.seed, step)
-        loss = _loss(config, model, normalised, guidance, numpy_rng, generator, step)
+        draws = _step_draws(config.seed, step)  # every random draw of the step, in a fixed order
+        sources, targets = (torch.from_numpy(crops) for crops in
+                            random_crop_pairs(normalised, config.crop_px, config.batch_size, draws.numpy))
+        loss = objective(model, sources, targets, draws)
         if not torch.isfinite(loss):
             raise TrainingDiverged("--learning-rate", f"training diverged (loss {loss.item()} at step {step}); "
                              f"try a learning rate below {config.learning_rate:g}")
@@ -286,7 +265,7 @@ def train_model(
         "sigma_data": sigma_data,
         "train_config": config.to_dict(),
         "n_micrographs": len(pairs),
-        "guidance": guidance.summary() if guidance is not None else None,
+        "guidance": objective.summary(),
         "final_loss": float(np.mean(losses[-20:])),
         "train_seconds": seconds,
         **(extra or {}),

@@ -1,6 +1,6 @@
 """Target guidance: synthetic examples with known clean targets, made from a reference density.
 
-The ``guided`` method (``objectives.guided_loss``) needs examples whose clean image is known
+The ``guided`` method (``objectives.Guided``) needs examples whose clean image is known
 and whose background is known *not* to be signal. Each synthetic example is
 
 - a target ``t``: CTF-modulated projections of the reference density (MRC map, atomic model
