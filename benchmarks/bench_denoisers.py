@@ -35,8 +35,8 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
-
 from bench_simulate import cpu_description
+
 from cryoscore.filters import lowpass_filter
 from cryoscore.infer.denoise import TrainedDenoiser, denoise_image, load_denoiser
 from cryoscore.io.coords import read_coordinates

@@ -19,8 +19,8 @@ import json
 from pathlib import Path
 
 import numpy as np
-
 from bench_learned_picker import outputs
+
 from cryoscore.bench.datasets import simulated_test_set
 from cryoscore.io.mrc import read_mrc
 from cryoscore.pairs.guidance import band_power

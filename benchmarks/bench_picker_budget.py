@@ -23,8 +23,8 @@ import json
 from pathlib import Path
 
 import torch
-
 from bench_learned_picker import DIAMETER_A, machine, outputs, real_set
+
 from cryoscore import __version__
 from cryoscore.bench.config import LearnedJudgeSettings
 from cryoscore.bench.crossval import cross_validate, paired_difference

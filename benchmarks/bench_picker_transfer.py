@@ -37,8 +37,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
 from bench_learned_picker import DIAMETER_A, blob_results, machine, outputs, real_set
+
 from cryoscore import __version__
 from cryoscore.bench.config import LearnedJudgeSettings
 from cryoscore.bench.crossval import CrossValidation, bootstrap_interval, cross_validate, paired_difference, pooled

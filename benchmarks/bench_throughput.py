@@ -39,9 +39,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from bench_simulate import cpu_description
 from torch.utils.flop_counter import FlopCounterMode
 
-from bench_simulate import cpu_description
 from cryoscore.infer import DEFAULT_TILE_PX
 from cryoscore.infer.batch import read_ahead
 from cryoscore.infer.denoise import AUTOCAST_DTYPES, TrainedDenoiser, denoise_image, load_denoiser

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cryoscore.bench.config import LearnedJudgeSettings
 from cryoscore.bench import crossval
+from cryoscore.bench.config import LearnedJudgeSettings
 from cryoscore.bench.crossval import (
     annotation_subset,
     bootstrap_interval,

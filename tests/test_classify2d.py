@@ -7,15 +7,15 @@ from __future__ import annotations
 
 import json
 import subprocess
-from dataclasses import replace
 import sys
+from dataclasses import replace
 
 import numpy as np
 import pytest
 import starfile
 import torch
 
-from cryoscore.classify.twod import Classification2DSettings, rotate_images, classify_2d, phase_flip
+from cryoscore.classify.twod import Classification2DSettings, classify_2d, phase_flip, rotate_images
 from cryoscore.io.coords import ParticleCoordinates, read_coordinates, write_coordinates
 from cryoscore.io.ctf_star import MicrographCtf, write_ctf_star
 from cryoscore.io.layout import DatasetLayout

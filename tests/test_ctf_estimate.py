@@ -201,7 +201,8 @@ def test_a_map_from_estimated_ctfs_is_as_good_as_from_the_true_ones_and_a_wrong_
 
 
 def test_guided_training_takes_its_defocus_range_and_optics_from_a_ctf_star(tmp_path):
-    from cryoscore.cli import _guidance_config, build_parser
+    from cryoscore.cli import build_parser
+    from cryoscore.cli.train import _guidance_config
 
     write_ctf_star(tmp_path / "ctf.star", [MicrographCtf("a.mrc", CtfParams(1.3, 1.1, 10.0, voltage_kv=200.0, cs_mm=2.0)),
                                            MicrographCtf("b.mrc", CtfParams(2.6, 2.5, 80.0, voltage_kv=200.0,

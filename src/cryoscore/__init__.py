@@ -1,8 +1,10 @@
 """cryoscore: target-guided score-based denoising for cryo-EM micrographs.
 
 Data flows one way through the subpackages (see ``DESIGN.md`` of the project):
-``io`` -> ``simulate`` -> (pairs -> nn -> objectives -> train -> infer -> pick ->
-reconstruct -> metrics -> bench) -> ``cli``. Nothing happens at import time.
+``io`` -> ``simulate`` -> ``preprocess`` -> (pairs -> nn -> objectives -> train -> infer -> pick ->
+reconstruct -> classify -> metrics -> bench) -> ``cli``; the README's module map
+says what each holds, and tests/test_layout.py holds the imports to that order. Nothing happens
+at import time.
 """
 
 from importlib.metadata import PackageNotFoundError, version

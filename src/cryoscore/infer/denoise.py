@@ -27,13 +27,13 @@ import torch
 
 from cryoscore.allocator import heap_allocations
 from cryoscore.errors import InputError
+from cryoscore.filters import fourier_resample
 from cryoscore.infer import DEFAULT_TILE_PX
 from cryoscore.infer.sampler import DenoiseFunction, SamplerConfig, sample_mean_and_std
 from cryoscore.infer.tiling import TilingConfig, apply_tiled
 from cryoscore.nn.checkpoint import load_model
 from cryoscore.nn.precondition import Denoiser
 from cryoscore.objectives import HALF_NOISE_SIGMA
-from cryoscore.filters import fourier_resample
 from cryoscore.pairs.normalise import NORMALISATION, Normalisation, normalisation_for_image, relative_noise_map
 from cryoscore.pairs.scale import WorkingScale, working_shape
 

@@ -17,6 +17,7 @@ from skimage.metrics import structural_similarity
 
 from cryoscore.filters import lowpass_filter
 
+
 def _check_same_shape(first: np.ndarray, second: np.ndarray, first_name: str, second_name: str) -> None:
     if first.shape != second.shape:
         raise ValueError(f"{first_name} has shape {first.shape} but {second_name} has shape {second.shape}")

@@ -24,8 +24,8 @@ import scipy.fft
 import torch
 from torch_so3 import get_uniform_euler_angles
 
-from cryoscore.io.coords import ParticleCoordinates
 from cryoscore.filters import bin_image
+from cryoscore.io.coords import ParticleCoordinates
 from cryoscore.pick.peaks import (
     binning_factor,
     check_arguments,
