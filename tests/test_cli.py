@@ -15,8 +15,21 @@ from cryoscore.cli import main
 TINY = ["--size", "128", "--pixel-size", "4", "--particles", "3", "--micrographs", "1", "--frames", "4"]
 
 
-def run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "cryoscore.cli", *args], capture_output=True, text=True)
+def run_cli(capsys, *args: str) -> tuple[int, str]:
+    """``cryoscore ARGS`` in this process: its exit code and what it wrote to stderr."""
+    capsys.readouterr()
+    try:
+        code = main(list(args))
+    except SystemExit as exit_info:  # argparse's own usage errors
+        code = exit_info.code
+    return code, capsys.readouterr().err
+
+
+def test_python_m_cryoscore_cli_is_the_cryoscore_command(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "cryoscore.cli", "simulate", "-o", str(tmp_path / "sim"), *TINY,
+                             "--frames", "1"], capture_output=True, text=True)
+    assert result.returncode == 2 and result.stderr.startswith("cryoscore simulate: error:")
+    assert len(result.stderr.strip().splitlines()) == 1
 
 
 @pytest.mark.parametrize("command", [[], ["simulate"], ["demo"], ["pick"], ["score"], ["reconstruct"], ["bench"]])
@@ -62,27 +75,27 @@ def test_simulate_from_an_atomic_model(tmp_path, shared_data):
         (["--size", "16"], "--size"),
     ],
 )
-def test_bad_simulate_options_give_one_line_and_exit_2(tmp_path, args, needle):
-    result = run_cli("simulate", "-o", str(tmp_path / "sim"), *TINY, *args)
-    assert result.returncode == 2, result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and needle in lines[0] and "Traceback" not in result.stderr
+def test_bad_simulate_options_give_one_line_and_exit_2(tmp_path, capsys, args, needle):
+    code, stderr = run_cli(capsys, "simulate", "-o", str(tmp_path / "sim"), *TINY, *args)
+    assert code == 2, stderr
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and needle in lines[0] and "Traceback" not in stderr
 
 
-def test_a_corrupt_map_as_specimen_gives_one_line_and_exit_2(tmp_path):
+def test_a_corrupt_map_as_specimen_gives_one_line_and_exit_2(tmp_path, capsys):
     bad_map = tmp_path / "map.mrc"
     bad_map.write_text("this is not an MRC file\n" * 100)
-    result = run_cli("simulate", "-o", str(tmp_path / "sim"), *TINY, "--specimen", str(bad_map))
-    assert result.returncode == 2
-    lines = result.stderr.strip().splitlines()
+    code, stderr = run_cli(capsys, "simulate", "-o", str(tmp_path / "sim"), *TINY, "--specimen", str(bad_map))
+    assert code == 2
+    lines = stderr.strip().splitlines()
     assert len(lines) == 1 and str(bad_map) in lines[0] and "not an MRC file" in lines[0]
     assert not (tmp_path / "sim" / "manifest.json").exists()
 
 
-def test_simulate_refuses_a_non_empty_output_directory(tmp_path):
+def test_simulate_refuses_a_non_empty_output_directory(tmp_path, capsys):
     (tmp_path / "keep.txt").write_text("precious")
-    result = run_cli("simulate", "-o", str(tmp_path), *TINY)
-    assert result.returncode == 2 and "not empty" in result.stderr
+    code, stderr = run_cli(capsys, "simulate", "-o", str(tmp_path), *TINY)
+    assert code == 2 and "not empty" in stderr
     assert (tmp_path / "keep.txt").read_text() == "precious"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.txt"]
 
@@ -129,11 +142,11 @@ def test_train_from_a_dataset_and_from_single_micrographs(tmp_path, capsys):
         (["nowhere/", "--method", "diffusion", "-o", "m.pt"], "invalid choice"),
     ],
 )
-def test_bad_train_options_give_one_line_and_exit_2(tmp_path, args, needle):
-    result = subprocess.run([sys.executable, "-m", "cryoscore.cli", "train", *args], capture_output=True, text=True,
-                            cwd=tmp_path)
-    assert result.returncode == 2
-    assert needle in result.stderr.strip().splitlines()[-1] and "Traceback" not in result.stderr
+def test_bad_train_options_give_one_line_and_exit_2(tmp_path, monkeypatch, capsys, args, needle):
+    monkeypatch.chdir(tmp_path)
+    code, stderr = run_cli(capsys, "train", *args)
+    assert code == 2
+    assert needle in stderr.strip().splitlines()[-1] and "Traceback" not in stderr
 
 
 def test_pick_then_score_on_a_simulated_dataset(tmp_path, capsys):
@@ -181,8 +194,9 @@ def test_pick_then_score_on_a_simulated_dataset(tmp_path, capsys):
         (["bench", "missing.toml", "-o", "b"], "no such benchmark config file"),
     ],
 )
-def test_bad_pick_score_reconstruct_bench_options_give_one_line_and_exit_2(tmp_path, args, needle):
-    result = subprocess.run([sys.executable, "-m", "cryoscore.cli", *args], capture_output=True, text=True,
-                            cwd=tmp_path)
-    assert result.returncode == 2
-    assert needle in result.stderr.strip().splitlines()[-1] and "Traceback" not in result.stderr
+def test_bad_pick_score_reconstruct_bench_options_give_one_line_and_exit_2(tmp_path, monkeypatch, capsys, args,
+                                                                         needle):
+    monkeypatch.chdir(tmp_path)
+    code, stderr = run_cli(capsys, *args)
+    assert code == 2
+    assert needle in stderr.strip().splitlines()[-1] and "Traceback" not in stderr
