@@ -43,9 +43,9 @@ from bench_simulate import cpu_description
 from torch.utils.flop_counter import FlopCounterMode
 
 from cryoscore.infer import DEFAULT_TILE_PX
-from cryoscore.infer.batch import read_ahead
 from cryoscore.infer.denoise import AUTOCAST_DTYPES, TrainedDenoiser, denoise_image, load_denoiser
 from cryoscore.io.mrc import read_mrc, write_mrc
+from cryoscore.jobs import read_ahead
 from cryoscore.pairs.halves import pairs_from_dataset
 from cryoscore.simulate.dataset import SimulationConfig, micrograph_name, render_truth, sample_halves, write_dataset
 from cryoscore.simulate.volume import load_specimen
@@ -149,7 +149,7 @@ def time_in_process(denoiser: TrainedDenoiser, inputs: list[Path], out: Path, ti
 
     As in the command, freed tensor memory is kept for reuse (:mod:`cryoscore.allocator`,
     applied by ``denoise_image``'s forward passes). The inputs start out of the page
-    cache, and the next one is read ahead (:func:`~cryoscore.infer.batch.read_ahead`) while
+    cache, and the next one is read ahead (:func:`~cryoscore.jobs.read_ahead`) while
     the current one is computed, so the first micrograph's read is a cold one and the others
     show what the overlap leaves. Each output is deleted once written and timed, so a long
     run needs no disk for them.

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from cryoscore.cli import main
-from cryoscore.infer.batch import remove_stale_parts
+from cryoscore.jobs import remove_stale_parts
 
 NAMES = [f"mic_{index:04d}.mrc" for index in range(6)]
 
@@ -157,24 +157,25 @@ def test_two_local_workers_pick_what_one_process_picks(micrographs, tmp_path):
 
 
 def test_the_next_input_is_read_ahead_while_the_current_one_is_computed(tmp_path, monkeypatch):
-    from cryoscore.infer import batch
+    from cryoscore import jobs as job_runner
+    from cryoscore.infer.batch import DenoiseJob
 
     events = []
-    monkeypatch.setattr(batch, "read_ahead", lambda path: events.append(("read ahead", path.name)))
-    jobs = [batch.DenoiseJob(tmp_path / f"{name}.mrc", tmp_path / "out" / f"{name}.mrc") for name in "abc"]
+    monkeypatch.setattr(job_runner, "read_ahead", lambda path: events.append(("read ahead", path.name)))
+    jobs = [DenoiseJob(tmp_path / f"{name}.mrc", tmp_path / "out" / f"{name}.mrc") for name in "abc"]
 
     def job_function(job, torch_threads=None):
         events.append(("compute", job.source.name))
-        return batch.JobRecord(job.source.name, "ok", 0.0)
+        return job_runner.JobRecord(job.source.name, "ok", 0.0)
 
-    records = batch.run_jobs(job_function, jobs, progress=False)
+    records = job_runner.run_jobs(job_function, jobs, progress=False)
     assert [record.name for record in records] == ["a.mrc", "b.mrc", "c.mrc"]
     assert events == [("read ahead", "b.mrc"), ("compute", "a.mrc"), ("read ahead", "c.mrc"), ("compute", "b.mrc"),
                       ("compute", "c.mrc")]
 
 
 def test_read_ahead_is_harmless_on_any_path(tmp_path):
-    from cryoscore.infer.batch import read_ahead
+    from cryoscore.jobs import read_ahead
 
     (tmp_path / "x.mrc").write_bytes(b"0" * 1000)
     read_ahead(tmp_path / "x.mrc")
@@ -206,7 +207,7 @@ def _resident_fraction(path) -> float:
 def test_read_ahead_puts_the_whole_file_in_the_page_cache(tmp_path):
     """A 64 MiB input (a 4096 x 4096 float32 micrograph) is read to its end, not just the
     first read-ahead window, once it has been evicted from the cache."""
-    from cryoscore.infer.batch import read_ahead
+    from cryoscore.jobs import read_ahead
 
     path = tmp_path / "mic.mrc"
     path.write_bytes(os.urandom(64 * 2**20))

@@ -138,15 +138,15 @@ def test_peak_finding_on_a_map_too_small_for_a_peak_finds_none():
 
 
 def test_a_worker_that_died_is_a_failed_micrograph_in_pick_json(bad_micrographs, tmp_path, monkeypatch, capsys):
-    """The cluster reports a dead worker's job as failed, without details (batch._run_on_cluster)."""
-    from cryoscore.infer import batch
+    """The cluster reports a dead worker's job as failed, without details (jobs._run_on_cluster)."""
+    from cryoscore import jobs as job_runner
 
     def dead_workers(function, jobs, *args, **kwargs):
         for number, job in enumerate(jobs):
-            yield number, batch.JobRecord(job.source.name, "failed", 0.0,
+            yield number, job_runner.JobRecord(job.source.name, "failed", 0.0,
                                           f"{job.source}: the worker died (out of memory?)")
 
-    monkeypatch.setattr(batch, "_run_on_cluster", dead_workers)
+    monkeypatch.setattr(job_runner, "_run_on_cluster", dead_workers)
     assert main(["pick", str(bad_micrographs["good"]), "-o", str(tmp_path), "--diameter", "60", "--workers", "2"]) == 2
     assert "the worker died" in capsys.readouterr().err
     (entry,) = json.loads((tmp_path / "pick.json").read_text())["micrographs"]

@@ -58,7 +58,7 @@ def main(args: argparse.Namespace) -> int:
     from cryoscore.classify.match import PARTICLE_LIKE_MATCH
     from cryoscore.classify.run import classify_micrographs
     from cryoscore.classify.twod import Classification2DSettings
-    from cryoscore.infer.batch import expand_inputs
+    from cryoscore.jobs import expand_inputs
 
     if not args.picks.is_dir():
         raise InputError(args.picks, "picks directory not found")

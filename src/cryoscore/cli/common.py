@@ -33,7 +33,7 @@ def require_empty_output(path: Path, overwrite: bool) -> None:
 
 
 def add_parallel_options(parser: argparse.ArgumentParser, verb: str) -> None:
-    """--workers, --scheduler and --threads: where the micrographs are processed (cryoscore.infer.batch)."""
+    """--workers, --scheduler and --threads: where the micrographs are processed (cryoscore.jobs)."""
     parser.add_argument("--workers", type=int, metavar="N",
                         help=f"{verb} N micrographs at a time, in N single-threaded processes of a local Dask "
                         "cluster; the output is the same for every N (default: one after another in this process, "

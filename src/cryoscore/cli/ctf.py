@@ -47,8 +47,8 @@ def add_args(subparsers: argparse._SubParsersAction) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from cryoscore.infer.batch import expand_inputs
     from cryoscore.io.ctf_star import write_ctf_star
+    from cryoscore.jobs import expand_inputs
     from cryoscore.preprocess.ctf import (
         RELIABLE_FIGURE_OF_MERIT,
         CtfSearch,

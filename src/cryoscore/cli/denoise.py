@@ -100,8 +100,8 @@ def _sampler_config(args: argparse.Namespace):
 def _adapted_model(args: argparse.Namespace) -> str:
     """Fine-tune --model (or the default model) on the inputs into OUTDIR/adapted.pt, unless it is there."""
     from cryoscore.infer.adapt import AdaptSettings, adapt_denoiser
-    from cryoscore.infer.batch import expand_inputs
     from cryoscore.infer.denoise import load_denoiser
+    from cryoscore.jobs import expand_inputs
 
     if args.lowpass is not None:
         raise InputError("--adapt", "adapts a model; it does not go with --lowpass")
@@ -124,7 +124,8 @@ def _adapted_model(args: argparse.Namespace) -> str:
 
 
 def main(args: argparse.Namespace) -> int:
-    from cryoscore.infer.batch import DenoiseSettings, denoise_micrographs, summary_line
+    from cryoscore.infer.batch import DenoiseSettings, denoise_micrographs
+    from cryoscore.jobs import summary_line
 
     check_parallel_options(args)
     model = None if args.model is None else str(args.model)

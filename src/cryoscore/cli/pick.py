@@ -78,7 +78,7 @@ def main(args: argparse.Namespace) -> int:
 
     import torch
 
-    from cryoscore.infer.batch import expand_inputs, summary_line
+    from cryoscore.jobs import expand_inputs, summary_line
     from cryoscore.pick.learned import PickerTraining
     from cryoscore.pick.run import pick_micrographs
 

@@ -23,11 +23,11 @@ import numpy as np
 
 from cryoscore import __version__
 from cryoscore.errors import InputError
-from cryoscore.infer.batch import JobRecord, check_micrograph_data, run_jobs, set_torch_threads
 from cryoscore.io.atomic import check_output_directory
 from cryoscore.io.coords import read_coordinates, write_coordinates
 from cryoscore.io.layout import write_json
 from cryoscore.io.mrc import check_pixel_size, open_mrc_stack, read_mrc
+from cryoscore.jobs import JobRecord, check_micrograph_data, run_jobs, set_torch_threads
 from cryoscore.pick.blob import pick_blobs
 from cryoscore.pick.learned import LearnedPicker, PickerTraining, load_picker, save_picker, train_picker
 from cryoscore.pick.template import DEFAULT_ANGULAR_STEP_DEG, pick_template
@@ -306,7 +306,7 @@ def pick_micrographs(
         Show a progress bar (on a terminal only).
     workers, scheduler, torch_threads:
         Where the micrographs are picked, as for ``cryoscore denoise``
-        (:func:`cryoscore.infer.batch.run_jobs`): in this process by default, on a local
+        (:func:`cryoscore.jobs.run_jobs`): in this process by default, on a local
         Dask cluster of ``workers`` processes, or on the cluster at ``scheduler``.
     report:
         Called with each micrograph's record as it arrives (e.g. to print failures at once).
@@ -324,7 +324,7 @@ def pick_micrographs(
 
     Returns
     -------
-    One :class:`~cryoscore.infer.batch.JobRecord` per input, in the order of ``inputs``:
+    One :class:`~cryoscore.jobs.JobRecord` per input, in the order of ``inputs``:
     ``ok`` (its STAR file written) or ``failed`` with the reason, as ``cryoscore denoise``
     does. ``pick.json`` lists every input, the failed ones with ``status`` and ``error``.
 
