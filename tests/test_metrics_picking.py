@@ -10,12 +10,8 @@ import pytest
 from cryoscore.errors import InputError
 from cryoscore.io.coords import ParticleCoordinates, read_coordinates, write_coordinates
 from cryoscore.io.layout import write_json
-from cryoscore.metrics.picking import (
-    match_picks,
-    pool_matches,
-    score_directories,
-    write_score_json,
-)
+from cryoscore.metrics.pick_score import score_directories, write_score_json
+from cryoscore.metrics.picking import match_picks, pool_matches
 
 # Four true centres 100 px apart on a line; radius 10 px.
 TRUTH = [(0.0, 0.0), (100.0, 0.0), (200.0, 0.0), (300.0, 0.0)]

@@ -38,7 +38,7 @@ def add_args(subparsers: argparse._SubParsersAction) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from cryoscore.metrics.picking import score_directories, write_score_json
+    from cryoscore.metrics.pick_score import score_directories, write_score_json
 
     for directory in (args.picks, args.truth):
         if not directory.is_dir():
