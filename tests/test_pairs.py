@@ -21,7 +21,7 @@ from cryoscore.pairs.normalise import (
 )
 from cryoscore.pairs.single import neighbour_subsample_pair, recorrupted_pair
 from cryoscore.simulate.dataset import SimulationConfig, render_truth, sample_halves, write_dataset
-from cryoscore.simulate.volume import builtin_specimen
+from cryoscore.simulate.procedural import builtin_specimen
 
 
 def test_noise_level_of_simulated_halves_matches_the_poisson_variance():

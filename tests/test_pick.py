@@ -18,7 +18,7 @@ from cryoscore.io.layout import DatasetLayout
 from cryoscore.io.mrc import read_mrc, write_mrc
 from cryoscore.pick import pick_blobs, pick_micrographs, pick_template
 from cryoscore.simulate.dataset import SimulationConfig, render_truth, sample_halves, write_dataset
-from cryoscore.simulate.volume import builtin_specimen
+from cryoscore.simulate.procedural import builtin_specimen
 
 PIXEL_A = 3.5
 DIAMETER_A = 120.0  # the built-in apoferritin

@@ -33,7 +33,7 @@ from cryoscore.pick.learned import (
     working_image,
 )
 from cryoscore.simulate.dataset import SimulationConfig, render_truth, sample_halves
-from cryoscore.simulate.volume import builtin_specimen
+from cryoscore.simulate.procedural import builtin_specimen
 
 PIXEL_A = 4.0
 DIAMETER_A = 120.0  # the built-in apoferritin: 30 px here

@@ -23,8 +23,9 @@ from cryoscore.reconstruct.poses import PoseSearchConfig, _Band, _BandProjector,
 from cryoscore.simulate.ctf import CtfParams
 from cryoscore.simulate.dataset import SimulationConfig, render_truth, sample_halves, write_dataset
 from cryoscore.simulate.detector import IDEAL, sample_counts
+from cryoscore.simulate.procedural import builtin_specimen
 from cryoscore.simulate.project import euler_to_matrices, fourier_shift, project_potential, random_orientations
-from cryoscore.simulate.volume import builtin_specimen, octahedral_rotations
+from cryoscore.simulate.specimen import octahedral_rotations
 
 
 def _ctf_modulated(projections: torch.Tensor, ctfs: torch.Tensor) -> torch.Tensor:

@@ -17,7 +17,7 @@ from cryoscore.io.layout import DatasetLayout
 from cryoscore.io.mrc import open_mrc_stack, read_mrc
 from cryoscore.simulate.background import BackgroundParams
 from cryoscore.simulate.dataset import SimulationConfig, render_truth, sample_halves, write_dataset
-from cryoscore.simulate.volume import builtin_specimen
+from cryoscore.simulate.procedural import builtin_specimen
 
 SMALL = SimulationConfig(
     specimen="apoferritin",

@@ -13,8 +13,8 @@ from cryoscore.simulate.ctf import CtfParams, ctf_2d, electron_wavelength_a, int
 from cryoscore.simulate.detector import IDEAL, sample_counts
 from cryoscore.simulate.dose import counts_per_pixel_per_frame, drift_sum, drift_trajectory, sample_frames
 from cryoscore.simulate.micrograph import particle_contrast, place_particles
+from cryoscore.simulate.procedural import builtin_specimen
 from cryoscore.simulate.project import euler_to_matrices, fourier_shift, project_potential, random_orientations
-from cryoscore.simulate.volume import builtin_specimen
 
 
 def test_electron_optics_constants_match_tabulated_values():

@@ -11,18 +11,15 @@ import numpy as np
 import pytest
 
 from cryoscore.errors import InputError
-from cryoscore.simulate.volume import (
-    BUILTIN_SPECIMENS,
+from cryoscore.simulate.procedural import BUILTIN_SPECIMENS, builtin_specimen
+from cryoscore.simulate.specimen import (
     MIN_BOX_OVER_DIAMETER,
     PROTEIN_CONTRAST_V,
     Specimen,
-    builtin_specimen,
-    load_specimen,
     measure_diameter_a,
     octahedral_rotations,
-    specimen_from_map,
-    specimen_from_model,
 )
+from cryoscore.simulate.volume import load_specimen, specimen_from_map, specimen_from_model
 
 PIXEL_A = 2.0
 
@@ -318,7 +315,7 @@ def test_random_specimens_are_reproducible_and_sized_as_documented(kind):
 
 
 def test_a_shell_is_hollow_with_the_stated_diameters_and_its_volume():
-    from cryoscore.simulate.volume import hollow_sphere, is_generated_specimen
+    from cryoscore.simulate.procedural import hollow_sphere, is_generated_specimen
 
     pixel_a = 2.0
     shell = load_specimen("shell:120:80", pixel_a)

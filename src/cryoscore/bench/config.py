@@ -279,7 +279,7 @@ def work_dir_name(label: str) -> str:
 def _relative_to(base: Path, spec: str | None) -> str | None:
     """A specimen or reference as the config file means it: a built-in name as it is, a file path
     relative to ``base`` (the config file's folder) unless absolute."""
-    from cryoscore.simulate.volume import is_generated_specimen
+    from cryoscore.simulate.procedural import is_generated_specimen
 
     if spec is None or is_generated_specimen(spec) or Path(spec).is_absolute():
         return spec

@@ -37,7 +37,8 @@ from cryoscore.simulate.dose import (
 from cryoscore.simulate.ice import ice_projected_potential
 from cryoscore.simulate.micrograph import particle_contrast, phase_contrast, place_particles
 from cryoscore.simulate.project import random_orientations
-from cryoscore.simulate.volume import Specimen, load_specimen
+from cryoscore.simulate.specimen import Specimen
+from cryoscore.simulate.volume import load_specimen
 
 logger = logging.getLogger(__name__)
 

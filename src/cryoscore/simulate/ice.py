@@ -27,7 +27,7 @@ import gemmi
 import numpy as np
 import torch
 
-from cryoscore.simulate.volume import VOLTS_A3_PER_SCATTERING_A
+from cryoscore.simulate.specimen import VOLTS_A3_PER_SCATTERING_A
 
 WATER_NUMBER_DENSITY_PER_A3 = 0.0314
 """Molecules per cubic Angstrom in vitreous (low-density amorphous) ice, 0.94 g/cm^3."""
