@@ -19,18 +19,14 @@ from cryoscore.io.coords import ParticleCoordinates, read_coordinates, write_coo
 from cryoscore.io.mrc import read_mrc, write_mrc
 from cryoscore.metrics.picking import MatchResult, match_picks, pool_matches
 from cryoscore.pick import pick_blobs, pick_micrographs
-from cryoscore.pick.learned import (
+from cryoscore.pick.learned import WORKING_DIAMETER_PX, fourier_resample, load_picker, save_picker, working_image
+from cryoscore.pick.learned_training import (
     DEAD_LOGIT_RANGE,
     TRAINING_ATTEMPTS,
-    WORKING_DIAMETER_PX,
     PickerTraining,
-    fourier_resample,
-    load_picker,
     positive_mask,
     pu_loss,
-    save_picker,
     train_picker,
-    working_image,
 )
 from cryoscore.simulate.dataset import SimulationConfig, render_truth, sample_halves
 from cryoscore.simulate.procedural import builtin_specimen

@@ -113,7 +113,7 @@ class LearnedJudgeSettings:
 
     ``folds``: k of the k-fold split over a test set's micrographs (at most their
     number); ``seeds``: one picker training per seed and fold; ``steps``, ``batch_size``,
-    ``crop_px``: the picker's training (None: :class:`~cryoscore.pick.learned.PickerTraining`'s
+    ``crop_px``: the picker's training (None: :class:`~cryoscore.pick.learned_training.PickerTraining`'s
     defaults); ``label_budgets``: numbers of annotated training micrographs per fold to
     judge with as well (AP against labels); ``bootstrap``: replicates of the interval of
     coverage ``confidence``.

@@ -31,7 +31,8 @@ import numpy as np
 from cryoscore.bench.config import LearnedJudgeSettings
 from cryoscore.io.coords import ParticleCoordinates
 from cryoscore.metrics.picking import MatchResult, match_picks, pool_matches
-from cryoscore.pick.learned import LearnedPicker, PickerTraining, train_picker
+from cryoscore.pick.learned import LearnedPicker
+from cryoscore.pick.learned_training import PickerTraining, train_picker
 
 STATISTICS: dict[str, Callable[[MatchResult], float | None]] = {
     "ap": lambda result: result.average_precision,
@@ -86,7 +87,7 @@ class CrossValidation:
     first, by the picker that did not see it), for judges that work on picks (2D classes).
     ``train_micrographs`` is how many micrographs each fold's picker trained on (a list
     over folds); ``restarted_trainings`` how many of the pickers ended dead at first and
-    were trained again (:data:`~cryoscore.pick.learned.TRAINING_ATTEMPTS`); ``seconds`` the
+    were trained again (:data:`~cryoscore.pick.learned_training.TRAINING_ATTEMPTS`); ``seconds`` the
     wall time of training and picking.
     """
 

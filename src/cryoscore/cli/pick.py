@@ -79,7 +79,7 @@ def main(args: argparse.Namespace) -> int:
     import torch
 
     from cryoscore.jobs import expand_inputs, summary_line
-    from cryoscore.pick.learned import PickerTraining
+    from cryoscore.pick.learned_training import PickerTraining
     from cryoscore.pick.run import pick_micrographs
 
     check_parallel_options(args)

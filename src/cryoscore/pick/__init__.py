@@ -13,7 +13,8 @@ the blob and template pickers, a logit for the learned one), best first.
 """
 
 from cryoscore.pick.blob import pick_blobs
-from cryoscore.pick.learned import LearnedPicker, PickerTraining, load_picker, save_picker, train_picker
+from cryoscore.pick.learned import LearnedPicker, load_picker, save_picker
+from cryoscore.pick.learned_training import PickerTraining, train_picker
 from cryoscore.pick.run import PICKERS, pick_micrographs
 from cryoscore.pick.template import pick_template
 

@@ -29,7 +29,8 @@ from cryoscore.io.layout import write_json
 from cryoscore.io.mrc import check_pixel_size, open_mrc_stack, read_mrc
 from cryoscore.jobs import JobRecord, check_micrograph_data, run_jobs, set_torch_threads
 from cryoscore.pick.blob import pick_blobs
-from cryoscore.pick.learned import LearnedPicker, PickerTraining, load_picker, save_picker, train_picker
+from cryoscore.pick.learned import LearnedPicker, load_picker, save_picker
+from cryoscore.pick.learned_training import PickerTraining, train_picker
 from cryoscore.pick.template import DEFAULT_ANGULAR_STEP_DEG, pick_template
 from cryoscore.simulate.ctf import CtfParams
 from cryoscore.simulate.volume import load_specimen
@@ -315,7 +316,7 @@ def pick_micrographs(
     train_micrographs, train_coordinates, training:
         Learned picker only, instead of ``model``: MRC micrographs and the directory of
         their coordinate files (``NAME.star``, ``.box`` or ``.csv``), and how to train
-        (:class:`~cryoscore.pick.learned.PickerTraining`). Training runs in this process.
+        (:class:`~cryoscore.pick.learned_training.PickerTraining`). Training runs in this process.
     save_model:
         Where the trained picker is saved (``.pt`` plus a ``.json`` sidecar); default
         ``output_dir/picker.pt``.
