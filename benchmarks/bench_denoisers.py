@@ -44,10 +44,11 @@ from cryoscore.io.layout import DatasetLayout, read_manifest
 from cryoscore.io.mrc import read_mrc
 from cryoscore.metrics.pixel import pixel_metrics
 from cryoscore.pairs.halves import pairs_from_dataset
+from cryoscore.settings import GuidanceConfig, TrainConfig
 from cryoscore.simulate.background import BackgroundParams
 from cryoscore.simulate.dataset import SimulationConfig, render_truth, sample_halves, write_dataset
 from cryoscore.simulate.volume import load_specimen
-from cryoscore.train import GuidanceConfig, TrainConfig, train_model
+from cryoscore.train import train_model
 
 logger = logging.getLogger("bench_denoisers")
 

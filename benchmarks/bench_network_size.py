@@ -36,10 +36,10 @@ from cryoscore.infer.denoise import TrainedDenoiser, denoise_image, load_denoise
 from cryoscore.io.layout import DatasetLayout
 from cryoscore.io.mrc import read_mrc
 from cryoscore.metrics.pixel import correlation
-from cryoscore.nn.unet import UNetConfig
 from cryoscore.pairs.halves import pairs_from_dataset
+from cryoscore.settings import TrainConfig, UNetConfig
 from cryoscore.simulate.dataset import write_dataset
-from cryoscore.train import TrainConfig, train_model
+from cryoscore.train import train_model
 
 ROOT = Path(__file__).resolve().parents[1]
 VALIDATION_SEED = 1

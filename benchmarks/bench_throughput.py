@@ -47,9 +47,10 @@ from cryoscore.infer.denoise import AUTOCAST_DTYPES, TrainedDenoiser, denoise_im
 from cryoscore.io.mrc import read_mrc, write_mrc
 from cryoscore.jobs import read_ahead
 from cryoscore.pairs.halves import pairs_from_dataset
+from cryoscore.settings import TrainConfig
 from cryoscore.simulate.dataset import SimulationConfig, micrograph_name, render_truth, sample_halves, write_dataset
 from cryoscore.simulate.volume import load_specimen
-from cryoscore.train import TrainConfig, train_model
+from cryoscore.train import train_model
 
 MIB = 2**20
 TRAINING_MICROGRAPHS = 8

@@ -14,10 +14,10 @@ from cryoscore.infer.sampler import SamplerConfig
 from cryoscore.io.layout import DatasetLayout
 from cryoscore.io.mrc import read_mrc
 from cryoscore.nn.checkpoint import load_model
-from cryoscore.nn.unet import UNetConfig
 from cryoscore.pairs.halves import pairs_from_dataset
+from cryoscore.settings import TrainConfig, UNetConfig
 from cryoscore.simulate.dataset import SimulationConfig, write_dataset
-from cryoscore.train import TrainConfig, train_model
+from cryoscore.train import train_model
 
 
 @pytest.fixture(scope="module")

@@ -10,11 +10,12 @@ import torch
 
 from cryoscore.io.mrc import read_mrc
 from cryoscore.nn.precondition import Denoiser, EDMPreconditioner
-from cryoscore.nn.unet import NoiseConditionedUNet, UNetConfig
-from cryoscore.objectives import NoiseLevels, weighted_denoising_error
-from cryoscore.pairs.guidance import GuidanceConfig, GuidanceExamples, band_power
+from cryoscore.nn.unet import NoiseConditionedUNet
+from cryoscore.objectives import weighted_denoising_error
+from cryoscore.pairs.guidance import GuidanceExamples, band_power
 from cryoscore.pairs.halves import pairs_from_dataset
 from cryoscore.pairs.normalise import normalise_pair
+from cryoscore.settings import GuidanceConfig, NoiseLevels, UNetConfig
 from cryoscore.simulate.dataset import SimulationConfig, write_dataset
 
 PIXEL_SIZE_A = 3.0

@@ -10,8 +10,8 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "cryoscore"
 README = PACKAGE.parents[1] / "README.md"
 ALLOWED_BACKWARD = {("io", "simulate")}
 """``io/ctf_star.py`` reads CTFs into ``simulate.ctf.CtfParams`` (named in the README)."""
-SUPPORT = {"__init__", "errors", "progress", "allocator", "models"}
-"""Helpers every stage may use, and the shipped model's folder: not stages of the data flow."""
+SUPPORT = {"__init__", "errors", "progress", "allocator", "settings", "models"}
+"""Helpers and settings every stage may use, and the shipped model's folder: not stages of the data flow."""
 
 
 def _module_map() -> list[str]:

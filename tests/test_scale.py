@@ -11,11 +11,11 @@ import torch
 from cryoscore.filters import fourier_resample, periodic_smooth_decomposition
 from cryoscore.infer.denoise import denoise_image, load_denoiser
 from cryoscore.io.mrc import read_mrc
-from cryoscore.nn.unet import UNetConfig
 from cryoscore.pairs.halves import HalfPair
 from cryoscore.pairs.noise import spectral_noise_sigma
 from cryoscore.pairs.scale import rescale_pair, working_shape
-from cryoscore.train import TrainConfig, train_model
+from cryoscore.settings import TrainConfig, UNetConfig
+from cryoscore.train import train_model
 
 
 def test_fourier_resample_keeps_white_noise_white_and_scales_its_variance():

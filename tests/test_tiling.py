@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from cryoscore.infer.tiling import TilingConfig, apply_tiled, apply_whole
-from cryoscore.nn import Denoiser, EDMPreconditioner, NoiseConditionedUNet, UNetConfig
+from cryoscore.nn import Denoiser, EDMPreconditioner, NoiseConditionedUNet
+from cryoscore.settings import UNetConfig
 
 SMALL = UNetConfig(base_channels=8, depth=2, input_unshuffle=2, noise_embedding_dim=8, max_channels=16)
 SHAPE = (301, 517)  # odd, and no multiple of any tile size below

@@ -9,11 +9,11 @@ import torch
 
 from cryoscore.errors import InputError
 from cryoscore.nn.checkpoint import load_model
-from cryoscore.nn.unet import UNetConfig
 from cryoscore.pairs.halves import pairs_from_dataset
 from cryoscore.pairs.normalise import NORMALISATION
+from cryoscore.settings import GuidanceConfig, TrainConfig, UNetConfig
 from cryoscore.simulate.dataset import SimulationConfig, write_dataset
-from cryoscore.train import GuidanceConfig, TrainConfig, TrainingDiverged, state_path, train_model
+from cryoscore.train import TrainingDiverged, state_path, train_model
 
 TINY_NET = UNetConfig(base_channels=16, depth=2, input_unshuffle=2)
 

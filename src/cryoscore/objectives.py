@@ -27,35 +27,12 @@ import numpy as np
 import torch
 
 from cryoscore.nn.precondition import Denoiser
-from cryoscore.pairs.guidance import GuidanceConfig, GuidanceExamples
+from cryoscore.pairs.guidance import GuidanceExamples
 from cryoscore.pairs.halves import HalfPair
+from cryoscore.settings import GuidanceConfig, NoiseLevels
 
-METHODS = ("n2n", "score", "guided")
 HALF_NOISE_SIGMA = 1.0
 """Noise std of one half in noise units (by construction of the normalisation)."""
-
-
-@dataclass(frozen=True)
-class NoiseLevels:
-    """Distribution of the noise added for score matching.
-
-    ``ln(sigma_add) ~ Normal(log_mean, log_std)``, and a ``zero_fraction`` of the samples get
-    no added noise so the observed level itself is trained.
-    """
-
-    log_mean: float = 0.0
-    log_std: float = 1.2
-    zero_fraction: float = 0.25
-
-    def __post_init__(self) -> None:
-        if self.log_std < 0 or not 0 <= self.zero_fraction <= 1:
-            raise ValueError("log_std must be >= 0 and zero_fraction in [0, 1]")
-
-    def sample(self, n: int, generator: torch.Generator) -> torch.Tensor:
-        """``n`` added-noise levels (n,), float32, zeros included."""
-        sigma = torch.exp(self.log_mean + self.log_std * torch.randn(n, generator=generator))
-        keep = torch.rand(n, generator=generator) >= self.zero_fraction
-        return sigma * keep
 
 
 @dataclass(frozen=True)
@@ -90,11 +67,18 @@ class Noise2Noise:
         return None
 
 
+def sample_levels(levels: NoiseLevels, n: int, generator: torch.Generator) -> torch.Tensor:
+    """``n`` added-noise levels (n,), float32, drawn as ``levels`` says, zeros included."""
+    sigma = torch.exp(levels.log_mean + levels.log_std * torch.randn(n, generator=generator))
+    keep = torch.rand(n, generator=generator) >= levels.zero_fraction
+    return sigma * keep
+
+
 def _add_noise(
     source: torch.Tensor, levels: NoiseLevels, generator: torch.Generator
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``source`` (B, 1, H, W) with extra noise of random levels; returns it and the total levels (B,)."""
-    sigma_add = levels.sample(source.shape[0], generator)
+    sigma_add = sample_levels(levels, source.shape[0], generator)
     noisy = source + sigma_add[:, None, None, None] * torch.randn(source.shape, generator=generator)
     return noisy, torch.sqrt(HALF_NOISE_SIGMA**2 + sigma_add**2)
 

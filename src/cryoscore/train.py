@@ -8,11 +8,10 @@ run would have, and the same seed and data give the same model.
 from __future__ import annotations
 
 import copy
-import dataclasses
 import json
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -24,69 +23,16 @@ from cryoscore.errors import InputError
 from cryoscore.io.atomic import atomic_path
 from cryoscore.nn.checkpoint import save_model
 from cryoscore.nn.precondition import Denoiser, EDMPreconditioner
-from cryoscore.nn.unet import NoiseConditionedUNet, UNetConfig
-from cryoscore.objectives import METHODS, NoiseLevels, StepDraws, build_objective
+from cryoscore.nn.unet import NoiseConditionedUNet
+from cryoscore.objectives import StepDraws, build_objective
 from cryoscore.pairs.crops import random_crop_pairs
-from cryoscore.pairs.guidance import GuidanceConfig
 from cryoscore.pairs.halves import HalfPair
 from cryoscore.pairs.normalise import NORMALISATION, normalise_pair, signal_std
 from cryoscore.pairs.scale import rescale_pair
 from cryoscore.progress import progress as show_progress
+from cryoscore.settings import TrainConfig
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """One training run. ``crop_px`` must be a multiple of the network's required multiple.
-
-    ``guidance`` is required by ``method="guided"`` and refused by the other methods.
-    ``min_pixel_size_a`` is the model's pixel-size floor (:mod:`cryoscore.pairs.scale`):
-    training micrographs finer than it are Fourier-cropped to it, and so are the micrographs
-    the model later denoises; None trains on the micrographs as they are (one pixel size).
-    ``ema_half_life_steps``: when > 0, the saved model is an exponential moving average of
-    the weights over the run (:class:`WeightAverage`) instead of the last step's weights.
-    ``max_grad_norm``: each step's gradient is scaled down to at most this norm (over all
-    weights) before the optimiser step; None: not clipped. Without it, all three networks of
-    the size sweep (benchmarks/RESULTS.md, section 6) had loss spikes that left their last
-    weights worse than earlier ones; a trained model's gradient norm is about 2 (median).
-    """
-
-    method: str = "score"
-    steps: int = 2000
-    batch_size: int = 8
-    crop_px: int = 256
-    learning_rate: float = 5e-4
-    seed: int = 0
-    checkpoint_every: int = 250
-    unet: UNetConfig = field(default_factory=UNetConfig)
-    noise_levels: NoiseLevels = field(default_factory=NoiseLevels)
-    guidance: GuidanceConfig | None = None
-    min_pixel_size_a: float | None = None
-    ema_half_life_steps: float = 0.0
-    max_grad_norm: float | None = 1.0
-
-    def __post_init__(self) -> None:
-        if self.method not in METHODS:
-            raise ValueError(f"--method must be one of {', '.join(METHODS)}, got {self.method!r}")
-        if (self.method == "guided") != (self.guidance is not None):
-            raise ValueError("--method guided needs --reference, and only guided takes one")
-        if min(self.steps, self.batch_size, self.checkpoint_every) < 1 or self.seed < 0:
-            raise ValueError("--steps, batch size and checkpoint interval must be >= 1, --seed >= 0")
-        if not self.learning_rate > 0:
-            raise ValueError("learning rate must be > 0")
-        if self.max_grad_norm is not None and not self.max_grad_norm > 0:
-            raise ValueError(f"the gradient-norm limit must be > 0, got {self.max_grad_norm}")
-        if not self.ema_half_life_steps >= 0:
-            raise ValueError(f"the weight average's half-life must be >= 0 steps, got {self.ema_half_life_steps}")
-        if self.min_pixel_size_a is not None and not self.min_pixel_size_a > 0:
-            raise ValueError(f"--min-pixel-size must be > 0, got {self.min_pixel_size_a}")
-        multiple = self.unet.input_unshuffle * 2**self.unet.depth
-        if self.crop_px < multiple or self.crop_px % multiple:
-            raise ValueError(f"--crop must be a positive multiple of {multiple} px for this network")
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
 
 
 @dataclass(frozen=True)

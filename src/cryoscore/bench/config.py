@@ -74,6 +74,7 @@ from pathlib import Path
 from typing import Any
 
 from cryoscore.errors import InputError
+from cryoscore.settings import GuidanceConfig
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -103,8 +104,8 @@ class TrainingSettings:
     batch_size: int = 8
     crop_px: int = 128
     seed: int = 0
-    guidance_strength: float = 3.0
-    reference_resolution_a: float = 25.0
+    guidance_strength: float = GuidanceConfig.strength
+    reference_resolution_a: float = GuidanceConfig.resolution_a
 
 
 @dataclass(frozen=True)

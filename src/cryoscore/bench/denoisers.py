@@ -23,9 +23,9 @@ from cryoscore.filters import lowpass_filter
 from cryoscore.infer.adapt import AdaptSettings, Micrograph, adapt_to_images
 from cryoscore.infer.denoise import TrainedDenoiser, denoise_image, load_denoiser
 from cryoscore.io.mrc import read_mrc, write_mrc
-from cryoscore.objectives import METHODS
 from cryoscore.pairs.halves import HalfPair
-from cryoscore.train import GuidanceConfig, TrainConfig, train_model
+from cryoscore.settings import METHODS, GuidanceConfig, TrainConfig
+from cryoscore.train import train_model
 
 logger = logging.getLogger(__name__)
 

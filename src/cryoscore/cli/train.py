@@ -9,6 +9,7 @@ from pathlib import Path
 from cryoscore.cli.common import non_negative_int, positive_float
 from cryoscore.errors import InputError
 from cryoscore.io.atomic import check_output_file
+from cryoscore.settings import METHODS, GuidanceConfig, TrainConfig, UNetConfig
 
 EXAMPLES = """
 examples:
@@ -46,26 +47,31 @@ def add_args(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--micrographs", type=Path, metavar="DIR",
                         help="single micrographs without frames: recorrupted pairs (the image plus and minus noise of its own "
                         "measured level; its own grid)")
-    parser.add_argument("--method", required=True, choices=("n2n", "score", "guided"), help="training objective")
+    parser.add_argument("--method", required=True, choices=METHODS, help="training objective")
     parser.add_argument("--reference", metavar="MAP_OR_MODEL",
                         help="guided: reference density, an MRC map, a PDB/mmCIF model or a built-in specimen name")
     parser.add_argument("--lambda", dest="strength", type=float, metavar="L",
-                        help="guided: weight of the guidance loss; 0 is the score method (default: 3)")
+                        help=f"guided: weight of the guidance loss; 0 is the score method (default: {GuidanceConfig.strength:g})")
     parser.add_argument("--reference-resolution", type=positive_float, metavar="A",
-                        help="guided: the reference guides wavelengths longer than this (default: 25)")
+                        help=f"guided: the reference guides wavelengths longer than this (default: {GuidanceConfig.resolution_a:g})")
     parser.add_argument("--guide-defocus", type=positive_float, nargs=2, metavar=("MIN_UM", "MAX_UM"),
                         help="guided: defocus range of the synthetic images, micrometres; use your data's "
-                        "(default: 1.0 2.5)")
+                        "(default: %g %g)" % GuidanceConfig.defocus_range_um)
     parser.add_argument("--guide-ctf", type=Path, metavar="STAR",
                         help="guided: take that range (lowest defocus V to highest defocus U) and the optics "
                         "(voltage, Cs, amplitude contrast) from a micrograph STAR file instead, e.g. from cryoscore ctf")
     parser.add_argument("-o", "--output", required=True, type=Path, metavar="MODEL", help="model file to write (.pt)")
-    parser.add_argument("--steps", type=int, default=2000, metavar="N", help="optimiser steps (default: 2000)")
-    parser.add_argument("--batch-size", type=int, default=8, metavar="N", help="crops per step (default: 8)")
-    parser.add_argument("--crop", type=int, default=256, metavar="PX", help="crop edge, a multiple of 32 (default: 256)")
-    parser.add_argument("--learning-rate", type=positive_float, default=5e-4, metavar="LR", help="Adam step size (default: 5e-4)")
+    parser.add_argument("--steps", type=int, default=TrainConfig.steps, metavar="N", help="optimiser steps (default: %(default)s)")
+    parser.add_argument("--batch-size", type=int, default=TrainConfig.batch_size, metavar="N",
+                        help="crops per step (default: %(default)s)")
+    parser.add_argument("--crop", type=int, default=TrainConfig.crop_px, metavar="PX",
+                        help=f"crop edge, a multiple of the network's size multiple ({UNetConfig().required_multiple} for a new "
+                        "network) (default: %(default)s)")
+    parser.add_argument("--learning-rate", type=positive_float, default=TrainConfig.learning_rate, metavar="LR",
+                        help="Adam step size (default: %(default)g)")
     parser.add_argument("--pixel-size", type=positive_float, metavar="A", help="A per pixel, overriding the files' headers")
-    parser.add_argument("--seed", type=non_negative_int, default=0, metavar="S", help="random seed (default: 0)")
+    parser.add_argument("--seed", type=non_negative_int, default=TrainConfig.seed, metavar="S",
+                        help="random seed (default: %(default)s)")
     parser.add_argument("--resume", action="store_true", help="continue from MODEL's saved training state")
     parser.add_argument("--init", metavar="MODEL|default",
                         help="fine-tune this model (a .pt file, or 'default' for the shipped one) on the data "
@@ -113,8 +119,6 @@ def _training_pairs(args: argparse.Namespace) -> list:
 
 
 def _guidance_config(args: argparse.Namespace):
-    from cryoscore.train import GuidanceConfig
-
     if args.method != "guided":
         if args.reference is not None:
             raise InputError("--reference", "only --method guided takes a reference")
@@ -137,7 +141,7 @@ def _guidance_config(args: argparse.Namespace):
 
 
 def main(args: argparse.Namespace) -> int:
-    from cryoscore.train import TrainConfig, train_model
+    from cryoscore.train import train_model
 
     if args.output.suffix != ".pt":
         raise InputError(args.output, "model file name must end in .pt")

@@ -34,7 +34,8 @@ from cryoscore.nn.checkpoint import save_model
 from cryoscore.pairs.halves import HalfPair
 from cryoscore.pairs.noise import spectral_noise_sigma
 from cryoscore.pairs.single import recorrupted_pair
-from cryoscore.train import TrainConfig, TrainingDiverged, state_path, train_model
+from cryoscore.settings import TrainConfig
+from cryoscore.train import TrainingDiverged, state_path, train_model
 
 logger = logging.getLogger(__name__)
 

@@ -24,7 +24,8 @@ import torch
 from cryoscore.errors import InputError
 from cryoscore.io.atomic import atomic_path
 from cryoscore.nn.precondition import Denoiser, EDMPreconditioner
-from cryoscore.nn.unet import NoiseConditionedUNet, UNetConfig
+from cryoscore.nn.unet import NoiseConditionedUNet
+from cryoscore.settings import UNetConfig
 
 FORMAT = "cryoscore-model"
 FORMAT_VERSION = 1

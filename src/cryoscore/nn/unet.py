@@ -29,71 +29,18 @@ after the block's first convolution.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
+from cryoscore.settings import UNetConfig
+
 # Angular frequencies of the noise embedding span [1, _MAX_ANGULAR_FREQUENCY] rad per unit of
 # c_noise. c_noise = log(sigma)/4 lies in about [-1.7, 1.2] for sigma in [1e-3, 1e2]: the lowest
 # frequency is monotonic over that range, the highest resolves sigma ratios of about 1.1.
 _MAX_ANGULAR_FREQUENCY = 64.0
-
-
-@dataclass(frozen=True)
-class UNetConfig:
-    """Architecture of :class:`NoiseConditionedUNet`.
-
-    Attributes
-    ----------
-    base_channels:
-        Feature channels at the finest U-Net level (after pixel-unshuffling).
-    depth:
-        Number of 2x down-sampling levels below the finest one.
-    input_unshuffle:
-        Pixel-unshuffle factor ``f`` (1, 2 or 4) applied to the input: the U-Net runs at
-        1/f of the input resolution on f^2 channels, and pixel-shuffles back at the end.
-    noise_embedding_dim:
-        Width of the sinusoidal noise embedding and of the MLP that maps it (even).
-    blocks_per_level:
-        Residual blocks (two 3x3 convolutions each) per level, in the encoder, the bottleneck
-        and the decoder alike.
-    max_channels:
-        Cap on the channel count, which otherwise doubles at every level.
-    """
-
-    base_channels: int = 16
-    depth: int = 4
-    input_unshuffle: int = 1
-    noise_embedding_dim: int = 64
-    blocks_per_level: int = 1
-    max_channels: int = 128
-
-    def __post_init__(self) -> None:
-        for field in dataclasses.fields(self):
-            value = getattr(self, field.name)
-            if not isinstance(value, int) or isinstance(value, bool):
-                raise ValueError(f"{field.name} must be an integer, got {value!r}")
-        if self.base_channels < 1 or self.blocks_per_level < 1:
-            raise ValueError("base_channels and blocks_per_level must be at least 1")
-        if self.depth < 0:
-            raise ValueError(f"depth must be >= 0, got {self.depth}")
-        if self.input_unshuffle not in (1, 2, 4):
-            raise ValueError(f"input_unshuffle must be 1, 2 or 4, got {self.input_unshuffle!r}")
-        if self.noise_embedding_dim < 2 or self.noise_embedding_dim % 2:
-            raise ValueError(f"noise_embedding_dim must be even and >= 2, got {self.noise_embedding_dim}")
-        if self.max_channels < self.base_channels:
-            raise ValueError("max_channels must be >= base_channels")
-
-    def channels(self, level: int) -> int:
-        """Feature channels at U-Net level ``level`` (0 = finest, ``depth`` = bottleneck)."""
-        return min(self.base_channels * 2**level, self.max_channels)
-
-    def to_dict(self) -> dict[str, int]:
-        """JSON-serialisable form; ``UNetConfig(**d)`` rebuilds it."""
-        return dataclasses.asdict(self)
 
 
 @dataclass(frozen=True)
@@ -227,7 +174,7 @@ class NoiseConditionedUNet(nn.Module):
     @property
     def required_multiple(self) -> int:
         """Input height and width must be multiples of this many pixels."""
-        return self.config.input_unshuffle * 2**self.config.depth
+        return self.config.required_multiple
 
     @property
     def receptive_field_bounds_px(self) -> tuple[int, int]:

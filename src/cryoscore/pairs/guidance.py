@@ -36,6 +36,7 @@ from cryoscore.errors import InputError
 from cryoscore.filters import lowpass_filter, lowpass_transfer, periodic_smooth_decomposition
 from cryoscore.pairs.crops import dihedral
 from cryoscore.pairs.halves import HalfPair
+from cryoscore.settings import GuidanceConfig
 from cryoscore.simulate.ctf import CtfParams
 from cryoscore.simulate.micrograph import contrast_from_projections, place_particles
 from cryoscore.simulate.project import project_potential, random_orientations
@@ -68,55 +69,6 @@ BANK_REFRESH_PER_STEP = 2
 guided step): a 600-step run sees about 1,200 distinct particle arrangements, and each
 slot's content is a function of (seed, slot, step) alone, so a resumed run draws the same
 examples as an uninterrupted one."""
-
-
-@dataclass(frozen=True)
-class GuidanceConfig:
-    """How a reference density guides training.
-
-    Attributes
-    ----------
-    reference:
-        An MRC map, a PDB/mmCIF model, or a built-in specimen name (``simulate.volume``).
-    strength:
-        ``lambda``, the weight of the guided loss against the Noise2Noise score loss;
-        0 makes ``guided`` identical to ``score``. Where the network cannot tell synthetic
-        from real data, it keeps about ``1 / (1 + lambda)`` of the low-frequency background
-        Noise2Noise alone would keep; 3 measured better than 1 on simulated data (README).
-    resolution_a:
-        The reference is trusted to this resolution, Angstrom: the guided loss acts only on
-        longer wavelengths (Gaussian low-pass, transfer 1/sqrt(2) at ``1/resolution_a``).
-    defocus_range_um:
-        Defocus of the synthetic images, drawn uniformly, micrometres (underfocus positive).
-    area_fraction:
-        Fraction of a synthetic crop covered by particles (sets how many are placed).
-    voltage_kv, cs_mm, amplitude_contrast, bfactor_a2:
-        Microscope of the synthetic images (RELION conventions, as ``simulate.ctf``).
-    """
-
-    reference: str
-    strength: float = 3.0
-    resolution_a: float = 25.0
-    defocus_range_um: tuple[float, float] = (1.0, 2.5)
-    area_fraction: float = 0.2
-    voltage_kv: float = 300.0
-    cs_mm: float = 2.7
-    amplitude_contrast: float = 0.07
-    bfactor_a2: float = 60.0
-
-    def __post_init__(self) -> None:
-        checks = {
-            "--lambda must be >= 0": self.strength >= 0,
-            "--reference-resolution must be > 0": self.resolution_a > 0,
-            "guidance defocus needs 0 < min <= max": 0 < self.defocus_range_um[0] <= self.defocus_range_um[1],
-            "guidance area fraction must lie in (0, 0.5]": 0 < self.area_fraction <= 0.5,
-        }
-        failed = [message for message, ok in checks.items() if not ok]
-        if failed:
-            raise ValueError("; ".join(failed))
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
 
 
 @dataclass(frozen=True)

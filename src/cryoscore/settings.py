@@ -1,0 +1,198 @@
+"""The settings of training, as frozen and validated objects that import without torch.
+
+The command line builds these from its arguments and takes its defaults and help from
+them (``cryoscore train --help``), the library runs on them, and a trained model records
+them (``train_config`` in its metadata). Each default is written once, here.
+
+- :class:`UNetConfig`: the denoising network's shape (:mod:`cryoscore.nn.unet`);
+- :class:`NoiseLevels`: the noise levels of score matching (:mod:`cryoscore.objectives`);
+- :class:`GuidanceConfig`: how a reference density guides training (:mod:`cryoscore.pairs.guidance`);
+- :class:`TrainConfig`: one training run (:mod:`cryoscore.train`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+METHODS = ("n2n", "score", "guided")
+"""The training objectives (:func:`cryoscore.objectives.build_objective`)."""
+
+
+@dataclass(frozen=True)
+class UNetConfig:
+    """Architecture of :class:`NoiseConditionedUNet`.
+
+    Attributes
+    ----------
+    base_channels:
+        Feature channels at the finest U-Net level (after pixel-unshuffling).
+    depth:
+        Number of 2x down-sampling levels below the finest one.
+    input_unshuffle:
+        Pixel-unshuffle factor ``f`` (1, 2 or 4) applied to the input: the U-Net runs at
+        1/f of the input resolution on f^2 channels, and pixel-shuffles back at the end.
+    noise_embedding_dim:
+        Width of the sinusoidal noise embedding and of the MLP that maps it (even).
+    blocks_per_level:
+        Residual blocks (two 3x3 convolutions each) per level, in the encoder, the bottleneck
+        and the decoder alike.
+    max_channels:
+        Cap on the channel count, which otherwise doubles at every level.
+    """
+
+    base_channels: int = 16
+    depth: int = 4
+    input_unshuffle: int = 1
+    noise_embedding_dim: int = 64
+    blocks_per_level: int = 1
+    max_channels: int = 128
+
+    def __post_init__(self) -> None:
+        for item in dataclasses.fields(self):
+            value = getattr(self, item.name)
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise ValueError(f"{item.name} must be an integer, got {value!r}")
+        if self.base_channels < 1 or self.blocks_per_level < 1:
+            raise ValueError("base_channels and blocks_per_level must be at least 1")
+        if self.depth < 0:
+            raise ValueError(f"depth must be >= 0, got {self.depth}")
+        if self.input_unshuffle not in (1, 2, 4):
+            raise ValueError(f"input_unshuffle must be 1, 2 or 4, got {self.input_unshuffle!r}")
+        if self.noise_embedding_dim < 2 or self.noise_embedding_dim % 2:
+            raise ValueError(f"noise_embedding_dim must be even and >= 2, got {self.noise_embedding_dim}")
+        if self.max_channels < self.base_channels:
+            raise ValueError("max_channels must be >= base_channels")
+
+    @property
+    def required_multiple(self) -> int:
+        """Image edges the network takes are multiples of this many pixels."""
+        return self.input_unshuffle * 2**self.depth
+
+    def channels(self, level: int) -> int:
+        """Feature channels at U-Net level ``level`` (0 = finest, ``depth`` = bottleneck)."""
+        return min(self.base_channels * 2**level, self.max_channels)
+
+    def to_dict(self) -> dict[str, int]:
+        """JSON-serialisable form; ``UNetConfig(**d)`` rebuilds it."""
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class NoiseLevels:
+    """Distribution of the noise added for score matching.
+
+    ``ln(sigma_add) ~ Normal(log_mean, log_std)``, and a ``zero_fraction`` of the samples get
+    no added noise so the observed level itself is trained.
+    """
+
+    log_mean: float = 0.0
+    log_std: float = 1.2
+    zero_fraction: float = 0.25
+
+    def __post_init__(self) -> None:
+        if self.log_std < 0 or not 0 <= self.zero_fraction <= 1:
+            raise ValueError("log_std must be >= 0 and zero_fraction in [0, 1]")
+
+
+@dataclass(frozen=True)
+class GuidanceConfig:
+    """How a reference density guides training.
+
+    Attributes
+    ----------
+    reference:
+        An MRC map, a PDB/mmCIF model, or a built-in specimen name (``simulate.volume``).
+    strength:
+        ``lambda``, the weight of the guided loss against the Noise2Noise score loss;
+        0 makes ``guided`` identical to ``score``. Where the network cannot tell synthetic
+        from real data, it keeps about ``1 / (1 + lambda)`` of the low-frequency background
+        Noise2Noise alone would keep; 3 measured better than 1 on simulated data (README).
+    resolution_a:
+        The reference is trusted to this resolution, Angstrom: the guided loss acts only on
+        longer wavelengths (Gaussian low-pass, transfer 1/sqrt(2) at ``1/resolution_a``).
+    defocus_range_um:
+        Defocus of the synthetic images, drawn uniformly, micrometres (underfocus positive).
+    area_fraction:
+        Fraction of a synthetic crop covered by particles (sets how many are placed).
+    voltage_kv, cs_mm, amplitude_contrast, bfactor_a2:
+        Microscope of the synthetic images (RELION conventions, as ``simulate.ctf``).
+    """
+
+    reference: str
+    strength: float = 3.0
+    resolution_a: float = 25.0
+    defocus_range_um: tuple[float, float] = (1.0, 2.5)
+    area_fraction: float = 0.2
+    voltage_kv: float = 300.0
+    cs_mm: float = 2.7
+    amplitude_contrast: float = 0.07
+    bfactor_a2: float = 60.0
+
+    def __post_init__(self) -> None:
+        checks = {
+            "--lambda must be >= 0": self.strength >= 0,
+            "--reference-resolution must be > 0": self.resolution_a > 0,
+            "guidance defocus needs 0 < min <= max": 0 < self.defocus_range_um[0] <= self.defocus_range_um[1],
+            "guidance area fraction must lie in (0, 0.5]": 0 < self.area_fraction <= 0.5,
+        }
+        failed = [message for message, ok in checks.items() if not ok]
+        if failed:
+            raise ValueError("; ".join(failed))
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """One training run. ``crop_px`` must be a multiple of the network's required multiple.
+
+    ``guidance`` is required by ``method="guided"`` and refused by the other methods.
+    ``min_pixel_size_a`` is the model's pixel-size floor (:mod:`cryoscore.pairs.scale`):
+    training micrographs finer than it are Fourier-cropped to it, and so are the micrographs
+    the model later denoises; None trains on the micrographs as they are (one pixel size).
+    ``ema_half_life_steps``: when > 0, the saved model is an exponential moving average of
+    the weights over the run (:class:`WeightAverage`) instead of the last step's weights.
+    ``max_grad_norm``: each step's gradient is scaled down to at most this norm (over all
+    weights) before the optimiser step; None: not clipped. Without it, all three networks of
+    the size sweep (benchmarks/RESULTS.md, section 6) had loss spikes that left their last
+    weights worse than earlier ones; a trained model's gradient norm is about 2 (median).
+    """
+
+    method: str = "score"
+    steps: int = 2000
+    batch_size: int = 8
+    crop_px: int = 256
+    learning_rate: float = 5e-4
+    seed: int = 0
+    checkpoint_every: int = 250
+    unet: UNetConfig = field(default_factory=UNetConfig)
+    noise_levels: NoiseLevels = field(default_factory=NoiseLevels)
+    guidance: GuidanceConfig | None = None
+    min_pixel_size_a: float | None = None
+    ema_half_life_steps: float = 0.0
+    max_grad_norm: float | None = 1.0
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ValueError(f"--method must be one of {', '.join(METHODS)}, got {self.method!r}")
+        if (self.method == "guided") != (self.guidance is not None):
+            raise ValueError("--method guided needs --reference, and only guided takes one")
+        if min(self.steps, self.batch_size, self.checkpoint_every) < 1 or self.seed < 0:
+            raise ValueError("--steps, batch size and checkpoint interval must be >= 1, --seed >= 0")
+        if not self.learning_rate > 0:
+            raise ValueError("learning rate must be > 0")
+        if self.max_grad_norm is not None and not self.max_grad_norm > 0:
+            raise ValueError(f"the gradient-norm limit must be > 0, got {self.max_grad_norm}")
+        if not self.ema_half_life_steps >= 0:
+            raise ValueError(f"the weight average's half-life must be >= 0 steps, got {self.ema_half_life_steps}")
+        if self.min_pixel_size_a is not None and not self.min_pixel_size_a > 0:
+            raise ValueError(f"--min-pixel-size must be > 0, got {self.min_pixel_size_a}")
+        multiple = self.unet.required_multiple
+        if self.crop_px < multiple or self.crop_px % multiple:
+            raise ValueError(f"--crop must be a positive multiple of {multiple} px for this network")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
