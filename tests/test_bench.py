@@ -291,3 +291,23 @@ def test_the_class_judge_finds_the_particle_in_the_classes_of_good_picks_only(tm
     from_learned = outcome.metrics["classes"]
     assert from_learned["picker"] == "learned" and set(outcome.learned_picks) == {"mic_0000", "mic_0001"}
     assert from_learned["true_fraction"] > 0.8 and from_learned["particle_like_fraction"] > 0.8
+
+
+def test_a_failed_reconstruction_judge_fails_its_check_instead_of_dropping_it():
+    from types import SimpleNamespace
+
+    from cryoscore.bench.run import _summary
+
+    def outcome(resolution_a):
+        reconstruction = ({"error": "no particles to reconstruct", "n_particles": 0} if resolution_a is None
+                          else {"resolution_half_maps_a": resolution_a})
+        return SimpleNamespace(metrics={"blob": {"ap": 0.5}, "reconstruction": reconstruction})
+
+    def datasets(guided_resolution_a):
+        return [{"dataset": "sim-12e", "kind": "simulated", "dose_e_per_a2": 12.0,
+                 "outcomes": {"raw": outcome(30.0), "n2n": outcome(20.0), "guided": outcome(guided_resolution_a)}}]
+
+    judged = _summary(datasets(18.0), ["raw", "n2n", "guided"])["checks"]["reconstruction_guided_vs_n2n"]
+    assert judged["holds"] and judged["guided_half_map_a"] == 18.0
+    failed = _summary(datasets(None), ["raw", "n2n", "guided"])["checks"]["reconstruction_guided_vs_n2n"]
+    assert failed == {"failed": ["sim-12e, guided: no particles to reconstruct"], "holds": False}

@@ -195,12 +195,21 @@ def _summary(datasets: list[dict], denoisers: Sequence[str]) -> dict[str, Any]:
         gap = _ap_gap([record for record in simulated if record["dose_e_per_a2"] == lowest], judge, "guided", "n2n",
                       minimum=0.05)
         checks["guided_minus_n2n_ap_at_lowest_dose"] = {"dose_e_per_a2": lowest, "judge": judge, **gap}
-    resolutions = {name: [record["outcomes"][name].metrics.get("reconstruction", {}).get("resolution_half_maps_a")
-                          for record in simulated] for name in ("guided", "n2n") if name in denoisers}
-    if len(resolutions) == 2 and all(None not in values and values for values in resolutions.values()):
-        mean = {name: float(np.mean(values)) for name, values in resolutions.items()}
-        checks["reconstruction_guided_vs_n2n"] = {"guided_half_map_a": mean["guided"], "n2n_half_map_a": mean["n2n"],
-                                                  "holds": mean["guided"] <= mean["n2n"]}
+    reconstructions = {name: [(record["dataset"], record["outcomes"][name].metrics.get("reconstruction"))
+                              for record in simulated] for name in ("guided", "n2n") if name in denoisers}
+    judged = [(dataset, name, result) for name, results in reconstructions.items() for dataset, result in results
+              if result is not None]
+    if len(reconstructions) == 2 and judged:
+        failed = [f"{dataset}, {name}: {result.get('error', 'no half-map resolution')}" for dataset, name, result
+                  in judged if result.get("resolution_half_maps_a") is None]
+        if failed:  # a judge that failed fails its check, visibly
+            checks["reconstruction_guided_vs_n2n"] = {"failed": failed, "holds": False}
+        else:
+            mean = {name: float(np.mean([result["resolution_half_maps_a"] for _, result in results]))
+                    for name, results in reconstructions.items()}
+            checks["reconstruction_guided_vs_n2n"] = {"guided_half_map_a": mean["guided"],
+                                                      "n2n_half_map_a": mean["n2n"],
+                                                      "holds": mean["guided"] <= mean["n2n"]}
     controls = [record["particle_free"]["pass"] for record in simulated if "pass" in record.get("particle_free", {})]
     if controls:
         checks["particle_free_control"] = {"passed": sum(controls), "of": len(controls), "holds": all(controls)}
