@@ -1,7 +1,7 @@
 """Keep the C library's allocator from handing freed tensor memory back to the kernel.
 
-Tiled inference allocates and frees the same activation buffers for every tile (up to 52 MB
-each for the default 2560 x 2560 tiles). glibc's malloc serves blocks that large with
+Tiled inference allocates and frees the same activation buffers for every tile (tens of
+megabytes each). glibc's malloc serves blocks that large with
 ``mmap`` and returns them with ``munmap``, or trims them off the top of its heap, so by
 default every tile faults its activations in again, page by page.
 
@@ -17,16 +17,10 @@ Outside the forward passes, a micrograph-sized array (64 MB for 4096 x 4096 floa
 finds no free block in the heap is mmapped and goes back to the kernel when freed, instead
 of extending the heap for good.
 
-Measured on 2 cores (2026-12-01), 4096 x 4096 micrographs through ``cryoscore denoise`` with
-tiles of 2560 px:
-
-* the threshold alone: ten micrographs in 54 s, 9.9 s of it in the kernel, 2.2 million
-  page faults;
-* no mmap in the whole process: ten in 41 s, 2.6 s in the kernel, 0.25 million page faults,
-  but resident memory kept stepping up, from 1331 MiB after the first micrograph to 1489 MiB
-  at the 89th of a hundred;
-* no mmap in the forward passes only (these settings): 4.3 s per micrograph over a hundred,
-  resident memory 1028 MiB after the first and 1414 MiB from the 15th to the 100th.
+The threshold alone left the largest activations mmapped and faulted in again for every
+tile; no mmap in the whole process let the heap fragment (resident memory kept rising over a
+hundred micrographs); no mmap in the forward passes only (these settings) kept both the page
+faults and the memory flat (benchmarks/RESULTS.md, section 3, "The allocator, again").
 
 The cost is that resident memory stays at the largest working set the process has had
 instead of shrinking after it: for a run of micrographs of one size, the size of one.

@@ -321,8 +321,8 @@ DEFAULT_CONFIG = BenchConfig(
 contamination, at doses where a learned picker on the raw micrographs is neither blind nor
 saturated (raw learned-picker AP about 0.3-0.8, measured in benchmarks/RESULTS.md), and
 apoferritin at 40 e/A^2 as the easy no-harm condition. The learned judge trains each picker for
-100 steps, not the picker's converged 800, to keep the run to hours on 2 cores (151 min measured,
-RESULTS.md section 2); at 100 steps denoised micrographs are understated against raw (by 0.03-0.09
+100 steps, not the picker's converged 800, to keep the run to hours on 2 cores (RESULTS.md
+section 2); at 100 steps denoised micrographs are understated against raw (by 0.03-0.09
 AP, RESULTS.md section 5), so give ``[learned] steps = 800`` in a config file for a verdict."""
 
 

@@ -10,8 +10,8 @@ model's device, so CPU results do not depend on this plumbing.
 
 The network's weights and activations are kept channels-last (NHWC), the layout of oneDNN's
 fastest convolution kernels: on 2 CPU cores the convolutions of a tile take 40 % less time
-than in the default NCHW layout (0.70 s against 1.18 s for three passes of a 1536 x 1536
-tile) and the result is the same to float round-off.
+than in the default NCHW layout (benchmarks/RESULTS.md, section 3) and the result is the same
+to float round-off.
 """
 
 from __future__ import annotations
