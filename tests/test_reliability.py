@@ -407,5 +407,5 @@ def test_panels_have_a_scale_bar_and_the_overview_says_what_the_circles_are(tmp_
     assert (bottom == 255).sum() >= 100 * 0.5  # a white bar on the dark image
     write_panels_png(tmp_path / "a.png", [("x", image)])
     write_panels_png(tmp_path / "b.png", [("x", image)], caption="circles: the true particle positions")
-    plain, captioned = Image.open(tmp_path / "a.png"), Image.open(tmp_path / "b.png")
-    assert captioned.height > plain.height and (np.asarray(captioned)[plain.height:] < 128).any()
+    with Image.open(tmp_path / "a.png") as plain, Image.open(tmp_path / "b.png") as captioned:
+        assert captioned.height > plain.height and (np.asarray(captioned)[plain.height:] < 128).any()

@@ -11,7 +11,7 @@ from cryoscore.errors import InputError
 from cryoscore.nn.checkpoint import load_model
 from cryoscore.pairs.halves import pairs_from_dataset
 from cryoscore.pairs.normalise import NORMALISATION
-from cryoscore.settings import GuidanceConfig, TrainConfig, UNetConfig
+from cryoscore.settings import GuidanceConfig, SettingError, TrainConfig, UNetConfig
 from cryoscore.simulate.dataset import SimulationConfig, write_dataset
 from cryoscore.train import TrainingDiverged, state_path, train_model
 
@@ -99,7 +99,7 @@ def test_gradient_clipping_bounds_what_a_step_can_change(tmp_path, pairs):
         weights = _weights(tmp_path / f"{name}.pt")
         moved[name] = max(float((weights[key] - start[key]).abs().max()) for key in start if "net." in key)
     assert moved["free"] > 1e-3 and moved["clipped"] < 1e-5
-    with pytest.raises(ValueError, match="gradient-norm limit"):
+    with pytest.raises(ValueError, match="max_grad_norm: must be > 0"):
         _config(max_grad_norm=0.0)
 
 
@@ -140,13 +140,14 @@ def test_guided_training_lowers_the_loss_and_records_the_guidance(tmp_path, pair
     assert recorded["guidance"]["reference_name"] == "apoferritin" and recorded["guidance"]["fitted_amplitude"] > 0
 
 
-def test_guidance_and_method_must_agree():
-    with pytest.raises(ValueError, match="--reference"):
+def test_guidance_and_method_must_agree_and_errors_name_the_setting():
+    with pytest.raises(SettingError, match=r"^TrainConfig\.guidance: the guided method needs a reference"):
         TrainConfig(method="guided")
-    with pytest.raises(ValueError, match="--reference"):
+    with pytest.raises(SettingError, match=r"^TrainConfig\.guidance:"):
         TrainConfig(method="score", guidance=GuidanceConfig(reference="apoferritin"))
-    with pytest.raises(ValueError, match="--lambda"):
+    with pytest.raises(SettingError, match=r"^GuidanceConfig\.strength: must be >= 0") as error:
         GuidanceConfig(reference="apoferritin", strength=-1)
+    assert error.value.field == "strength" and isinstance(error.value, ValueError)
 
 
 def test_a_diverging_run_stops_with_a_clear_error_and_writes_no_model(tmp_path, pairs):

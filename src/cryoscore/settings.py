@@ -20,6 +20,22 @@ METHODS = ("n2n", "score", "guided")
 """The training objectives (:func:`cryoscore.objectives.build_objective`)."""
 
 
+class SettingError(ValueError):
+    """A setting out of its range: ``field`` is the dataclass field (``strength``), ``problem``
+    what is wrong with it. The command line names its own flag instead (``--lambda``)."""
+
+    def __init__(self, owner: str, field: str, problem: str):
+        self.owner, self.field, self.problem = owner, field, problem
+        super().__init__(f"{owner}.{field}: {problem}")
+
+
+def _check(owner: str, checks: dict[str, tuple[bool, str]]) -> None:
+    """SettingError for the first ``field -> (holds, problem)`` whose condition does not hold."""
+    for name, (holds, problem) in checks.items():
+        if not holds:
+            raise SettingError(owner, name, problem)
+
+
 @dataclass(frozen=True)
 class UNetConfig:
     """Architecture of :class:`NoiseConditionedUNet`.
@@ -131,15 +147,13 @@ class GuidanceConfig:
     bfactor_a2: float = 60.0
 
     def __post_init__(self) -> None:
-        checks = {
-            "--lambda must be >= 0": self.strength >= 0,
-            "--reference-resolution must be > 0": self.resolution_a > 0,
-            "guidance defocus needs 0 < min <= max": 0 < self.defocus_range_um[0] <= self.defocus_range_um[1],
-            "guidance area fraction must lie in (0, 0.5]": 0 < self.area_fraction <= 0.5,
-        }
-        failed = [message for message, ok in checks.items() if not ok]
-        if failed:
-            raise ValueError("; ".join(failed))
+        low, high = self.defocus_range_um
+        _check("GuidanceConfig", {
+            "strength": (self.strength >= 0, f"must be >= 0, got {self.strength:g}"),
+            "resolution_a": (self.resolution_a > 0, f"must be > 0 A, got {self.resolution_a:g}"),
+            "defocus_range_um": (0 < low <= high, f"needs 0 < min <= max, got {low:g} {high:g}"),
+            "area_fraction": (0 < self.area_fraction <= 0.5, f"must lie in (0, 0.5], got {self.area_fraction:g}"),
+        })
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -176,23 +190,25 @@ class TrainConfig:
     max_grad_norm: float | None = 1.0
 
     def __post_init__(self) -> None:
-        if self.method not in METHODS:
-            raise ValueError(f"--method must be one of {', '.join(METHODS)}, got {self.method!r}")
-        if (self.method == "guided") != (self.guidance is not None):
-            raise ValueError("--method guided needs --reference, and only guided takes one")
-        if min(self.steps, self.batch_size, self.checkpoint_every) < 1 or self.seed < 0:
-            raise ValueError("--steps, batch size and checkpoint interval must be >= 1, --seed >= 0")
-        if not self.learning_rate > 0:
-            raise ValueError("learning rate must be > 0")
-        if self.max_grad_norm is not None and not self.max_grad_norm > 0:
-            raise ValueError(f"the gradient-norm limit must be > 0, got {self.max_grad_norm}")
-        if not self.ema_half_life_steps >= 0:
-            raise ValueError(f"the weight average's half-life must be >= 0 steps, got {self.ema_half_life_steps}")
-        if self.min_pixel_size_a is not None and not self.min_pixel_size_a > 0:
-            raise ValueError(f"--min-pixel-size must be > 0, got {self.min_pixel_size_a}")
         multiple = self.unet.required_multiple
-        if self.crop_px < multiple or self.crop_px % multiple:
-            raise ValueError(f"--crop must be a positive multiple of {multiple} px for this network")
+        _check("TrainConfig", {
+            "method": (self.method in METHODS, f"must be one of {', '.join(METHODS)}, got {self.method!r}"),
+            "guidance": ((self.method == "guided") == (self.guidance is not None),
+                         "the guided method needs a reference, and only it takes one"),
+            "steps": (self.steps >= 1, f"must be >= 1, got {self.steps}"),
+            "batch_size": (self.batch_size >= 1, f"must be >= 1, got {self.batch_size}"),
+            "checkpoint_every": (self.checkpoint_every >= 1, f"must be >= 1, got {self.checkpoint_every}"),
+            "seed": (self.seed >= 0, f"must be >= 0, got {self.seed}"),
+            "learning_rate": (self.learning_rate > 0, f"must be > 0, got {self.learning_rate:g}"),
+            "max_grad_norm": (self.max_grad_norm is None or self.max_grad_norm > 0,
+                              f"must be > 0, got {self.max_grad_norm}"),
+            "ema_half_life_steps": (self.ema_half_life_steps >= 0,
+                                    f"must be >= 0 steps, got {self.ema_half_life_steps}"),
+            "min_pixel_size_a": (self.min_pixel_size_a is None or self.min_pixel_size_a > 0,
+                                 f"must be > 0 A, got {self.min_pixel_size_a}"),
+            "crop_px": (self.crop_px >= multiple and self.crop_px % multiple == 0,
+                        f"must be a positive multiple of {multiple} px for this network, got {self.crop_px}"),
+        })
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -9,6 +9,7 @@ from typing import Callable
 
 from cryoscore.errors import InputError
 from cryoscore.io.atomic import check_output_directory
+from cryoscore.settings import SettingError
 
 
 def positive_float(text: str) -> float:
@@ -65,3 +66,9 @@ def failure_reporter(command: str) -> Callable:
 def batch_exit_code(records) -> int:
     """2 when any micrograph of a batch run failed (each was reported on its own line), else 0."""
     return 2 if any(record.status == "failed" for record in records) else 0
+
+
+def input_error(error: SettingError, flags: dict[str, str]) -> InputError:
+    """The user's error for a setting out of range, naming the flag that set it (``flags``: field
+    -> flag) or, for a field no flag sets, the field itself."""
+    return InputError(flags.get(error.field, f"{error.owner}.{error.field}"), error.problem)

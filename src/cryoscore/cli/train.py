@@ -6,10 +6,10 @@ import argparse
 import sys
 from pathlib import Path
 
-from cryoscore.cli.common import non_negative_int, positive_float
+from cryoscore.cli.common import input_error, non_negative_int, positive_float
 from cryoscore.errors import InputError
 from cryoscore.io.atomic import check_output_file
-from cryoscore.settings import METHODS, GuidanceConfig, TrainConfig, UNetConfig
+from cryoscore.settings import METHODS, GuidanceConfig, SettingError, TrainConfig, UNetConfig
 
 EXAMPLES = """
 examples:
@@ -21,6 +21,12 @@ examples:
   cryoscore train sim/ --method guided --reference ref.mrc -o guided.pt   # target-guided
   cryoscore train sim/ --method guided --reference 7a4m.pdb --lambda 2 --reference-resolution 30 -o guided.pt
 """
+
+FLAGS = {"method": "--method", "guidance": "--reference", "steps": "--steps", "batch_size": "--batch-size",
+         "crop_px": "--crop", "learning_rate": "--learning-rate", "seed": "--seed",
+         "min_pixel_size_a": "--min-pixel-size", "strength": "--lambda", "resolution_a": "--reference-resolution",
+         "defocus_range_um": "--guide-defocus"}
+"""The flag that sets each field of TrainConfig and GuidanceConfig."""
 
 
 def add_args(subparsers: argparse._SubParsersAction) -> None:
@@ -159,8 +165,8 @@ def main(args: argparse.Namespace) -> int:
         config = TrainConfig(method=args.method, steps=args.steps, batch_size=args.batch_size, crop_px=args.crop,
                              learning_rate=args.learning_rate, seed=args.seed, guidance=_guidance_config(args),
                              **architecture)
-    except ValueError as error:
-        raise InputError("options", str(error)) from None
+    except SettingError as error:
+        raise input_error(error, FLAGS) from None
     pairs = _training_pairs(args)
     result = train_model(pairs, config, args.output, resume=args.resume,
                          initial=None if initial is None else initial.model,
