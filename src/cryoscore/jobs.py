@@ -213,7 +213,7 @@ def run_jobs(function: Callable[..., JobRecord], jobs: Sequence[Any], *, workers
         records[number] = record
         if report is not None:
             report(record)
-    return records
+    return [record for record in records if record is not None]  # every job reports once
 
 
 def summary_line(records: Sequence[JobRecord], verb: str = "denoised") -> str:

@@ -77,10 +77,9 @@ def train_models(
             continue
         for name, density in (("guided", reference), ("guided-decoy", decoy)):
             if density is not None:
-                guidance = GuidanceConfig(reference=density, strength=settings.guidance_strength,
-                                          resolution_a=settings.reference_resolution_a,
-                                          defocus_range_um=defocus_range_um)
-                runs.append((name, method, guidance))
+                runs.append((name, method, GuidanceConfig(reference=density, strength=settings.guidance_strength,
+                                                          resolution_a=settings.reference_resolution_a,
+                                                          defocus_range_um=defocus_range_um)))
     for name, method, guidance in runs:
         config = TrainConfig(method=method, steps=settings.steps, batch_size=settings.batch_size,
                              crop_px=settings.crop_px, seed=settings.seed, guidance=guidance)
@@ -140,10 +139,9 @@ def denoise_functions(
         elif name == "lowpass":
             functions[name] = lambda image: lowpass_filter(image, pixel_size_a, lowpass_a)
         elif name == "topaz" and (command := _installed_topaz(os.environ.get("PATH", ""))) is not None:
-            functions[name] = lambda image, command=command: topaz_denoise(image, command)
+            functions[name] = functools.partial(topaz_denoise, command=command)
     for name, model in models.items():
-        functions[name] = lambda image, denoiser=model.denoiser: denoise_image(
-            denoiser, image, pixel_size_a=pixel_size_a)
+        functions[name] = functools.partial(denoise_image, model.denoiser, pixel_size_a=pixel_size_a)
     return functions
 
 

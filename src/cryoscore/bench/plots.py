@@ -149,10 +149,10 @@ def line_chart_svg(
     parts.append(f'<text x="12" y="{top + plot_h / 2}" text-anchor="middle" '
                  f'transform="rotate(-90 12 {top + plot_h / 2})">{html.escape(y_label)}</text>')
     for level, label in hlines:
-        y = math.log10(level) if log_y else level
-        parts.append(f'<line x1="{left}" x2="{left + plot_w}" y1="{py(y):.1f}" y2="{py(y):.1f}" '
+        level_y = math.log10(level) if log_y else level
+        parts.append(f'<line x1="{left}" x2="{left + plot_w}" y1="{py(level_y):.1f}" y2="{py(level_y):.1f}" '
                      f'stroke="#999" stroke-dasharray="4 3"/>')
-        parts.append(f'<text x="{left + plot_w - 3}" y="{py(y) - 3:.1f}" text-anchor="end" fill="#666">'
+        parts.append(f'<text x="{left + plot_w - 3}" y="{py(level_y) - 3:.1f}" text-anchor="end" fill="#666">'
                      f"{html.escape(label)}</text>")
     for index, (name, x, y) in enumerate(cleaned):
         colour = PALETTE[index % len(PALETTE)]

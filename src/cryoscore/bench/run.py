@@ -121,7 +121,8 @@ def _decoy_control(outcomes: dict[str, DenoiserOutcome]) -> dict[str, Any] | Non
 
 
 def _simulated_results(config: BenchConfig, work_dir: Path) -> tuple[list[dict], list[dict]]:
-    datasets, training = [], []
+    datasets: list[dict] = []
+    training: list[dict] = []
     for index, specimen in enumerate(config.simulated):
         specimen_dir = work_dir / work_dir_name(specimen.specimen)
         train_dirs, test_dirs, empty_dir = simulate_specimen(config, specimen, index, specimen_dir)
@@ -146,7 +147,8 @@ def _simulated_results(config: BenchConfig, work_dir: Path) -> tuple[list[dict],
 
 
 def _real_results(config: BenchConfig, work_dir: Path) -> tuple[list[dict], list[dict]]:
-    datasets, training = [], []
+    datasets: list[dict] = []
+    training: list[dict] = []
     for dataset in config.real:
         paths = real_micrograph_paths(dataset)
         pairs = pairs_from_single_micrographs(paths, pixel_size_a=dataset.pixel_size_a, seed=config.training.seed)

@@ -150,8 +150,9 @@ def adapt_to_images(
                     extra={"initial_model": denoiser.source,
                            "adapted_to": [micrograph.source for micrograph in micrographs], "single_image_pairs": True,
                            "pixel_size_range_a": [min(low, *adapted_sizes), max(high, *adapted_sizes)]})
-        adapted: TrainedDenoiser | None = load_denoiser(model_path)
-        adapted_loss = held_out_loss(adapted, held_out_pairs)
+        trained = load_denoiser(model_path)
+        adapted: TrainedDenoiser | None = trained
+        adapted_loss = held_out_loss(trained, held_out_pairs)
     except TrainingDiverged as error:
         logger.warning("%s", error)
         adapted, adapted_loss = None, math.inf

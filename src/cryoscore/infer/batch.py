@@ -173,11 +173,11 @@ def _denoise_array(image: np.ndarray, pixel_size_a: float,
         return lowpass_filter(image, pixel_size_a, settings.lowpass_a, kind=settings.lowpass_kind), None
     denoiser = cached_denoiser(settings.model, settings.device, settings.precision)
     halves = settings.halves * settings.bin_factor**2
-    tiling = {"pixel_size_a": pixel_size_a, "halves_in_image": halves, "tile_px": settings.tile_px,
-              "batch_size": settings.tile_batch}
     if settings.sampler is None:
-        return denoise_image(denoiser, image, **tiling), None
-    return sample_image(denoiser, image, settings.sampler, **tiling)
+        return denoise_image(denoiser, image, pixel_size_a=pixel_size_a, halves_in_image=halves,
+                             tile_px=settings.tile_px, batch_size=settings.tile_batch), None
+    return sample_image(denoiser, image, settings.sampler, pixel_size_a=pixel_size_a, halves_in_image=halves,
+                        tile_px=settings.tile_px, batch_size=settings.tile_batch)
 
 
 def denoise_micrograph(job: DenoiseJob, settings: DenoiseSettings, torch_threads: int | None = None) -> JobRecord:
@@ -208,6 +208,7 @@ def denoise_micrograph(job: DenoiseJob, settings: DenoiseSettings, torch_threads
                               what=f" after --bin {settings.bin_factor}" if settings.bin_factor > 1 else "")
         result, std = _denoise_array(image, pixel_size_a, settings)
         if job.std_output is not None:
+            assert std is not None, "a std map is written only with a sampler, which makes one"
             write_mrc(job.std_output, std, pixel_size_a, float16=settings.float16)
         write_mrc(job.output, result, pixel_size_a, float16=settings.float16)
     except InputError as error:

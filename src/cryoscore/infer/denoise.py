@@ -97,7 +97,7 @@ class TrainedDenoiser:
         pixel size lies outside the trained range by more than ``PIXEL_SIZE_TOLERANCE``.
         """
         if pixel_size_a is None:
-            return WorkingScale(tuple(shape), float("nan"))
+            return WorkingScale((int(shape[0]), int(shape[1])), float("nan"))
         scale = working_shape(shape, pixel_size_a, self.metadata.get("min_pixel_size_a"))
         low, high = self.pixel_size_range_a
         if not low / PIXEL_SIZE_TOLERANCE <= scale.pixel_size_a <= high * PIXEL_SIZE_TOLERANCE:

@@ -33,7 +33,7 @@ _STAR_COLUMNS = {
     "defocus_v_a": ("rlnDefocusV",),
     "defocus_angle_deg": ("rlnDefocusAngle",),
 }
-_CSV_COLUMNS = {"x_px": ("x",), "y_px": ("y",), "figure_of_merit": ("score",)}
+_CSV_COLUMNS: dict[str, tuple[str, ...]] = {"x_px": ("x",), "y_px": ("y",), "figure_of_merit": ("score",)}
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -139,7 +139,7 @@ def _table_from_fields(
     coords: ParticleCoordinates, columns: dict[str, tuple[str, ...]]
 ) -> pd.DataFrame:
     """The present fields of ``coords`` as a table with the given column names."""
-    table = {}
+    table: dict[str, np.ndarray] = {}
     for field, names in columns.items():
         value = getattr(coords, field)
         if value is not None:

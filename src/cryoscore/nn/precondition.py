@@ -19,6 +19,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from cryoscore.nn.unet import NoiseConditionedUNet
+
 
 @dataclass(frozen=True)
 class EDMPreconditioner:
@@ -71,7 +73,7 @@ class Denoiser(nn.Module):
     normally a :class:`cryoscore.nn.unet.NoiseConditionedUNet`.
     """
 
-    def __init__(self, net: nn.Module, preconditioner: EDMPreconditioner):
+    def __init__(self, net: NoiseConditionedUNet, preconditioner: EDMPreconditioner):
         super().__init__()
         self.net = net
         self.preconditioner = preconditioner

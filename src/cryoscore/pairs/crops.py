@@ -31,7 +31,7 @@ def random_crop_pairs(
     sources = np.empty((n_crops, 1, crop_px, crop_px), dtype=np.float32)
     targets = np.empty_like(sources)
     for index in range(n_crops):
-        pair = pairs[rng.integers(len(pairs))]
+        pair = pairs[int(rng.integers(len(pairs)))]
         row = rng.integers(pair.even.shape[0] - crop_px + 1)
         col = rng.integers(pair.even.shape[1] - crop_px + 1)
         transform = int(rng.integers(8))

@@ -33,7 +33,7 @@ class WorkingScale:
 def working_shape(shape: tuple[int, int], pixel_size_a: float, min_pixel_size_a: float | None) -> WorkingScale:
     """The grid a ``shape`` image at ``pixel_size_a`` is worked on, given a model's floor (None = none)."""
     if min_pixel_size_a is None or pixel_size_a >= min_pixel_size_a:
-        return WorkingScale(tuple(shape), pixel_size_a)
+        return WorkingScale((int(shape[0]), int(shape[1])), pixel_size_a)
     factor = pixel_size_a / min_pixel_size_a
     working = (max(round(shape[0] * factor), 2), max(round(shape[1] * factor), 2))
     return WorkingScale(working, pixel_size_a * shape[0] / working[0])

@@ -49,8 +49,7 @@ def neighbour_subsample_pair(image: np.ndarray, rng: np.random.Generator) -> tup
     if image.ndim != 2 or min(image.shape) < 2:
         raise ValueError(f"need a 2D image of at least 2 x 2 pixels, got shape {image.shape}")
     height, width = image.shape[0] // 2, image.shape[1] // 2
-    cells = image[: 2 * height, : 2 * width].reshape(height, 2, width, 2).transpose(0, 2, 1, 3)
-    cells = cells.reshape(height, width, 4)
+    cells = image[: 2 * height, : 2 * width].reshape(height, 2, width, 2).transpose(0, 2, 1, 3).reshape(height, width, 4)
     choice = _PAIRS[rng.integers(len(_PAIRS), size=(height, width))]
     swap = rng.integers(2, size=(height, width)).astype(bool)  # which of the two goes first
     first = np.where(swap, choice[..., 1], choice[..., 0])

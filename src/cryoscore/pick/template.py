@@ -123,7 +123,7 @@ def make_templates(
         max_defocus_a = max(ctf.defocus_u_um, ctf.defocus_v_um) * 1e4
         pad = math.ceil(electron_wavelength_a(ctf.voltage_kv) * max_defocus_a * nyquist_per_a / pixel_size_a)
         padded = torch.nn.functional.pad(projections, (pad, pad, pad, pad))
-        transfer = ctf_2d(ctf, tuple(padded.shape[-2:]), pixel_size_a, rfft=True)
+        transfer = ctf_2d(ctf, (padded.shape[-2], padded.shape[-1]), pixel_size_a, rfft=True)
         templates = -torch.fft.irfft2(torch.fft.rfft2(padded) * transfer, s=padded.shape[-2:])
     templates = templates - templates.mean(dim=(-2, -1), keepdim=True)
     norms = torch.linalg.vector_norm(templates, dim=(-2, -1), keepdim=True)

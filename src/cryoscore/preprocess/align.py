@@ -131,7 +131,7 @@ def align_movies(paths: Sequence[Path], output_dir: Path, settings: AlignSetting
             frames = np.stack([movie.frame(index) for index in range(movie.n_frames)])
         if movie.n_frames < 2:
             raise InputError(path, f"need at least 2 frames to align, found {movie.n_frames}")
-        if gain_image is not None:
+        if gain is not None and gain_image is not None:
             if gain_image.shape != frames.shape[1:]:
                 raise InputError(gain, f"gain reference is {gain_image.shape[1]} x {gain_image.shape[0]} px, "
                                        f"the frames of {Path(path).name} are {frames.shape[2]} x {frames.shape[1]}")

@@ -181,7 +181,8 @@ def extract_picked_particles(
     extraction_box = extraction_box_px(diameter_a / pixel_size_a, box_over_diameter)
     box = min(box_px, extraction_box)
     background_radius_px = max(diameter_a / pixel_size_a / 2, DEFAULT_BACKGROUND_RADIUS_OVER_BOX * extraction_box)
-    stacks, particle_params, micrograph_index, pick_index = [], [], [], []
+    stacks, micrograph_index, pick_index = [], [], []
+    particle_params: list[CtfParams | None] = []
     for index, (micrograph, coords) in enumerate(zip(micrographs, picks)):
         image = micrograph if isinstance(micrograph, np.ndarray) else read_mrc(micrograph)[0]
         centres = np.stack([coords.x_px, coords.y_px], axis=1)

@@ -85,7 +85,7 @@ def soft_sphere_mask(size: int, ndim: int, radius_px: float, edge_px: float) -> 
     """
     axis = torch.arange(size, dtype=torch.float32) - size // 2
     grids = torch.meshgrid(*([axis] * ndim), indexing="ij")
-    radius = torch.sqrt(sum(grid**2 for grid in grids))
+    radius = torch.sqrt(sum((grid**2 for grid in grids), torch.zeros_like(grids[0])))
     ramp = ((radius - radius_px) / max(edge_px, 1e-6)).clamp(0.0, 1.0)
     return 0.5 * (1.0 + torch.cos(math.pi * ramp))
 

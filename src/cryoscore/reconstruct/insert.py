@@ -139,7 +139,7 @@ def reconstruct_half_maps(
     for half in (~in_second_half, in_second_half):
         index = np.nonzero(half)[0]
         selected = torch.from_numpy(index)
-        half_ctfs = [ctfs[i] for i in index]
+        half_ctfs = [ctfs[int(i)] for i in index]
         sums.append(_insert(particles[selected], rotations[selected], shifts_yx_px[selected], half_ctfs, pixel_size_a))
     (numerator_1, weights_1), (numerator_2, weights_2) = sums
     return (

@@ -243,7 +243,7 @@ def write_micrograph(layout: DatasetLayout, config: SimulationConfig, truth: Mic
         generator = torch.Generator().manual_seed(truth.noise_seed)
         frames = _HalfSumAccumulator(
             sample_frames(truth.expected_per_frame, truth.drift_rc, generator, truth.detector),
-            tuple(truth.clean.shape)
+            (truth.clean.shape[-2], truth.clean.shape[-1]),
         )
         write_movie(paths["frames"], frames, pixel_size, n_frames=config.n_frames)
         even, odd = frames.halves

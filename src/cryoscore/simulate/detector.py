@@ -82,7 +82,7 @@ def apply_mtf(image: torch.Tensor, params: DetectorParams) -> torch.Tensor:
     """``image`` (H, W) as the camera's MTF passes it (the expected electrons per pixel), float32."""
     if not params.pixel_aperture and params.localisation_px == 0:
         return image
-    spectrum = torch.fft.rfft2(image.to(torch.float64)) * mtf(params, tuple(image.shape))
+    spectrum = torch.fft.rfft2(image.to(torch.float64)) * mtf(params, (image.shape[-2], image.shape[-1]))
     return torch.fft.irfft2(spectrum, s=tuple(image.shape)).to(torch.float32)
 
 

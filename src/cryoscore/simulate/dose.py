@@ -36,7 +36,7 @@ def drift_trajectory(rng: np.random.Generator, n_frames: int, total_drift_px: fl
         return np.zeros((n_frames, 2))
     steps = rng.normal(size=(n_frames - 1, 2)) * 0.3 + rng.normal(size=2)  # persistent direction
     path = np.vstack([np.zeros(2), np.cumsum(steps, axis=0)])
-    path *= total_drift_px / max(np.linalg.norm(path[-1] - path[0]), 1e-12)
+    path *= total_drift_px / max(float(np.linalg.norm(path[-1] - path[0])), 1e-12)
     return path - path.mean(axis=0)
 
 

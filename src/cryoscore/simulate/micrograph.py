@@ -141,5 +141,5 @@ def phase_contrast(potential_va: torch.Tensor, pixel_size_a: float, ctf: CtfPara
     """Contrast ``-2 * IFFT(CTF * FFT(sigma_e * potential))`` (H, W) of a projected potential (H, W) in V*A,
     periodic at the edges (pad the potential where that matters)."""
     phase = interaction_constant_rad_per_v_a(ctf.voltage_kv) * potential_va
-    transfer = ctf_2d(ctf, tuple(phase.shape), pixel_size_a, rfft=True)
+    transfer = ctf_2d(ctf, (phase.shape[-2], phase.shape[-1]), pixel_size_a, rfft=True)
     return -2.0 * torch.fft.irfft2(torch.fft.rfft2(phase) * transfer, s=phase.shape)

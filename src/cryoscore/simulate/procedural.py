@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Callable, Mapping, Sequence
 
 import numpy as np
+from numpy.typing import ArrayLike
 from scipy import special
 
 from cryoscore.errors import InputError
@@ -38,7 +39,7 @@ _EDGE_A = 2.0
 _EDGE_TAIL_SIGMAS = 6.0
 
 
-def _frame(first: Sequence[float], second_hint: Sequence[float]) -> np.ndarray:
+def _frame(first: ArrayLike, second_hint: ArrayLike) -> np.ndarray:
     """Right-handed orthonormal axes (3, 3), columns: ``first``, then ``second_hint`` made
     orthogonal to it, then their cross product."""
     e1 = np.asarray(first, dtype=np.float64)
