@@ -155,7 +155,9 @@ def real_test_set(dataset: RealDataset, paths: Sequence[Path]) -> TestSet:
     box_px = round(dataset.diameter_a / dataset.pixel_size_a)
     for path, ctf in zip(paths, ctfs):
         image, _ = read_mrc(path, pixel_size_a=dataset.pixel_size_a)
-        truth = read_coordinates(coordinate_file(dataset.coordinates, path.stem), box_size_px=box_px)
+        coordinates = coordinate_file(dataset.coordinates, path.stem)
+        assert coordinates is not None, "real_micrographs keeps the annotated micrographs only"
+        truth = read_coordinates(coordinates, box_size_px=box_px)
         micrographs.append(TestMicrograph(path.stem, image, truth, None, ctf))
     return TestSet(dataset.name, tuple(micrographs), dataset.pixel_size_a, dataset.diameter_a, dataset.reference,
                    None, template=dataset.template)

@@ -82,7 +82,8 @@ def classify_micrographs(
                              progress=progress)
     except ValueError as error:
         raise InputError(picks_dir, f"{error} ({len(stack.images)} of {stack.n_picks} picks lie on the micrographs)") from None
-    judgement = None if template is None else judge_classes(result, template, projections, diameter_a, chosen_ctfs)
+    judgement = (None if template is None or projections is None
+                 else judge_classes(result, template, projections, diameter_a, chosen_ctfs))
     output_dir.mkdir(parents=True, exist_ok=True)
     write_mrc(output_dir / "class_averages.mrcs", result.averages, result.pixel_size_a)
     order = np.argsort(-result.counts)

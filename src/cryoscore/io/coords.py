@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -95,8 +96,9 @@ class ParticleCoordinates:
 
     def take(self, index: np.ndarray) -> "ParticleCoordinates":
         """The particles selected by ``index`` (a boolean mask or integer indices), every field kept."""
-        return ParticleCoordinates(**{field.name: None if getattr(self, field.name) is None
-                                      else getattr(self, field.name)[index] for field in dataclasses.fields(self)})
+        fields: dict[str, Any] = {field.name: None if getattr(self, field.name) is None
+                                  else getattr(self, field.name)[index] for field in dataclasses.fields(self)}
+        return ParticleCoordinates(**fields)
 
 
 def _format(path: Path) -> str:

@@ -201,7 +201,8 @@ class GuidanceExamples:
             relative = float(residual / math.sqrt(max(int(usable.sum()), 1)))
             if best is None or relative < best.relative_residual:
                 best = SpectrumFit(math.sqrt(weights[0]), float(weights[1]), float(exponent), relative)
-        if best is not None and best.amplitude > 0:
+        assert best is not None, "ICE_EXPONENTS is not empty"
+        if best.amplitude > 0:
             return best
         # The reference's spectrum explains none of the data's (a wrong reference, as the decoy
         # control uses, or very little signal): match its power in the particle band instead,

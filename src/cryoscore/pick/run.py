@@ -346,6 +346,7 @@ def pick_micrographs(
                                                       train_coordinates, save_model, pixel_size_a, training, device)
         diameter_a = learned.diameter_a
         learned_record = {"model": str(model_path), "device": device, "model_record": learned.record}
+    assert diameter_a is not None, "_check_options requires it unless a learned picker brings its own"
     settings = PickSettings(diameter_a, picker, reference, ctf, pixel_size_a, angular_step_deg, max_picks, threshold,
                             str(learned_record["model"]) if learned_record else None, device)
     jobs = [PickJob(path, output_dir / f"{path.stem}.star") for path in inputs]

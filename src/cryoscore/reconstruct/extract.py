@@ -182,7 +182,7 @@ def extract_picked_particles(
     box = min(box_px, extraction_box)
     background_radius_px = max(diameter_a / pixel_size_a / 2, DEFAULT_BACKGROUND_RADIUS_OVER_BOX * extraction_box)
     stacks, micrograph_index, pick_index = [], [], []
-    particle_params: list[CtfParams | None] = []
+    particle_params: list[CtfParams] = []
     for index, (micrograph, coords) in enumerate(zip(micrographs, picks)):
         image = micrograph if isinstance(micrograph, np.ndarray) else read_mrc(micrograph)[0]
         centres = np.stack([coords.x_px, coords.y_px], axis=1)

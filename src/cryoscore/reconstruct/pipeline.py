@@ -224,6 +224,7 @@ def reconstruct_from_picks(
     rng = np.random.default_rng(seed)
     subset = np.sort(rng.choice(n_available, size=min(max_particles, n_available), replace=False))
     particles = torch.from_numpy(stack.images[subset])
+    assert stack.ctfs is not None, "extract_picked_particles was given every micrograph's CTF"
     particle_params = [stack.ctfs[index] for index in subset]
     n_particles = len(subset)
     in_second_half = np.zeros(n_particles, dtype=bool)
