@@ -150,7 +150,9 @@ def load_denoiser(path: str | os.PathLike | None = None, device: str = "cpu",
     else:
         model, metadata = load_model(path)
         source = str(path)
-    return TrainedDenoiser(model.to(device, memory_format=torch.channels_last), metadata, source, precision)
+    # Module.to takes memory_format (torch's stubs do not say so)
+    return TrainedDenoiser(model.to(device, memory_format=torch.channels_last),  # type: ignore[call-overload]
+                           metadata, source, precision)
 
 
 def _tiled_denoise_function(denoiser: TrainedDenoiser, tile_px: int, batch_size: int) -> DenoiseFunction:

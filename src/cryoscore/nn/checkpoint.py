@@ -119,7 +119,7 @@ def _build(path: Path, config: Any) -> Denoiser:
     return Denoiser(net, preconditioner)
 
 
-def _check_state_dict(path: Path, model: Denoiser, state_dict: dict[str, Any]) -> None:
+def _check_state_dict(path: Path, model: torch.nn.Module, state_dict: dict[str, Any]) -> None:
     """InputError with a one-line summary when ``state_dict`` does not fit ``model``."""
     expected = model.state_dict()
     problems = []

@@ -242,5 +242,5 @@ def load_picker(path: str | os.PathLike, device: str | torch.device = "cpu") -> 
         raise InputError(path, "picker file has no state_dict")
     _check_state_dict(path, network, state_dict)
     network.load_state_dict(state_dict)
-    record = payload.get("record") if isinstance(payload.get("record"), dict) else {}
+    record: dict[str, Any] = payload["record"] if isinstance(payload.get("record"), dict) else {}
     return LearnedPicker(network.eval(), diameter_a, record).to(device)

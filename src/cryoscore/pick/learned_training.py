@@ -180,8 +180,10 @@ def _train_network(images: Sequence[np.ndarray], masks: Sequence[np.ndarray], pr
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(weights_seed)
         net = PickerNet(network)
+    head = net.layers[-1]
+    assert isinstance(head, torch.nn.Conv2d) and head.bias is not None, "PickerNet ends in a 1 x 1 convolution"
     with torch.no_grad():  # start from the prior's logit, so steps go to telling particles apart
-        net.layers[-1].bias.fill_(math.log(prior / (1 - prior)))
+        head.bias.fill_(math.log(prior / (1 - prior)))
     net.to(device).train()
     optimiser = torch.optim.Adam(net.parameters(), lr=training.learning_rate)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=training.steps)
@@ -244,7 +246,8 @@ def train_picker(
     if len(micrographs) != len(coordinates) or not micrographs:
         raise ValueError(f"need as many coordinate sets as micrographs (>= 1), got {len(coordinates)} "
                          f"and {len(micrographs)}")
-    pixel_sizes = [pixel_size_a] * len(micrographs) if np.isscalar(pixel_size_a) else list(pixel_size_a)
+    pixel_sizes = ([float(pixel_size_a)] * len(micrographs) if isinstance(pixel_size_a, (int, float, np.floating))
+                   else [float(value) for value in pixel_size_a])
     if len(pixel_sizes) != len(micrographs):
         raise ValueError(f"need one pixel size or one per micrograph, got {len(pixel_sizes)}")
     started = time.perf_counter()
