@@ -208,12 +208,12 @@ def run_jobs(function: Callable[..., JobRecord], jobs: Sequence[Any], *, workers
             for number, job in _reading_ahead(jobs))
     else:
         results = _run_on_cluster(function, jobs, workers or 1, scheduler, torch_threads, **kwargs)
-    records: list[JobRecord | None] = [None] * len(jobs)
+    records: dict[int, JobRecord] = {}
     for number, record in show_progress(results, total=len(jobs), desc=desc, unit="mic", enabled=progress):
         records[number] = record
         if report is not None:
             report(record)
-    return [record for record in records if record is not None]  # every job reports once
+    return [records[number] for number in range(len(jobs))]
 
 
 def summary_line(records: Sequence[JobRecord], verb: str = "denoised") -> str:

@@ -141,7 +141,7 @@ class Guided:
 
 def build_objective(method: str, levels: NoiseLevels, guidance: GuidanceConfig | None,
                     normalised_pairs: Sequence[HalfPair], pixel_size_a: float, seed: int) -> Objective:
-    """The objective of ``method`` (one of :data:`METHODS`) for a training run.
+    """The objective of ``method`` (one of :data:`cryoscore.settings.METHODS`) for a training run.
 
     ``guidance`` (``guided`` only) builds the synthetic examples from ``normalised_pairs``
     (noise units, all at ``pixel_size_a``) with ``seed``; a strength of 0 gives exactly

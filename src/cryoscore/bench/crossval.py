@@ -203,10 +203,10 @@ def cross_validate(
     for seed in settings.seeds:
         row: list[MatchResult | None] = [None] * len(images)
         for held_out in range(n_folds):
-            train = [int(index) for index in np.flatnonzero(fold != held_out)]
+            train = np.flatnonzero(fold != held_out).tolist()
             if label_budget is not None and label_budget < len(train):
-                train = sorted(int(index) for index in
-                               np.random.default_rng([seed, held_out]).choice(train, label_budget, replace=False))
+                train = np.sort(np.random.default_rng([seed, held_out]).choice(train, label_budget,
+                                                                               replace=False)).tolist()
             labels = [truths[index] for index in train]
             expected = None
             if particle_budget is not None:
@@ -217,7 +217,7 @@ def cross_validate(
             restarted += picker.record["attempts"] > 1
             if seed == settings.seeds[0]:
                 train_counts.append(len(train))
-            for index in (int(index) for index in np.flatnonzero(fold == held_out)):
+            for index in np.flatnonzero(fold == held_out).tolist():
                 row[index], found = _judge(picker, images[index], truths[index], pixel_size_a, match_radius_px,
                                            diameter_px)
                 if seed == settings.seeds[0]:

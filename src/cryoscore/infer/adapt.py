@@ -145,14 +145,14 @@ def adapt_to_images(
     adapted_sizes = [pair.pixel_size_a if floor is None else max(pair.pixel_size_a, floor) for pair in pairs]
     model_path = Path(model_path)
     initial_loss = held_out_loss(denoiser, held_out_pairs)
+    adapted: TrainedDenoiser | None
     try:
         train_model(pairs, config, model_path, progress=progress, initial=denoiser.model,
                     extra={"initial_model": denoiser.source,
                            "adapted_to": [micrograph.source for micrograph in micrographs], "single_image_pairs": True,
                            "pixel_size_range_a": [min(low, *adapted_sizes), max(high, *adapted_sizes)]})
-        trained = load_denoiser(model_path)
-        adapted: TrainedDenoiser | None = trained
-        adapted_loss = held_out_loss(trained, held_out_pairs)
+        adapted = load_denoiser(model_path)
+        adapted_loss = held_out_loss(adapted, held_out_pairs)
     except TrainingDiverged as error:
         logger.warning("%s", error)
         adapted, adapted_loss = None, math.inf

@@ -246,8 +246,8 @@ def train_picker(
     if len(micrographs) != len(coordinates) or not micrographs:
         raise ValueError(f"need as many coordinate sets as micrographs (>= 1), got {len(coordinates)} "
                          f"and {len(micrographs)}")
-    pixel_sizes = ([float(pixel_size_a)] * len(micrographs) if isinstance(pixel_size_a, (int, float, np.floating))
-                   else [float(value) for value in pixel_size_a])
+    given = np.asarray(pixel_size_a, dtype=np.float64)  # one for all, or one per micrograph
+    pixel_sizes = [float(given)] * len(micrographs) if given.ndim == 0 else given.tolist()
     if len(pixel_sizes) != len(micrographs):
         raise ValueError(f"need one pixel size or one per micrograph, got {len(pixel_sizes)}")
     started = time.perf_counter()
