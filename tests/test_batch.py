@@ -38,7 +38,8 @@ def reference(micrographs, tmp_path_factory) -> dict[str, bytes]:
 
 
 def outputs(directory: Path) -> dict[str, bytes]:
-    return {path.name: path.read_bytes() for path in sorted(directory.iterdir())}
+    """Every file in ``directory`` but the run record (which holds the time), by name."""
+    return {path.name: path.read_bytes() for path in sorted(directory.iterdir()) if path.name != "denoise.json"}
 
 
 @pytest.mark.slow
@@ -70,6 +71,8 @@ def test_a_rerun_skips_complete_outputs_and_redoes_missing_or_corrupt_ones(micro
     time.sleep(0.01)
     assert main(["denoise", str(micrographs), "-o", str(tmp_path), "--threads", "1"]) == 0
     assert "denoised 2, skipped 4 (already done), failed 0" in capsys.readouterr().out
+    statuses = [entry["status"] for entry in json.loads((tmp_path / "denoise.json").read_text())["micrographs"]]
+    assert statuses == ["ok", "ok"] + ["skipped"] * 4
     assert outputs(tmp_path) == reference  # the stale part file is gone too
     assert {name: (tmp_path / name).stat().st_mtime_ns for name in NAMES[2:]} == mtimes
     assert main(["denoise", str(micrographs), "-o", str(tmp_path), "--threads", "1", "--overwrite"]) == 0
@@ -86,6 +89,12 @@ def test_a_corrupt_input_is_reported_and_the_others_are_written(micrographs, ref
     assert f"failed: {corrupt}: file is truncated" in captured.err
     assert "denoised 2, skipped 0 (already done), failed 1" in captured.out
     assert outputs(tmp_path / "out") == {name: reference[name] for name in NAMES[:2]}
+    record = json.loads((tmp_path / "out" / "denoise.json").read_text())
+    assert record["command_line"] == ["cryoscore", "denoise", *inputs, "-o", str(tmp_path / "out"), "--threads", "1"]
+    assert record["denoiser"] == "the default model" and record["settings"]["tile_px"] == 1024
+    assert [(entry["input"], entry["output"], entry["status"]) for entry in record["micrographs"]] == [
+        (inputs[0], NAMES[0], "ok"), (str(corrupt), "corrupt.mrc", "failed"), (inputs[2], NAMES[1], "ok")]
+    assert record["micrographs"][1]["error"].startswith(f"{corrupt}: file is truncated")
 
 
 def test_a_killed_run_restarts_and_finishes_with_every_output_correct(micrographs, reference, tmp_path):

@@ -161,6 +161,10 @@ def test_pick_then_score_on_a_simulated_dataset(tmp_path, capsys):
     assert main(["pick", *micrographs, "-o", str(tmp_path / "picks"), "--diameter", "120"]) == 0
     assert sorted(path.name for path in (tmp_path / "picks").iterdir()) == ["mic_0000.star", "mic_0001.star",
                                                                              "pick.json"]
+    record = json.loads((tmp_path / "picks" / "pick.json").read_text())
+    assert record["command_line"] == ["cryoscore", "pick", *micrographs, "-o", str(tmp_path / "picks"),
+                                      "--diameter", "120"]
+    assert [entry["status"] for entry in record["micrographs"]] == ["ok", "ok"] and record["torch_version"]
     capsys.readouterr()
     # Scale from pick.json; the true coordinates of the dataset are the truth.
     assert main(["score", str(tmp_path / "picks"), str(data / "coordinates"), "--json", str(tmp_path / "s.json")]) == 0

@@ -181,6 +181,7 @@ def test_pick_micrographs_writes_a_star_file_per_micrograph_and_a_record(tmp_pat
     record = json.loads((tmp_path / "blob" / "pick.json").read_text())
     assert record["picker"] == "blob" and record["diameter_a"] == DIAMETER_A
     assert record["cryoscore_version"] == __version__ and record["threshold"] is None
+    assert record["command_line"] is None  # called from Python, not the command line
     assert [entry["pixel_size_a"] for entry in record["micrographs"]] == [4.0, 4.0]
 
     pick_micrographs(

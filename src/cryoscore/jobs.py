@@ -9,13 +9,18 @@ single-threaded worker processes on the loopback interface, or the cluster behin
 ``--scheduler ADDRESS``. A job that fails with an :class:`~cryoscore.errors.InputError` (a
 corrupt input, say), or whose worker dies, is recorded as failed and the others go on.
 Also here: what every stage needs to take its inputs (:func:`expand_inputs`,
-:func:`check_micrograph_data`) and to resume after a kill (:func:`remove_stale_parts`).
+:func:`check_micrograph_data`), to resume after a kill (:func:`remove_stale_parts`) and to
+leave a run record in its output folder (:func:`write_run_record`: versions, time, command
+line, settings and one entry per micrograph).
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import datetime
 import glob
+import importlib.metadata
 import threading
 from collections import Counter
 from dataclasses import dataclass
@@ -24,7 +29,9 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
+from cryoscore import __version__
 from cryoscore.errors import InputError
+from cryoscore.io.layout import write_json
 from cryoscore.progress import progress as show_progress
 
 
@@ -220,3 +227,33 @@ def summary_line(records: Sequence[JobRecord], verb: str = "denoised") -> str:
     """``"denoised X, skipped Y (already done), failed Z"``."""
     counts = Counter(record.status for record in records)
     return f"{verb} {counts['ok']}, skipped {counts['skipped']} (already done), failed {counts['failed']}"
+
+
+def job_entry(source: Path, output: Path, record: JobRecord) -> dict[str, Any]:
+    """One input's entry in a run record: its path, the output's file name, the job's status and
+    seconds, and its details (a failed job's worker may have died before reporting any) or error."""
+    entry: dict[str, Any] = {"input": str(source), "output": output.name, "status": record.status,
+                             "seconds": round(record.seconds, 3)}
+    if record.status == "failed":
+        return {**entry, "error": record.error}
+    return {**entry, **(record.details or {})}
+
+
+def write_run_record(path: Path, content: dict[str, Any], command_line: Sequence[str] | None) -> None:
+    """Write a stage's run record to ``path`` (JSON, atomically): cryoscore's and torch's versions,
+    the UTC time, ``command_line`` (None when the stage was called from Python) and then
+    ``content``, whose dataclass values (settings objects) are written as dicts."""
+    header = {"cryoscore_version": __version__, "torch_version": importlib.metadata.version("torch"),
+              "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+              "command_line": None if command_line is None else list(command_line)}
+    body = {key: _json_ready(value) for key, value in content.items()}
+    write_json(path, {**header, **body})
+
+
+def _json_ready(value: Any) -> Any:
+    """A settings object as a dict (nested ones too, through their ``to_dict`` where they have one)."""
+    if hasattr(value, "to_dict"):
+        return value.to_dict()
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {field.name: _json_ready(getattr(value, field.name)) for field in dataclasses.fields(value)}
+    return value

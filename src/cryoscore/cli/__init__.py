@@ -61,6 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.command_line = ["cryoscore", *(sys.argv[1:] if argv is None else argv)]  # for the run records
     if args.command is None:
         parser.print_help()
         return 2

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 from cryoscore.cli.common import require_empty_output
@@ -43,7 +42,7 @@ def main(args: argparse.Namespace) -> int:
         raise InputError("options", "give CONFIG or --quick, not both")
     config = QUICK_CONFIG if args.quick else DEFAULT_CONFIG if args.config is None else load_bench_config(args.config)
     require_empty_output(args.output, args.overwrite)
-    document = run_bench(config, args.output, command_line=["cryoscore", *sys.argv[1:]])
+    document = run_bench(config, args.output, command_line=args.command_line)
     print(headline_markdown(document), end="")
     print(f"report: {args.output / 'report.html'}; every number: {args.output / 'metrics.json'}")
     return 0

@@ -139,6 +139,7 @@ def main(args: argparse.Namespace) -> int:
     )
     records = denoise_micrographs(args.inputs, args.output, settings, workers=args.workers,
                                   scheduler=args.scheduler, torch_threads=args.threads,
-                                  report=failure_reporter("denoise"))
+                                  report=failure_reporter("denoise"),
+                                  command_line=args.command_line)
     print(f"{summary_line(records)}; outputs in {args.output}")
     return batch_exit_code(records)

@@ -100,6 +100,7 @@ def main(args: argparse.Namespace) -> int:
                                threshold=args.threshold, workers=args.workers, scheduler=args.scheduler,
                                torch_threads=args.threads, report=failure_reporter("pick"), model=args.model,
                                train_micrographs=train_micrographs, train_coordinates=args.train_coordinates,
-                               save_model=args.save_model, training=training, device=args.device)
+                               save_model=args.save_model, training=training, device=args.device,
+                               command_line=args.command_line)
     print(f"{summary_line(records, 'picked')}; outputs in {args.output}")
     return batch_exit_code(records)

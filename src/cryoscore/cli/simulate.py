@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 from cryoscore.cli.common import non_negative_int, positive_float, require_empty_output
@@ -105,6 +104,6 @@ def main(args: argparse.Namespace) -> int:
         )
     except ValueError as error:
         raise InputError("options", str(error)) from None
-    manifest = write_dataset(config, args.output, command_line=["cryoscore", *sys.argv[1:]])
+    manifest = write_dataset(config, args.output, command_line=args.command_line)
     print(f"wrote {config.n_micrographs} micrographs; manifest: {manifest}")
     return 0

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 from cryoscore.cli.common import input_error, non_negative_int, positive_float
@@ -170,7 +169,7 @@ def main(args: argparse.Namespace) -> int:
     pairs = _training_pairs(args)
     result = train_model(pairs, config, args.output, resume=args.resume,
                          initial=None if initial is None else initial.model,
-                         extra={"command_line": ["cryoscore", *sys.argv[1:]],
+                         extra={"command_line": args.command_line,
                                 "single_image_pairs": args.micrographs is not None,
                                 "initial_model": None if initial is None else initial.source})
     print(f"trained {args.method} on {len(pairs)} micrographs in {result.seconds:.0f} s "

@@ -38,10 +38,15 @@ from cryoscore.jobs import (
     JobRecord,
     check_micrograph_data,
     expand_inputs,
+    job_entry,
     remove_stale_parts,
     run_jobs,
     set_torch_threads,
+    write_run_record,
 )
+
+DENOISE_RECORD_NAME = "denoise.json"
+"""The run record written into the output folder (:func:`denoise_micrographs`)."""
 
 
 @dataclass(frozen=True)
@@ -235,12 +240,14 @@ def check_tile(tile_px: int, halo_px: int, multiple: int) -> None:
 
 def denoise_micrographs(inputs: Sequence[Path], output_dir: Path, settings: DenoiseSettings, *, workers: int | None = None,
                         scheduler: str | None = None, torch_threads: int | None = None, progress: bool = True,
-                        report: Callable[[JobRecord], None] | None = None) -> list[JobRecord]:
+                        report: Callable[[JobRecord], None] | None = None,
+                        command_line: Sequence[str] | None = None) -> list[JobRecord]:
     """Denoise every input (files, directories of ``*.mrc``, glob patterns) into ``output_dir``.
 
     The model and the options are checked here, before any job starts (InputError); then
     :func:`run_jobs` runs :func:`denoise_micrograph` for each micrograph. Returns one record per
-    micrograph, in input order.
+    micrograph, in input order, and writes them to ``output_dir/denoise.json`` with the
+    settings, the model used and ``command_line`` (:func:`~cryoscore.jobs.write_run_record`).
     """
     from cryoscore.infer.denoise import resolve_device
 
@@ -258,11 +265,19 @@ def denoise_micrographs(inputs: Sequence[Path], output_dir: Path, settings: Deno
     jobs = plan_denoise_jobs(expand_inputs(inputs), output_dir, write_std=settings.write_std)
     if scheduler is None:
         resolve_device(settings.device)
-    if settings.lowpass_a is None:
+    if settings.lowpass_a is not None:
+        model = f"low-pass {settings.lowpass_a:g} A ({settings.lowpass_kind})"
+    else:
         denoiser = cached_denoiser(settings.model, settings.device if scheduler is None else "cpu",
                                    settings.precision)
         check_tile(settings.tile_px, denoiser.model.net.receptive_field_px, denoiser.model.net.required_multiple)
         if settings.sampler is not None:
             denoiser.check_can_sample()
-    return run_jobs(denoise_micrograph, jobs, workers=workers, scheduler=scheduler, torch_threads=torch_threads,
-                    progress=progress, report=report, settings=settings)
+        model = denoiser.source
+    records = run_jobs(denoise_micrograph, jobs, workers=workers, scheduler=scheduler, torch_threads=torch_threads,
+                       progress=progress, report=report, settings=settings)
+    write_run_record(output_dir / DENOISE_RECORD_NAME,
+                     {"denoiser": model, "settings": settings,
+                      "micrographs": [job_entry(job.source, job.output, record) for job, record in zip(jobs, records)]},
+                     command_line)
+    return records

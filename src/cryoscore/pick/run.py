@@ -3,7 +3,8 @@
 ::
 
     OUTDIR/NAME.star    rlnCoordinateX/Y and rlnAutopickFigureOfMerit, best first
-    OUTDIR/pick.json    picker, its settings, pixel size and pick count per micrograph, version
+    OUTDIR/pick.json    picker, its settings, pixel size and pick count per micrograph, versions,
+                        the command line
     OUTDIR/picker.pt    the learned picker trained for this run (unless saved elsewhere), + picker.json
 
 ``NAME`` is the input file's stem, so ``micrographs/mic_0001.mrc`` gives ``mic_0001.star``.
@@ -21,13 +22,11 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from cryoscore import __version__
 from cryoscore.errors import InputError
 from cryoscore.io.atomic import check_output_directory
 from cryoscore.io.coords import read_coordinates, write_coordinates
-from cryoscore.io.layout import write_json
 from cryoscore.io.mrc import check_pixel_size, open_mrc_stack, read_mrc
-from cryoscore.jobs import JobRecord, check_micrograph_data, run_jobs, set_torch_threads
+from cryoscore.jobs import JobRecord, check_micrograph_data, job_entry, run_jobs, set_torch_threads, write_run_record
 from cryoscore.pick.blob import pick_blobs
 from cryoscore.pick.learned import LearnedPicker, load_picker, save_picker
 from cryoscore.pick.learned_training import PickerTraining, train_picker
@@ -271,6 +270,7 @@ def pick_micrographs(
     save_model: Path | None = None,
     training: PickerTraining = PickerTraining(),
     device: str = "cpu",
+    command_line: Sequence[str] | None = None,
 ) -> list[JobRecord]:
     """Pick every micrograph in ``inputs`` and write ``output_dir/NAME.star`` and ``pick.json``.
 
@@ -322,12 +322,16 @@ def pick_micrographs(
         ``output_dir/picker.pt``.
     device:
         Learned picker only: ``"cpu"`` or ``"cuda"``.
+    command_line:
+        The command that asked for the run, recorded in ``pick.json`` (None: a call from Python).
 
     Returns
     -------
     One :class:`~cryoscore.jobs.JobRecord` per input, in the order of ``inputs``:
     ``ok`` (its STAR file written) or ``failed`` with the reason, as ``cryoscore denoise``
-    does. ``pick.json`` lists every input, the failed ones with ``status`` and ``error``.
+    does. ``pick.json`` (:func:`~cryoscore.jobs.write_run_record`) records the versions, the
+    command line and the picker's settings, and lists every input with its ``status`` (and
+    ``error`` where it failed).
 
     Raises InputError (naming the file or option), before anything is written, for unusable
     options, an output directory that cannot be created, a reference that cannot be loaded,
@@ -352,9 +356,7 @@ def pick_micrographs(
     jobs = [PickJob(path, output_dir / f"{path.stem}.star") for path in inputs]
     results = run_jobs(pick_micrograph, jobs, workers=workers, scheduler=scheduler, torch_threads=torch_threads,
                        progress=progress, desc="pick", report=report, settings=settings)
-    records = [_micrograph_entry(job, result) for job, result in zip(jobs, results)]
     record: dict[str, Any] = {
-        "cryoscore_version": __version__,
         "picker": picker,
         "diameter_a": diameter_a,
         "threshold": threshold,
@@ -365,15 +367,6 @@ def pick_micrographs(
         record["ctf"] = None if ctf is None else ctf.to_dict()
         record["angular_step_deg"] = angular_step_deg
     record.update(learned_record)
-    record["micrographs"] = records
-    write_json(output_dir / PICK_RECORD_NAME, record)
+    record["micrographs"] = [job_entry(job.source, job.output, result) for job, result in zip(jobs, results)]
+    write_run_record(output_dir / PICK_RECORD_NAME, record, command_line)
     return results
-
-
-def _micrograph_entry(job: PickJob, result: JobRecord) -> dict[str, Any]:
-    """One input's entry in pick.json: its files and the job's details (pixel size, pick count), or
-    for a failed job (whose worker may have died before reporting any details) the reason."""
-    entry: dict[str, Any] = {"input": str(job.source), "output": job.output.name}
-    if result.status == "failed":
-        return {**entry, "status": "failed", "error": result.error}
-    return {**entry, **(result.details or {})}
