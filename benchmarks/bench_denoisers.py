@@ -433,7 +433,7 @@ def parse_settings(argv: list[str] | None = None) -> tuple[Settings, argparse.Na
                         help=f"training crops per step (default {FULL_DEFAULTS['batch_size']}; quick 4)")
     parser.add_argument("--dose", type=float, default=20.0, help="e/A^2 over the movie (default 20)")
     parser.add_argument("--lowpass", type=float, default=20.0, help="low-pass resolution, A (default 20)")
-    parser.add_argument("--lambda", dest="guidance_strength", type=float,
+    parser.add_argument("--guidance-strength", "--lambda", type=float,
                         help="guided: weight of the guided loss (default GuidanceConfig's)")
     parser.add_argument("--reference-resolution", type=float,
                         help="guided: resolution the reference is trusted to, A (default GuidanceConfig's)")

@@ -142,7 +142,7 @@ def test_train_from_a_dataset_and_from_single_micrographs(tmp_path, capsys):
         (["nowhere/", "--method", "diffusion", "-o", "m.pt"], "invalid choice"),
         # a setting out of range names the flag that set it, not the library's field
         (["nowhere/", "--method", "guided", "--reference", "apoferritin", "--lambda", "-1", "-o", "m.pt"],
-         "--lambda: must be >= 0"),
+         "--guidance-strength: must be >= 0"),
         (["nowhere/", "--method", "score", "--crop", "100", "-o", "m.pt"], "--crop: must be a positive multiple of"),
     ],
 )

@@ -22,7 +22,7 @@ METHODS = ("n2n", "score", "guided")
 
 class SettingError(ValueError):
     """A setting out of its range: ``field`` is the dataclass field (``strength``), ``problem``
-    what is wrong with it. The command line names its own flag instead (``--lambda``)."""
+    what is wrong with it. The command line names its own flag instead (``--guidance-strength``)."""
 
     def __init__(self, owner: str, field: str, problem: str):
         self.owner, self.field, self.problem = owner, field, problem
@@ -121,7 +121,8 @@ class GuidanceConfig:
     reference:
         An MRC map, a PDB/mmCIF model, or a built-in specimen name (``simulate.volume``).
     strength:
-        ``lambda``, the weight of the guided loss against the Noise2Noise score loss;
+        ``lambda`` (``--guidance-strength``; bench's ``guidance_strength``), the weight of the guided
+        loss against the Noise2Noise score loss;
         0 makes ``guided`` identical to ``score``. Where the network cannot tell synthetic
         from real data, it keeps about ``1 / (1 + lambda)`` of the low-frequency background
         Noise2Noise alone would keep; 3 measured better than 1 on simulated data (README).

@@ -18,12 +18,12 @@ examples:
   cryoscore train --micrographs mics/ --method score -o model.pt  # no frames: recorrupted pairs
   cryoscore train sim/ --method score -o score.pt --steps 4000 --resume   # continue a run
   cryoscore train sim/ --method guided --reference ref.mrc -o guided.pt   # target-guided
-  cryoscore train sim/ --method guided --reference 7a4m.pdb --lambda 2 --reference-resolution 30 -o guided.pt
+  cryoscore train sim/ --method guided --reference 7a4m.pdb --guidance-strength 2 --reference-resolution 30 -o guided.pt
 """
 
 FLAGS = {"method": "--method", "guidance": "--reference", "steps": "--steps", "batch_size": "--batch-size",
          "crop_px": "--crop", "learning_rate": "--learning-rate", "seed": "--seed",
-         "min_pixel_size_a": "--min-pixel-size", "strength": "--lambda", "resolution_a": "--reference-resolution",
+         "min_pixel_size_a": "--min-pixel-size", "strength": "--guidance-strength", "resolution_a": "--reference-resolution",
          "defocus_range_um": "--guide-defocus"}
 """The flag that sets each field of TrainConfig and GuidanceConfig."""
 
@@ -55,8 +55,9 @@ def add_args(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--method", required=True, choices=METHODS, help="training objective")
     parser.add_argument("--reference", metavar="MAP_OR_MODEL",
                         help="guided: reference density, an MRC map, a PDB/mmCIF model or a built-in specimen name")
-    parser.add_argument("--lambda", dest="strength", type=float, metavar="L",
-                        help=f"guided: weight of the guidance loss; 0 is the score method (default: {GuidanceConfig.strength:g})")
+    parser.add_argument("--guidance-strength", "--lambda", dest="strength", type=float, metavar="L",
+                        help="guided: weight of the guidance loss (lambda; bench's guidance_strength); 0 is the score "
+                        f"method (default: {GuidanceConfig.strength:g})")
     parser.add_argument("--reference-resolution", type=positive_float, metavar="A",
                         help=f"guided: the reference guides wavelengths longer than this (default: {GuidanceConfig.resolution_a:g})")
     parser.add_argument("--guide-defocus", type=positive_float, nargs=2, metavar=("MIN_UM", "MAX_UM"),
