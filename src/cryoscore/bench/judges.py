@@ -34,6 +34,7 @@ from cryoscore.pick.blob import pick_blobs
 from cryoscore.pick.template import pick_template, reference_correlation
 from cryoscore.reconstruct.extract import extract_picked_particles
 from cryoscore.reconstruct.pipeline import ReconstructionResult, reconstruct_from_picks
+from cryoscore.simulate.ctf import CtfParams
 from cryoscore.simulate.volume import load_specimen
 
 logger = logging.getLogger(__name__)
@@ -47,7 +48,8 @@ class DenoiserOutcome:
     """What the judges found for one denoiser on one test set.
 
     ``metrics`` is JSON-ready; ``picks`` the blob picks per micrograph name, ``matches``
-    the blob picker's pooled match (for its precision-recall curve), ``example`` the
+    the blob picker's pooled match (for its precision-recall curve; None when no judge
+    picked with the blob picker), ``example`` the
     first micrograph's output (H, W) and ``spectrum`` its radial power spectrum
     (frequencies 1/A, power). ``learned_results[s][i]``: the learned picker's match on
     test micrograph ``i`` with seed ``s``, judged unseen (None without the learned judge),
@@ -57,7 +59,7 @@ class DenoiserOutcome:
 
     metrics: dict[str, Any]
     picks: dict[str, ParticleCoordinates]
-    matches: MatchResult
+    matches: MatchResult | None
     example: np.ndarray
     spectrum: tuple[np.ndarray, np.ndarray]
     reconstruction: ReconstructionResult | None = None
@@ -86,6 +88,8 @@ def _score_picks(test_set: TestSet, picks: dict[str, ParticleCoordinates]) -> Ma
 
 def reference_volume(test_set: TestSet) -> np.ndarray:
     """The test set's reference density at its pixel size (V*A per voxel, cube)."""
+    if test_set.reference is None:
+        raise ValueError(f"{test_set.label}: no reference density (a real dataset without a map)")
     return load_specimen(test_set.reference, test_set.pixel_size_a).volume_v
 
 
@@ -136,6 +140,7 @@ def judge_denoiser(
             local = reference_correlation(estimate, test_set.pixel_size_a, test_set.diameter_a, correlation_reference,
                                           micrograph.ctf)
             correlations.append((float(local.max()), float(np.percentile(local, 99))))
+    assert example is not None, "a test set holds at least one micrograph"
     metrics: dict[str, Any] = {"denoise_seconds_per_micrograph": float(np.median(seconds))}
     if pixel_records:
         metrics["pixel"] = {key: float(np.mean([record[key] for record in pixel_records]))
@@ -170,6 +175,13 @@ def picks_above(picks: dict[str, ParticleCoordinates], threshold: float | None) 
     return {name: found.scoring_at_least(threshold) for name, found in picks.items()}
 
 
+def known_ctfs(test_set: TestSet) -> list[CtfParams] | None:
+    """Each micrograph's CTF, in order, or None unless every one is known (simulated data)."""
+    ctfs = [micrograph.ctf for micrograph in test_set.micrographs]
+    known = [ctf for ctf in ctfs if ctf is not None]
+    return known if len(known) == len(ctfs) else None
+
+
 def attach_reconstruction(test_set: TestSet, outcome: DenoiserOutcome, reference: np.ndarray,
                           *, max_particles: int = 5000) -> None:
     """Reconstruct from ``outcome``'s blob picks at its best-F1 threshold, boxed from the raw
@@ -180,7 +192,8 @@ def attach_reconstruction(test_set: TestSet, outcome: DenoiserOutcome, reference
     (low-passed to 25 A) and the true map. Needs the micrographs' CTFs (simulated data);
     with fewer than two usable picks the metrics say so and the map is None.
     """
-    if any(micrograph.ctf is None for micrograph in test_set.micrographs):
+    ctfs = known_ctfs(test_set)
+    if ctfs is None:
         raise ValueError(f"{test_set.label}: reconstruction needs each micrograph's CTF")
     threshold = outcome.matches.threshold if outcome.matches is not None else None
     kept = picks_above(outcome.picks, threshold)
@@ -188,8 +201,7 @@ def attach_reconstruction(test_set: TestSet, outcome: DenoiserOutcome, reference
         result = reconstruct_from_picks(
             [micrograph.full_sum for micrograph in test_set.micrographs],
             [kept[micrograph.name] for micrograph in test_set.micrographs],
-            [micrograph.ctf for micrograph in test_set.micrographs],
-            reference, test_set.pixel_size_a, test_set.diameter_a,
+            ctfs, reference, test_set.pixel_size_a, test_set.diameter_a,
             true_map=reference, symmetry=test_set.symmetry, max_particles=max_particles)
     except InputError as error:
         outcome.metrics["reconstruction"] = {"error": str(error), "n_particles": 0}
@@ -221,15 +233,15 @@ def attach_classes(test_set: TestSet, outcome: DenoiserOutcome, settings: ClassJ
     if test_set.template is None:
         raise ValueError(f"{test_set.label}: the class judge needs the test set's template density")
     started = time.perf_counter()
-    picker = "learned" if outcome.learned_picks is not None else "blob"
-    found, matches = ((outcome.learned_picks, pool_matches(outcome.learned_results[0])) if picker == "learned"
-                      else (outcome.picks, outcome.matches))
+    matches: MatchResult | None
+    if outcome.learned_picks is not None and outcome.learned_results is not None:
+        picker, found, matches = "learned", outcome.learned_picks, pool_matches(outcome.learned_results[0])
+    else:
+        picker, found, matches = "blob", outcome.picks, outcome.matches
     kept = picks_above(found, matches.threshold if matches is not None else None)
     picks = [kept[micrograph.name] for micrograph in test_set.micrographs]
-    ctfs = [micrograph.ctf for micrograph in test_set.micrographs]
     stack = extract_picked_particles([micrograph.full_sum for micrograph in test_set.micrographs], picks,
-                                     None if any(ctf is None for ctf in ctfs) else ctfs,
-                                     test_set.pixel_size_a, test_set.diameter_a, settings.box_px)
+                                     known_ctfs(test_set), test_set.pixel_size_a, test_set.diameter_a, settings.box_px)
     if len(stack.images) < settings.classes:
         outcome.metrics["classes"] = {"error": f"{len(stack.images)} picks cannot fill {settings.classes} classes",
                                       "n_particles": len(stack.images), "picker": picker}

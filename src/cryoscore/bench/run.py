@@ -96,7 +96,8 @@ def _particle_free_control(
     reference = reference_volume(empty_set)
     control: dict[str, Any] = {}
     for name, function in functions.items():
-        threshold = outcomes[name].matches.threshold if name in outcomes else None
+        matches = outcomes[name].matches if name in outcomes else None
+        threshold = matches.threshold if matches is not None else None
         judged = judge_denoiser(empty_set, name, function, ("blob",), correlation_reference=reference)
         kept = picks_above(judged.picks, threshold if threshold is not None else 0.0)
         control[name] = {"threshold": threshold,

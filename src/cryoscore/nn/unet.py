@@ -81,8 +81,18 @@ class _Footprint:
         return _Footprint(self.stride, min(self.lo, other.lo), max(self.hi, other.hi))
 
 
+def _zero(conv: nn.Conv2d) -> nn.Conv2d:
+    """``conv`` with its weights and bias set to zero (a layer that starts by adding nothing)."""
+    nn.init.zeros_(conv.weight)
+    if conv.bias is not None:
+        nn.init.zeros_(conv.bias)
+    return conv
+
+
 class NoiseEmbedding(nn.Module):
     """c_noise (B,) -> sinusoidal features -> 2-layer MLP -> (B, dim), SiLU-activated."""
+
+    frequencies: torch.Tensor  # (dim // 2,) angular frequencies, a non-persistent buffer
 
     def __init__(self, dim: int):
         super().__init__()
@@ -107,9 +117,7 @@ class ResBlock(nn.Module):
         super().__init__()
         self.conv1 = nn.Conv2d(in_channels, out_channels, 3, padding=1)
         self.film = nn.Linear(embedding_dim, 2 * out_channels)
-        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, padding=1)
-        nn.init.zeros_(self.conv2.weight)
-        nn.init.zeros_(self.conv2.bias)
+        self.conv2 = _zero(nn.Conv2d(out_channels, out_channels, 3, padding=1))
         self.skip = nn.Identity() if in_channels == out_channels else nn.Conv2d(in_channels, out_channels, 1)
 
     def forward(self, x: torch.Tensor, embedding: torch.Tensor) -> torch.Tensor:
@@ -163,9 +171,7 @@ class NoiseConditionedUNet(nn.Module):
         self.bottleneck = self._blocks(ch[max(config.depth - 1, 0)], ch[config.depth], emb)
         self.merges = nn.ModuleList(UpMerge(ch[level + 1], ch[level]) for level in range(config.depth))
         self.decoder = nn.ModuleList(self._blocks(ch[level], ch[level], emb) for level in range(config.depth))
-        self.head = nn.Conv2d(ch[0], f * f, 3, padding=1)
-        nn.init.zeros_(self.head.weight)
-        nn.init.zeros_(self.head.bias)
+        self.head = _zero(nn.Conv2d(ch[0], f * f, 3, padding=1))
 
     def _blocks(self, in_channels: int, out_channels: int, embedding_dim: int) -> nn.ModuleList:
         channels = [in_channels] + [out_channels] * self.config.blocks_per_level
@@ -190,8 +196,8 @@ class NoiseConditionedUNet(nn.Module):
             skips.append(fp)
             fp = fp.downsample(2)
         fp = self._blocks_footprint(self.bottleneck, fp)
-        for merge, blocks, skip in zip(self.merges[::-1], self.decoder[::-1], skips[::-1]):
-            fp = self._blocks_footprint(blocks, merge.footprint(fp, skip))
+        for blocks, skip in zip(self.decoder[::-1], skips[::-1]):
+            fp = self._blocks_footprint(blocks, UpMerge.footprint(fp, skip))
         fp = fp.conv(3).pixel_shuffle(self.config.input_unshuffle)
         return fp.lo, fp.hi
 
@@ -204,9 +210,10 @@ class NoiseConditionedUNet(nn.Module):
         return max(-lo, hi)
 
     @staticmethod
-    def _blocks_footprint(blocks: nn.ModuleList, fp: _Footprint) -> _Footprint:
-        for block in blocks:
-            fp = block.footprint(fp)
+    def _blocks_footprint(blocks: nn.Module, fp: _Footprint) -> _Footprint:
+        """Footprint after a level's residual blocks (a ModuleList of :class:`ResBlock`)."""
+        for _ in blocks.children():
+            fp = ResBlock.footprint(fp)
         return fp
 
     def forward(self, x: torch.Tensor, c_noise: torch.Tensor) -> torch.Tensor:
@@ -225,8 +232,9 @@ class NoiseConditionedUNet(nn.Module):
         return F.pixel_shuffle(self.head(F.silu(h)), self.config.input_unshuffle)
 
     @staticmethod
-    def _run_blocks(blocks: nn.ModuleList, h: torch.Tensor, embedding: torch.Tensor) -> torch.Tensor:
-        for block in blocks:
+    def _run_blocks(blocks: nn.Module, h: torch.Tensor, embedding: torch.Tensor) -> torch.Tensor:
+        """A level's residual blocks (a ModuleList of :class:`ResBlock`) applied in order."""
+        for block in blocks.children():
             h = block(h, embedding)
         return h
 
