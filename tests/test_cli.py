@@ -181,6 +181,8 @@ def test_pick_then_score_on_a_simulated_dataset(tmp_path, capsys):
     assert sorted(path.name for path in (tmp_path / "recon").iterdir()) == ["half1.mrc", "half2.mrc", "map.mrc",
                                                                              "reconstruction.json"]
     picked = json.loads((tmp_path / "recon" / "reconstruction.json").read_text())
+    assert picked["inputs"]["settings"]["box_px"] == 64 and picked["inputs"]["command_line"][:2] == ["cryoscore",
+                                                                                                  "reconstruct"]
     assert picked["inputs"]["threshold"] == pooled["threshold"]
     assert picked["n_picks"] == pooled["n_selected"] and picked["box_px"] == 60  # 1.5 x 120 A at 3 A/px
     assert main(["reconstruct", str(data), "-o", str(tmp_path / "recon-truth")]) == 0
@@ -198,6 +200,8 @@ def test_pick_then_score_on_a_simulated_dataset(tmp_path, capsys):
         (["score", "nowhere", "."], "not a directory"),
         (["reconstruct", "nowhere", "-o", "r"], "not a cryoscore dataset directory"),
         (["reconstruct", ".", "--picks", "nowhere", "-o", "r"], "picks directory not found"),
+        (["reconstruct", "nowhere", "-o", "r", "--box", "15"], "--box: the processing box must be an even number"),
+        (["reconstruct", "nowhere", "-o", "r", "--max-particles", "1"], "--max-particles: two half maps need"),
         (["bench", "--quick", "cfg.toml", "-o", "b"], "not both"),
         (["bench", "missing.toml", "-o", "b"], "no such benchmark config file"),
     ],

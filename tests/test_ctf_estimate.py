@@ -18,6 +18,7 @@ from cryoscore.io.ctf_star import MicrographCtf, read_ctf_star, write_ctf_star
 from cryoscore.io.layout import DatasetLayout
 from cryoscore.io.mrc import read_mrc, write_mrc
 from cryoscore.preprocess.ctf import RELIABLE_FIGURE_OF_MERIT, CtfSearch, estimate_ctf
+from cryoscore.settings import ReconstructionSettings
 from cryoscore.simulate.background import BackgroundParams
 from cryoscore.simulate.ctf import CtfParams
 from cryoscore.simulate.dataset import SimulationConfig, write_dataset
@@ -28,6 +29,9 @@ from cryoscore.simulate.ice import (
     ice_potential_spectrum,
     ice_projected_potential,
 )
+
+BOX_48 = ReconstructionSettings(box_px=48)
+"""Reconstructions in these tests run in a 48 px box."""
 
 
 def test_hard_sphere_structure_factor_has_its_compressibility_limit_and_first_peak():
@@ -190,14 +194,14 @@ def test_a_map_from_estimated_ctfs_is_as_good_as_from_the_true_ones_and_a_wrong_
                                                                defocus_v_um=m.params.defocus_v_um + 0.4))
              for m in estimates]
     write_ctf_star(tmp_path / "wrong.star", wrong, pixel_a)
-    true = reconstruct_dataset(root, box_px=48)
-    estimated = reconstruct_dataset(root, ctf_star=tmp_path / "estimated.star", box_px=48)
-    off = reconstruct_dataset(root, ctf_star=tmp_path / "wrong.star", box_px=48)
+    true = reconstruct_dataset(root, settings=BOX_48)
+    estimated = reconstruct_dataset(root, ctf_star=tmp_path / "estimated.star", settings=BOX_48)
+    off = reconstruct_dataset(root, ctf_star=tmp_path / "wrong.star", settings=BOX_48)
     assert estimated.truth_resolution_a < 1.1 * true.truth_resolution_a
     assert off.truth_resolution_a > 1.2 * estimated.truth_resolution_a
     write_ctf_star(tmp_path / "partial.star", estimates[:1], pixel_a)
     with pytest.raises(InputError, match="no CTF for micrograph"):
-        reconstruct_dataset(root, ctf_star=tmp_path / "partial.star", box_px=48)
+        reconstruct_dataset(root, ctf_star=tmp_path / "partial.star", settings=BOX_48)
 
 
 def test_guided_training_takes_its_defocus_range_and_optics_from_a_ctf_star(tmp_path):

@@ -19,7 +19,8 @@ from cryoscore.reconstruct.fsc import FscCurve, fourier_shell_correlation
 from cryoscore.reconstruct.grid import centred_rfft2, fourier_resize, resample_volume, soft_sphere_mask
 from cryoscore.reconstruct.insert import reconstruct_half_maps, reconstruct_map
 from cryoscore.reconstruct.pipeline import reconstruct_dataset, reconstruct_from_picks
-from cryoscore.reconstruct.poses import PoseSearchConfig, _Band, _BandProjector, assign_poses
+from cryoscore.reconstruct.poses import _Band, _BandProjector, assign_poses
+from cryoscore.settings import PoseSearchConfig, ReconstructionSettings, SettingError
 from cryoscore.simulate.ctf import CtfParams
 from cryoscore.simulate.dataset import SimulationConfig, render_truth, sample_halves, write_dataset
 from cryoscore.simulate.detector import IDEAL, sample_counts
@@ -119,6 +120,14 @@ def test_extraction_box_and_bad_inputs():
         reconstruct_from_picks([micrograph], [outside], [ctf], reference, 4.0, 60.0)
     with pytest.raises(InputError, match="larger than"):
         reconstruct_from_picks([micrograph], [picks], [ctf], reference, 4.0, 400.0)
+    with pytest.raises(SettingError, match="Nyquist") as error:  # 4 A/px boxed at 1.5 x 60 A: Nyquist 8 A
+        reconstruct_from_picks([micrograph], [picks], [ctf], reference, 4.0, 60.0,
+                               ReconstructionSettings(reference_resolution_a=6.0))
+    assert error.value.field == "reference_resolution_a"
+    for field, value in (("box_px", 15), ("max_particles", 1), ("box_over_diameter", 0.5)):
+        with pytest.raises(SettingError) as error:
+            ReconstructionSettings(**{field: value})
+        assert error.value.field == field
 
 
 def test_particle_ctfs_take_per_particle_defocus_from_the_coordinates():

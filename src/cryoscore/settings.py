@@ -1,13 +1,16 @@
-"""The settings of training, as frozen and validated objects that import without torch.
+"""The settings of training and reconstruction, as frozen and validated objects that import without torch.
 
 The command line builds these from its arguments and takes its defaults and help from
-them (``cryoscore train --help``), the library runs on them, and a trained model records
-them (``train_config`` in its metadata). Each default is written once, here.
+them (``cryoscore train --help``, ``cryoscore reconstruct --help``), the library runs on them,
+and a trained model records them (``train_config`` in its metadata). Each default is
+written once, here.
 
 - :class:`UNetConfig`: the denoising network's shape (:mod:`cryoscore.nn.unet`);
 - :class:`NoiseLevels`: the noise levels of score matching (:mod:`cryoscore.objectives`);
 - :class:`GuidanceConfig`: how a reference density guides training (:mod:`cryoscore.pairs.guidance`);
-- :class:`TrainConfig`: one training run (:mod:`cryoscore.train`).
+- :class:`TrainConfig`: one training run (:mod:`cryoscore.train`);
+- :class:`PoseSearchConfig` and :class:`ReconstructionSettings`: how picked particles are
+  aligned and reconstructed (:mod:`cryoscore.reconstruct.pipeline`).
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ class SettingError(ValueError):
         super().__init__(f"{owner}.{field}: {problem}")
 
 
-def _check(owner: str, checks: dict[str, tuple[bool, str]]) -> None:
+def check_fields(owner: str, checks: dict[str, tuple[bool, str]]) -> None:
     """SettingError for the first ``field -> (holds, problem)`` whose condition does not hold."""
     for name, (holds, problem) in checks.items():
         if not holds:
@@ -149,7 +152,7 @@ class GuidanceConfig:
 
     def __post_init__(self) -> None:
         low, high = self.defocus_range_um
-        _check("GuidanceConfig", {
+        check_fields("GuidanceConfig", {
             "strength": (self.strength >= 0, f"must be >= 0, got {self.strength:g}"),
             "resolution_a": (self.resolution_a > 0, f"must be > 0 A, got {self.resolution_a:g}"),
             "defocus_range_um": (0 < low <= high, f"needs 0 < min <= max, got {low:g} {high:g}"),
@@ -192,7 +195,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         multiple = self.unet.required_multiple
-        _check("TrainConfig", {
+        check_fields("TrainConfig", {
             "method": (self.method in METHODS, f"must be one of {', '.join(METHODS)}, got {self.method!r}"),
             "guidance": ((self.method == "guided") == (self.guidance is not None),
                          "the guided method needs a reference, and only it takes one"),
@@ -213,3 +216,110 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class PoseSearchConfig:
+    """How finely orientations and translations are searched (see :mod:`cryoscore.reconstruct.poses`).
+
+    Attributes
+    ----------
+    coarse_step_deg:
+        Angular step of the global SO(3) grid, degrees (10: 14832 orientations without
+        symmetry, 1152 with O).
+    local_steps_deg:
+        Angular steps of the successive local refinements, degrees, each finer than the
+        last; at least one.
+    shift_step_px:
+        Translation step of the global search, pixels of the particle box; halved for the
+        candidates and again in every local refinement.
+    global_resolution_over_diameter:
+        The global search and the first local round compare frequencies up to
+        ``1 / (this * diameter)`` (at most the reference's band): coarse enough that a
+        grid point 5-7 degrees off still correlates, fine enough to tell poses apart.
+    n_candidates:
+        Orientations per particle kept from the global search and scored on the full band.
+    n_refined:
+        Poses per particle (the best candidates) refined in the first local round.
+    """
+
+    coarse_step_deg: float = 10.0
+    local_steps_deg: tuple[float, ...] = (5.0, 2.5, 1.25)
+    shift_step_px: float = 2.0
+    global_resolution_over_diameter: float = 1 / 6
+    n_candidates: int = 32
+    n_refined: int = 4
+
+    def __post_init__(self) -> None:
+        steps = (self.coarse_step_deg, *self.local_steps_deg)
+        check_fields("PoseSearchConfig", {
+            "coarse_step_deg": (0 < self.coarse_step_deg <= 90,
+                                f"must lie in (0, 90] degrees, got {self.coarse_step_deg:g}"),
+            "local_steps_deg": (len(self.local_steps_deg) > 0 and all(0 < finer < coarser for coarser, finer
+                                                                       in zip(steps, steps[1:])),
+                                f"need at least one step, each finer than the one before, got {steps}"),
+            "shift_step_px": (self.shift_step_px > 0, f"must be > 0, got {self.shift_step_px:g}"),
+            "global_resolution_over_diameter": (self.global_resolution_over_diameter > 0,
+                                                f"must be > 0, got {self.global_resolution_over_diameter:g}"),
+            "n_refined": (1 <= self.n_refined <= self.n_candidates,
+                          f"need 1 <= n_refined <= n_candidates, got {self.n_refined} and {self.n_candidates}"),
+        })
+
+
+MIN_BOX_PX = 16
+"""Smallest processing box of a reconstruction, pixels."""
+
+
+@dataclass(frozen=True)
+class ReconstructionSettings:
+    """How particles are boxed, aligned and reconstructed; validated when made (SettingError
+    naming the field, which ``cryoscore reconstruct`` turns into its flag).
+
+    Attributes
+    ----------
+    box_px:
+        Processing box, pixels (even, at least 16): particles are boxed at
+        ``box_over_diameter`` times the diameter and Fourier-cropped to this box when larger.
+    box_over_diameter:
+        Extraction box edge over the particle diameter.
+    reference_resolution_a:
+        Resolution, Angstrom, beyond which the reference is not used for alignment.
+    max_shift_over_diameter:
+        Translation search range as a fraction of the diameter.
+    max_particles:
+        At most this many particles (at least 2), drawn at random (seeded) when there are more.
+    seed:
+        Seeds the particle subset and the half split.
+    symmetry:
+        Point group of the reference (Cn, Dn, O) to shrink the global search; None = C1.
+        The maps are not symmetrised.
+    search:
+        Pose search steps (:class:`PoseSearchConfig`).
+    wiener_constant:
+        Regulariser of the CTF correction (see :mod:`cryoscore.reconstruct.insert`).
+    """
+
+    box_px: int = 64
+    box_over_diameter: float = 1.5
+    reference_resolution_a: float = 25.0
+    max_shift_over_diameter: float = 0.1
+    max_particles: int = 5000
+    seed: int = 0
+    symmetry: str | None = None
+    search: PoseSearchConfig = PoseSearchConfig()
+    wiener_constant: float = 1.0
+
+    def __post_init__(self) -> None:
+        check_fields("ReconstructionSettings", {
+            "box_px": (self.box_px >= MIN_BOX_PX and self.box_px % 2 == 0,
+                       f"the processing box must be an even number >= {MIN_BOX_PX} px, got {self.box_px}"),
+            "box_over_diameter": (self.box_over_diameter >= 1, f"must be >= 1, got {self.box_over_diameter:g}"),
+            "reference_resolution_a": (self.reference_resolution_a > 0,
+                                       f"must be > 0 A, got {self.reference_resolution_a:g}"),
+            "max_shift_over_diameter": (self.max_shift_over_diameter >= 0,
+                                        f"must be >= 0, got {self.max_shift_over_diameter:g}"),
+            "max_particles": (self.max_particles >= 2,
+                              f"two half maps need at least 2 particles, got {self.max_particles}"),
+            "seed": (self.seed >= 0, f"must be >= 0, got {self.seed}"),
+            "wiener_constant": (self.wiener_constant > 0, f"must be > 0, got {self.wiener_constant:g}"),
+        })

@@ -33,7 +33,8 @@ from cryoscore.metrics.pixel import pixel_metrics
 from cryoscore.pick.blob import pick_blobs
 from cryoscore.pick.template import pick_template, reference_correlation
 from cryoscore.reconstruct.extract import extract_picked_particles
-from cryoscore.reconstruct.pipeline import ReconstructionResult, reconstruct_from_picks
+from cryoscore.reconstruct.pipeline import ReconstructionResult, ReconstructionSettings, reconstruct_from_picks
+from cryoscore.settings import SettingError
 from cryoscore.simulate.ctf import CtfParams
 from cryoscore.simulate.volume import load_specimen
 
@@ -202,8 +203,8 @@ def attach_reconstruction(test_set: TestSet, outcome: DenoiserOutcome, reference
             [micrograph.full_sum for micrograph in test_set.micrographs],
             [kept[micrograph.name] for micrograph in test_set.micrographs],
             ctfs, reference, test_set.pixel_size_a, test_set.diameter_a,
-            true_map=reference, symmetry=test_set.symmetry, max_particles=max_particles)
-    except InputError as error:
+            ReconstructionSettings(symmetry=test_set.symmetry, max_particles=max_particles), true_map=reference)
+    except (InputError, SettingError) as error:
         outcome.metrics["reconstruction"] = {"error": str(error), "n_particles": 0}
         return
     outcome.reconstruction = result

@@ -38,15 +38,14 @@ from cryoscore.reconstruct.extract import extract_picked_particles, extraction_b
 from cryoscore.reconstruct.fsc import HALF_MAP_THRESHOLD, TRUTH_THRESHOLD, FscCurve, fourier_shell_correlation
 from cryoscore.reconstruct.grid import resample_volume, soft_sphere_mask
 from cryoscore.reconstruct.insert import reconstruct_half_maps
-from cryoscore.reconstruct.poses import PoseSearchConfig, assign_poses
+from cryoscore.reconstruct.poses import assign_poses
+from cryoscore.settings import ReconstructionSettings, SettingError
 from cryoscore.simulate.ctf import CtfParams
 
 logger = logging.getLogger(__name__)
 
 #: Soft edge of the FSC mask beyond the particle radius, as a fraction of the diameter.
 _FSC_MASK_EDGE_OVER_DIAMETER = 0.1
-#: Smallest processing box, pixels.
-_MIN_BOX_PX = 16
 
 
 @dataclass(frozen=True, eq=False)
@@ -135,19 +134,11 @@ def reconstruct_from_picks(
     reference: np.ndarray,
     pixel_size_a: float,
     diameter_a: float,
+    settings: ReconstructionSettings = ReconstructionSettings(),
     *,
     reference_pixel_size_a: float | None = None,
-    box_px: int = 64,
-    box_over_diameter: float = 1.5,
-    reference_resolution_a: float = 25.0,
-    max_shift_over_diameter: float = 0.1,
     true_map: np.ndarray | None = None,
     true_map_pixel_size_a: float | None = None,
-    max_particles: int = 5000,
-    seed: int = 0,
-    symmetry: str | None = None,
-    search: PoseSearchConfig = PoseSearchConfig(),
-    wiener_constant: float = 1.0,
 ) -> ReconstructionResult:
     """Reconstruct the particles picked on raw micrographs and measure the maps' resolution.
 
@@ -161,36 +152,21 @@ def reconstruct_from_picks(
     ctfs:
         CTF per micrograph.
     reference:
-        Map (D, D, D) for pose assignment, low-passed here to ``reference_resolution_a``.
+        Map (D, D, D) for pose assignment, low-passed here to ``settings.reference_resolution_a``.
     pixel_size_a:
         Micrograph pixel size, Angstrom.
     diameter_a:
         Particle diameter, Angstrom: sets the box, the masks and the translation range.
+    settings:
+        Box, alignment, particle subset and CTF correction (:class:`ReconstructionSettings`).
     reference_pixel_size_a, true_map_pixel_size_a:
         Voxel sizes of the maps, Angstrom; default ``pixel_size_a``.
-    box_px:
-        Processing box, pixels (even): particles are boxed at ``box_over_diameter`` times
-        the diameter and Fourier-cropped to this box when larger.
-    reference_resolution_a:
-        Resolution, Angstrom, beyond which the reference is not used for alignment.
-    max_shift_over_diameter:
-        Translation search range as a fraction of the diameter.
     true_map:
         The true map (D', D', D') for the FSC at 0.5, or None.
-    max_particles:
-        At most this many particles, drawn at random (seeded) when there are more.
-    seed:
-        Seeds the particle subset and the half split.
-    symmetry:
-        Point group of the reference (Cn, Dn, O) to shrink the global search; None = C1.
-        The maps are not symmetrised.
-    search:
-        Pose search steps.
-    wiener_constant:
-        Regulariser of the CTF correction (see :mod:`.insert`).
 
     Raises InputError for mismatched lengths, a box larger than a micrograph, no particles
-    to reconstruct, or unusable sizes.
+    to reconstruct, or unusable sizes (a reference resolution finer than the box's Nyquist
+    limit names ``settings.reference_resolution_a``).
     """
     started = time.perf_counter()
     if not len(micrographs) == len(picks) == len(ctfs):
@@ -202,27 +178,24 @@ def reconstruct_from_picks(
     pixel_size_a = check_pixel_size("pixel size", pixel_size_a)
     if not diameter_a > 0:
         raise InputError("diameter", f"the particle diameter must be > 0 A, got {diameter_a}")
-    if box_px < _MIN_BOX_PX or box_px % 2:
-        raise InputError("box", f"the processing box must be an even number >= {_MIN_BOX_PX} px, got {box_px}")
-    if max_particles < 2:
-        raise InputError("max particles", f"two half maps need at least 2 particles, got {max_particles}")
-    extraction_box = extraction_box_px(diameter_a / pixel_size_a, box_over_diameter)
-    box = min(box_px, extraction_box)
+    extraction_box = extraction_box_px(diameter_a / pixel_size_a, settings.box_over_diameter)
+    box = min(settings.box_px, extraction_box)
     particle_pixel_a = pixel_size_a * extraction_box / box
-    if reference_resolution_a < 2 * particle_pixel_a:
-        raise InputError(
-            "reference resolution",
-            f"{reference_resolution_a} A is finer than Nyquist ({2 * particle_pixel_a:.3g} A) "
+    if settings.reference_resolution_a < 2 * particle_pixel_a:
+        raise SettingError(
+            "ReconstructionSettings", "reference_resolution_a",
+            f"{settings.reference_resolution_a:g} A is finer than Nyquist ({2 * particle_pixel_a:.3g} A) "
             f"of the {box} px particle box",
         )
 
-    stack = extract_picked_particles(micrographs, picks, ctfs, pixel_size_a, diameter_a, box, box_over_diameter)
+    stack = extract_picked_particles(micrographs, picks, ctfs, pixel_size_a, diameter_a, box,
+                                     settings.box_over_diameter)
     n_picks = stack.n_picks
     n_available = len(stack.images)
     if n_available < 2:
         raise InputError("picks", f"{n_available} of {n_picks} picks lie on the micrographs; need at least 2 particles")
-    rng = np.random.default_rng(seed)
-    subset = np.sort(rng.choice(n_available, size=min(max_particles, n_available), replace=False))
+    rng = np.random.default_rng(settings.seed)
+    subset = np.sort(rng.choice(n_available, size=min(settings.max_particles, n_available), replace=False))
     particles = torch.from_numpy(stack.images[subset])
     assert stack.ctfs is not None, "extract_picked_particles was given every micrograph's CTF"
     particle_params = [stack.ctfs[index] for index in subset]
@@ -235,23 +208,23 @@ def reconstruct_from_picks(
         reference, reference_pixel_size_a or pixel_size_a, box, particle_pixel_a, source="reference"
     )
     diameter_px = diameter_a / particle_pixel_a
-    max_shift_px = max_shift_over_diameter * diameter_px
+    max_shift_px = settings.max_shift_over_diameter * diameter_px
     poses = assign_poses(
         particles,
         ctf_stack(particle_params, box, particle_pixel_a),
         reference_grid,
         particle_pixel_a,
-        resolution_a=reference_resolution_a,
+        resolution_a=settings.reference_resolution_a,
         max_shift_px=max_shift_px,
         diameter_px=diameter_px,
-        symmetry=symmetry,
-        config=search,
+        symmetry=settings.symmetry,
+        config=settings.search,
     )
     posed = time.perf_counter()
 
     half_1, half_2, full = reconstruct_half_maps(
         particles, poses.rotations, poses.shifts_yx_px, particle_params, particle_pixel_a, in_second_half,
-        wiener_constant=wiener_constant,
+        wiener_constant=settings.wiener_constant,
     )
     reconstructed = time.perf_counter()
 
@@ -301,7 +274,7 @@ def reconstruct_dataset(
     *,
     threshold: float | None = None,
     ctf_star: str | os.PathLike | None = None,
-    **options: Any,
+    settings: ReconstructionSettings = ReconstructionSettings(),
 ) -> ReconstructionResult:
     """:func:`reconstruct_from_picks` on a dataset directory (see :mod:`cryoscore.io.layout`).
 
@@ -314,8 +287,8 @@ def reconstruct_dataset(
     true coordinates ``coordinates/NAME.star`` when ``picks_dir`` is None; with a
     ``threshold`` only picks whose figure of merit is at least that are used. The dataset's
     ``reference.mrc`` (for a simulation, the true specimen) is both the alignment reference
-    (low-passed) and the true map; the manifest's symmetry is used unless ``symmetry`` is
-    given. Other ``options`` go to :func:`reconstruct_from_picks`.
+    (low-passed) and the true map; the manifest's symmetry is used unless ``settings`` names
+    one.
     """
     layout = DatasetLayout(Path(dataset_dir))
     manifest = read_manifest(layout.root)
@@ -336,7 +309,8 @@ def reconstruct_dataset(
         if ctf_star is not None:  # the STAR's CTF, not a per-particle defocus the coordinates may carry
             coordinates = dataclasses.replace(coordinates, defocus_u_a=None, defocus_v_a=None, defocus_angle_deg=None)
         picks.append(coordinates)
-    options.setdefault("symmetry", manifest.get("specimen", {}).get("symmetry"))
+    if settings.symmetry is None:
+        settings = dataclasses.replace(settings, symmetry=manifest.get("specimen", {}).get("symmetry"))
     return reconstruct_from_picks(
         [layout.micrograph(name) for name in names],
         picks,
@@ -344,10 +318,10 @@ def reconstruct_dataset(
         reference,
         pixel_size_a,
         diameter_a,
+        settings,
         reference_pixel_size_a=reference_pixel_size_a,
         true_map=reference,
         true_map_pixel_size_a=reference_pixel_size_a,
-        **options,
     )
 
 

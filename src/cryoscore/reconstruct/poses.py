@@ -51,6 +51,7 @@ from torch_so3 import get_symmetry_ranges, get_uniform_euler_angles
 
 from cryoscore.errors import InputError
 from cryoscore.reconstruct.grid import centred_rfft2, fourier_resize, soft_sphere_mask
+from cryoscore.settings import PoseSearchConfig
 from cryoscore.simulate.project import euler_to_matrices
 
 logger = logging.getLogger(__name__)
@@ -64,52 +65,6 @@ _SCORES_PER_BATCH = 16_000_000
 _SAMPLES_PER_BATCH = 4_000_000
 #: Width of the soft edge of the alignment mask, pixels.
 _MASK_EDGE_PX = 4.0
-
-
-@dataclass(frozen=True)
-class PoseSearchConfig:
-    """How finely orientations and translations are searched (see the module notes).
-
-    Attributes
-    ----------
-    coarse_step_deg:
-        Angular step of the global SO(3) grid, degrees (10: 14832 orientations without
-        symmetry, 1152 with O).
-    local_steps_deg:
-        Angular steps of the successive local refinements, degrees, each finer than the
-        last; at least one.
-    shift_step_px:
-        Translation step of the global search, pixels of the particle box; halved for the
-        candidates and again in every local refinement.
-    global_resolution_over_diameter:
-        The global search and the first local round compare frequencies up to
-        ``1 / (this * diameter)`` (at most the reference's band): coarse enough that a
-        grid point 5-7 degrees off still correlates, fine enough to tell poses apart.
-    n_candidates:
-        Orientations per particle kept from the global search and scored on the full band.
-    n_refined:
-        Poses per particle (the best candidates) refined in the first local round.
-    """
-
-    coarse_step_deg: float = 10.0
-    local_steps_deg: tuple[float, ...] = (5.0, 2.5, 1.25)
-    shift_step_px: float = 2.0
-    global_resolution_over_diameter: float = 1 / 6
-    n_candidates: int = 32
-    n_refined: int = 4
-
-    def __post_init__(self) -> None:
-        steps = (self.coarse_step_deg, *self.local_steps_deg)
-        if not self.local_steps_deg:
-            raise ValueError("at least one local refinement step is needed")
-        if not all(0 < step <= 90 for step in steps):
-            raise ValueError(f"angular steps must lie in (0, 90] degrees, got {steps}")
-        if any(finer >= coarser for coarser, finer in zip(steps, steps[1:])):
-            raise ValueError(f"each local step must be finer than the previous one, got {steps}")
-        if not (self.shift_step_px > 0 and self.global_resolution_over_diameter > 0):
-            raise ValueError("shift_step_px and global_resolution_over_diameter must be > 0")
-        if not 1 <= self.n_refined <= self.n_candidates:
-            raise ValueError(f"need 1 <= n_refined <= n_candidates, got {self.n_refined} and {self.n_candidates}")
 
 
 @dataclass(frozen=True, eq=False)
