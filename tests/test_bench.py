@@ -296,6 +296,7 @@ def test_the_class_judge_finds_the_particle_in_the_classes_of_good_picks_only(tm
 def test_a_failed_reconstruction_judge_fails_its_check_instead_of_dropping_it():
     from types import SimpleNamespace
 
+    from cryoscore.bench.judges import JudgedDataset
     from cryoscore.bench.run import _summary
 
     def outcome(resolution_a):
@@ -304,10 +305,27 @@ def test_a_failed_reconstruction_judge_fails_its_check_instead_of_dropping_it():
         return SimpleNamespace(metrics={"blob": {"ap": 0.5}, "reconstruction": reconstruction})
 
     def datasets(guided_resolution_a):
-        return [{"dataset": "sim-12e", "kind": "simulated", "dose_e_per_a2": 12.0,
-                 "outcomes": {"raw": outcome(30.0), "n2n": outcome(20.0), "guided": outcome(guided_resolution_a)}}]
+        outcomes = {"raw": outcome(30.0), "n2n": outcome(20.0), "guided": outcome(guided_resolution_a)}
+        return [JudgedDataset("sim-12e", "simulated", None, outcomes, dose_e_per_a2=12.0)]
 
     judged = _summary(datasets(18.0), ["raw", "n2n", "guided"])["checks"]["reconstruction_guided_vs_n2n"]
     assert judged["holds"] and judged["guided_half_map_a"] == 18.0
     failed = _summary(datasets(None), ["raw", "n2n", "guided"])["checks"]["reconstruction_guided_vs_n2n"]
     assert failed == {"failed": ["sim-12e, guided: no particles to reconstruct"], "holds": False}
+
+
+def test_the_background_check_bounds_guided_by_a_quarter_of_n2ns_background_on_every_dataset():
+    from types import SimpleNamespace
+
+    from cryoscore.bench.judges import JudgedDataset
+    from cryoscore.bench.run import _summary
+
+    def dataset(label, guided_power, n2n_power=100.0):
+        outcomes = {name: SimpleNamespace(metrics={"blob": {"ap": 0.5}, "pixel": {"background_power": power}})
+                    for name, power in (("raw", 120.0), ("n2n", n2n_power), ("guided", guided_power))}
+        return JudgedDataset(label, "simulated", None, outcomes, dose_e_per_a2=12.0)
+
+    check = _summary([dataset("a", 10.0), dataset("b", 20.0)], ["raw", "n2n", "guided"])["checks"]
+    assert check["guided_background_vs_n2n"] == {"ratios": [0.1, 0.2], "bound": 0.25, "holds": True}
+    check = _summary([dataset("a", 10.0), dataset("b", 30.0)], ["raw", "n2n", "guided"])["checks"]
+    assert check["guided_background_vs_n2n"]["holds"] is False  # one dataset over the bound fails it

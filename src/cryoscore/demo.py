@@ -19,6 +19,7 @@ import numpy as np
 
 from cryoscore.bench.config import json_ready
 from cryoscore.bench.datasets import simulated_test_set
+from cryoscore.bench.judges import JudgedDataset
 from cryoscore.bench.report import write_reports
 from cryoscore.bench.run import judge_all, metrics_document
 from cryoscore.filters import bin_image, lowpass_filter
@@ -109,8 +110,7 @@ def run_demo(output_dir: str | Path, *, seed: int = 0, stage: Callable[[str], No
     picture = output_dir / "overview.png"
     _write_picture(picture, layout, first.name, outcomes["denoised"].example, test_set.diameter_a / pixel_size_a)
 
-    record = {"dataset": test_set.label, "kind": "simulated", "dose_e_per_a2": config.dose_e_per_a2,
-              "outcomes": outcomes, "test_set": test_set}
+    record = JudgedDataset(test_set.label, "simulated", test_set, outcomes, dose_e_per_a2=config.dose_e_per_a2)
     run_config = {"demo": json_ready(dataclasses.asdict(config)), "denoised": "the shipped default model",
                   "lowpass_a": DEMO_LOWPASS_A, "judges": list(DEMO_JUDGES)}
     document = metrics_document(run_config, tuple(functions), [record], [], time.perf_counter() - started,

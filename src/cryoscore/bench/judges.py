@@ -70,6 +70,25 @@ class DenoiserOutcome:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass
+class JudgedDataset:
+    """One test set with every denoiser's outcome and the bias controls run on it.
+
+    ``kind`` is ``"simulated"`` or ``"real"``; ``dose_e_per_a2`` the simulated dose (None for
+    real data); ``particle_free`` the particle-free control (``run._particle_free_control``,
+    the lowest dose of a simulated specimen only) and ``decoy`` the decoy control
+    (``run._decoy_control``), each None where it did not run.
+    """
+
+    label: str
+    kind: str
+    test_set: TestSet
+    outcomes: dict[str, DenoiserOutcome]
+    dose_e_per_a2: float | None = None
+    particle_free: dict[str, Any] | None = None
+    decoy: dict[str, Any] | None = None
+
+
 def _picking_metrics(result: MatchResult) -> dict[str, Any]:
     summary = result.to_dict()
     return {key: summary[key] for key in ("ap", "f1", "precision", "recall", "threshold", "n_picks", "n_selected", "n_truth",

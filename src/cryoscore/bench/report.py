@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from cryoscore.bench.judges import JudgedDataset
 from cryoscore.bench.plots import line_chart_svg, png_data_uri, scale_bar_nm
 from cryoscore.io.atomic import atomic_path
 
@@ -71,6 +72,8 @@ def _check_detail(key: str, value: Any) -> str:
             zip(pair["differences"], pair.get("ci", [None] * len(pair["differences"])))) for pair in value)
     if key == "ci":
         return "CI " + ", ".join("-" if ci is None else f"[{ci[0]:.3f}, {ci[1]:.3f}]" for ci in value)
+    if key == "ratios":
+        return "ratios " + ", ".join(f"{ratio:.3f}" for ratio in value)
     if key == "differences":
         return "differences " + ", ".join(_number(difference, "+.3f") for difference in value)
     return f"{key} {_number(value, '.3f') if isinstance(value, float) else value}"
@@ -157,9 +160,9 @@ def markdown_summary(document: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _dataset_section(label: str, dataset: dict[str, Any], record: dict[str, Any]) -> str:
-    outcomes = record["outcomes"]
-    test_set = record["test_set"]
+def _dataset_section(label: str, dataset: dict[str, Any], record: JudgedDataset) -> str:
+    outcomes = record.outcomes
+    test_set = record.test_set
     parts = [f"<h2>{html.escape(label)}</h2>",
              f"<p>{dataset['kind']}, {dataset['n_micrographs']} micrographs, {dataset['n_particles']} particles, "
              f"{dataset['pixel_size_a']:g} &Aring;/px, particle diameter {dataset['diameter_a']:g} &Aring;.</p>",
@@ -272,9 +275,9 @@ pre { background: #f6f6f6; padding: 0.5em; }
 """
 
 
-def html_report(document: dict[str, Any], records: list[dict[str, Any]]) -> str:
+def html_report(document: dict[str, Any], records: list[JudgedDataset]) -> str:
     """The self-contained HTML report (inline SVG charts and PNG panels)."""
-    by_label = {record["dataset"]: record for record in records}
+    by_label = {record.label: record for record in records}
     title = report_title(document)
     body = [f"<h1>{title}</h1><p>Command: <code>{html.escape(' '.join(document['command_line']))}</code>; "
             f"{document['created']}; {document['seconds']:.0f} s.</p>",
@@ -288,7 +291,7 @@ def html_report(document: dict[str, Any], records: list[dict[str, Any]]) -> str:
             f"</head><body>{''.join(body)}</body></html>\n")
 
 
-def write_reports(output_dir: Path, document: dict[str, Any], records: list[dict[str, Any]]) -> None:
+def write_reports(output_dir: Path, document: dict[str, Any], records: list[JudgedDataset]) -> None:
     """Write ``report.html`` and ``summary.md`` into ``output_dir``, atomically."""
     for name, text in (("report.html", html_report(document, records)), ("summary.md", markdown_summary(document))):
         with atomic_path(output_dir / name) as tmp:

@@ -34,6 +34,7 @@ from cryoscore.bench.datasets import (
 from cryoscore.bench.denoisers import DenoiseFunction, denoise_functions, train_models
 from cryoscore.bench.judges import (
     DenoiserOutcome,
+    JudgedDataset,
     attach_classes,
     attach_reconstruction,
     judge_denoiser,
@@ -121,8 +122,8 @@ def _decoy_control(outcomes: dict[str, DenoiserOutcome]) -> dict[str, Any] | Non
     return {"ap": ap, "decoy_gain_over_score": gain, "pass": gain <= DECOY_AP_MARGIN}
 
 
-def _simulated_results(config: BenchConfig, work_dir: Path) -> tuple[list[dict], list[dict]]:
-    datasets: list[dict] = []
+def _simulated_results(config: BenchConfig, work_dir: Path) -> tuple[list[JudgedDataset], list[dict]]:
+    datasets: list[JudgedDataset] = []
     training: list[dict] = []
     for index, specimen in enumerate(config.simulated):
         specimen_dir = work_dir / work_dir_name(specimen.specimen)
@@ -137,18 +138,17 @@ def _simulated_results(config: BenchConfig, work_dir: Path) -> tuple[list[dict],
                                template=specimen.template)
             functions = denoise_functions(config.denoisers, models, test_set.pixel_size_a, config.lowpass_a)
             outcomes = judge_all(test_set, functions, config.judges, config.learned, config.classes)
-            record = {"dataset": test_set.label, "specimen": specimen.specimen, "dose_e_per_a2": dose,
-                      "kind": "simulated", "outcomes": outcomes, "test_set": test_set}
+            particle_free = None
             if dose == min(specimen.doses):
                 empty_set = simulated_test_set(empty_dir, f"{specimen.specimen} particle-free")
-                record["particle_free"] = _particle_free_control(empty_set, functions, outcomes)
-            record["decoy"] = _decoy_control(outcomes)
-            datasets.append(record)
+                particle_free = _particle_free_control(empty_set, functions, outcomes)
+            datasets.append(JudgedDataset(test_set.label, "simulated", test_set, outcomes, dose_e_per_a2=dose,
+                                          particle_free=particle_free, decoy=_decoy_control(outcomes)))
     return datasets, training
 
 
-def _real_results(config: BenchConfig, work_dir: Path) -> tuple[list[dict], list[dict]]:
-    datasets: list[dict] = []
+def _real_results(config: BenchConfig, work_dir: Path) -> tuple[list[JudgedDataset], list[dict]]:
+    datasets: list[JudgedDataset] = []
     training: list[dict] = []
     for dataset in config.real:
         paths = real_micrograph_paths(dataset)
@@ -161,12 +161,11 @@ def _real_results(config: BenchConfig, work_dir: Path) -> tuple[list[dict], list
         test_set = real_test_set(dataset, paths)
         functions = denoise_functions(config.denoisers, models, test_set.pixel_size_a, config.lowpass_a)
         outcomes = judge_all(test_set, functions, config.judges, config.learned, config.classes)
-        datasets.append({"dataset": dataset.name, "kind": "real", "outcomes": outcomes, "test_set": test_set,
-                         "decoy": _decoy_control(outcomes)})
+        datasets.append(JudgedDataset(dataset.name, "real", test_set, outcomes, decoy=_decoy_control(outcomes)))
     return datasets, training
 
 
-def _summary(datasets: list[dict], denoisers: Sequence[str]) -> dict[str, Any]:
+def _summary(datasets: list[JudgedDataset], denoisers: Sequence[str]) -> dict[str, Any]:
     """Per denoiser: mean AP over the datasets by the primary judge (``summary.denoisers.NAME.ap``,
     :func:`primary_judge`) and the checks.
 
@@ -175,17 +174,17 @@ def _summary(datasets: list[dict], denoisers: Sequence[str]) -> dict[str, Any]:
     on every dataset; without it, on the blob picker's AP as measured."""
     judge = primary_judge(datasets)
     summary: dict[str, Any] = {"judge": judge, "denoisers": {}}
-    names = [name for name in dict.fromkeys(name for record in datasets for name in record["outcomes"])]
+    names = [name for name in dict.fromkeys(name for record in datasets for name in record.outcomes)]
     for name in names:
         entry: dict[str, Any] = {}
         for key, source in (("ap", judge), ("blob_ap", "blob")):
-            aps = [record["outcomes"][name].metrics[source]["ap"] for record in datasets
-                   if name in record["outcomes"] and source in record["outcomes"][name].metrics]
+            aps = [record.outcomes[name].metrics[source]["ap"] for record in datasets
+                   if name in record.outcomes and source in record.outcomes[name].metrics]
             aps = [ap for ap in aps if ap is not None]
             entry[key] = float(np.mean(aps)) if aps else None
             entry.setdefault("n_datasets", len(aps))
         summary["denoisers"][name] = entry
-    simulated = [record for record in datasets if record["kind"] == "simulated"]
+    simulated = [record for record in datasets if record.kind == "simulated"]
     checks: dict[str, Any] = {}
     order = [name for name in ("guided", "score", "n2n", "lowpass", "raw") if name in denoisers]
     mean_ap = {name: summary["denoisers"][name]["ap"] for name in order if name in summary["denoisers"]}
@@ -194,11 +193,11 @@ def _summary(datasets: list[dict], denoisers: Sequence[str]) -> dict[str, Any]:
         checks["ap_order"] = {"expected": " > ".join(order), "judge": judge, "pairs": pairs,
                               "holds": all(pair["holds"] for pair in pairs)}
     if simulated and {"guided", "n2n"} <= set(denoisers):
-        lowest = min(record["dose_e_per_a2"] for record in simulated)
-        gap = _ap_gap([record for record in simulated if record["dose_e_per_a2"] == lowest], judge, "guided", "n2n",
+        lowest = min(record.dose_e_per_a2 for record in simulated if record.dose_e_per_a2 is not None)
+        gap = _ap_gap([record for record in simulated if record.dose_e_per_a2 == lowest], judge, "guided", "n2n",
                       minimum=0.05)
         checks["guided_minus_n2n_ap_at_lowest_dose"] = {"dose_e_per_a2": lowest, "judge": judge, **gap}
-    reconstructions = {name: [(record["dataset"], record["outcomes"][name].metrics.get("reconstruction"))
+    reconstructions = {name: [(record.label, record.outcomes[name].metrics.get("reconstruction"))
                               for record in simulated] for name in ("guided", "n2n") if name in denoisers}
     judged = [(dataset, name, result) for name, results in reconstructions.items() for dataset, result in results
               if result is not None]
@@ -208,35 +207,60 @@ def _summary(datasets: list[dict], denoisers: Sequence[str]) -> dict[str, Any]:
         if failed:  # a judge that failed fails its check, visibly
             checks["reconstruction_guided_vs_n2n"] = {"failed": failed, "holds": False}
         else:
-            mean = {name: float(np.mean([result["resolution_half_maps_a"] for _, result in results]))
-                    for name, results in reconstructions.items()}
+            mean = {name: float(np.mean([result["resolution_half_maps_a"] for _, judged_name, result in judged
+                                         if judged_name == name])) for name in reconstructions}
             checks["reconstruction_guided_vs_n2n"] = {"guided_half_map_a": mean["guided"],
                                                       "n2n_half_map_a": mean["n2n"],
                                                       "holds": mean["guided"] <= mean["n2n"]}
-    controls = [record["particle_free"]["pass"] for record in simulated if "pass" in record.get("particle_free", {})]
+    background = _background_ratios(simulated, "guided", "n2n")
+    if background:
+        checks["guided_background_vs_n2n"] = {"ratios": background, "bound": BACKGROUND_RATIO_BOUND,
+                                              "holds": max(background) <= BACKGROUND_RATIO_BOUND}
+    controls = [record.particle_free["pass"] for record in simulated
+                if record.particle_free is not None and "pass" in record.particle_free]
     if controls:
         checks["particle_free_control"] = {"passed": sum(controls), "of": len(controls), "holds": all(controls)}
-    decoys = [record["decoy"]["pass"] for record in datasets if record.get("decoy")]
+    decoys = [record.decoy["pass"] for record in datasets if record.decoy]
     if decoys:
         checks["decoy_control"] = {"passed": sum(decoys), "of": len(decoys), "holds": all(decoys)}
     summary["checks"] = checks
     return summary
 
 
-def primary_judge(datasets: list[dict]) -> str:
+BACKGROUND_RATIO_BOUND = 0.25
+"""The guided method's background check: on every simulated dataset, guided's output keeps at most
+this fraction of n2n's low-frequency power in particle-free areas (issue 12's bound)."""
+
+
+def _background_ratios(simulated: list[JudgedDataset], first: str, second: str) -> list[float]:
+    """Per simulated dataset judged by pixels, ``first``'s background power over ``second``'s
+    (:class:`~cryoscore.metrics.pixel.PixelMetrics`); empty when either was not judged."""
+    ratios = []
+    for record in simulated:
+        outcomes = record.outcomes
+        if first in outcomes and second in outcomes and "pixel" in outcomes[first].metrics \
+                and "pixel" in outcomes[second].metrics:
+            ratios.append(outcomes[first].metrics["pixel"]["background_power"]
+                          / outcomes[second].metrics["pixel"]["background_power"])
+    return ratios
+
+
+def primary_judge(datasets: list[JudgedDataset]) -> str:
     """``"learned"`` when every denoiser of every dataset was judged by the learned picker, else ``"blob"``."""
-    outcomes = [outcome for record in datasets for outcome in record["outcomes"].values()]
+    outcomes = [outcome for record in datasets for outcome in record.outcomes.values()]
     return "learned" if outcomes and all("learned" in outcome.metrics for outcome in outcomes) else "blob"
 
 
-def _ap_gap(datasets: list[dict], judge: str, first: str, second: str, minimum: float = 0.0) -> dict[str, Any]:
+def _ap_gap(datasets: list[JudgedDataset], judge: str, first: str, second: str, minimum: float = 0.0) -> dict[str, Any]:
     """``first``'s AP minus ``second``'s on each dataset, and whether it is above ``minimum`` on average and,
     with the learned judge, above 0 with 95 % confidence (paired bootstrap) on every dataset."""
     differences, intervals = [], []
     for record in datasets:
-        outcomes = record["outcomes"]
+        outcomes = record.outcomes
         if judge == "learned":
-            paired = paired_difference(outcomes[first].learned_results, outcomes[second].learned_results, "ap",
+            first_results, second_results = outcomes[first].learned_results, outcomes[second].learned_results
+            assert first_results is not None and second_results is not None, "primary_judge saw the learned judge run"
+            paired = paired_difference(first_results, second_results, "ap",
                                        n_boot=outcomes[first].metrics["learned"]["bootstrap"],
                                        confidence=outcomes[first].metrics["learned"]["confidence"])
             differences.append(paired["difference"])
@@ -252,13 +276,12 @@ def _ap_gap(datasets: list[dict], judge: str, first: str, second: str, minimum: 
     return gap
 
 
-def metrics_document(config: dict[str, Any], denoisers: Sequence[str], datasets: list[dict], training: list[dict],
+def metrics_document(config: dict[str, Any], denoisers: Sequence[str], datasets: list[JudgedDataset], training: list[dict],
                      seconds: float, command_line: Sequence[str]) -> dict[str, Any]:
     """Every number of the run as one JSON-ready dict (the content of metrics.json).
 
     ``config`` records what was run (a benchmark's ``BenchConfig.to_dict()``), ``denoisers``
-    the names the summary's checks compare, ``datasets`` one record per judged test set
-    (``dataset``, ``kind``, ``outcomes``, ``test_set`` and optional controls).
+    the names the summary's checks compare, ``datasets`` one record per judged test set.
     """
     return json_ready({
         "cryoscore_bench": 1,
@@ -270,20 +293,22 @@ def metrics_document(config: dict[str, Any], denoisers: Sequence[str], datasets:
         "seconds": seconds,
         "training": training,
         "datasets": {
-            record["dataset"]: {
-                "kind": record["kind"],
-                "pixel_size_a": record["test_set"].pixel_size_a,
-                "diameter_a": record["test_set"].diameter_a,
-                "n_micrographs": len(record["test_set"].micrographs),
-                "n_particles": int(sum(len(micrograph.truth) for micrograph in record["test_set"].micrographs)),
-                "template_density": record["test_set"].template,
-                "denoisers": {name: outcome.metrics for name, outcome in record["outcomes"].items()},
-                **{key: record[key] for key in ("dose_e_per_a2", "particle_free", "decoy") if key in record},
+            record.label: {
+                "kind": record.kind,
+                "pixel_size_a": record.test_set.pixel_size_a,
+                "diameter_a": record.test_set.diameter_a,
+                "n_micrographs": len(record.test_set.micrographs),
+                "n_particles": int(sum(len(micrograph.truth) for micrograph in record.test_set.micrographs)),
+                "template_density": record.test_set.template,
+                "denoisers": {name: outcome.metrics for name, outcome in record.outcomes.items()},
+                **{key: value for key, value in (("dose_e_per_a2", record.dose_e_per_a2),
+                                                 ("particle_free", record.particle_free), ("decoy", record.decoy))
+                   if value is not None},
             }
             for record in datasets
         },
         "denoisers_left_out": [name for name in denoisers
-                               if not any(name in record["outcomes"] for record in datasets)],
+                               if not any(name in record.outcomes for record in datasets)],
         "summary": _summary(datasets, denoisers),
     })
 
