@@ -41,6 +41,7 @@ GLIBC = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
 
 
 @pytest.mark.slow
+@pytest.mark.benchmark
 @pytest.mark.skipif(not GLIBC, reason="the settings are glibc's")
 @pytest.mark.parametrize(("size", "tile"), [(512, 256), (2048, 1024)])
 def test_retained_memory_is_reused_without_page_faults(size, tile):

@@ -27,6 +27,7 @@ for name in arguments[arguments.index("-o") + 2:]:
 
 
 @pytest.mark.slow
+@pytest.mark.benchmark
 def test_quick_throughput_benchmark(tmp_path):
     topaz = tmp_path / "topaz"
     topaz.write_text(STAND_IN_TOPAZ.format(python=sys.executable))
