@@ -37,18 +37,18 @@ import numpy as np
 import torch
 from bench_simulate import cpu_description
 
-from cryoscore.filters import lowpass_filter
-from cryoscore.infer.denoise import TrainedDenoiser, denoise_image, load_denoiser
+from cryoscore.bench.config import TrainingSettings
+from cryoscore.bench.denoisers import TrainedModel, denoise_functions, train_models
+from cryoscore.infer.denoise import denoise_image
 from cryoscore.io.coords import read_coordinates
 from cryoscore.io.layout import DatasetLayout, read_manifest
 from cryoscore.io.mrc import read_mrc
 from cryoscore.metrics.pixel import pixel_metrics
 from cryoscore.pairs.halves import pairs_from_dataset
-from cryoscore.settings import GuidanceConfig, TrainConfig
+from cryoscore.settings import TrainConfig
 from cryoscore.simulate.background import BackgroundParams
 from cryoscore.simulate.dataset import SimulationConfig, render_truth, sample_halves, write_dataset
 from cryoscore.simulate.volume import load_specimen
-from cryoscore.train import train_model
 
 logger = logging.getLogger("bench_denoisers")
 
@@ -168,56 +168,42 @@ def simulate(config: SimulationConfig, directory: Path) -> dict[str, Any]:
     return {"directory": directory.name, "config": config.to_dict()}
 
 
+def training_settings(settings: Settings) -> TrainingSettings:
+    """How every learned model of the run is trained; guidance settings not given are GuidanceConfig's."""
+    overrides = {"guidance_strength": settings.guidance_strength, "reference_resolution_a": settings.reference_resolution_a}
+    return TrainingSettings(steps=settings.steps, batch_size=settings.batch_size, crop_px=settings.crop_px,
+                            seed=MODEL_SEED, **{name: value for name, value in overrides.items() if value is not None})
+
+
 def train_specimen_models(
     specimen: str, train_dirs: list[Path], settings: Settings, model_dir: Path
-) -> tuple[dict[str, TrainedDenoiser], list[dict[str, Any]]]:
-    """Train one model per learned method on the pooled halves of ``train_dirs``.
+) -> tuple[dict[str, TrainedModel], list[dict[str, Any]]]:
+    """Train one model per learned method on the pooled halves of ``train_dirs``, as
+    ``cryoscore bench`` trains its models (:func:`cryoscore.bench.denoisers.train_models`),
+    guided by the specimen's reference with the synthetic defoci spanning both ranges.
 
-    Returns the loaded denoisers by method and one record per model (seconds, loss, config).
+    Returns the models by method and one record per model (seconds, loss, ...).
     """
     pairs = [pair for directory in train_dirs for pair in pairs_from_dataset(directory)]
-    denoisers, records = {}, []
-    for method in settings.learned_methods:
-        guidance = None
-        if method == "guided":
-            overrides = {"strength": settings.guidance_strength, "resolution_a": settings.reference_resolution_a}
-            guidance = GuidanceConfig(
-                reference=str(DatasetLayout(train_dirs[0]).reference),
-                defocus_range_um=(min(low for low, _ in DEFOCUS_RANGES_UM), max(high for _, high in DEFOCUS_RANGES_UM)),
-                **{name: value for name, value in overrides.items() if value is not None},
-            )
-        config = TrainConfig(method=method, steps=settings.steps, batch_size=settings.batch_size,
-                             crop_px=settings.crop_px, seed=MODEL_SEED, guidance=guidance)
-        result = train_model(pairs, config, model_dir / f"{specimen}-{method}.pt", progress=False)
-        logger.info("trained %s on %s (%d micrographs) in %.1f s", method, specimen, len(pairs), result.seconds)
-        denoisers[method] = load_denoiser(result.model_path)
-        records.append({
-            "specimen": specimen,
-            "method": method,
-            "n_micrographs": len(pairs),
-            "seconds": result.seconds,
-            "final_loss": float(np.mean(result.losses[-20:])),
-            "config": config.to_dict(),
-        })
-    return denoisers, records
+    models = train_models(pairs, settings.learned_methods, training_settings(settings), model_dir / specimen,
+                          reference=str(DatasetLayout(train_dirs[0]).reference),
+                          defocus_range_um=(min(low for low, _ in DEFOCUS_RANGES_UM),
+                                            max(high for _, high in DEFOCUS_RANGES_UM)))
+    return models, [{"specimen": specimen, **model.record} for model in models.values()]
 
 
 def denoiser_functions(
-    settings: Settings, models: dict[str, TrainedDenoiser], pixel_size_a: float
+    settings: Settings, models: dict[str, TrainedModel], pixel_size_a: float
 ) -> dict[str, Callable[[np.ndarray], np.ndarray]]:
-    """Each benchmarked method as a function from a full sum (H, W) to its estimate (H, W), counts."""
-    functions: dict[str, Callable[[np.ndarray], np.ndarray]] = {
-        "zero": np.zeros_like,  # a reference, not a denoiser: what erasing everything scores
-        "raw": lambda image: image,
-        "lowpass": lambda image: lowpass_filter(image, pixel_size_a, settings.lowpass_a),
-    }
-    for method, denoiser in models.items():
-        functions[method] = lambda image, denoiser=denoiser: denoise_image(denoiser, image, halves_in_image=2)
+    """Each benchmarked method as a function from a full sum (H, W) to its estimate (H, W), counts:
+    ``cryoscore bench``'s (:func:`cryoscore.bench.denoisers.denoise_functions`) and ``zero``."""
+    functions = denoise_functions(settings.methods, models, pixel_size_a, settings.lowpass_a)
+    functions["zero"] = np.zeros_like  # a reference, not a denoiser: what erasing everything scores
     return {method: functions[method] for method in settings.methods}
 
 
 def evaluate(
-    condition: Condition, test_dir: Path, settings: Settings, models: dict[str, TrainedDenoiser]
+    condition: Condition, test_dir: Path, settings: Settings, models: dict[str, TrainedModel]
 ) -> list[dict[str, Any]]:
     """Denoise every full sum of ``test_dir`` with every method and judge it against ``clean/``.
 
@@ -269,14 +255,14 @@ def summarise(records: list[dict[str, Any]]) -> dict[str, float | int | None]:
     return summary
 
 
-def time_full_size(condition: Condition, settings: Settings, models: dict[str, TrainedDenoiser]) -> dict[str, Any]:
+def time_full_size(condition: Condition, settings: Settings, models: dict[str, TrainedModel]) -> dict[str, Any]:
     """Seconds to denoise one simulated 4096 x 4096 full sum of ``condition`` with its score model."""
     specimen = load_specimen(condition.specimen, PIXEL_SIZE_A)
     config = condition.simulation("test", 1, FULL_SIZE_PX, settings.dose_e_per_a2, specimen.diameter_a)
     even, odd = sample_halves(render_truth(config, specimen, 0))
     full_sum = (even + odd).numpy()
     started = time.perf_counter()
-    denoise_image(models["score"], full_sum, halves_in_image=2)
+    denoise_image(models["score"].denoiser, full_sum, halves_in_image=2)
     seconds = time.perf_counter() - started
     logger.info("denoised a %d px micrograph in %.1f s", FULL_SIZE_PX, seconds)
     return {"size_px": FULL_SIZE_PX, "specimen": condition.specimen, "method": "score", "seconds": seconds}
@@ -334,8 +320,7 @@ def _summary_cells(summary: dict[str, Any]) -> str:
 
 def markdown_report(settings: Settings, results: dict[str, Any], run: dict[str, Any]) -> str:
     """The run as Markdown: set-up, quality per condition and pooled, and timings."""
-    guidance = next((record["config"]["guidance"] for record in results["training"]
-                     if record["method"] == "guided"), None)
+    training = training_settings(settings)
     metric_header = "PSNR (dB) | SSIM | correlation | background power (e^2) | vs raw | vs n2n | s / micrograph"
     lines = [
         "# Denoisers on simulated micrographs",
@@ -353,8 +338,8 @@ def markdown_report(settings: Settings, results: dict[str, Any], run: dict[str, 
         f"({settings.steps} steps of {settings.batch_size} crops of {settings.crop_px} px, seed {MODEL_SEED}); "
         f"{settings.test_micrographs} test micrograph(s) per condition, other seeds. "
         f"Low-pass: Gaussian at {settings.lowpass_a:g} A."
-        + (f" Guidance: lambda {guidance['strength']:g}, reference trusted to {guidance['resolution_a']:g} A."
-           if guidance else ""),
+        + (f" Guidance: lambda {training.guidance_strength:g}, reference trusted to "
+           f"{training.reference_resolution_a:g} A." if "guided" in settings.methods else ""),
         "",
         "Judged against the particles-only ground truth, both images mean-subtracted. Background power: mean "
         "square of the Gaussian low-pass at two particle diameters over pixels farther than one diameter from "
@@ -389,7 +374,7 @@ def markdown_report(settings: Settings, results: dict[str, Any], run: dict[str, 
         ]
         lines.extend(
             f"| {record['specimen']} | {record['method']} | {record['n_micrographs']} | "
-            f"{record['config']['steps']} | {record['final_loss']:.4f} | {record['seconds']:.1f} |"
+            f"{record['steps']} | {record['final_loss']:.4f} | {record['seconds']:.1f} |"
             for record in results["training"]
         )
     timing = results["full_size_timing"]
