@@ -102,7 +102,9 @@ def test_bad_micrographs_are_reported_and_the_batch_goes_on(bad_micrographs, tmp
     assert f"{bad_micrographs['blank']}: every pixel is 1{binned}: a blank image" in failures[1]
     assert f"{bad_micrographs['upsampled']}: no pixel-to-pixel noise" in failures[2]
     assert "denoised 1, skipped 0 (already done), failed 3" in captured.out
-    assert sorted(os.listdir(tmp_path)) == ["good.mrc"]
+    assert sorted(os.listdir(tmp_path)) == ["denoise.json", "good.mrc"]  # the good output and the run record
+    entries = json.loads((tmp_path / "denoise.json").read_text())["micrographs"]
+    assert [entry["status"] for entry in entries] == ["failed", "ok", "failed", "failed"]
 
 
 @pytest.mark.slow
@@ -111,7 +113,7 @@ def test_bad_micrographs_on_two_workers_are_reported_too(bad_micrographs, tmp_pa
     assert main(["denoise", *inputs, "-o", str(tmp_path), "--workers", "2", "--bin", "2"]) == 2
     captured = capsys.readouterr()
     assert "denoised 1, skipped 0 (already done), failed 2" in captured.out
-    assert "Traceback" not in captured.err and sorted(os.listdir(tmp_path)) == ["good.mrc"]
+    assert "Traceback" not in captured.err and sorted(os.listdir(tmp_path)) == ["denoise.json", "good.mrc"]
 
 
 def test_pick_goes_on_after_a_bad_micrograph_and_exits_2(bad_micrographs, tmp_path, capsys):
