@@ -242,18 +242,10 @@ def job_entry(source: Path, output: Path, record: JobRecord) -> dict[str, Any]:
 def write_run_record(path: Path, content: dict[str, Any], command_line: Sequence[str] | None) -> None:
     """Write a stage's run record to ``path`` (JSON, atomically): cryoscore's and torch's versions,
     the UTC time, ``command_line`` (None when the stage was called from Python) and then
-    ``content``, whose dataclass values (settings objects) are written as dicts."""
+    ``content``, whose dataclass values (settings objects) are written as dicts (``dataclasses.asdict``)."""
     header = {"cryoscore_version": __version__, "torch_version": importlib.metadata.version("torch"),
               "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
               "command_line": None if command_line is None else list(command_line)}
-    body = {key: _json_ready(value) for key, value in content.items()}
+    body = {key: dataclasses.asdict(value) if dataclasses.is_dataclass(value) and not isinstance(value, type) else value
+            for key, value in content.items()}
     write_json(path, {**header, **body})
-
-
-def _json_ready(value: Any) -> Any:
-    """A settings object as a dict (nested ones too, through their ``to_dict`` where they have one)."""
-    if hasattr(value, "to_dict"):
-        return value.to_dict()
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {field.name: _json_ready(getattr(value, field.name)) for field in dataclasses.fields(value)}
-    return value

@@ -24,6 +24,7 @@ FLAGS = {"box_px": "--box", "max_particles": "--max-particles", "reference_resol
          "seed": "--seed"}
 """The ReconstructionSettings field each flag sets (a setting's error names the flag)."""
 
+
 def add_args(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "reconstruct",
