@@ -7,6 +7,7 @@ import scipy.fft
 from scipy import ndimage
 
 from cryoscore.errors import InputError
+from cryoscore.fourier import frequency_axes, radial_frequency
 
 LOWPASS_KINDS = ("gaussian", "butterworth")
 
@@ -25,9 +26,7 @@ def lowpass_transfer(
         raise InputError(
             "--lowpass", f"cut-off {cutoff_a} A is finer than Nyquist ({2 * pixel_size_a:.3g} A at this pixel size)"
         )
-    ky = np.fft.fftfreq(shape[0], d=pixel_size_a)[:, None]
-    kx = np.fft.rfftfreq(shape[1], d=pixel_size_a)[None, :]
-    relative = np.sqrt(ky**2 + kx**2) * cutoff_a  # k / kc
+    relative = radial_frequency(shape, pixel_size_a) * cutoff_a  # k / kc
     if kind == "gaussian":
         return np.exp(-np.log(2) / 2 * relative**2)
     return 1 / np.sqrt(1 + relative ** (2 * order))
@@ -67,8 +66,7 @@ def periodic_smooth_decomposition(image: np.ndarray) -> tuple[np.ndarray, np.nda
     boundary[-1, :] += u[0, :] - u[-1, :]
     boundary[:, 0] += u[:, -1] - u[:, 0]
     boundary[:, -1] += u[:, 0] - u[:, -1]
-    cos_rows = np.cos(2 * np.pi * np.fft.fftfreq(u.shape[0]))[:, None]
-    cos_cols = np.cos(2 * np.pi * np.fft.rfftfreq(u.shape[1]))[None, :]
+    cos_rows, cos_cols = (np.cos(2 * np.pi * k) for k in frequency_axes(u.shape))
     denominator = (2 * cos_rows + 2 * cos_cols - 4).astype(np.float32)
     denominator[0, 0] = 1.0
     spectrum = scipy.fft.rfft2(boundary, workers=-1) / denominator

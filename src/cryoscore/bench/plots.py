@@ -15,6 +15,7 @@ from typing import Callable, Sequence
 import numpy as np
 from PIL import Image, ImageDraw
 
+from cryoscore.fourier import radial_frequency
 from cryoscore.io.png import to_uint8
 
 PALETTE = ("#444444", "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2")
@@ -28,9 +29,7 @@ def radial_power_spectrum(image: np.ndarray, pixel_size_a: float, n_bins: int = 
     """
     centred = image.astype(np.float64) - image.mean()
     power = np.abs(np.fft.rfft2(centred)) ** 2 / centred.size
-    rows = np.fft.fftfreq(image.shape[0])[:, None]
-    cols = np.fft.rfftfreq(image.shape[1])[None, :]
-    radius = np.sqrt(rows**2 + cols**2)  # cycles per pixel
+    radius = radial_frequency(image.shape)  # cycles per pixel
     edges = np.linspace(0.0, 0.5, n_bins + 1)
     index = np.digitize(radius.ravel(), edges) - 1
     inside = (index >= 0) & (index < n_bins)

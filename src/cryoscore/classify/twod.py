@@ -44,10 +44,11 @@ import torch
 import torch.nn.functional as F
 from torch_fourier_shell_correlation import fsc
 
+from cryoscore.fourier import radial_frequency
 from cryoscore.reconstruct.ctf import ctf_stack
 from cryoscore.reconstruct.fsc import HALF_MAP_THRESHOLD, FscCurve
 from cryoscore.reconstruct.grid import centred_rfft2, soft_sphere_mask
-from cryoscore.simulate.ctf import CtfParams, spatial_frequency_a
+from cryoscore.simulate.ctf import CtfParams
 from cryoscore.simulate.project import fourier_shift
 
 HALF_SET_START_A = 30.0
@@ -142,7 +143,7 @@ def rotate_images(images: torch.Tensor, angles_deg: torch.Tensor) -> torch.Tenso
 
 def gaussian_lowpass(images: torch.Tensor, pixel_size_a: float, resolution_a: float) -> torch.Tensor:
     box = images.shape[-1]
-    k = spatial_frequency_a((box, box), pixel_size_a, rfft=True)
+    k = radial_frequency((box, box), pixel_size_a, backend="torch")
     return torch.fft.irfft2(torch.fft.rfft2(images) * torch.exp(-(k * resolution_a) ** 2 * 2), s=(box, box))
 
 

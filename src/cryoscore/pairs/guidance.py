@@ -34,6 +34,7 @@ from scipy import optimize
 
 from cryoscore.errors import InputError
 from cryoscore.filters import lowpass_filter, lowpass_transfer, periodic_smooth_decomposition
+from cryoscore.fourier import frequency_axes, radial_frequency
 from cryoscore.pairs.crops import dihedral
 from cryoscore.pairs.halves import HalfPair
 from cryoscore.settings import GuidanceConfig
@@ -98,8 +99,7 @@ def radial_cross_density(first: np.ndarray, second: np.ndarray, pixel_size_a: fl
     For two halves of one micrograph that is the signal's spectral density (white noise of
     variance s^2 has density s^2 at every frequency); for ``first is second`` its power.
     """
-    k = np.hypot(np.fft.fftfreq(first.shape[0], d=pixel_size_a)[:, None],
-                 np.fft.rfftfreq(first.shape[1], d=pixel_size_a)[None, :])
+    k = np.hypot(*frequency_axes(first.shape, pixel_size_a))
     cross = (np.fft.rfft2(first.astype(np.float64)) * np.conj(np.fft.rfft2(second.astype(np.float64)))).real
     bins = np.digitize(k, edges_per_a) - 1
     inside = (bins >= 0) & (bins < len(edges_per_a) - 1)
@@ -114,9 +114,7 @@ def band_power(first: np.ndarray, second: np.ndarray, pixel_size_a: float, longe
     For two halves of one micrograph the noise averages out and this is the signal's
     variance in that band (Parseval: ``sum Re(A B*) / N^2`` over the band's frequencies).
     """
-    ky = np.fft.fftfreq(first.shape[0], d=pixel_size_a)[:, None]
-    kx = np.fft.fftfreq(first.shape[1], d=pixel_size_a)[None, :]
-    k = np.sqrt(ky**2 + kx**2)
+    k = radial_frequency(first.shape, pixel_size_a, rfft=False)
     band = (k >= 1 / longest_a) & (k <= 1 / shortest_a)
     cross = np.fft.fft2(first.astype(np.float64)) * np.conj(np.fft.fft2(second.astype(np.float64)))
     return float(cross.real[band].sum() / first.size**2)
@@ -221,8 +219,7 @@ class GuidanceExamples:
     def ice_field(self, crop_px: int, rng: np.random.Generator) -> np.ndarray:
         """Random ice (crop_px, crop_px), float32, noise units: Gaussian, with the fitted ice density at
         wavelengths shorter than ``BACKGROUND_DIAMETERS`` diameters (longer ones come from the data)."""
-        k = np.hypot(np.fft.fftfreq(crop_px, d=self.pixel_size_a)[:, None],
-                     np.fft.rfftfreq(crop_px, d=self.pixel_size_a)[None, :])
+        k = np.hypot(*frequency_axes((crop_px, crop_px), self.pixel_size_a))
         shorter = 1.0 - lowpass_transfer((crop_px, crop_px), self.pixel_size_a,
                                          BACKGROUND_DIAMETERS * self.diameter_px * self.pixel_size_a)
         amplitude = np.sqrt(self.spectrum.ice_density(k)) * shorter

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from cryoscore.fourier import frequency_axes
+
 
 @dataclass(frozen=True)
 class NoiseEstimate:
@@ -34,7 +36,7 @@ class NoiseEstimate:
     def radial_profile(self) -> tuple[np.ndarray, np.ndarray]:
         """Rotationally averaged spectrum: (frequency in cycles/pixel, power), each (tile//2,)."""
         tile = self.power_spectrum.shape[0]
-        k = np.hypot(*np.meshgrid(np.fft.fftfreq(tile), np.fft.fftfreq(tile), indexing="ij"))
+        k = np.hypot(*frequency_axes((tile, tile), rfft=False))
         shells = np.minimum((k * tile).round().astype(int), tile // 2)
         power = np.bincount(shells.ravel(), self.power_spectrum.ravel()) / np.bincount(shells.ravel())
         return np.arange(tile // 2) / tile, power[: tile // 2]
@@ -87,7 +89,7 @@ def spectral_noise_sigma(image: np.ndarray, *, tile: int = 256) -> float:
     tiles = tiles - tiles.mean(axis=(2, 3), keepdims=True)
     window = np.outer(np.hanning(tile), np.hanning(tile))
     power = (np.abs(np.fft.rfft2(tiles * window)) ** 2).mean(axis=(0, 1)) / np.sum(window**2)
-    k = np.hypot(*np.meshgrid(np.fft.fftfreq(tile), np.fft.rfftfreq(tile), indexing="ij"))
+    k = np.hypot(*frequency_axes((tile, tile)))
     low, high = NOISE_BAND_CYCLES_PER_PX
     shells = np.round(k * tile).astype(int)
     in_band = (k >= low) & (k <= high)

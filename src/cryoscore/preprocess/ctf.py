@@ -37,6 +37,7 @@ from scipy import optimize, signal
 from torch_ctf import calculate_total_phase_shift
 
 from cryoscore.errors import InputError
+from cryoscore.fourier import radial_frequency
 from cryoscore.io.ctf_star import MicrographCtf
 from cryoscore.io.mrc import read_mrc
 from cryoscore.simulate.ctf import CtfParams, ctf_2d, electron_wavelength_a
@@ -119,13 +120,6 @@ def amplitude_spectrum(image: np.ndarray, tile_px: int) -> np.ndarray:
     return np.sqrt(total / count)
 
 
-def _frequency_grid(tile_px: int, pixel_size_a: float) -> np.ndarray:
-    """|k| in 1/A on the rfft grid of a ``tile_px`` square (tile_px, tile_px // 2 + 1)."""
-    ky = np.fft.fftfreq(tile_px, d=pixel_size_a)
-    kx = np.fft.rfftfreq(tile_px, d=pixel_size_a)
-    return np.sqrt(ky[:, None] ** 2 + kx[None, :] ** 2)
-
-
 def _polynomial_basis(k: np.ndarray, k_low: float, k_high: float, degree: int) -> np.ndarray:
     """Legendre polynomials of degree 0..``degree`` of k mapped onto [-1, 1]: (n, degree + 1)."""
     x = 2 * (k - k_low) / (k_high - k_low) - 1
@@ -187,7 +181,7 @@ def estimate_ctf(image: np.ndarray, pixel_size_a: float, search: CtfSearch = Ctf
         raise ValueError(f"the resolution range {search.resolution_range_a} A leaves no room for Thon rings "
                          f"at {pixel_size_a:g} A/px")
     spectrum = amplitude_spectrum(image, tile_px)
-    k = _frequency_grid(tile_px, pixel_size_a)
+    k = radial_frequency((tile_px, tile_px), pixel_size_a)
     annulus = (k >= k_low) & (k <= k_high)
     k_fit = k[annulus]
     basis = _polynomial_basis(k_fit, k_low, k_high, _POLYNOMIAL_DEGREE)

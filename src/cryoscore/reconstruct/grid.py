@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from cryoscore.errors import InputError
+from cryoscore.fourier import pad_or_crop_centred
 
 #: Largest relative difference between the requested and the achieved box length (Angstrom)
 #: that :func:`resample_volume` accepts; beyond it the map's scale would be visibly wrong.
@@ -41,16 +42,6 @@ def fourier_resize(array: torch.Tensor, size_out: int, ndim: int) -> torch.Tenso
     return (resized * (size_out / size_in) ** ndim).to(torch.float32)
 
 
-def _pad_or_crop_centred(volume: np.ndarray, size: int) -> np.ndarray:
-    """``volume`` (D, D, D) cut or zero-padded to (size, size, size), voxel D//2 -> size//2."""
-    edge = volume.shape[0]
-    if size >= edge:
-        before = size // 2 - edge // 2
-        return np.pad(volume, [(before, size - edge - before)] * 3)
-    start = edge // 2 - size // 2
-    return volume[start : start + size, start : start + size, start : start + size]
-
-
 def resample_volume(
     volume: np.ndarray, pixel_size_a: float, box_px: int, pixel_size_out_a: float, *, source: str = "map"
 ) -> torch.Tensor:
@@ -74,7 +65,7 @@ def resample_volume(
             f"{pixel_size_out_a:.4g} A/px (box lengths {achieved_a:.1f} and {wanted_a:.1f} A); "
             "resample it to the micrographs' pixel size first",
         )
-    cut = torch.from_numpy(np.ascontiguousarray(_pad_or_crop_centred(volume, size_in)))
+    cut = torch.from_numpy(pad_or_crop_centred(volume, size_in))
     return fourier_resize(cut, box_px, ndim=3)
 
 

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch_fourier_slice import insert_central_slices_rfft_3d_multichannel
 from torch_fourier_slice.volume_utils import separable_sinc2_correction
 
+from cryoscore.fourier import frequency_axes
 from cryoscore.reconstruct.ctf import ctf_stack
 from cryoscore.reconstruct.grid import centred_rfft2
 from cryoscore.simulate.ctf import CtfParams
@@ -37,8 +38,7 @@ _INSERT_BATCH = 256
 
 def _centring_phases(size: int, shifts_yx_px: torch.Tensor) -> torch.Tensor:
     """exp(+2 pi i k.s) on the unshifted rfft grid of a ``size`` box: (N, size, size//2+1)."""
-    ky = torch.fft.fftfreq(size)[None, :, None]
-    kx = torch.fft.rfftfreq(size)[None, None, :]
+    ky, kx = frequency_axes((size, size), backend="torch")
     turns = ky * shifts_yx_px[:, 0, None, None] + kx * shifts_yx_px[:, 1, None, None]
     return torch.polar(torch.ones_like(turns), 2 * math.pi * turns)
 

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from cryoscore.fourier import radial_frequency
+
 INELASTIC_MEAN_FREE_PATH_A = 3500.0
 """Inelastic mean free path of electrons in vitreous ice at 300 kV, Angstrom (approximate)."""
 
@@ -64,9 +66,7 @@ def _power_law_field(
     Power spectrum ``|k|^-exponent * exp(-(k * shortest_wavelength_px)^2)``, k in cycles/pixel.
     """
     white = torch.from_numpy(rng.standard_normal(shape, dtype=np.float32))
-    ky = torch.fft.fftfreq(shape[0])[:, None]
-    kx = torch.fft.rfftfreq(shape[1])[None, :]
-    k = torch.sqrt(ky**2 + kx**2)
+    k = radial_frequency(shape, backend="torch")
     roll_off = torch.exp(-((k * shortest_wavelength_px) ** 2) / 2)
     amplitude = torch.where(k > 0, k.clamp_min(1e-12) ** (-exponent / 2) * roll_off, torch.zeros(()))
     field = torch.fft.irfft2(torch.fft.rfft2(white) * amplitude, s=shape)

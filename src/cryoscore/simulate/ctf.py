@@ -15,6 +15,8 @@ from dataclasses import dataclass
 import torch
 from torch_ctf import calculate_ctf_2d
 
+from cryoscore.fourier import radial_frequency
+
 # Physical constants (CODATA), SI units.
 _PLANCK_J_S = 6.62607015e-34
 _ELECTRON_MASS_KG = 9.1093837015e-31
@@ -78,13 +80,6 @@ class CtfParams:
         return dataclasses.asdict(self)
 
 
-def spatial_frequency_a(shape: tuple[int, int], pixel_size_a: float, *, rfft: bool) -> torch.Tensor:
-    """|k| in 1/A on the (r)FFT grid of an image of ``shape`` (H, W); shape (H, W//2+1) if rfft."""
-    ky = torch.fft.fftfreq(shape[0], d=pixel_size_a)
-    kx = torch.fft.rfftfreq(shape[1], d=pixel_size_a) if rfft else torch.fft.fftfreq(shape[1], d=pixel_size_a)
-    return torch.sqrt(ky[:, None] ** 2 + kx[None, :] ** 2)
-
-
 def ctf_2d(params: CtfParams, shape: tuple[int, int], pixel_size_a: float, *, rfft: bool = True) -> torch.Tensor:
     """CTF times the B-factor envelope on an unshifted (r)FFT grid, float32, shape (H, W//2+1) if rfft.
 
@@ -105,6 +100,6 @@ def ctf_2d(params: CtfParams, shape: tuple[int, int], pixel_size_a: float, *, rf
         fftshift=False,
     ).to(torch.float32)
     if params.bfactor_a2 > 0:
-        k = spatial_frequency_a(shape, pixel_size_a, rfft=rfft)
+        k = radial_frequency(shape, pixel_size_a, rfft=rfft, backend="torch")
         ctf = ctf * torch.exp(-params.bfactor_a2 * k**2 / 4)
     return ctf

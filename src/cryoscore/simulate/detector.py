@@ -32,6 +32,8 @@ from dataclasses import dataclass
 
 import torch
 
+from cryoscore.fourier import frequency_axes
+
 #: The four edge neighbours, (row, column) offsets.
 _NEIGHBOURS = ((1, 0), (-1, 0), (0, 1), (0, -1))
 
@@ -70,8 +72,7 @@ PRESETS = {"ideal": IDEAL, "counting": COUNTING}
 
 def mtf(params: DetectorParams, shape: tuple[int, int]) -> torch.Tensor:
     """The MTF on the ``rfft2`` grid of an image of ``shape`` (H, W), float64 (H, W//2+1)."""
-    fy = torch.fft.fftfreq(shape[0], dtype=torch.float64)[:, None]
-    fx = torch.fft.rfftfreq(shape[1], dtype=torch.float64)[None, :]
+    fy, fx = frequency_axes(shape, backend="torch", dtype=torch.float64)
     transfer = torch.exp(-2 * math.pi**2 * params.localisation_px**2 * (fy**2 + fx**2))
     if params.pixel_aperture:
         transfer = transfer * torch.sinc(fy) * torch.sinc(fx)

@@ -15,6 +15,7 @@ from typing import Iterator
 import numpy as np
 import torch
 
+from cryoscore.fourier import frequency_axes
 from cryoscore.simulate.detector import IDEAL, DetectorParams, sample_counts
 from cryoscore.simulate.project import fourier_shift
 
@@ -52,11 +53,10 @@ def drift_sum(image: torch.Tensor, shifts_rc: np.ndarray) -> torch.Tensor:
         return image * len(shifts_rc)
     height, width = image.shape
     shifts = torch.from_numpy(np.asarray(shifts_rc, dtype=np.float64))
-    ky = torch.fft.fftfreq(height, dtype=torch.float64)
-    kx = torch.fft.rfftfreq(width, dtype=torch.float64)
+    ky, kx = frequency_axes((height, width), backend="torch", dtype=torch.float64)  # (H, 1), (1, W//2+1)
     # sum_i exp(-2 pi i (ky r_i + kx c_i)) factorises into one (H, n) @ (n, W//2+1) product.
-    row_phases = torch.exp(-2j * torch.pi * ky[:, None] * shifts[None, :, 0])
-    col_phases = torch.exp(-2j * torch.pi * shifts[:, 1, None] * kx[None, :])
+    row_phases = torch.exp(-2j * torch.pi * ky * shifts[None, :, 0])
+    col_phases = torch.exp(-2j * torch.pi * shifts[:, 1, None] * kx)
     kernel = row_phases @ col_phases
     summed = torch.fft.irfft2(torch.fft.rfft2(image) * kernel.to(torch.complex64), s=(height, width))
     return summed.to(torch.float32)

@@ -27,6 +27,7 @@ import gemmi
 import numpy as np
 import torch
 
+from cryoscore.fourier import radial_frequency
 from cryoscore.simulate.specimen import VOLTS_A3_PER_SCATTERING_A
 
 WATER_NUMBER_DENSITY_PER_A3 = 0.0314
@@ -73,9 +74,7 @@ def ice_projected_potential(rng: np.random.Generator, shape: tuple[int, int], pi
     Gaussian, periodic, with the spectrum of :func:`ice_potential_spectrum`: a DFT coefficient
     has variance ``H * W * P(k) / pixel_size_a^2``.
     """
-    ky = np.fft.fftfreq(shape[0], d=pixel_size_a)[:, None]
-    kx = np.fft.rfftfreq(shape[1], d=pixel_size_a)[None, :]
-    amplitude = np.sqrt(ice_potential_spectrum(np.sqrt(ky**2 + kx**2), thickness_a)) / pixel_size_a
+    amplitude = np.sqrt(ice_potential_spectrum(radial_frequency(shape, pixel_size_a), thickness_a)) / pixel_size_a
     amplitude[0, 0] = 0.0
     white = rng.standard_normal(shape)
     field = np.fft.irfft2(np.fft.rfft2(white) * amplitude, s=shape)

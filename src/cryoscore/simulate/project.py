@@ -13,6 +13,8 @@ import torch
 from scipy.spatial.transform import Rotation
 from torch_fourier_slice import project_3d_to_2d
 
+from cryoscore.fourier import frequency_axes
+
 _PROJECTION_CHUNK = 256  # projections computed per batch; bounds memory at (chunk, D, D)
 
 
@@ -50,7 +52,6 @@ def fourier_shift(images: torch.Tensor, shifts_yx: torch.Tensor) -> torch.Tensor
     Periodic (the content wraps), exact for band-limited images.
     """
     height, width = images.shape[-2:]
-    ky = torch.fft.fftfreq(height)[None, :, None]
-    kx = torch.fft.rfftfreq(width)[None, None, :]
+    ky, kx = frequency_axes((height, width), backend="torch")
     phase = -2j * torch.pi * (ky * shifts_yx[:, 0, None, None] + kx * shifts_yx[:, 1, None, None])
     return torch.fft.irfft2(torch.fft.rfft2(images) * torch.exp(phase), s=(height, width))

@@ -27,6 +27,7 @@ import scipy.fft
 from scipy import ndimage
 
 from cryoscore.errors import InputError
+from cryoscore.fourier import pad_or_crop_centred, radial_frequency
 from cryoscore.io.mrc import check_pixel_size, read_mrc
 from cryoscore.simulate.procedural import (
     BUILTIN_SPECIMENS,
@@ -59,12 +60,6 @@ _MAP_SUFFIXES = (".mrc", ".map", ".mrcs")
 _MODEL_SUFFIXES = (".pdb", ".ent", ".cif", ".mmcif")
 
 
-def _pad_centred(volume: np.ndarray, size: int) -> np.ndarray:
-    """Zero-pad every axis of ``volume`` to ``size``, index n//2 landing on size//2."""
-    before = [size // 2 - n // 2 for n in volume.shape]
-    return np.pad(volume, [(b, size - n - b) for b, n in zip(before, volume.shape)])
-
-
 def _resample(cube: np.ndarray, scale: float) -> np.ndarray:
     """Resample ``cube`` (N, N, N) to ``scale`` times coarser voxels, keeping voxel N//2 on
     the new centre M//2; M is even and covers at least the same extent.
@@ -75,10 +70,7 @@ def _resample(cube: np.ndarray, scale: float) -> np.ndarray:
     size = cube.shape[0]
     if scale > 1.0:
         nyquist = 0.5 / scale  # cycles per input voxel
-        freq_z = scipy.fft.fftfreq(size)[:, None, None]
-        freq_y = scipy.fft.fftfreq(size)[None, :, None]
-        freq_x = scipy.fft.rfftfreq(size)[None, None, :]
-        freq = np.sqrt(freq_z**2 + freq_y**2 + freq_x**2)
+        freq = radial_frequency(cube.shape)
         ramp = np.clip((nyquist - freq) / (0.2 * nyquist), 0.0, 1.0)
         transfer = (0.5 - 0.5 * np.cos(np.pi * ramp)).astype(np.float32)
         cube = scipy.fft.irfftn(scipy.fft.rfftn(cube) * transfer, s=cube.shape)
@@ -106,14 +98,14 @@ def specimen_from_map(path: str | os.PathLike, pixel_size_a: float) -> Specimen:
     data, map_pixel_a = read_mrc(path, ndim=3)
     faces = [np.take(data, index, axis).ravel() for axis in range(3) for index in (0, -1)]
     data -= np.median(np.concatenate(faces))
-    volume = _resample(_pad_centred(data, max(data.shape)), pixel_size_a / map_pixel_a)
+    volume = _resample(pad_or_crop_centred(data, max(data.shape)), pixel_size_a / map_pixel_a)
     level = float(np.percentile(volume, _MAP_SCALE_PERCENTILE))
     if not level > 0:
         raise InputError(path, "the map has no density above its background")
     volume *= PROTEIN_CONTRAST_V / level
     diameter_a = measure_diameter_a(volume, pixel_size_a)
     size = max(volume.shape[0], even_ceil(MIN_BOX_OVER_DIAMETER * diameter_a / pixel_size_a))
-    volume = _pad_centred(volume, size).astype(np.float32)
+    volume = pad_or_crop_centred(volume, size).astype(np.float32)
     return Specimen(Path(path).name, volume, pixel_size_a, diameter_a, "C1")
 
 
