@@ -40,8 +40,10 @@ def _ctf_zero_frequencies(defocus_um: float, params: CtfParams, count: int) -> n
 
 
 @pytest.mark.parametrize("angle_deg", [0.0, 35.0, 110.0])
-def test_ctf_zeros_sit_where_the_formula_puts_them(angle_deg):
-    params = CtfParams(defocus_u_um=2.0, defocus_v_um=1.4, astigmatism_angle_deg=angle_deg, bfactor_a2=0.0)
+@pytest.mark.parametrize("defocus_u_um, defocus_v_um", [(2.0, 1.4), (1.4, 2.0)])  # U < V as some STAR files have
+def test_ctf_zeros_sit_where_the_formula_puts_them(angle_deg, defocus_u_um, defocus_v_um):
+    params = CtfParams(defocus_u_um=defocus_u_um, defocus_v_um=defocus_v_um, astigmatism_angle_deg=angle_deg,
+                       bfactor_a2=0.0)
     pixel_size, size = 1.0, 1024
     ctf = ctf_2d(params, (size, size), pixel_size, rfft=False).numpy()
     for axis_angle, defocus in ((angle_deg, params.defocus_u_um), (angle_deg + 90, params.defocus_v_um)):

@@ -86,10 +86,13 @@ def ctf_2d(params: CtfParams, shape: tuple[int, int], pixel_size_a: float, *, rf
     Positive at low frequency (amplitude contrast) for underfocus; the weak-phase image
     is ``1 - 2 * IFFT(ctf * FFT(phase))`` so that particles appear dark, as recorded.
     """
+    major_um, minor_um, major_angle_deg = params.defocus_u_um, params.defocus_v_um, params.astigmatism_angle_deg
+    if minor_um > major_um:  # the same CTF with its axes swapped: torch-ctf 0.6 gives NaN for a negative astigmatism
+        major_um, minor_um, major_angle_deg = minor_um, major_um, major_angle_deg + 90.0
     ctf = calculate_ctf_2d(
-        defocus=(params.defocus_u_um + params.defocus_v_um) / 2,
-        astigmatism=(params.defocus_u_um - params.defocus_v_um) / 2,
-        astigmatism_angle=params.astigmatism_angle_deg,
+        defocus=(major_um + minor_um) / 2,
+        astigmatism=(major_um - minor_um) / 2,
+        astigmatism_angle=major_angle_deg,
         voltage=params.voltage_kv,
         spherical_aberration=params.cs_mm,
         amplitude_contrast=params.amplitude_contrast,
