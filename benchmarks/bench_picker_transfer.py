@@ -3,7 +3,8 @@
     OMP_NUM_THREADS=1 python benchmarks/bench_picker_transfer.py -o benchmarks/picker-transfer.json
 
 Two measurements on the real EMPIAR-10146 set (10 micrographs, 1.85 A/px, 120 A apoferritin),
-each for raw micrographs and denoiser outputs (the 20 A low-pass, the shipped default model):
+each for raw micrographs and denoiser outputs (the 20 A low-pass, the shipped default model, and with
+``--topaz-dir`` Topaz-Denoise's pretrained model):
 
 1. **Transfer** (issue 13 item (b)). A simulated apoferritin dataset at the real set's pixel
    size (:data:`SIMULATION`: low dose, strong ice reaching towards the particle scale) with
@@ -21,6 +22,10 @@ each for raw micrographs and denoiser outputs (the 20 A low-pass, the shipped de
    PU prior from that micrograph's full annotated count (what its annotator sees); scored
    against every annotation of the held-out micrographs. ``--anchor`` adds the same with all of
    the one micrograph's annotations.
+
+Topaz-Denoise runs in its own venv, so its outputs are made beforehand (benchmarks/topaz_denoise.py):
+``TOPAZ/real/NAME.mrc`` for the real micrographs and ``TOPAZ/sim/NAME.mrc`` for the simulated ones,
+which this script writes to ``WORK_DIR/sim/micrographs`` (``--stages simulate`` writes only them).
 
 Statistics from cryoscore.bench.crossval: AP and best F1 pooled over micrographs, mean over
 seeds, 95 % intervals by bootstrap over micrographs and seeds, paired differences. The JSON is
@@ -44,6 +49,7 @@ from cryoscore.bench.config import LearnedJudgeSettings
 from cryoscore.bench.crossval import CrossValidation, bootstrap_interval, cross_validate, paired_difference, pooled
 from cryoscore.bench.crossval import transfer as transfer_judge
 from cryoscore.bench.datasets import simulated_test_set
+from cryoscore.io.layout import DatasetLayout
 from cryoscore.simulate.background import BackgroundParams
 from cryoscore.simulate.dataset import SimulationConfig, write_dataset
 
@@ -61,8 +67,8 @@ STATISTICS = ("ap", "f1")
 def split(run: CrossValidation, sizes: list[int]) -> list[CrossValidation]:
     """``run`` over concatenated target sets cut back into one CrossValidation per set (sizes in order)."""
     cuts = np.cumsum([0, *sizes])
-    return [CrossValidation([row[start:stop] for row in run.results], run.seeds, run.folds, run.train_micrographs,
-                            run.seconds) for start, stop in zip(cuts[:-1], cuts[1:])]
+    return [replace(run, results=[row[start:stop] for row in run.results], picks=run.picks[start:stop])
+            for start, stop in zip(cuts[:-1], cuts[1:])]
 
 
 def differences(run: CrossValidation, raw: CrossValidation, settings: LearnedJudgeSettings) -> dict:
@@ -84,10 +90,11 @@ def main() -> None:
     parser.add_argument("-o", "--output", type=Path, required=True)
     parser.add_argument("--work-dir", type=Path, default=Path("/tmp/cryoscore-picker-transfer"),
                         help="where the simulated dataset is written (reused when complete)")
-    parser.add_argument("--stages", nargs="+", default=["transfer", "budget"], choices=["transfer", "budget"])
+    parser.add_argument("--stages", nargs="+", default=["transfer", "budget"],
+                        choices=["simulate", "transfer", "budget"], help="simulate: only write the simulated set")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--denoisers", nargs="+", default=["raw", "lowpass", "default"],
-                        help="transfer: from raw, lowpass, default (raw first for the paired differences)")
+                        help="transfer: from raw, lowpass, default, topaz (raw first for the paired differences)")
     parser.add_argument("--sim-train", type=int, default=8)
     parser.add_argument("--sim-test", type=int, default=8)
     parser.add_argument("--steps", type=int, help="transfer pickers' training steps (default: the picker's)")
@@ -98,6 +105,8 @@ def main() -> None:
     parser.add_argument("--anchor", action="store_true",
                         help="budget stage: also one whole annotated micrograph per fold")
     parser.add_argument("--lowpass-a", type=float, default=20.0)
+    parser.add_argument("--topaz-dir", type=Path,
+                        help="Topaz-Denoise outputs: TOPAZ/real/NAME.mrc and TOPAZ/sim/NAME.mrc (for denoiser topaz)")
     args = parser.parse_args()
     paths, real, pixel_a, real_truths = real_set()
     radius_px = DIAMETER_A / pixel_a / 2
@@ -115,18 +124,19 @@ def main() -> None:
     def save() -> None:
         args.output.write_text(json.dumps(document, indent=2) + "\n")
 
+    directory = args.work_dir / "sim"
+    config = replace(SIMULATION, n_micrographs=args.sim_train + args.sim_test)
+    if not (directory / "manifest.json").is_file():
+        write_dataset(config, directory, progress=False)
     if "transfer" in args.stages:
         started = time.perf_counter()
-        directory = args.work_dir / "sim"
-        config = replace(SIMULATION, n_micrographs=args.sim_train + args.sim_test)
-        if not (directory / "manifest.json").is_file():
-            write_dataset(config, directory, progress=False)
         simulated = simulated_test_set(directory, "simulated apoferritin")
         if abs(simulated.pixel_size_a - pixel_a) > 1e-6 or simulated.diameter_a != DIAMETER_A:
             raise SystemExit(f"simulation at {simulated.pixel_size_a} A/px, {simulated.diameter_a} A: "
                              f"not the real set's {pixel_a}, {DIAMETER_A}")
         sim_raw = [micrograph.full_sum for micrograph in simulated.micrographs]
         sim_truths = [micrograph.truth for micrograph in simulated.micrographs]
+        sim_paths = [DatasetLayout(directory).micrograph(micrograph.name) for micrograph in simulated.micrographs]
         train, test = slice(0, args.sim_train), slice(args.sim_train, None)
         settings = LearnedJudgeSettings(seeds=tuple(args.seeds), steps=args.steps)
         document["transfer"] = section = {
@@ -140,8 +150,10 @@ def main() -> None:
         runs: dict[str, dict[str, CrossValidation]] = {}
         for name in args.denoisers:
             started = time.perf_counter()
-            real_images = outputs(name, real, pixel_a, lowpass_a=args.lowpass_a)
-            sim_images = outputs(name, sim_raw, pixel_a, lowpass_a=args.lowpass_a)
+            real_images = outputs(name, real, pixel_a, lowpass_a=args.lowpass_a, paths=paths,
+                                  topaz_dir=args.topaz_dir and args.topaz_dir / "real")
+            sim_images = outputs(name, sim_raw, pixel_a, lowpass_a=args.lowpass_a, paths=sim_paths,
+                                 topaz_dir=args.topaz_dir and args.topaz_dir / "sim")
             entry = section["denoisers"][name] = {"denoise_seconds": time.perf_counter() - started}
             entry["blob"] = {"real": blob_summary(real_images, real_truths, pixel_a),
                              "sim_test": blob_summary(sim_images[test], sim_truths[test], pixel_a)}
@@ -173,7 +185,8 @@ def main() -> None:
         images = {}
         for name in args.budget_denoisers:
             started = time.perf_counter()
-            images[name] = outputs(name, real, pixel_a, lowpass_a=args.lowpass_a)
+            images[name] = outputs(name, real, pixel_a, lowpass_a=args.lowpass_a, paths=paths,
+                                   topaz_dir=args.topaz_dir and args.topaz_dir / "real")
             section.setdefault("denoise_seconds", {})[name] = time.perf_counter() - started
         budgets: list[int | None] = [*args.budgets, *([None] if args.anchor else [])]
         for budget in budgets:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from cryoscore.bench import crossval
 from cryoscore.bench.config import LearnedJudgeSettings
 from cryoscore.bench.crossval import (
+    CrossValidation,
     annotation_subset,
     bootstrap_interval,
     cross_validate,
@@ -169,3 +172,18 @@ def test_transfer_trains_once_per_seed_on_the_source_and_judges_every_target(fak
     assert summary["restarted_trainings"] == 1
     with pytest.raises(ValueError, match="target"):
         transfer([source[0][0]], [source[0][1]], 1.0, [], [], 1.0, 10.0, 3.0, settings)
+
+
+def test_the_transfer_benchmark_cuts_a_run_over_two_target_sets_back_into_one_run_each(monkeypatch):
+    """benchmarks/bench_picker_transfer.py judges the real and the simulated targets in one run and splits it;
+    every field of the run must survive the split (it broke once when CrossValidation gained fields)."""
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from bench_picker_transfer import split
+
+    run = CrossValidation(results=[list("abcde"), list("ABCDE")], picks=list("vwxyz"), seeds=(0, 1), folds=1,
+                          train_micrographs=[8], restarted_trainings=1, seconds=3.0)
+    first, second = split(run, [2, 3])
+    assert first.results == [["a", "b"], ["A", "B"]] and first.picks == ["v", "w"]
+    assert second.results == [["c", "d", "e"], ["C", "D", "E"]] and second.picks == ["x", "y", "z"]
+    assert (second.seeds, second.folds, second.train_micrographs, second.restarted_trainings, second.seconds) == (
+        (0, 1), 1, [8], 1, 3.0)
