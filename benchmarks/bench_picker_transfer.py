@@ -126,8 +126,8 @@ def main() -> None:
 
     directory = args.work_dir / "sim"
     config = replace(SIMULATION, n_micrographs=args.sim_train + args.sim_test)
-    if not (directory / "manifest.json").is_file():
-        write_dataset(config, directory, progress=False)
+    if {"simulate", "transfer"} & set(args.stages) and not (directory / "manifest.json").is_file():
+        write_dataset(config, directory, progress=False)  # the budget stage uses only the real set
     if "transfer" in args.stages:
         started = time.perf_counter()
         simulated = simulated_test_set(directory, "simulated apoferritin")
