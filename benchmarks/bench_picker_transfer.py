@@ -26,6 +26,9 @@ each for raw micrographs and denoiser outputs (the 20 A low-pass, the shipped de
 Topaz-Denoise runs in its own venv, so its outputs are made beforehand (benchmarks/topaz_denoise.py):
 ``TOPAZ/real/NAME.mrc`` for the real micrographs and ``TOPAZ/sim/NAME.mrc`` for the simulated ones,
 which this script writes to ``WORK_DIR/sim/micrographs`` (``--stages simulate`` writes only them).
+``--trained NAME=REAL.pt,SIM.pt`` adds a denoiser trained on each dataset's own micrographs, as a
+user trains n2n, score or guided on their data: REAL.pt denoises the real micrographs and SIM.pt
+the simulated ones (``cryoscore train``, made beforehand).
 
 Statistics from cryoscore.bench.crossval: AP and best F1 pooled over micrographs, mean over
 seeds, 95 % intervals by bootstrap over micrographs and seeds, paired differences. The JSON is
@@ -107,7 +110,17 @@ def main() -> None:
     parser.add_argument("--lowpass-a", type=float, default=20.0)
     parser.add_argument("--topaz-dir", type=Path,
                         help="Topaz-Denoise outputs: TOPAZ/real/NAME.mrc and TOPAZ/sim/NAME.mrc (for denoiser topaz)")
+    parser.add_argument("--trained", nargs="+", default=[], metavar="NAME=REAL.pt,SIM.pt",
+                        help="transfer: a denoiser trained per dataset, REAL.pt on the real micrographs and SIM.pt "
+                        "on the simulated ones; NAME joins --denoisers")
     args = parser.parse_args()
+    trained = {}
+    for item in args.trained:
+        name, _, models = item.partition("=")
+        real_model, _, sim_model = models.partition(",")
+        if not (name and real_model and sim_model):
+            parser.error(f"--trained {item}: expected NAME=REAL.pt,SIM.pt")
+        trained[name] = {"real": Path(real_model), "sim": Path(sim_model)}
     paths, real, pixel_a, real_truths = real_set()
     radius_px = DIAMETER_A / pixel_a / 2
     options = [f"--{key.replace('_', '-')}" + ("" if value is True else
@@ -115,6 +128,8 @@ def main() -> None:
                for key, value in vars(args).items() if value is not None and value is not False]
     document = {"command": "OMP_NUM_THREADS=1 python benchmarks/bench_picker_transfer.py " + " ".join(options),
                 "machine": machine(), "versions": {"cryoscore": __version__, "torch": torch.__version__},
+                "trained_per_dataset": {name: {dataset: str(path) for dataset, path in models.items()}
+                                        for name, models in trained.items()},
                 "real": {"micrographs": [path.stem for path in paths], "pixel_size_a": pixel_a,
                          "diameter_a": DIAMETER_A, "annotated": [len(truth) for truth in real_truths]}}
     if args.output.is_file():  # keep the stages of an earlier run that this one does not redo
@@ -148,12 +163,13 @@ def main() -> None:
             "denoisers": {}}
         save()
         runs: dict[str, dict[str, CrossValidation]] = {}
-        for name in args.denoisers:
+        for name in [*args.denoisers, *trained]:
             started = time.perf_counter()
-            real_images = outputs(name, real, pixel_a, lowpass_a=args.lowpass_a, paths=paths,
-                                  topaz_dir=args.topaz_dir and args.topaz_dir / "real")
-            sim_images = outputs(name, sim_raw, pixel_a, lowpass_a=args.lowpass_a, paths=sim_paths,
-                                 topaz_dir=args.topaz_dir and args.topaz_dir / "sim")
+            real_images, sim_images = (
+                outputs("default" if name in trained else name, images, pixel_a, lowpass_a=args.lowpass_a,
+                        paths=dataset_paths, topaz_dir=args.topaz_dir and args.topaz_dir / dataset,
+                        model_path=trained[name][dataset] if name in trained else None)
+                for dataset, images, dataset_paths in (("real", real, paths), ("sim", sim_raw, sim_paths)))
             entry = section["denoisers"][name] = {"denoise_seconds": time.perf_counter() - started}
             entry["blob"] = {"real": blob_summary(real_images, real_truths, pixel_a),
                              "sim_test": blob_summary(sim_images[test], sim_truths[test], pixel_a)}
