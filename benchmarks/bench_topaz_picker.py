@@ -3,6 +3,7 @@
     topaz-venv/bin/python benchmarks/topaz_picker.py ../shared/data/apoferritin-empiar10146/micrographs \\
         ../shared/data/apoferritin-empiar10146/coordinates -o TOPAZPICK --folds 5 --seeds 0 --epochs 5 --epoch-size 200
     OMP_NUM_THREADS=1 python benchmarks/bench_topaz_picker.py TOPAZPICK -o OUT.json --ours raw default --steps 800
+    cryoscore denoise MICROGRAPHS -o DENOISED   # Topaz's picker on denoised micrographs: topaz_picker.py DENOISED ..., then --topaz-denoiser default
 
 Scores ``topaz_picker.py``'s picks (one file per seed, fold and epoch; micrograph ``i`` of
 the sorted names in fold ``i mod k``, the split of ``cryoscore.bench.crossval``) exactly
@@ -10,7 +11,9 @@ as the learned judge scores its own: every peak matched to the annotations withi
 diameter, AP and best F1 pooled over micrographs, 95 % bootstrap intervals over
 micrographs and seeds. With ``--ours`` it also runs cryoscore's learned picker
 (``--steps``) on those denoisers' outputs with the same folds and seeds, and reports the
-paired difference of Topaz's picker (its last epoch) minus each. cryoscore's runs are
+paired difference of Topaz's picker (its last epoch) minus each. ``--topaz-denoiser`` names
+what Topaz's picker was given (``topaz_picker.py`` reads any folder of MRC micrographs, e.g.
+``cryoscore denoise``'s outputs). cryoscore's runs are
 kept in OUT.ours.pkl and reused when their settings match, so they can run while Topaz
 trains: without Topaz's picks yet, the script runs them, keeps them and stops. The JSON is
 rewritten after every row.
@@ -42,6 +45,25 @@ def read_topaz_picks(path: Path) -> dict[str, np.ndarray]:
     return {name: np.asarray(values) for name, values in rows.items()}
 
 
+def topaz_record(directory: Path) -> dict | None:
+    """``topaz_picker.py``'s records in ``directory`` merged (one per process when folds were spread):
+    the shared settings, ``commands`` and ``seconds`` of all; None until every fold has one.
+    SystemExit when the records disagree on a setting."""
+    records = [json.loads(path.read_text()) for path in sorted(directory.glob("topaz_picker*.json"))]
+    if not records:
+        return None
+    shared = ("topaz", "torch", "threads", "names", "folds", "seeds", "scale", "extract_radius_px", "epochs",
+              "epoch_size")
+    if any({key: record[key] for key in shared} != {key: records[0][key] for key in shared} for record in records):
+        raise SystemExit(f"{directory}: Topaz's records disagree on their settings")
+    folds = {fold for record in records
+             for fold in (record.get("run_folds") or range(min(record["folds"], len(record["names"]))))}
+    if folds != set(range(min(records[0]["folds"], len(records[0]["names"])))):
+        return None
+    return {**{key: records[0][key] for key in shared}, "commands": [record["command"] for record in records],
+            "seconds": {key: value for record in records for key, value in record["seconds"].items()}}
+
+
 def topaz_results(directory: Path, names: list[str], truths: list, seeds: list[int], folds: int, epoch: int,
                   radius_px: float, diameter_px: float) -> list[list[MatchResult]]:
     """``results[s][i]``: Topaz's picks of micrograph ``i`` by the seed-``s`` picker of its fold, after ``epoch``."""
@@ -70,6 +92,8 @@ def main() -> None:
     parser.add_argument("--topaz-dir", type=Path, help="Topaz-Denoise outputs NAME.mrc (for --ours topaz)")
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--topaz-denoiser", default="raw", help="what Topaz's picker was given, for the table: "
+                        "raw, or the denoiser whose outputs topaz_picker.py read")
     args = parser.parse_args()
     paths, images, pixel_a, truths = real_set()
     names = [path.stem for path in paths]
@@ -86,17 +110,17 @@ def main() -> None:
             cache_path.write_bytes(pickle.dumps(cache))
             print("cryoscore picker on", name, "done", flush=True)
         ours[name] = cache[key]
-    record_path = args.topaz_picks / "topaz_picker.json"
-    if not record_path.exists():
-        raise SystemExit(f"{record_path}: not there yet (Topaz still training?); cryoscore's runs are kept in "
-                         f"{cache_path}, run again when it is")
-    record = json.loads(record_path.read_text())
+    record = topaz_record(args.topaz_picks)
+    if record is None:
+        raise SystemExit(f"{args.topaz_picks}: Topaz's picks are not all there yet; cryoscore's runs are kept in "
+                         f"{cache_path}, run again when they are")
     if names != record["names"] or record["folds"] != args.folds or record["seeds"] != args.seeds:
         raise SystemExit(f"{args.topaz_picks}: Topaz's picks are of other micrographs, folds or seeds")
     document = {"command": "OMP_NUM_THREADS=1 python benchmarks/bench_topaz_picker.py " + " ".join(
                     [str(args.topaz_picks), "-o", str(args.output), "--ours", *args.ours, "--steps", str(args.steps),
-                     "--folds", str(args.folds), "--seeds", *map(str, args.seeds)]),
-                "topaz_command": record["command"], "topaz_settings": {key: record[key] for key in (
+                     "--folds", str(args.folds), "--seeds", *map(str, args.seeds),
+                     "--topaz-denoiser", args.topaz_denoiser]),
+                "topaz_commands": record["commands"], "topaz_denoiser": args.topaz_denoiser, "topaz_settings": {key: record[key] for key in (
                     "topaz", "torch", "threads", "scale", "extract_radius_px", "epochs", "epoch_size", "seconds")},
                 "machine": machine(), "versions": {"cryoscore": __version__, "torch": torch.__version__},
                 "dataset": "EMPIAR-10146", "pixel_size_a": pixel_a, "diameter_a": DIAMETER_A,
@@ -113,11 +137,11 @@ def main() -> None:
         topaz_last = topaz_results(args.topaz_picks, names, truths, args.seeds, args.folds, epoch,
                                    radius_px, diameter_px)
         run = CrossValidation(topaz_last, [], tuple(args.seeds), args.folds, [], 0, 0.0)
-        add_row({"picker": "topaz", "denoiser": "raw", "epoch": epoch, "updates": epoch * record["epoch_size"],
+        add_row({"picker": "topaz", "denoiser": args.topaz_denoiser, "epoch": epoch, "updates": epoch * record["epoch_size"],
                  **run.summary(settings)})
     for name, run in ours.items():
         add_row({"picker": "cryoscore", "denoiser": name, "steps": args.steps, **run.summary(settings),
-                 "topaz_picker_on_raw_minus_this": {statistic: paired_difference(topaz_last, run.results, statistic)
+                 "topaz_picker_minus_this": {statistic: paired_difference(topaz_last, run.results, statistic)
                                                     for statistic in ("ap", "f1")}})
 
 

@@ -13,6 +13,9 @@ epoch extracts every peak from the fold's micrographs with Topaz's non-maximum s
 (downsampled by ``--scale``, GMM-normalised). Picks are written as
 OUTDIR/picks_seed{S}_fold{F}_epoch{E}.txt (``image_name x_coord y_coord score``, original
 pixels) and OUTDIR/topaz_picker.json records the settings, versions and seconds per fold.
+``--run-folds`` runs only some folds (to spread them over processes; start one first, it writes
+the preprocessed micrographs that the others reuse) and names its record
+OUTDIR/topaz_picker_folds-F-G.json; ``bench_topaz_picker.py`` merges the records.
 
 The expected particle count ``-n`` is the training micrographs' mean annotated count, the
 information cryoscore's picker gets. Topaz 0.3.20 then finds its prior ``pi`` equal to the
@@ -106,6 +109,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=10, help="topaz train's default: 10")
     parser.add_argument("--epoch-size", type=int, default=1000, help="topaz train's default: 1000")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--run-folds", type=int, nargs="+", help="only these folds (default: every one)")
     args = parser.parse_args()
     command = list(sys.argv)
     install_torchvision_stand_in()
@@ -117,13 +121,14 @@ def main() -> None:
     names = sorted(path.stem for path in args.micrographs.glob("*.mrc"))
     processed = out / "processed"
     started = time.perf_counter()
-    run_topaz("preprocess", "-s", str(args.scale), "-d", "-1", "-j", str(args.threads), "-o", str(processed),
-              *[str(args.micrographs / f"{name}.mrc") for name in names])
+    if not all((processed / f"{name}.mrc").is_file() for name in names):
+        run_topaz("preprocess", "-s", str(args.scale), "-d", "-1", "-j", str(args.threads), "-o", str(processed),
+                  *[str(args.micrographs / f"{name}.mrc") for name in names])
     seconds = {"preprocess": time.perf_counter() - started}
     coordinates = {name: read_star_xy(args.coordinates / f"{name}.star") for name in names}
     radius = max(1, round(args.diameter_px / 2 / args.scale))
     for seed in args.seeds:
-        for fold in range(min(args.folds, len(names))):
+        for fold in args.run_folds or range(min(args.folds, len(names))):
             train = [name for index, name in enumerate(names) if index % args.folds != fold]
             test = [name for index, name in enumerate(names) if index % args.folds == fold]
             work = out / f"seed{seed}_fold{fold}"
@@ -149,9 +154,11 @@ def main() -> None:
                           *[str(processed / f"{name}.mrc") for name in test])
             seconds[f"seed{seed}_fold{fold}"] = {"train": trained, "train_and_extract": time.perf_counter() - started}
             print(f"seed {seed} fold {fold}: {seconds[f'seed{seed}_fold{fold}']}", flush=True)
-    (out / "topaz_picker.json").write_text(json.dumps({
+    record = "topaz_picker.json" if args.run_folds is None else "topaz_picker_folds-{}.json".format(
+        "-".join(map(str, args.run_folds)))
+    (out / record).write_text(json.dumps({
         "topaz": topaz.__version__, "torch": torch.__version__, "threads": args.threads, "names": names,
-        "folds": args.folds, "seeds": args.seeds, "scale": args.scale, "extract_radius_px": radius,
+        "folds": args.folds, "run_folds": args.run_folds, "seeds": args.seeds, "scale": args.scale, "extract_radius_px": radius,
         "epochs": args.epochs, "epoch_size": args.epoch_size, "command": command, "seconds": seconds}, indent=1))
 
 

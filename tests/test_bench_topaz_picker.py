@@ -68,3 +68,28 @@ def test_topaz_picks_are_scored_per_fold_like_the_learned_judge(benchmarks_on_pa
     assert results[0][4].average_precision == pytest.approx(0.0)
     with pytest.raises(FileNotFoundError):
         topaz_results(tmp_path, names, truths, [1], 2, 1, radius_px=10.0, diameter_px=20.0)
+
+
+def test_topaz_records_of_fold_subsets_merge_only_when_every_fold_is_there_and_they_agree(benchmarks_on_path,
+                                                                                        tmp_path):
+    """topaz_picker.py --run-folds writes one record per process; the scorer merges their seconds and commands,
+    waits (None) while a fold is missing, and refuses records whose settings differ."""
+    import json
+
+    from bench_topaz_picker import topaz_record
+
+    settings = {"topaz": "0.3.20", "torch": "2.13.0", "threads": 1, "names": ["a", "b", "c"], "folds": 3,
+                "seeds": [0], "scale": 4, "extract_radius_px": 8, "epochs": 5, "epoch_size": 200}
+    assert topaz_record(tmp_path) is None
+    (tmp_path / "topaz_picker_folds-0-1.json").write_text(json.dumps(
+        {**settings, "run_folds": [0, 1], "command": ["first"], "seconds": {"seed0_fold0": 1.0, "seed0_fold1": 2.0}}))
+    assert topaz_record(tmp_path) is None
+    (tmp_path / "topaz_picker_folds-2.json").write_text(json.dumps(
+        {**settings, "run_folds": [2], "command": ["second"], "seconds": {"seed0_fold2": 3.0}}))
+    merged = topaz_record(tmp_path)
+    assert merged is not None and merged["commands"] == [["first"], ["second"]]
+    assert merged["seconds"] == {"seed0_fold0": 1.0, "seed0_fold1": 2.0, "seed0_fold2": 3.0}
+    (tmp_path / "topaz_picker.json").write_text(json.dumps(
+        {**settings, "epochs": 10, "run_folds": None, "command": ["third"], "seconds": {}}))
+    with pytest.raises(SystemExit, match="disagree"):
+        topaz_record(tmp_path)
