@@ -94,6 +94,8 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--topaz-denoiser", default="raw", help="what Topaz's picker was given, for the table: "
                         "raw, or the denoiser whose outputs topaz_picker.py read")
+    parser.add_argument("--minus-topaz", type=Path, metavar="TOPAZPICK", help="also the paired difference of "
+                        "this Topaz run (last epoch) minus another's on the same folds, e.g. denoised minus raw")
     args = parser.parse_args()
     paths, images, pixel_a, truths = real_set()
     names = [path.stem for path in paths]
@@ -119,7 +121,8 @@ def main() -> None:
     document = {"command": "OMP_NUM_THREADS=1 python benchmarks/bench_topaz_picker.py " + " ".join(
                     [str(args.topaz_picks), "-o", str(args.output), "--ours", *args.ours, "--steps", str(args.steps),
                      "--folds", str(args.folds), "--seeds", *map(str, args.seeds),
-                     "--topaz-denoiser", args.topaz_denoiser]),
+                     "--topaz-denoiser", args.topaz_denoiser,
+                     *(["--minus-topaz", str(args.minus_topaz)] if args.minus_topaz else [])]),
                 "topaz_commands": record["commands"], "topaz_denoiser": args.topaz_denoiser, "topaz_settings": {key: record[key] for key in (
                     "topaz", "torch", "threads", "scale", "extract_radius_px", "epochs", "epoch_size", "seconds")},
                 "machine": machine(), "versions": {"cryoscore": __version__, "torch": torch.__version__},
@@ -139,6 +142,15 @@ def main() -> None:
         run = CrossValidation(topaz_last, [], tuple(args.seeds), args.folds, [], 0, 0.0)
         add_row({"picker": "topaz", "denoiser": args.topaz_denoiser, "epoch": epoch, "updates": epoch * record["epoch_size"],
                  **run.summary(settings)})
+    if args.minus_topaz is not None:
+        other = topaz_record(args.minus_topaz)
+        if other is None or other["names"] != names or other["epochs"] != record["epochs"]:
+            raise SystemExit(f"{args.minus_topaz}: not a finished Topaz run of the same micrographs and epochs")
+        other_results = topaz_results(args.minus_topaz, names, truths, args.seeds, args.folds, record["epochs"],
+                                      radius_px, diameter_px)
+        document["minus_topaz"] = {"other": str(args.minus_topaz), **{
+            statistic: paired_difference(topaz_last, other_results, statistic) for statistic in ("ap", "f1")}}
+        print("minus the other Topaz run:", document["minus_topaz"]["ap"], flush=True)
     for name, run in ours.items():
         add_row({"picker": "cryoscore", "denoiser": name, "steps": args.steps, **run.summary(settings),
                  "topaz_picker_minus_this": {statistic: paired_difference(topaz_last, run.results, statistic)
