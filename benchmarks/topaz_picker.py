@@ -14,7 +14,8 @@ epoch extracts every peak from the fold's micrographs with Topaz's non-maximum s
 OUTDIR/picks_seed{S}_fold{F}_epoch{E}.txt (``image_name x_coord y_coord score``, original
 pixels) and OUTDIR/topaz_picker.json records the settings, versions and seconds per fold.
 ``--run-folds`` runs only some folds (to spread them over processes; start one first, it writes
-the preprocessed micrographs that the others reuse) and names its record
+the preprocessed micrographs that the others reuse when they were made from the same
+micrographs at the same scale, as OUTDIR/processed/source.json records) and names its record
 OUTDIR/topaz_picker_folds-F-G.json; ``bench_topaz_picker.py`` merges the records.
 
 The expected particle count ``-n`` is the training micrographs' mean annotated count, the
@@ -120,10 +121,14 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     names = sorted(path.stem for path in args.micrographs.glob("*.mrc"))
     processed = out / "processed"
+    source = processed / "source.json"  # what the preprocessed micrographs were made from, to reuse them safely
+    made_from = {"micrographs": str(args.micrographs.resolve()), "names": names, "scale": args.scale}
     started = time.perf_counter()
-    if not all((processed / f"{name}.mrc").is_file() for name in names):
+    if not (source.is_file() and json.loads(source.read_text()) == made_from
+            and all((processed / f"{name}.mrc").is_file() for name in names)):
         run_topaz("preprocess", "-s", str(args.scale), "-d", "-1", "-j", str(args.threads), "-o", str(processed),
                   *[str(args.micrographs / f"{name}.mrc") for name in names])
+        source.write_text(json.dumps(made_from))
     seconds = {"preprocess": time.perf_counter() - started}
     coordinates = {name: read_star_xy(args.coordinates / f"{name}.star") for name in names}
     radius = max(1, round(args.diameter_px / 2 / args.scale))
