@@ -3,19 +3,15 @@
 Two ways, for two uses:
 
 - **Recorrupted pairs** (``recorrupted_pair``; Pang et al. 2021, "Recorrupted-to-Recorrupted"),
-  what training and ``denoise --adapt`` use: with the image ``y = s + n`` and its noise power
-  spectrum measured from the image itself (``pairs.noise.noise_power_spectrum``: the median
-  over small tiles of each frequency's power, which particles and ice, unlike the noise, do not
-  reach everywhere), draw ``z`` with that spectrum and take ``y + z`` and ``y - z``. Their
-  noises ``n + z`` and ``n - z`` are uncorrelated at every frequency (independent where ``n``
-  is Gaussian, which shot noise at cryo-EM counts per pixel nearly is), each has twice ``y``'s
-  variance, and their mean is ``y`` itself: exactly the statistics of an even/odd pair whose
-  full sum is ``y``. The pair keeps the micrograph's grid (no change of pixel size, no
-  misregistered signal). The noise's colour matters: real micrographs' noise falls by 10-20 %
-  from middle frequencies to Nyquist (a camera's MTF, binning), and a white ``z`` of the finest
-  frequencies' level left the pairs of the real EMPIAR-10146 micrographs sharing 7-11 % of the
-  noise power at 10-30 A, several times the particles' own power there (under 2 %): noise that
-  a model trained on them learns to keep.
+  what training and ``denoise --adapt`` use: with the image ``y = s + n`` and its white noise
+  level ``sigma`` measured from its finest frequencies (``pairs.noise.spectral_noise_sigma``),
+  draw ``z`` of the same level and take ``y + z`` and ``y - z``. Their noises ``n + z`` and
+  ``n - z`` are uncorrelated (independent where ``n`` is Gaussian, which shot noise at
+  cryo-EM counts per pixel nearly is), each has twice ``y``'s variance, and their mean is
+  ``y`` itself: exactly the statistics of an even/odd pair whose full sum is ``y``. The pair
+  keeps the micrograph's grid (no change of pixel size, no misregistered signal). Where the
+  noise is coloured (a detector MTF, interpolation), the white ``z`` does not match it and the
+  pair shares part of the noise, so a model trained on it keeps that part: the safe side.
 - **Neighbour sub-sampling** (``neighbour_subsample_pair``), used to map how the noise level
   varies across a micrograph (``pairs.normalise.relative_noise_map``): each 2 x 2 cell of the image gives one pixel to each of two half-resolution images,
 two different pixels of the cell chosen at random (Neighbor2Neighbor, Huang et al. 2021).
@@ -41,7 +37,7 @@ import numpy as np
 
 from cryoscore.io.mrc import read_mrc
 from cryoscore.pairs.halves import HalfPair
-from cryoscore.pairs.noise import coloured_noise, noise_power_spectrum
+from cryoscore.pairs.noise import spectral_noise_sigma
 
 # The six ways to pick two different pixels of a 2 x 2 cell, as (row, col) offsets.
 _CELL = np.array([(0, 0), (0, 1), (1, 0), (1, 1)])
@@ -63,9 +59,10 @@ def neighbour_subsample_pair(image: np.ndarray, rng: np.random.Generator) -> tup
 
 
 def recorrupted_pair(image: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Two (H, W) float32 images ``image + z`` and ``image - z``, ``z`` Gaussian noise with the
-    image's own noise spectrum (``noise_power_spectrum``): a pair with uncorrelated noises whose mean is ``image``."""
-    extra = coloured_noise(image.shape, *noise_power_spectrum(image), rng)
+    """Two (H, W) float32 images ``image + z`` and ``image - z``, ``z`` white Gaussian noise of the
+    image's own noise level (``spectral_noise_sigma``): a pair with uncorrelated noises whose mean is ``image``."""
+    sigma = spectral_noise_sigma(image)
+    extra = rng.normal(0.0, sigma, size=image.shape)
     return (image + extra).astype(np.float32), (image - extra).astype(np.float32)
 
 
