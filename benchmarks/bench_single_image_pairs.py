@@ -1,6 +1,6 @@
 """Why fine-tuning on single real micrographs fails: the noise that recorrupted pairs assume, measured (issue 12).
 
-    OMP_NUM_THREADS=1 python benchmarks/bench_single_image_pairs.py -o OUT.json \
+    OMP_NUM_THREADS=1 python benchmarks/bench_single_image_pairs.py -o OUT.json [--simulated DIR ...] \
         [--models NAME=MODEL.pt ...] [--panel OUT.png] [--anscombe-adapt DIR]
 
 ``denoise --adapt`` and ``cryoscore train --micrographs`` learn from recorrupted pairs
@@ -18,6 +18,8 @@ micrographs this measures, against the annotations:
 - **skew**: the third cumulant of the noise (after a 3 x 3 high-pass), the fraction of pixels
   beyond +-4 standard deviations, and the Poisson gain, offset and counts per pixel it implies
   (``y = gain * counts + offset``; on simulated counts this returns gain 1.01 and the true mean);
+- ``--simulated DIR ...``: the same particle-free and particle-centred spectra on simulated
+  datasets (their true centres), to set the simulator's particle contrast beside the real set's;
 - ``--models``: what each model does with the raw micrograph's outliers (the mean high-passed
   output, in its standard deviations, at the raw pixels beyond +4 and below -3.5), and the
   output's skew; ``--panel`` writes crops of the first micrograph (raw, then each model);
@@ -42,6 +44,7 @@ from scipy import ndimage, stats
 
 from cryoscore.bench.config import LearnedJudgeSettings
 from cryoscore.bench.crossval import cross_validate
+from cryoscore.bench.datasets import simulated_test_set
 from cryoscore.fourier import radial_frequency
 from cryoscore.infer.adapt import AdaptSettings, adapt_denoiser
 from cryoscore.infer.denoise import denoise_image, load_denoiser
@@ -105,6 +108,22 @@ def annotated_window_spectra(image: np.ndarray, centres: np.ndarray) -> tuple[np
     return np.mean(free, axis=0), np.mean(centred, axis=0)
 
 
+def window_spectra(images: list[np.ndarray], truths: list, pixel_a: float) -> dict[str, dict[str, float]]:
+    """Mean over micrographs, relative to each one's ``spectral_noise_sigma``^2, of the spectrum of
+    particle-free windows (``free``), of windows centred on particles (``centred``) and their
+    difference, the particles' own power (``particles``), in the bands of BAND_EDGES_A."""
+    rows: dict[str, list[dict[str, float]]] = {"free": [], "centred": [], "particles": []}
+    frequencies = np.arange(TILE_PX // 2 + 1) / TILE_PX
+    for image, truth in zip(images, truths):
+        image = image.astype(np.float64)
+        level = spectral_noise_sigma(image) ** 2
+        free, centred = annotated_window_spectra(image, np.stack([truth.x_px, truth.y_px], 1))
+        for key, values in (("free", free), ("centred", centred), ("particles", centred - free)):
+            rows[key].append(in_bands(frequencies, values / level, pixel_a))
+    return {key: {band: float(np.mean([row[band] for row in values])) for band in values[0]}
+            for key, values in rows.items()}
+
+
 def in_bands(frequencies: np.ndarray, values: np.ndarray, pixel_a: float) -> dict[str, float]:
     """Mean of ``values`` at ``frequencies`` (cycles/px) in each band of BAND_EDGES_A."""
     wavelengths = pixel_a / np.maximum(frequencies, 1e-9)
@@ -146,24 +165,24 @@ def main() -> None:
     parser.add_argument("-o", "--output", type=Path, required=True)
     parser.add_argument("--models", nargs="*", default=[], help="NAME=MODEL.pt (NAME= for the shipped default)")
     parser.add_argument("--panel", type=Path, help="write crops of the first micrograph, raw and each model's output")
+    parser.add_argument("--simulated", nargs="*", type=Path, default=[], metavar="DIR",
+                        help="simulated datasets whose particle and noise power to set beside the real set's")
     parser.add_argument("--anscombe-adapt", type=Path, metavar="DIR", help="adapt and judge in the Anscombe domain")
     args = parser.parse_args()
     paths, images, pixel_a, truths = real_set()
     ring_frequencies = np.arange(TILE_PX // 2 + 1) / TILE_PX
     document: dict = {"command": "OMP_NUM_THREADS=1 python benchmarks/bench_single_image_pairs.py " + " ".join(
-        f"--{key.replace('_', '-')} {' '.join(value) if isinstance(value, list) else value}"
+        f"--{key.replace('_', '-')} {' '.join(map(str, value)) if isinstance(value, list) else value}"
         for key, value in vars(args).items() if value not in (None, [])), "machine": machine(),
         "pixel_size_a": pixel_a}
-    per_micrograph = {"free": [], "centred": [], "blind": [], "white_shared": [], "coloured_shared": []}
+    per_micrograph: dict[str, list[dict[str, float]]] = {"blind": [], "white_shared": [], "coloured_shared": []}
     edges = 1 / BAND_EDGES_A
     shape_rows = []
     for index, (image, truth) in enumerate(zip(images, truths)):
         image = image.astype(np.float64)
         level = spectral_noise_sigma(image) ** 2
-        free, centred = annotated_window_spectra(image, np.stack([truth.x_px, truth.y_px], 1))
         blind = blind_noise_spectrum(image)
-        for key, values in (("free", free), ("centred", centred), ("blind", blind)):
-            per_micrograph[key].append(in_bands(ring_frequencies, values / level, pixel_a))
+        per_micrograph["blind"].append(in_bands(ring_frequencies, blind / level, pixel_a))
         rng = np.random.default_rng([0, index])
         for key, extra in (("white_shared", rng.normal(0.0, np.sqrt(level), image.shape)),
                            ("coloured_shared", coloured_noise(image.shape, blind, rng))):
@@ -175,13 +194,19 @@ def main() -> None:
         shape_rows.append({"skew": float(stats.skew(z.ravel())), "above_4": float(np.mean(z > 4)),
                            "below_minus_4": float(np.mean(z < -4)), "gain": gain, "offset": offset,
                            "counts_per_px": counts})
-    document["spectra_relative_to_spectral_sigma2"] = {
-        key: {band: float(np.mean([row[band] for row in rows])) for band in rows[0]} for key, rows in per_micrograph.items()}
+    document["spectra_relative_to_spectral_sigma2"] = {**window_spectra(images, truths, pixel_a), **{
+        key: {band: float(np.mean([row[band] for row in rows])) for band in rows[0]} for key, rows in per_micrograph.items()}}
     document["noise_shape"] = {"gaussian_fraction_beyond_4": float(stats.norm.sf(4)), "micrographs": shape_rows}
     for key, rows in document["spectra_relative_to_spectral_sigma2"].items():
         print(key, " ".join(f"{band}:{value:+.3f}" for band, value in rows.items()))
     print("skew", [round(row["skew"], 3) for row in shape_rows], "counts/px", [round(row["counts_per_px"], 1)
                                                                                for row in shape_rows])
+    for folder in args.simulated:
+        test_set = simulated_test_set(folder, folder.name)
+        spectra = window_spectra([micrograph.full_sum for micrograph in test_set.micrographs],
+                                 [micrograph.truth for micrograph in test_set.micrographs], test_set.pixel_size_a)
+        document.setdefault("simulated", {})[str(folder)] = spectra
+        print(folder, "particles", " ".join(f"{band}:{value:+.3f}" for band, value in spectra["particles"].items()))
     args.output.write_text(json.dumps(document, indent=2) + "\n")
 
     first = images[0].astype(np.float32)
