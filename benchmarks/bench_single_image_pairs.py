@@ -39,7 +39,6 @@ from pathlib import Path
 
 import numpy as np
 from bench_learned_picker import DIAMETER_A, machine, real_set
-from PIL import Image
 from scipy import ndimage, stats
 
 from cryoscore.bench.config import LearnedJudgeSettings
@@ -49,10 +48,13 @@ from cryoscore.fourier import radial_frequency
 from cryoscore.infer.adapt import AdaptSettings, adapt_denoiser
 from cryoscore.infer.denoise import denoise_image, load_denoiser
 from cryoscore.io.mrc import write_mrc
+from cryoscore.io.png import write_panels_png
 from cryoscore.pairs.guidance import radial_cross_density
 from cryoscore.pairs.noise import spectral_noise_sigma
 
 TILE_PX = 64
+#: Frequency (cycles/px) of each ring of a TILE_PX tile's spectrum.
+RING_FREQUENCIES = np.arange(TILE_PX // 2 + 1) / TILE_PX
 #: Wavelength bands (A) of the tables.
 BAND_EDGES_A = np.array([240, 120, 60, 40, 30, 20, 15, 10, 8, 6, 4.5, 3.7001])
 #: Centre minus the mean of its 8 neighbours: a high-pass that keeps almost only noise.
@@ -60,46 +62,46 @@ HIGH_PASS = np.full((3, 3), -1 / 8)
 HIGH_PASS[1, 1] = 1.0
 
 
-def tile_ring_powers(image: np.ndarray, tile: int = TILE_PX) -> np.ndarray:
-    """Ring-averaged periodograms (tiles, tile//2 + 1) of the half-overlapping Hann-windowed tiles of ``image``."""
-    window = np.outer(np.hanning(tile), np.hanning(tile))
-    tiles = np.stack([image[row:row + tile, col:col + tile] for row in range(0, image.shape[0] - tile + 1, tile // 2)
-                      for col in range(0, image.shape[1] - tile + 1, tile // 2)]).astype(np.float64)
+def tile_ring_powers(image: np.ndarray) -> tuple[list[tuple[int, int]], np.ndarray]:
+    """The half-overlapping Hann-windowed TILE_PX tiles of ``image``: their (row, col) starts and
+    their ring-averaged periodograms (tiles, TILE_PX//2 + 1), ring ``i`` at RING_FREQUENCIES[i]."""
+    window = np.outer(np.hanning(TILE_PX), np.hanning(TILE_PX))
+    starts = [(row, col) for row in range(0, image.shape[0] - TILE_PX + 1, TILE_PX // 2)
+              for col in range(0, image.shape[1] - TILE_PX + 1, TILE_PX // 2)]
+    tiles = np.stack([image[row:row + TILE_PX, col:col + TILE_PX] for row, col in starts]).astype(np.float64)
     power = np.abs(np.fft.rfft2((tiles - tiles.mean(axis=(1, 2), keepdims=True)) * window)) ** 2 / np.sum(window**2)
-    rings = np.minimum(np.round(radial_frequency((tile, tile)) * tile).astype(int), tile // 2).ravel()
-    counts = np.bincount(rings, minlength=tile // 2 + 1)
-    return np.stack([np.bincount(rings, p, minlength=tile // 2 + 1) for p in power.reshape(len(tiles), -1)]) / counts
+    rings = np.minimum(np.round(radial_frequency((TILE_PX, TILE_PX)) * TILE_PX).astype(int), TILE_PX // 2).ravel()
+    counts = np.bincount(rings, minlength=len(RING_FREQUENCIES))
+    return starts, np.stack([np.bincount(rings, p, minlength=len(RING_FREQUENCIES))
+                             for p in power.reshape(len(tiles), -1)]) / counts
 
 
 @lru_cache(maxsize=1)
 def median_to_mean() -> np.ndarray:
     """Each ring's median over tiles divided by its mean, for white Gaussian noise."""
-    rings = tile_ring_powers(np.random.default_rng(0).standard_normal((1024, 1024)))
+    _, rings = tile_ring_powers(np.random.default_rng(0).standard_normal((1024, 1024)))
     return np.median(rings, axis=0) / rings.mean(axis=0)
 
 
 def blind_noise_spectrum(image: np.ndarray) -> np.ndarray:
-    """Noise density per ring (tile//2 + 1,): the calibrated median over tiles (particles and ice are
+    """Noise density at RING_FREQUENCIES: the calibrated median over tiles (particles and ice are
     not everywhere, the noise is), held flat below 0.125 cycles/px where ice covers every tile."""
-    density = np.median(tile_ring_powers(image), axis=0) / median_to_mean()
-    flat = np.arange(len(density)) / TILE_PX < 0.125
+    density = np.median(tile_ring_powers(image)[1], axis=0) / median_to_mean()
+    flat = RING_FREQUENCIES < 0.125
     density[flat] = density[np.argmin(flat)]
     return density
 
 
 def coloured_noise(shape: tuple[int, int], density: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Gaussian noise of ``shape`` with radial density ``density`` (per ring of TILE_PX tiles)."""
-    transfer = np.sqrt(np.interp(radial_frequency(shape), np.arange(len(density)) / TILE_PX, density))
+    """Gaussian noise of ``shape`` with radial density ``density`` at RING_FREQUENCIES."""
+    transfer = np.sqrt(np.interp(radial_frequency(shape), RING_FREQUENCIES, density))
     return np.fft.irfft2(np.fft.rfft2(rng.standard_normal(shape)) * transfer, s=shape)
 
 
 def annotated_window_spectra(image: np.ndarray, centres: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Mean ring powers (tile//2 + 1,) of particle-free windows and of windows centred on a particle."""
+    """Mean ring powers (TILE_PX//2 + 1,) of particle-free windows and of windows centred on a particle."""
     free, centred = [], []
-    rings = tile_ring_powers(image)
-    starts = [(row, col) for row in range(0, image.shape[0] - TILE_PX + 1, TILE_PX // 2)
-              for col in range(0, image.shape[1] - TILE_PX + 1, TILE_PX // 2)]
-    for (row, col), ring in zip(starts, rings):
+    for (row, col), ring in zip(*tile_ring_powers(image)):
         distance = np.min(np.hypot(centres[:, 0] - col - TILE_PX / 2, centres[:, 1] - row - TILE_PX / 2))
         if distance > TILE_PX / 2 + 40:
             free.append(ring)
@@ -113,37 +115,49 @@ def window_spectra(images: list[np.ndarray], truths: list, pixel_a: float) -> di
     particle-free windows (``free``), of windows centred on particles (``centred``) and their
     difference, the particles' own power (``particles``), in the bands of BAND_EDGES_A."""
     rows: dict[str, list[dict[str, float]]] = {"free": [], "centred": [], "particles": []}
-    frequencies = np.arange(TILE_PX // 2 + 1) / TILE_PX
     for image, truth in zip(images, truths):
         image = image.astype(np.float64)
         level = spectral_noise_sigma(image) ** 2
         free, centred = annotated_window_spectra(image, np.stack([truth.x_px, truth.y_px], 1))
         for key, values in (("free", free), ("centred", centred), ("particles", centred - free)):
-            rows[key].append(in_bands(frequencies, values / level, pixel_a))
+            rows[key].append(in_bands(RING_FREQUENCIES, values / level, pixel_a))
     return {key: {band: float(np.mean([row[band] for row in values])) for band in values[0]}
             for key, values in rows.items()}
 
 
+def band_label(index: int) -> str:
+    """The name of band ``index`` of BAND_EDGES_A, e.g. "30-20 A"."""
+    return f"{BAND_EDGES_A[index]:.0f}-{BAND_EDGES_A[index + 1]:.0f} A"
+
+
 def in_bands(frequencies: np.ndarray, values: np.ndarray, pixel_a: float) -> dict[str, float]:
-    """Mean of ``values`` at ``frequencies`` (cycles/px) in each band of BAND_EDGES_A."""
+    """Mean of ``values`` at ``frequencies`` (cycles/px) in each band of BAND_EDGES_A that holds any."""
     wavelengths = pixel_a / np.maximum(frequencies, 1e-9)
-    return {f"{BAND_EDGES_A[i]:.0f}-{BAND_EDGES_A[i + 1]:.0f} A": float(np.mean(values[
-        (wavelengths <= BAND_EDGES_A[i]) & (wavelengths > BAND_EDGES_A[i + 1])])) for i in range(len(BAND_EDGES_A) - 1)
-        if np.any((wavelengths <= BAND_EDGES_A[i]) & (wavelengths > BAND_EDGES_A[i + 1]))}
+    means = {}
+    for index in range(len(BAND_EDGES_A) - 1):
+        inside = (wavelengths <= BAND_EDGES_A[index]) & (wavelengths > BAND_EDGES_A[index + 1])
+        if np.any(inside):
+            means[band_label(index)] = float(np.mean(values[inside]))
+    return means
+
+
+def high_passed(image: np.ndarray) -> np.ndarray:
+    """``image`` (H, W) filtered with HIGH_PASS, its mean removed, float64."""
+    high = ndimage.convolve(image.astype(np.float64), HIGH_PASS, mode="reflect")
+    return high - high.mean()
 
 
 def high_passed_z(image: np.ndarray) -> np.ndarray:
     """``image`` high-passed (HIGH_PASS) and standardised."""
-    high = ndimage.convolve(image.astype(np.float64), HIGH_PASS, mode="reflect")
-    return (high - high.mean()) / high.std()
+    high = high_passed(image)
+    return high / high.std()
 
 
 def poisson_gain_offset(image: np.ndarray) -> tuple[float, float, float]:
     """(gain, offset, mean counts per pixel) of ``image = gain * Poisson counts + offset``: for
     scaled Poisson noise the third cumulant over the variance is the gain, both measured after
     HIGH_PASS (a linear filter scales them by the sums of its squares and cubes)."""
-    high = ndimage.convolve(image.astype(np.float64), HIGH_PASS, mode="reflect")
-    high -= high.mean()
+    high = high_passed(image)
     variance = np.mean(high**2) / np.sum(HIGH_PASS**2)
     gain = float(np.mean(high**3) / np.sum(HIGH_PASS**3) / variance)
     counts = float(variance / gain**2)
@@ -170,7 +184,6 @@ def main() -> None:
     parser.add_argument("--anscombe-adapt", type=Path, metavar="DIR", help="adapt and judge in the Anscombe domain")
     args = parser.parse_args()
     paths, images, pixel_a, truths = real_set()
-    ring_frequencies = np.arange(TILE_PX // 2 + 1) / TILE_PX
     document: dict = {"command": "OMP_NUM_THREADS=1 python benchmarks/bench_single_image_pairs.py " + " ".join(
         f"--{key.replace('_', '-')} {' '.join(map(str, value)) if isinstance(value, list) else value}"
         for key, value in vars(args).items() if value not in (None, [])), "machine": machine(),
@@ -182,13 +195,12 @@ def main() -> None:
         image = image.astype(np.float64)
         level = spectral_noise_sigma(image) ** 2
         blind = blind_noise_spectrum(image)
-        per_micrograph["blind"].append(in_bands(ring_frequencies, blind / level, pixel_a))
+        per_micrograph["blind"].append(in_bands(RING_FREQUENCIES, blind / level, pixel_a))
         rng = np.random.default_rng([0, index])
         for key, extra in (("white_shared", rng.normal(0.0, np.sqrt(level), image.shape)),
                            ("coloured_shared", coloured_noise(image.shape, blind, rng))):
             density, _ = radial_cross_density(image + extra, image - extra, pixel_a, edges)
-            per_micrograph[key].append({f"{BAND_EDGES_A[i]:.0f}-{BAND_EDGES_A[i + 1]:.0f} A": float(value / level)
-                                        for i, value in enumerate(density)})
+            per_micrograph[key].append({band_label(i): float(value / level) for i, value in enumerate(density)})
         z = high_passed_z(image)
         gain, offset, counts = poisson_gain_offset(image)
         shape_rows.append({"skew": float(stats.skew(z.ravel())), "above_4": float(np.mean(z > 4)),
@@ -223,12 +235,8 @@ def main() -> None:
                                                  "output_skew": float(stats.skew(z.ravel()))}
         print(name or "default", document["models"][name or "default"])
     if args.panel:
-        crops = []
-        for image in outputs.values():
-            crop = image[300:684, 300:684].astype(np.float64)
-            low, high = np.percentile(crop, [1, 99])
-            crops.append((np.clip((crop - low) / (high - low), 0, 1) * 255).astype(np.uint8))
-        Image.fromarray(np.concatenate(crops, axis=1)).save(args.panel)
+        write_panels_png(args.panel, [(name, image[300:684, 300:684]) for name, image in outputs.items()],
+                         caption=f"{paths[0].name}, crop [300:684, 300:684]")
     args.output.write_text(json.dumps(document, indent=2) + "\n")
 
     if args.anscombe_adapt:
