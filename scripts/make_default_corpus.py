@@ -1,6 +1,7 @@
 """Simulate the training corpus of the default model: many specimens, pixel sizes, doses and backgrounds.
 
     python scripts/make_default_corpus.py WORK_DIR [--micrographs 40] [--seed 0] [--detector ideal|drawn]
+        [--contrast-range LOW HIGH]
 
 Writes WORK_DIR/c000, c001, ...: one cryoscore dataset directory per micrograph, each drawn
 at random (seeded) from the ranges below, and WORK_DIR/corpus.json listing them. Held out
@@ -10,7 +11,9 @@ the pixel sizes 1.5, 1.85, 2.0 and 4.0 A.
 
 ``--detector drawn`` also draws each micrograph's camera (:func:`draw_detector`) after all
 the other settings, so the corpus is the ``ideal`` one (the shipped model's) with only the
-detector changed.
+detector changed. ``--contrast-range`` likewise draws, last, each micrograph's particle
+contrast scale (``SimulationConfig.contrast_scale``) log-uniformly from that range; without it
+every particle has the weak-phase model's full contrast (1), as in the shipped model's corpus.
 """
 
 from __future__ import annotations
@@ -87,6 +90,9 @@ def main() -> None:
     parser.add_argument("--detector", choices=["ideal", "drawn"], default="ideal",
                         help="ideal: every micrograph with the ideal detector (the shipped model's corpus); "
                              "drawn: a camera drawn per micrograph (draw_detector)")
+    parser.add_argument("--contrast-range", type=float, nargs=2, metavar=("LOW", "HIGH"),
+                        help="draw each micrograph's particle contrast scale log-uniformly from this range "
+                             "(default: 1 everywhere)")
     args = parser.parse_args()
     listing = []
     for index in range(args.micrographs):
@@ -95,6 +101,9 @@ def main() -> None:
             config = draw_condition(rng, index)
             if args.detector == "drawn":
                 config = dataclasses.replace(config, detector=draw_detector(rng))
+            if args.contrast_range:
+                low, high = np.log(args.contrast_range)
+                config = dataclasses.replace(config, contrast_scale=float(np.exp(rng.uniform(low, high))))
             try:
                 write_dataset(config, args.work_dir / f"c{index:03d}", progress=False)
                 break
@@ -102,7 +111,7 @@ def main() -> None:
                 print(f"c{index:03d}: {error}; drawing again")
         listing.append({"dir": f"c{index:03d}", **config.to_dict()})
         print(f"c{index:03d}: {config.specimen} {config.pixel_size_a} A/px {config.dose_e_per_a2:.0f} e/A^2 "
-              f"{config.particles_per_micrograph} particles", flush=True)
+              f"{config.particles_per_micrograph} particles, contrast {config.contrast_scale:.2f}", flush=True)
     (args.work_dir / "corpus.json").write_text(json.dumps(listing, indent=1, default=str))
 
 

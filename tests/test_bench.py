@@ -42,6 +42,7 @@ def test_a_config_file_reads_with_paths_relative_to_it(tmp_path):
         ("[training]\nsteps = 5\n", "at least one [[simulated]] or [[real]]"),
         ("[[simulated]\n", "not valid TOML"),
         ("[simulation]\nempty_micrographs = 0\n[[simulated]]\nspecimen = 'small'\n", "empty micrographs must be >= 1"),
+        ("[simulation]\ncontrast_scale = 0\n[[simulated]]\nspecimen = 'small'\n", "contrast_scale must lie in (0, 1]"),
         ("[[simulated]]\nspecimen = 'apoferritin'\ntemplate = 'apoferritin'\n", "is the guidance reference"),
         ("[[real]]\nname = 'r'\nmicrographs = 'm'\ncoordinates = 'c'\npixel_size_a = 2.0\ndiameter_a = 100.0\n"
          "decoy = 'elongated'\n", "a decoy needs a reference"),

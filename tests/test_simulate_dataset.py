@@ -151,3 +151,16 @@ def test_background_strength_controls_low_frequency_structure(apoferritin_3a):
     assert strong_bg.std() > 0.02 * strong_bg.mean()
     # Low frequency: smoothing over a particle diameter leaves nearly all of its variance.
     assert ndimage.gaussian_filter(strong_bg, 20).var() > 0.8 * strong_bg.var()
+
+
+def test_contrast_scale_fades_the_particles_and_nothing_else(apoferritin_3a):
+    faint = replace(SMALL, contrast_scale=0.25, background=BackgroundParams(vitreous_ice_a=200.0))
+    full = replace(faint, contrast_scale=1.0)
+    faint_truth, full_truth = (render_truth(config, apoferritin_3a, 0) for config in (faint, full))
+    # Same micrograph (positions, poses, CTF, ice): the particle signal is a quarter, the ice untouched.
+    np.testing.assert_array_equal(faint_truth.centres_rc, full_truth.centres_rc)
+    np.testing.assert_allclose(faint_truth.clean.numpy(), 0.25 * full_truth.clean.numpy(), rtol=1e-4, atol=1e-3)
+    np.testing.assert_array_equal(faint_truth.background.numpy(), full_truth.background.numpy())
+    assert np.abs(full_truth.clean.numpy()).max() > 10 * 1e-3
+    with pytest.raises(ValueError, match="--contrast-scale"):
+        replace(SMALL, contrast_scale=0.0)

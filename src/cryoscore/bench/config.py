@@ -38,6 +38,8 @@ a built-in name) are relative to the file's folder unless absolute::
     background_strength = 1.5
     ice_spectral_exponent = 4.0    # the ice's power spectrum falls as k^-exponent...
     ice_shortest_wavelength_a = 600.0   # ...down to this wavelength (simulate.background)
+    contrast_scale = 1.0           # fraction of the weak-phase contrast the particles keep
+                                   # (about 0.2 matches the real EMPIAR-10146 micrographs)
 
     [[simulated]]         # one dataset per dose; models are shared across doses
     specimen = "apoferritin"       # built-in name, MRC map or atomic model
@@ -170,6 +172,7 @@ class SimulationSettings:
     ice_spectral_exponent: float = 4.0
     ice_shortest_wavelength_a: float = 600.0
     particle_area_fraction: float = 0.15
+    contrast_scale: float = 1.0
     defocus_range_um: tuple[float, float] = (1.0, 2.5)
 
 
@@ -253,6 +256,8 @@ class BenchConfig:
                                           simulation.empty_micrographs) < 1:
             raise ValueError("training steps and train/test/empty micrographs must be >= 1 "
                              "(the particle-free micrographs are the bias control)")
+        if not 0 < simulation.contrast_scale <= 1:
+            raise ValueError("[simulation] contrast_scale must lie in (0, 1]")
         for dataset in self.real:
             if work_dir_name(dataset.name) != dataset.name:
                 raise ValueError(f"[[real]] name {dataset.name!r} must be a plain directory name "

@@ -83,6 +83,7 @@ def _simulation(config: BenchConfig, specimen: SimulatedSpecimen, specimen_index
         particles_per_micrograph=n_particles,
         dose_e_per_a2=specimen.doses[dose_index],
         defocus_range_um=settings.defocus_range_um,
+        contrast_scale=settings.contrast_scale,
         background=BackgroundParams(strength=settings.background_strength, carbon_edge=True, n_contamination=1,
                                     spectral_exponent=settings.ice_spectral_exponent,
                                     shortest_wavelength_a=settings.ice_shortest_wavelength_a),

@@ -46,6 +46,10 @@ def add_args(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--voltage", type=positive_float, default=300.0, metavar="KV", help="(default: 300)")
     parser.add_argument("--cs", type=float, default=2.7, metavar="MM", help="spherical aberration (default: 2.7)")
     parser.add_argument("--bfactor", type=float, default=60.0, metavar="A2", help="B-factor envelope (default: 60)")
+    parser.add_argument("--contrast-scale", type=positive_float, default=1.0, metavar="F",
+                        help="fraction of the weak-phase-object contrast the particles keep; real micrographs show "
+                             "less (beam-induced motion, radiation damage): about 0.2 matches EMPIAR-10146 "
+                             "(default: 1)")
     parser.add_argument("--background-strength", type=float, default=1.0, metavar="X",
                         help="scales the ice-thickness variation and gradient; 0 = flat (default: 1)")
     parser.add_argument("--carbon-edge", action="store_true", help="add the edge of a carbon film")
@@ -89,6 +93,7 @@ def main(args: argparse.Namespace) -> int:
             voltage_kv=args.voltage,
             cs_mm=args.cs,
             bfactor_a2=args.bfactor,
+            contrast_scale=args.contrast_scale,
             background=BackgroundParams(
                 strength=args.background_strength,
                 carbon_edge=args.carbon_edge,

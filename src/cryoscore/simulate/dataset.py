@@ -61,6 +61,13 @@ class SimulationConfig:
 
     Sizes are in pixels, lengths in Angstrom (``_a``) or micrometres (``_um``), dose in
     electrons per square Angstrom over the whole movie.
+
+    ``contrast_scale`` multiplies the particles' phase contrast ``c`` (not the ice's): the
+    fraction of the weak-phase-object contrast that the particles keep. Real images show
+    less contrast than that model predicts (beam-induced motion, radiation damage and
+    charging blur and fade the particles; the cryo-EM analogue of the Stobbs factor). 1 is
+    the model as it is; the real EMPIAR-10146 micrographs match about 0.2
+    (benchmarks/RESULTS.md, section 6).
     """
 
     specimen: str = "apoferritin"
@@ -76,6 +83,7 @@ class SimulationConfig:
     cs_mm: float = 2.7
     amplitude_contrast: float = 0.07
     bfactor_a2: float = 60.0
+    contrast_scale: float = 1.0
     background: BackgroundParams = BackgroundParams()
     detector: DetectorParams = IDEAL
     edge_particles: bool = False
@@ -91,6 +99,7 @@ class SimulationConfig:
             "--pixel-size must be > 0": self.pixel_size_a > 0,
             "--particles must be >= 0": self.particles_per_micrograph >= 0,
             "--dose must be > 0": self.dose_e_per_a2 > 0,
+            "--contrast-scale must lie in (0, 1]": 0 < self.contrast_scale <= 1,
             "--frames must be >= 2 (even and odd halves)": self.n_frames >= 2,
             "--defocus needs 0 < min <= max": 0 < self.defocus_range_um[0] <= self.defocus_range_um[1],
             "astigmatism must be >= 0 and below the smallest defocus": (
@@ -176,7 +185,7 @@ def render_truth(config: SimulationConfig, specimen: Specimen, index: int) -> Mi
         cluster_fraction=config.cluster_fraction,
     )
     angles = random_orientations(len(centres), rng)
-    contrast = particle_contrast(
+    contrast = config.contrast_scale * particle_contrast(
         torch.from_numpy(specimen.volume_v), config.pixel_size_a, angles, centres, shape, ctf
     )
     drift = drift_trajectory(rng, config.n_frames, config.drift_a / config.pixel_size_a)
