@@ -82,10 +82,11 @@ CONDITIONS = (
               SimulationConfig(specimen="apoferritin", size_px=1024, pixel_size_a=1.85, particles_per_micrograph=40,
                                dose_e_per_a2=10.0, background=BackgroundParams(strength=1.5, n_contamination=1),
                                seed=7004)),
-    Condition("reallike-1.85A", "apoferritin, 1.85 A/px, 6.5 e/A^2, counting camera, particle contrast 0.2 "
-              "(the real set's counts per pixel and particle-to-noise power)",
+    Condition("reallike-1.85A", "apoferritin, 1.85 A/px, 6.5 e/A^2, counting camera, particle contrast 0.2, "
+              "ice variation 0.1 (the real set's counts per pixel, particle-to-noise and background-to-noise power)",
               SimulationConfig(specimen="apoferritin", size_px=1024, pixel_size_a=1.85, particles_per_micrograph=110,
-                               dose_e_per_a2=6.5, detector=COUNTING, contrast_scale=0.2, seed=11)),
+                               dose_e_per_a2=6.5, detector=COUNTING, contrast_scale=0.2,
+                               background=BackgroundParams(strength=0.1), seed=11)),
     Condition("ideal-1.85A", "apoferritin, 1.85 A/px, 20 e/A^2, ideal detector (counting-1.85A's twin)",
               _TWIN),
     Condition("counting-1.85A", "the same micrographs recorded by a counting camera (MTF, 10 % double counting)",
