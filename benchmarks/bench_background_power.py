@@ -1,6 +1,6 @@
 """How strong a micrograph's long-wavelength background is: the real set against simulated stand-ins (issue 12).
 
-    OMP_NUM_THREADS=1 python benchmarks/bench_background_power.py -o OUT.json [--simulated DIR ...]
+    OMP_NUM_THREADS=1 python benchmarks/bench_background_power.py -o OUT.json [--simulated DIR ...] [--panel OUT.png]
 
 For each micrograph, the power spectrum of the whole image (mean removed) is averaged over
 the Fourier coefficients of each wavelength band and divided by the noise power ``spectral_noise_sigma``^2 (the finest
@@ -10,7 +10,8 @@ noise the ratio is 1. Every micrograph is cut to its central ``--field-px`` squa
 ice's power rises steeply with wavelength, so fields of different sizes would put different
 wavelengths in the longest band. Printed and written per dataset as the median over its micrographs:
 the ten real EMPIAR-10146 micrographs first, then each ``--simulated`` dataset directory
-(``cryoscore simulate``; its full sums).
+(``cryoscore simulate``; its full sums). ``--panel`` writes a crop of each dataset's first
+micrograph, raw and denoised by the shipped default model, one dataset per row.
 """
 
 from __future__ import annotations
@@ -24,8 +25,12 @@ from bench_learned_picker import machine, real_set
 
 from cryoscore.bench.datasets import simulated_test_set
 from cryoscore.fourier import radial_frequency
+from cryoscore.infer.denoise import denoise_image, load_denoiser
+from cryoscore.io.png import write_panels_png
 from cryoscore.pairs.noise import spectral_noise_sigma
 
+#: The panel's crop of each first micrograph, rows and columns.
+PANEL_CROP = (slice(300, 684), slice(300, 684))
 #: Wavelength bands (A), longest first.
 BANDS_A = ((2000.0, 300.0), (300.0, 120.0), (120.0, 60.0), (60.0, 30.0), (30.0, 15.0))
 
@@ -57,13 +62,14 @@ def main() -> None:
     parser.add_argument("--field-px", type=int, default=1024,
                         help="judge the central square of this edge of every micrograph, so that every dataset's "
                         "longest band holds the same wavelengths (default: 1024)")
+    parser.add_argument("--panel", type=Path, help="write raw and default-model crops of each dataset here (PNG)")
     args = parser.parse_args()
     _, images, pixel_a, _ = real_set()
-    datasets = {"real EMPIAR-10146": median_band_powers(images, pixel_a, args.field_px)}
+    sets = {"real EMPIAR-10146": (images, pixel_a)}
     for folder in args.simulated:
         test_set = simulated_test_set(folder, folder.name)
-        datasets[str(folder)] = median_band_powers([micrograph.full_sum for micrograph in test_set.micrographs],
-                                                   test_set.pixel_size_a, args.field_px)
+        sets[str(folder)] = ([micrograph.full_sum for micrograph in test_set.micrographs], test_set.pixel_size_a)
+    datasets = {name: median_band_powers(images, pixel_a, args.field_px) for name, (images, pixel_a) in sets.items()}
     for name, bands in datasets.items():
         print(name, " ".join(f"{band}: {value:.2f}" for band, value in bands.items()))
     command = f"OMP_NUM_THREADS=1 python benchmarks/bench_background_power.py -o {args.output} --field-px {args.field_px}"
@@ -71,6 +77,13 @@ def main() -> None:
         command += " --simulated " + " ".join(map(str, args.simulated))
     document = {"command": command, "machine": machine(), "power_over_noise_power": datasets}
     args.output.write_text(json.dumps(document, indent=2) + "\n")
+    if args.panel:
+        denoiser, panels = load_denoiser(), []
+        for name, (images, pixel_a) in sets.items():
+            panels += [(f"{Path(name).name}: raw", images[0][PANEL_CROP]),
+                       (f"{Path(name).name}: default model", denoise_image(denoiser, images[0], pixel_size_a=pixel_a)[PANEL_CROP])]
+        write_panels_png(args.panel, panels, columns=2,
+                         caption="first micrograph of each dataset, crop [300:684, 300:684], full resolution")
 
 
 if __name__ == "__main__":
