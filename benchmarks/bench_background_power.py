@@ -24,7 +24,7 @@ import numpy as np
 from bench_learned_picker import machine, real_set
 
 from cryoscore.bench.datasets import simulated_test_set
-from cryoscore.fourier import radial_frequency
+from cryoscore.fourier import pad_or_crop_centred, radial_frequency
 from cryoscore.infer.denoise import denoise_image, load_denoiser
 from cryoscore.io.png import write_panels_png
 from cryoscore.pairs.noise import spectral_noise_sigma
@@ -47,11 +47,9 @@ def band_powers(image: np.ndarray, pixel_a: float) -> dict[str, float]:
 
 
 def median_band_powers(images: list[np.ndarray], pixel_a: float, field_px: int) -> dict[str, float]:
-    """The median over ``images`` of :func:`band_powers` of their central ``field_px`` squares, per band."""
-    rows = []
-    for image in images:
-        top, left = ((length - min(field_px, length)) // 2 for length in image.shape)
-        rows.append(band_powers(image[top:top + field_px, left:left + field_px], pixel_a))
+    """The median over ``images`` of :func:`band_powers` of their central ``field_px`` squares (of their
+    shorter edge when that is smaller), per band."""
+    rows = [band_powers(pad_or_crop_centred(image, min(field_px, *image.shape)), pixel_a) for image in images]
     return {band: float(np.median([row[band] for row in rows])) for band in rows[0]}
 
 
@@ -64,8 +62,8 @@ def main() -> None:
                         "longest band holds the same wavelengths (default: 1024)")
     parser.add_argument("--panel", type=Path, help="write raw and default-model crops of each dataset here (PNG)")
     args = parser.parse_args()
-    _, images, pixel_a, _ = real_set()
-    sets = {"real EMPIAR-10146": (images, pixel_a)}
+    _, real_images, real_pixel_a, _ = real_set()
+    sets = {"real EMPIAR-10146": (real_images, real_pixel_a)}
     for folder in args.simulated:
         test_set = simulated_test_set(folder, folder.name)
         sets[str(folder)] = ([micrograph.full_sum for micrograph in test_set.micrographs], test_set.pixel_size_a)

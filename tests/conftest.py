@@ -11,6 +11,8 @@ import pytest
 DATA_VARIABLE = "CRYOSCORE_SHARED_DATA"
 """Environment variable naming the shared data folder, for a clone without ../shared/data beside it."""
 DEFAULT_SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+"""The benchmark scripts' folder; :func:`benchmarks_on_path` makes them importable."""
 
 
 def shared_data_root() -> Path:
@@ -49,3 +51,9 @@ def shared_data() -> Callable[..., Path]:
 def apoferritin_dir(shared_data) -> Path:
     """The real EMPIAR-10146 sample (micrographs/, coordinates/)."""
     return shared_data("apoferritin-empiar10146")
+
+
+@pytest.fixture
+def benchmarks_on_path(monkeypatch):
+    """Put benchmarks/ on ``sys.path`` for one test, so it can import a benchmark script's functions."""
+    monkeypatch.syspath_prepend(str(BENCHMARKS))

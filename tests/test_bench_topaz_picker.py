@@ -2,20 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
 
 from cryoscore.io.coords import ParticleCoordinates, read_coordinates
-
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
-
-
-@pytest.fixture
-def benchmarks_on_path(monkeypatch):
-    monkeypatch.syspath_prepend(str(BENCHMARKS))
 
 
 def test_the_rotate_stand_in_turns_a_crop_like_a_quarter_turn_and_keeps_its_shape(benchmarks_on_path):
