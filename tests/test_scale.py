@@ -7,8 +7,9 @@ import logging
 import numpy as np
 import pytest
 import torch
+from scipy import ndimage
 
-from cryoscore.filters import fourier_resample, periodic_smooth_decomposition
+from cryoscore.filters import bilinear_resample, fourier_resample, periodic_smooth_decomposition
 from cryoscore.infer.denoise import denoise_image, load_denoiser
 from cryoscore.io.mrc import read_mrc
 from cryoscore.pairs.halves import HalfPair
@@ -44,6 +45,16 @@ def test_fourier_resample_of_a_gradient_does_not_ring_at_the_edges():
     assert np.abs(half - (0.05 * r2 + 0.02 * c2)).max() < 0.02  # the ramp spans 26
     periodic, smooth = periodic_smooth_decomposition(ramp)
     np.testing.assert_allclose(periodic + smooth, ramp, atol=1e-4)
+
+
+@pytest.mark.parametrize("shape", [(200, 150), (480, 500), (401, 97)])
+def test_the_smooth_part_is_resampled_as_bilinear_interpolation_with_nearest_edges(shape):
+    surface = np.random.default_rng(3).normal(size=(240, 250)).astype(np.float32)
+    rows, cols = (np.arange(new) * (old / new) for old, new in zip(surface.shape, shape))
+    expected = ndimage.map_coordinates(surface, np.meshgrid(rows, cols, indexing="ij"), order=1, mode="nearest")
+    result = bilinear_resample(surface, shape)
+    assert result.shape == shape and result.dtype == np.float32
+    np.testing.assert_allclose(result, expected, atol=1e-5)
 
 
 def test_spectral_noise_sigma_ignores_strong_signal_below_its_band():

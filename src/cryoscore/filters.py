@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import scipy.fft
-from scipy import ndimage
 
 from cryoscore.errors import InputError
 from cryoscore.fourier import frequency_axes, radial_frequency
@@ -104,7 +103,23 @@ def fourier_resample(image: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     if tuple(image.shape) == shape:
         return np.asarray(image, dtype=np.float32)
     periodic, smooth = periodic_smooth_decomposition(image)
-    rows = np.arange(shape[0]) * (image.shape[0] / shape[0])
-    cols = np.arange(shape[1]) * (image.shape[1] / shape[1])
-    smooth_resampled = ndimage.map_coordinates(smooth, np.meshgrid(rows, cols, indexing="ij"), order=1, mode="nearest")
-    return _fourier_resample_periodic(periodic, shape) + smooth_resampled.astype(np.float32)
+    return _fourier_resample_periodic(periodic, shape) + bilinear_resample(smooth, shape)
+
+
+def bilinear_resample(image: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Linear interpolation of ``image`` (H, W) at (i * H / h, j * W / w) for the (h, w) of ``shape``; float32.
+
+    One axis at a time (bilinear interpolation on a grid is separable); positions past the last
+    pixel take its value, as ``scipy.ndimage.map_coordinates(order=1, mode="nearest")`` gives,
+    at a fraction of its cost.
+    """
+    result = np.asarray(image, dtype=np.float32)
+    for axis, (old, new) in enumerate(zip(image.shape, shape)):
+        position = np.arange(new) * (old / new)
+        below = np.minimum(np.floor(position).astype(np.intp), old - 1)
+        above = np.minimum(below + 1, old - 1)
+        weight = (position - np.floor(position)).astype(np.float32)
+        weight = weight.reshape((-1, 1) if axis == 0 else (1, -1))
+        lower, upper = np.take(result, below, axis=axis), np.take(result, above, axis=axis)
+        result = lower + weight * (upper - lower)
+    return result
