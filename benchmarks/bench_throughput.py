@@ -10,7 +10,7 @@ this process with torch's default threads, on ``--device``:
 * FLOPs per micrograph (``torch.utils.flop_counter`` on the warm-up) against the machine's
   measured matmul rate in the forward passes' arithmetic;
 * where the time of one micrograph goes, operator by operator (``torch.profiler``);
-* training steps per second of a short ``train_model`` run (default settings, crops of 256);
+* training steps per second of a short ``train_model`` run on ``--device`` (default settings, crops of 256);
 * the ``cryoscore denoise`` command end to end over all N (process start and model load
   included), with its resident memory each time an output appears;
 * when the ``topaz`` command is installed (or ``--topaz PATH``), ``topaz denoise`` and
@@ -217,11 +217,12 @@ def operator_profile(denoiser: TrainedDenoiser, path: Path, tile_px: int, top: i
              "calls": event.count} for event in events[:top]]
 
 
-def training_steps_per_second(dataset: Path, steps: int, crop_px: int) -> dict:
-    """Steps per second of ``train_model`` (score method, default batch), setup included."""
+def training_steps_per_second(dataset: Path, steps: int, crop_px: int, device: str) -> dict:
+    """Steps per second of ``train_model`` on ``device`` (score method, default batch), setup included."""
     config = TrainConfig(method="score", steps=steps, crop_px=crop_px, checkpoint_every=steps)
     with tempfile.TemporaryDirectory() as tmp:
-        result = train_model(pairs_from_dataset(dataset), config, Path(tmp) / "model.pt", progress=False)
+        result = train_model(pairs_from_dataset(dataset), config, Path(tmp) / "model.pt", progress=False,
+                             device=device)
     return {"steps": steps, "batch_size": config.batch_size, "crop_px": crop_px, "seconds": result.seconds,
             "steps_per_second": steps / result.seconds}
 
@@ -370,7 +371,7 @@ def main() -> None:
             "matmul_gflops": matmul_gflops(denoiser.device, AUTOCAST_DTYPES.get(denoiser.precision, torch.float32)),
             "in_process": time_in_process(denoiser, inputs, root / "in-process", args.tile),
             "profile": operator_profile(denoiser, inputs[-1], args.tile),
-            "training": training_steps_per_second(root / "sim", steps, crop) if args.inputs is None else None,
+            "training": training_steps_per_second(root / "sim", steps, crop, args.device) if args.inputs is None else None,
             "cli": time_command(cryoscore_command(inputs, root / "cli", args.tile, args.device), root / "cli"),
             "topaz": compare_with_topaz(args.topaz, compared, root, args.tile, args.device)
             if args.topaz and compared else None,

@@ -48,7 +48,22 @@ PY
   time $cs pick "$work/test" -o "$work/picks" --method learned --device cuda --diameter 120 \
     --train-micrographs "$work/train" --train-coordinates "$work/sim/coordinates" --save-model "$work/picker.pt"
   $cs score "$work/picks" "$work/truth"
-  time $cs denoise "$work/sim/micrographs/mic_0003.mrc" -o "$work/adapted" --device cuda --adapt 50
+  time $cs denoise "$work/sim/micrographs/mic_0003.mrc" -o "$work/adapted" --device cuda --adapt 300
+  # Training on the GPU: the shipped model's settings (score, crops of 160 at a 3 A floor), and the
+  # same 30 steps on GPU and CPU, which draw the same crops and noise.
+  local train="$cs train $work/sim --method score --crop 160 --min-pixel-size 3"
+  time $train --steps 300 --device cuda -o "$work/cuda300.pt"
+  time $train --steps 30 --device cuda -o "$work/cuda30.pt"
+  time $train --steps 30 --device cpu -o "$work/cpu30.pt"
+  $train --steps 15 --device cuda -o "$work/resumed.pt" && $train --steps 30 --device cuda --resume -o "$work/resumed.pt"
+  python3 - "$work" <<'PY'
+import sys, json, pathlib
+work = pathlib.Path(sys.argv[1])
+for name in ("cuda300", "cuda30", "cpu30", "resumed"):
+    meta = json.loads((work / f"{name}.json").read_text())["extra"]
+    print(f"{name}: final loss {meta['final_loss']:.4f}, {meta['train_seconds']:.1f} s")
+PY
+  time $cs train "$work/sim" --method guided --reference apoferritin --steps 50 --crop 128 --device cuda -o "$work/guided.pt"
   set +x
 }
 
@@ -66,7 +81,7 @@ case "${1:-}" in
     if [[ $1 == cli ]]; then gpu_cli_checks 2>&1 | tee "${OUT:-.}/gpu-cli.log"; exit; fi
     nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
     cd benchmarks
-    python3 bench_throughput.py --device cuda --micrographs "${2:-8}" --train-steps 20 --topaz-micrographs 0 \
+    python3 bench_throughput.py --device cuda --micrographs "${2:-8}" --train-steps 100 --topaz-micrographs 0 \
       --markdown "${OUT:-.}/gpu-throughput.md" --json "${OUT:-.}/gpu-throughput.json"
     cd .. && gpu_cli_checks 2>&1 | tee "${OUT:-.}/gpu-cli.log"
     ;;

@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 from PIL import Image
 
 from cryoscore.cli import main
@@ -144,6 +145,8 @@ def test_train_from_a_dataset_and_from_single_micrographs(tmp_path, capsys):
         (["nowhere/", "--method", "guided", "--reference", "apoferritin", "--lambda", "-1", "-o", "m.pt"],
          "--guidance-strength: must be >= 0"),
         (["nowhere/", "--method", "score", "--crop", "100", "-o", "m.pt"], "--crop: must be a positive multiple of"),
+        pytest.param(["nowhere/", "--method", "score", "--device", "cuda", "-o", "m.pt"], "CUDA is not available",
+                     marks=pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")),
     ],
 )
 def test_bad_train_options_give_one_line_and_exit_2(tmp_path, monkeypatch, capsys, args, needle):

@@ -60,7 +60,7 @@ class Noise2Noise:
 
     def __call__(self, denoiser: Denoiser, sources: torch.Tensor, targets: torch.Tensor,
                  draws: StepDraws) -> torch.Tensor:
-        sigma = torch.full((sources.shape[0],), HALF_NOISE_SIGMA)
+        sigma = torch.full((sources.shape[0],), HALF_NOISE_SIGMA, device=sources.device)
         return torch.mean((denoiser(sources, sigma) - targets) ** 2)
 
     def summary(self) -> None:
@@ -77,9 +77,13 @@ def sample_levels(levels: NoiseLevels, n: int, generator: torch.Generator) -> to
 def _add_noise(
     source: torch.Tensor, levels: NoiseLevels, generator: torch.Generator
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """``source`` (B, 1, H, W) with extra noise of random levels; returns it and the total levels (B,)."""
-    sigma_add = sample_levels(levels, source.shape[0], generator)
-    noisy = source + sigma_add[:, None, None, None] * torch.randn(source.shape, generator=generator)
+    """``source`` (B, 1, H, W) with extra noise of random levels; returns it and the total levels (B,).
+
+    The draws come from ``generator`` on the CPU whatever ``source``'s device, so a run on a GPU
+    draws the same noise as one on the CPU.
+    """
+    sigma_add = sample_levels(levels, source.shape[0], generator).to(source.device)
+    noisy = source + sigma_add[:, None, None, None] * torch.randn(source.shape, generator=generator).to(source.device)
     return noisy, torch.sqrt(HALF_NOISE_SIGMA**2 + sigma_add**2)
 
 
@@ -94,7 +98,7 @@ def weighted_denoising_error(denoiser: Denoiser, inputs: torch.Tensor, targets: 
     weight = denoiser.preconditioner.loss_weight(sigma)[:, None, None, None]
     error = denoiser(noisy, sigma) - targets
     if band is not None:
-        error = torch.fft.irfft2(torch.fft.rfft2(error) * band, s=error.shape[-2:])
+        error = torch.fft.irfft2(torch.fft.rfft2(error) * band.to(error.device), s=error.shape[-2:])
     return torch.mean(weight * error**2)
 
 
@@ -129,8 +133,8 @@ class Guided:
                  draws: StepDraws) -> torch.Tensor:
         loss = weighted_denoising_error(denoiser, sources, targets, self.levels, draws.torch)
         batch, crop_px = sources.shape[0], sources.shape[-1]
-        inputs, clean = (torch.from_numpy(crops) for crops in self.examples.sample(batch, crop_px, draws.numpy,
-                                                                                  draws.step))
+        inputs, clean = (torch.from_numpy(crops).to(sources.device)
+                         for crops in self.examples.sample(batch, crop_px, draws.numpy, draws.step))
         guided = weighted_denoising_error(denoiser, inputs, clean, self.levels, draws.torch,
                                           self.examples.loss_band(crop_px))
         return loss + self.strength * guided

@@ -99,15 +99,26 @@ def _save_state(path: Path, step: int, model: Denoiser, optimizer: torch.optim.O
     state = {
         "step": step,
         "config": _resumable_settings(config),
-        "model": model.state_dict(),
-        "optimizer": optimizer.state_dict(),
+        "model": _on_cpu(model.state_dict()),
+        "optimizer": _on_cpu(optimizer.state_dict()),
         "losses": torch.tensor(losses, dtype=torch.float64),
     }
     if average is not None:
-        state["average"] = average.model.state_dict()
+        state["average"] = _on_cpu(average.model.state_dict())
         state["average_updates"] = average.updates
     with atomic_path(path) as tmp:
         torch.save(state, tmp)
+
+
+def _on_cpu(state: Any) -> Any:
+    """``state`` (a state dict, nested dicts and lists of tensors) with every tensor copied to the CPU."""
+    if isinstance(state, torch.Tensor):
+        return state.cpu()
+    if isinstance(state, dict):
+        return {key: _on_cpu(value) for key, value in state.items()}
+    if isinstance(state, list):
+        return [_on_cpu(value) for value in state]
+    return state
 
 
 def _load_state(path: Path, config: TrainConfig) -> dict[str, Any]:
@@ -129,6 +140,7 @@ def train_model(
     progress: bool = True,
     extra: dict[str, Any] | None = None,
     initial: Denoiser | None = None,
+    device: str = "cpu",
 ) -> TrainResult:
     """Train on ``pairs`` (raw halves) and write the model to ``model_path`` (``.pt``).
 
@@ -139,6 +151,10 @@ def train_model(
     size and ``extra`` (e.g. the command line). A state file beside it (:func:`state_path`)
     is written every ``checkpoint_every`` steps; ``resume=True`` continues from it, up to
     ``config.steps`` (which may be more than the interrupted run asked for).
+
+    ``device`` ("cpu" or "cuda") is where the network trains; every random draw is made on the
+    CPU, so both train on the same crops and noise (a GPU's arithmetic differs in rounding).
+    The model and the state file are written with CPU tensors.
     """
     model_path = Path(model_path)
     if not pairs:
@@ -164,6 +180,7 @@ def train_model(
     model = _new_denoiser(config, sigma_data)
     if initial is not None:
         model.load_state_dict(initial.state_dict())
+    model.to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.learning_rate)
     average = WeightAverage(model, config.ema_half_life_steps) if config.ema_half_life_steps > 0 else None
     losses: list[float] = []
@@ -183,7 +200,7 @@ def train_model(
                         enabled=progress, initial=first_step, total=config.steps)
     for step in bar:
         draws = _step_draws(config.seed, step)  # every random draw of the step, in a fixed order
-        sources, targets = (torch.from_numpy(crops) for crops in
+        sources, targets = (torch.from_numpy(crops).to(device) for crops in
                             random_crop_pairs(normalised, config.crop_px, config.batch_size, draws.numpy))
         loss = objective(model, sources, targets, draws)
         if not torch.isfinite(loss):
@@ -216,5 +233,5 @@ def train_model(
         "train_seconds": seconds,
         **(extra or {}),
     }
-    save_model(model_path, (model if average is None else average.model).eval(), extra=metadata)
+    save_model(model_path, (model if average is None else average.model).cpu().eval(), extra=metadata)
     return TrainResult(model_path, losses, seconds)

@@ -78,7 +78,8 @@ def add_args(subparsers: argparse._SubParsersAction) -> None:
                         "fifth; save it as OUTDIR/adapted.pt and denoise with it; a rerun reuses OUTDIR/adapted.pt. "
                         "Experimental: it lowered picking AP in cryoscore's benchmarks")
     add_parallel_options(parser, "denoise")
-    parser.add_argument("--device", choices=("cpu", "cuda"), help="where the model runs (default: cuda if available)")
+    parser.add_argument("--device", choices=("cpu", "cuda"),
+                        help="where the model runs, and --adapt trains (default: cuda if available)")
     parser.add_argument("--overwrite", action="store_true",
                         help="recompute outputs that already exist (default: skip micrographs whose outputs are "
                         "complete, so an interrupted run can be restarted)")
@@ -100,7 +101,7 @@ def _sampler_config(args: argparse.Namespace):
 def _adapted_model(args: argparse.Namespace) -> str:
     """Fine-tune --model (or the default model) on the inputs into OUTDIR/adapted.pt, unless it is there."""
     from cryoscore.infer.adapt import AdaptSettings, adapt_denoiser
-    from cryoscore.infer.denoise import load_denoiser
+    from cryoscore.infer.denoise import load_denoiser, resolve_device
     from cryoscore.jobs import expand_inputs
 
     if args.lowpass is not None:
@@ -115,7 +116,8 @@ def _adapted_model(args: argparse.Namespace) -> str:
         raise InputError("--adapt", str(error)) from None
     args.output.mkdir(parents=True, exist_ok=True)
     denoiser, micrographs = load_denoiser(args.model), expand_inputs(args.inputs)
-    result = adapt_denoiser(denoiser, micrographs, path, settings, pixel_size_a=args.pixel_size)
+    result = adapt_denoiser(denoiser, micrographs, path, settings, pixel_size_a=args.pixel_size,
+                            device=resolve_device(args.device))
     verdict = ("kept" if result.kept else f"not kept, {path} holds {denoiser.source} unchanged")
     print(f"adapted {denoiser.source} to {len(micrographs)} micrographs in {result.seconds:.0f} s; "
           f"held-out Noise2Noise loss {result.initial_loss:.4f} -> {result.adapted_loss:.4f} ({verdict}): {path}",

@@ -79,6 +79,8 @@ def add_args(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--seed", type=non_negative_int, default=TrainConfig.seed, metavar="S",
                         help="random seed (default: %(default)s)")
     parser.add_argument("--resume", action="store_true", help="continue from MODEL's saved training state")
+    parser.add_argument("--device", choices=("cpu", "cuda"),
+                        help="where the network trains (default: cuda if available); the crops and noise drawn are the same")
     parser.add_argument("--init", metavar="MODEL|default",
                         help="fine-tune this model (a .pt file, or 'default' for the shipped one) on the data "
                         "instead of training from scratch; its network and pixel-size floor are kept")
@@ -147,6 +149,7 @@ def _guidance_config(args: argparse.Namespace):
 
 
 def main(args: argparse.Namespace) -> int:
+    from cryoscore.infer.denoise import resolve_device
     from cryoscore.train import train_model
 
     if args.output.suffix != ".pt":
@@ -167,8 +170,9 @@ def main(args: argparse.Namespace) -> int:
                              **architecture)
     except SettingError as error:
         raise input_error(error, FLAGS) from None
+    device = resolve_device(args.device)
     pairs = _training_pairs(args)
-    result = train_model(pairs, config, args.output, resume=args.resume,
+    result = train_model(pairs, config, args.output, resume=args.resume, device=device,
                          initial=None if initial is None else initial.model,
                          extra={"command_line": args.command_line,
                                 "single_image_pairs": args.micrographs is not None,

@@ -115,6 +115,7 @@ def adapt_to_images(
     settings: AdaptSettings = AdaptSettings(),
     *,
     progress: bool = True,
+    device: str = "cpu",
 ) -> AdaptResult:
     """Fine-tune ``denoiser`` on recorrupted pairs of ``micrographs`` and write it to ``model_path``.
 
@@ -122,7 +123,7 @@ def adapt_to_images(
     guided model keeps what guidance taught it; its reference is not needed). The crop is
     reduced to fit the smallest working-scale training region. The written model (the adapted
     one, or the initial one when adaptation did not lower the held-out loss) records its
-    origin and both losses.
+    origin and both losses. ``device`` is where the fine-tuning runs (:func:`cryoscore.train.train_model`).
     """
     started = time.perf_counter()
     pairs, held_out_pairs = [], []
@@ -147,7 +148,7 @@ def adapt_to_images(
     initial_loss = held_out_loss(denoiser, held_out_pairs)
     adapted: TrainedDenoiser | None
     try:
-        train_model(pairs, config, model_path, progress=progress, initial=denoiser.model,
+        train_model(pairs, config, model_path, progress=progress, initial=denoiser.model, device=device,
                     extra={"initial_model": denoiser.source,
                            "adapted_to": [micrograph.source for micrograph in micrographs], "single_image_pairs": True,
                            "pixel_size_range_a": [min(low, *adapted_sizes), max(high, *adapted_sizes)]})
@@ -178,6 +179,7 @@ def adapt_denoiser(
     *,
     pixel_size_a: float | None = None,
     progress: bool = True,
+    device: str = "cpu",
 ) -> AdaptResult:
     """Fine-tune ``denoiser`` on the micrograph files ``micrographs`` (see :func:`adapt_to_images`)."""
     started = time.perf_counter()
@@ -185,5 +187,5 @@ def adapt_denoiser(
     for path in micrographs:
         image, pixel_size = read_mrc(path, pixel_size_a=pixel_size_a)
         images.append(Micrograph(Path(path).stem, image, pixel_size, str(path)))
-    result = adapt_to_images(denoiser, images, model_path, settings, progress=progress)
+    result = adapt_to_images(denoiser, images, model_path, settings, progress=progress, device=device)
     return replace(result, seconds=time.perf_counter() - started)
