@@ -46,6 +46,8 @@ def test_a_config_file_reads_with_paths_relative_to_it(tmp_path):
         ("[[simulated]]\nspecimen = 'apoferritin'\ntemplate = 'apoferritin'\n", "is the guidance reference"),
         ("[[real]]\nname = 'r'\nmicrographs = 'm'\ncoordinates = 'c'\npixel_size_a = 2.0\ndiameter_a = 100.0\n"
          "decoy = 'elongated'\n", "a decoy needs a reference"),
+        ("[training]\ndevice = 'gpu'\n[[simulated]]\nspecimen = 'small'\n", "[training] device must be cpu or cuda"),
+        ("[learned]\ndevice = 'tpu'\n[[simulated]]\nspecimen = 'small'\n", "[learned] device must be cpu or cuda"),
     ],
 )
 def test_a_bad_config_file_is_one_clear_error(tmp_path, text, needle):

@@ -207,6 +207,8 @@ def test_pick_then_score_on_a_simulated_dataset(tmp_path, capsys):
         (["reconstruct", "nowhere", "-o", "r", "--max-particles", "1"], "--max-particles: two half maps need"),
         (["bench", "--quick", "cfg.toml", "-o", "b"], "not both"),
         (["bench", "missing.toml", "-o", "b"], "no such benchmark config file"),
+        pytest.param(["bench", "--quick", "-o", "b", "--device", "cuda"], "CUDA is not available",
+                     marks=pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")),
     ],
 )
 def test_bad_pick_score_reconstruct_bench_options_give_one_line_and_exit_2(tmp_path, monkeypatch, capsys, args,

@@ -98,9 +98,15 @@ DEFAULT_JUDGES = tuple(name for name in JUDGES if name != "classes")
 """What a benchmark judges unless told (``classes`` costs minutes of classification per denoiser)."""
 
 
+def _check_device(section: str, device: str) -> None:
+    if device not in ("cpu", "cuda"):
+        raise ValueError(f"{section} device must be cpu or cuda, got {device!r}")
+
+
 @dataclass(frozen=True)
 class TrainingSettings:
-    """How each learned denoiser is trained (``cryoscore.train.TrainConfig`` fields)."""
+    """How each learned denoiser is trained (``cryoscore.train.TrainConfig`` fields), and on
+    which ``device`` ("cpu" or "cuda") it trains and denoises."""
 
     steps: int = 400
     batch_size: int = 8
@@ -108,6 +114,10 @@ class TrainingSettings:
     seed: int = 0
     guidance_strength: float = GuidanceConfig.strength
     reference_resolution_a: float = GuidanceConfig.resolution_a
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        _check_device("[training]", self.device)
 
 
 @dataclass(frozen=True)
@@ -119,7 +129,7 @@ class LearnedJudgeSettings:
     ``crop_px``: the picker's training (None: :class:`~cryoscore.pick.learned_training.PickerTraining`'s
     defaults); ``label_budgets``: numbers of annotated training micrographs per fold to
     judge with as well (AP against labels); ``bootstrap``: replicates of the interval of
-    coverage ``confidence``.
+    coverage ``confidence``; ``device``: where the pickers train and pick ("cpu" or "cuda").
     """
 
     folds: int = 5
@@ -130,8 +140,10 @@ class LearnedJudgeSettings:
     label_budgets: tuple[int, ...] = ()
     bootstrap: int = 1000
     confidence: float = 0.95
+    device: str = "cpu"
 
     def __post_init__(self) -> None:
+        _check_device("[learned]", self.device)
         if self.folds < 2 or not self.seeds or self.bootstrap < 1 or not 0 < self.confidence < 1:
             raise ValueError(f"[learned] needs folds >= 2, at least one seed, bootstrap >= 1 and 0 < confidence < 1; "
                              f"got {self}")

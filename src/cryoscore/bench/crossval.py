@@ -179,7 +179,6 @@ def cross_validate(
     *,
     label_budget: int | None = None,
     particle_budget: int | None = None,
-    device: str = "cpu",
 ) -> CrossValidation:
     """Train and test the learned picker k-fold over ``images`` (H, W) with annotated ``truths``.
 
@@ -213,7 +212,7 @@ def cross_validate(
                 expected = float(np.mean([len(truth) for truth in labels]))
                 labels = annotation_subset(labels, particle_budget, np.random.default_rng([seed, held_out, 1]))
             picker = train_picker([images[index] for index in train], labels, pixel_size_a, diameter_a,
-                                  training=picker_training(settings, seed, expected), device=device)
+                                  training=picker_training(settings, seed, expected), device=settings.device)
             restarted += picker.record["attempts"] > 1
             if seed == settings.seeds[0]:
                 train_counts.append(len(train))
@@ -237,8 +236,6 @@ def transfer(
     diameter_a: float,
     match_radius_px: float,
     settings: LearnedJudgeSettings,
-    *,
-    device: str = "cpu",
 ) -> CrossValidation:
     """A picker trained on one dataset applied unchanged to another, once per seed of ``settings``.
 
@@ -258,7 +255,7 @@ def transfer(
     restarted = 0
     for seed in settings.seeds:
         picker = train_picker(source_images, source_truths, source_pixel_size_a, diameter_a,
-                              training=picker_training(settings, seed), device=device)
+                              training=picker_training(settings, seed), device=settings.device)
         restarted += picker.record["attempts"] > 1
         judged = [_judge(picker, image, truth, target_pixel_size_a, match_radius_px, diameter_px)
                   for image, truth in zip(target_images, target_truths)]

@@ -63,7 +63,7 @@ def train_models(
     """
     models = {}
     if "default" in methods or "adapted" in methods:
-        shipped = load_denoiser()
+        shipped = load_denoiser(device=settings.device)
         if "default" in methods:
             models["default"] = TrainedModel("default", shipped, {"name": "default", "method": "default"})
         if "adapted" in methods:
@@ -83,10 +83,10 @@ def train_models(
     for name, method, guidance in runs:
         config = TrainConfig(method=method, steps=settings.steps, batch_size=settings.batch_size,
                              crop_px=settings.crop_px, seed=settings.seed, guidance=guidance)
-        result = train_model(list(pairs), config, model_dir / f"{name}.pt", progress=False)
+        result = train_model(list(pairs), config, model_dir / f"{name}.pt", progress=False, device=settings.device)
         logger.info("trained %s on %d micrographs in %.1f s", name, len(pairs), result.seconds)
         tail = result.losses[-20:]
-        models[name] = TrainedModel(name, load_denoiser(result.model_path), {
+        models[name] = TrainedModel(name, load_denoiser(result.model_path, settings.device), {
             "name": name,
             "method": method,
             "n_micrographs": len(pairs),
@@ -113,9 +113,9 @@ def _adapted_model(shipped: TrainedDenoiser, pairs: Sequence[HalfPair], settings
     micrographs = [Micrograph(pair.name, pair.even + pair.odd, pair.pixel_size_a, pair.name) for pair in pairs]
     adapt = AdaptSettings(steps=settings.steps, batch_size=settings.batch_size, crop_px=settings.crop_px,
                           seed=settings.seed)
-    result = adapt_to_images(shipped, micrographs, model_path, adapt, progress=False)
+    result = adapt_to_images(shipped, micrographs, model_path, adapt, progress=False, device=settings.device)
     logger.info("adapted the default model to %d micrographs in %.1f s", len(pairs), result.seconds)
-    return TrainedModel("adapted", load_denoiser(model_path), {
+    return TrainedModel("adapted", load_denoiser(model_path, settings.device), {
         "name": "adapted", "method": "adapted", "n_micrographs": len(pairs), "seconds": result.seconds,
         "held_out_loss": {"default": result.initial_loss, "adapted": result.adapted_loss}, "kept": result.kept,
     })

@@ -13,6 +13,7 @@ examples:
   cryoscore bench --quick -o bench-quick/          # a smoke run, about 30 s on 2 cores
   cryoscore bench -o bench/                        # the default simulated benchmark
   cryoscore bench benchmarks/real.toml -o bench-real/
+  cryoscore bench -o bench/ --device cuda          # train, denoise and pick on a GPU
 """
 
 
@@ -30,17 +31,27 @@ def add_args(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--quick", action="store_true", help="the built-in smoke benchmark (about 30 s on 2 cores)")
     parser.add_argument("-o", "--output", type=Path, required=True, metavar="OUTDIR")
     parser.add_argument("--overwrite", action="store_true", help="write into a non-empty output directory")
+    parser.add_argument("--device", choices=("cpu", "cuda"),
+                        help="where the denoisers and the learned pickers train and run, overriding the config's "
+                        "[training] and [learned] device (default: the config's, cpu)")
     parser.set_defaults(handler=main)
 
 
 def main(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
     from cryoscore.bench.config import DEFAULT_CONFIG, QUICK_CONFIG, load_bench_config
     from cryoscore.bench.report import headline_markdown
     from cryoscore.bench.run import run_bench
+    from cryoscore.infer.denoise import resolve_device
 
     if args.quick and args.config is not None:
         raise InputError("options", "give CONFIG or --quick, not both")
     config = QUICK_CONFIG if args.quick else DEFAULT_CONFIG if args.config is None else load_bench_config(args.config)
+    if args.device is not None:
+        device = resolve_device(args.device)
+        config = replace(config, training=replace(config.training, device=device),
+                         learned=replace(config.learned, device=device))
     require_empty_output(args.output, args.overwrite)
     document = run_bench(config, args.output, command_line=args.command_line)
     print(headline_markdown(document), end="")
