@@ -84,6 +84,16 @@ def test_radial_power_spectrum_finds_a_single_frequency():
     assert frequencies.max() < 0.25  # Nyquist at 2 A/px
 
 
+def test_radial_power_spectrum_of_a_flat_spectrum_is_flat_down_to_the_first_bin():
+    # an image whose every coefficient but the zero frequency has power exactly 1 (random phases)
+    spectrum = np.fft.fft2(np.random.default_rng(0).normal(size=(128, 128)))
+    spectrum = np.sqrt(spectrum.size) * spectrum / np.abs(spectrum)
+    spectrum[0, 0] = 0
+    image = np.fft.ifft2(spectrum).real
+    _, power = radial_power_spectrum(image, pixel_size_a=1.0, n_bins=32)
+    np.testing.assert_allclose(power, 1.0, rtol=1e-9)  # the zero frequency does not pull the first bin down
+
+
 def test_line_chart_is_valid_svg_and_skips_bad_points():
     svg = line_chart_svg([("a", [0, 1, 2], [0.0, np.nan, 1.0]), ("b <c>", [0, 1], [1.0, 2.0])],
                          title="t", x_label="x", y_label="y")

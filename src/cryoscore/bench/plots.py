@@ -25,14 +25,16 @@ def radial_power_spectrum(image: np.ndarray, pixel_size_a: float, n_bins: int = 
     """Rotationally averaged power spectrum of ``image`` (H, W), mean removed.
 
     Returns (frequencies in 1/Angstrom, (n_bins,) bin centres up to Nyquist; mean power
-    per bin, in the image's units squared times pixels). Empty bins are NaN.
+    per bin, in the image's units squared times pixels). Empty bins are NaN. The zero-frequency
+    coefficient (0 once the mean is removed) is left out, so white noise reads flat down to
+    the first bin.
     """
     centred = image.astype(np.float64) - image.mean()
     power = np.abs(np.fft.rfft2(centred)) ** 2 / centred.size
     radius = radial_frequency(image.shape)  # cycles per pixel
     edges = np.linspace(0.0, 0.5, n_bins + 1)
     index = np.digitize(radius.ravel(), edges) - 1
-    inside = (index >= 0) & (index < n_bins)
+    inside = (index >= 0) & (index < n_bins) & (radius.ravel() > 0)
     sums = np.bincount(index[inside], weights=power.ravel()[inside], minlength=n_bins)
     counts = np.bincount(index[inside], minlength=n_bins)
     with np.errstate(invalid="ignore", divide="ignore"):
