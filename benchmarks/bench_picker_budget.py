@@ -45,6 +45,8 @@ def main() -> None:
     parser.add_argument("--topaz-dir", type=Path, help="Topaz-Denoise outputs NAME.mrc of the micrographs")
     parser.add_argument("--model", type=Path, help="judge this model as 'default' instead of the shipped one")
     args = parser.parse_args()
+    if args.model is not None and args.output.resolve() == args.model.with_suffix(".json").resolve():
+        parser.error(f"-o {args.output} is the sidecar of --model {args.model}; write the results elsewhere")
     if args.dataset is None:
         paths, images, pixel_a, truths = real_set()
         diameter_a, label = DIAMETER_A, "EMPIAR-10146"
