@@ -60,11 +60,12 @@ def real_set() -> tuple[list[Path], list[np.ndarray], float, list[ParticleCoordi
 def outputs(name: str, images: list[np.ndarray], pixel_a: float, *, lowpass_a: float = 20.0,
             paths: list[Path] | None = None, topaz_dir: Path | None = None,
             adapted_path: Path | None = None, adapt: AdaptSettings = AdaptSettings(),
-            model_path: Path | None = None) -> list[np.ndarray]:
+            model_path: Path | None = None, device: str = "cpu") -> list[np.ndarray]:
     """Denoiser ``name``'s outputs of ``images`` (at ``pixel_a`` A/px): ``raw`` (the images),
     ``lowpass`` (``lowpass_a`` A), ``default`` (the shipped model, or ``model_path``), ``adapted`` (the default
     fine-tuned on the micrograph files ``paths`` with ``adapt``, by default ``--adapt``'s
-    defaults, saved at ``adapted_path``) or ``topaz`` (``topaz_dir``/NAME.mrc for each of ``paths``)."""
+    defaults, saved at ``adapted_path``) or ``topaz`` (``topaz_dir``/NAME.mrc for each of ``paths``);
+    the models run (and adapt) on ``device``."""
     if name not in DENOISERS:
         raise ValueError(f"unknown denoiser {name!r}; use one of {', '.join(DENOISERS)}")
     if name == "raw":
@@ -73,10 +74,10 @@ def outputs(name: str, images: list[np.ndarray], pixel_a: float, *, lowpass_a: f
         return [lowpass_filter(image, pixel_a, lowpass_a) for image in images]
     if name == "topaz":
         return [read_mrc(topaz_dir / path.name)[0] for path in paths]
-    model = load_denoiser(model_path)
+    model = load_denoiser(model_path, device)
     if name == "adapted":
-        adapt_denoiser(model, paths, adapted_path, adapt, progress=False)
-        model = load_denoiser(adapted_path)
+        adapt_denoiser(model, paths, adapted_path, adapt, progress=False, device=device)
+        model = load_denoiser(adapted_path, device)
     return [denoise_image(model, image, pixel_size_a=pixel_a) for image in images]
 
 

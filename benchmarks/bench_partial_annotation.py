@@ -74,6 +74,8 @@ def main() -> None:
     parser.add_argument("--folds", type=int, default=4)
     parser.add_argument("--steps", type=int, default=800, help="picker training steps (default: 800)")
     parser.add_argument("--seed", type=int, default=0, help="picker seed (default: 0)")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                        help="where the model and the pickers run (default: cpu)")
     args = parser.parse_args()
     if not 0 < args.keep <= 1:
         parser.error("--keep must lie in (0, 1]")
@@ -84,9 +86,9 @@ def main() -> None:
     truths = [kept_annotation(micrograph, index, args.keep, args.selection, pixel_size_a, radius_px)
               for index, micrograph in enumerate(test_set.micrographs)]
     raw = [micrograph.full_sum for micrograph in test_set.micrographs]
-    model = load_denoiser()
+    model = load_denoiser(device=args.device)
     denoised = [denoise_image(model, image, pixel_size_a=pixel_size_a) for image in raw]
-    settings = LearnedJudgeSettings(folds=args.folds, seeds=(args.seed,), steps=args.steps)
+    settings = LearnedJudgeSettings(folds=args.folds, seeds=(args.seed,), steps=args.steps, device=args.device)
     document = {
         "command": "python benchmarks/bench_partial_annotation.py " + " ".join(
             [str(args.dataset), f"-o {args.output}", f"--keep {args.keep:g}", f"--selection {args.selection}",

@@ -44,6 +44,8 @@ def main() -> None:
                         "lowpass, default, adapted, topaz (benchmarks/bench_learned_picker.py's outputs)")
     parser.add_argument("--topaz-dir", type=Path, help="Topaz-Denoise outputs NAME.mrc of the micrographs")
     parser.add_argument("--model", type=Path, help="judge this model as 'default' instead of the shipped one")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                        help="where the denoisers and pickers run (default: cpu)")
     args = parser.parse_args()
     if args.model is not None and args.output.resolve() == args.model.with_suffix(".json").resolve():
         parser.error(f"-o {args.output} is the sidecar of --model {args.model}; write the results elsewhere")
@@ -64,10 +66,10 @@ def main() -> None:
                 "dataset": label, "pixel_size_a": pixel_a, "diameter_a": diameter_a,
                 "folds": args.folds, "seeds": args.seeds, "rows": []}
     denoised = {name: outputs(name, images, pixel_a, paths=paths, topaz_dir=args.topaz_dir, model_path=args.model,
-                              adapted_path=args.output.with_name(args.output.stem + "-adapted.pt"))
+                              adapted_path=args.output.with_name(args.output.stem + "-adapted.pt"), device=args.device)
                 for name in args.denoisers}
     for steps, label_budget in itertools.product(args.steps, args.label_budgets or [None]):
-        settings = LearnedJudgeSettings(folds=args.folds, seeds=tuple(args.seeds), steps=steps)
+        settings = LearnedJudgeSettings(folds=args.folds, seeds=tuple(args.seeds), steps=steps, device=args.device)
         runs = {}
         for name, outputs_of_name in denoised.items():
             runs[name] = cross_validate(outputs_of_name, truths, pixel_a, diameter_a, radius_px, settings,
