@@ -99,26 +99,15 @@ def _save_state(path: Path, step: int, model: Denoiser, optimizer: torch.optim.O
     state = {
         "step": step,
         "config": _resumable_settings(config),
-        "model": _on_cpu(model.state_dict()),
-        "optimizer": _on_cpu(optimizer.state_dict()),
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
         "losses": torch.tensor(losses, dtype=torch.float64),
     }
     if average is not None:
-        state["average"] = _on_cpu(average.model.state_dict())
+        state["average"] = average.model.state_dict()
         state["average_updates"] = average.updates
     with atomic_path(path) as tmp:
         torch.save(state, tmp)
-
-
-def _on_cpu(state: Any) -> Any:
-    """``state`` (a state dict, nested dicts and lists of tensors) with every tensor copied to the CPU."""
-    if isinstance(state, torch.Tensor):
-        return state.cpu()
-    if isinstance(state, dict):
-        return {key: _on_cpu(value) for key, value in state.items()}
-    if isinstance(state, list):
-        return [_on_cpu(value) for value in state]
-    return state
 
 
 def _load_state(path: Path, config: TrainConfig) -> dict[str, Any]:
@@ -154,7 +143,8 @@ def train_model(
 
     ``device`` ("cpu" or "cuda") is where the network trains; every random draw is made on the
     CPU, so both train on the same crops and noise (a GPU's arithmetic differs in rounding).
-    The model and the state file are written with CPU tensors.
+    The model is written with CPU tensors; the state file holds the device's and is read back
+    onto the CPU (:func:`_load_state`), so a run resumes on either device.
     """
     model_path = Path(model_path)
     if not pairs:
