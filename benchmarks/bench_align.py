@@ -5,8 +5,9 @@
 Simulated movies (8 apoferritins per 512 x 512 px, 300 A of vitreous ice, 24 frames) at 1.0 and 1.5 A/px, 20 and
 40 e/A^2 over the movie, with 10 or 30 A of smooth random stage drift: the per-frame shifts
 ``align_frames`` measures against the simulator's (both relative to their mean over frames),
-as the RMS and the largest error in pixels, the path length of the drift, and the seconds per
-movie. Writes the JSON and prints a Markdown table.
+as the RMS and the largest error in pixels, the path length of the drift, the seconds per
+movie and the trajectory's refinement rounds. Writes the JSON, prints a Markdown table (the
+worse movie of each condition) and every movie's RMS error.
 """
 
 from __future__ import annotations
@@ -63,7 +64,8 @@ def main() -> None:
             movies.append({"name": entry["name"], "rms_error_px": float(np.sqrt(np.mean(errors**2))),
                            "max_error_px": float(errors.max()),
                            "drift_path_px": float(np.linalg.norm(np.diff(truth, axis=0), axis=1).sum()),
-                           "seconds": seconds})
+                           "seconds": seconds, "rounds": aligned.rounds, "converged": aligned.converged,
+                           "smoothing": aligned.smoothing})
         conditions.append({"pixel_size_a": pixel_a, "dose_e_per_a2": dose, "drift_a": drift_a, "movies": movies})
     document = {"command": " ".join(["python", "benchmarks/bench_align.py", *sys.argv[1:]]),
                 "seconds": time.perf_counter() - started, "cryoscore": __version__, "torch": torch.__version__,
@@ -78,6 +80,9 @@ def main() -> None:
                      f"{np.mean([m['drift_path_px'] for m in movies]):.1f} | "
                      f"{max(m['rms_error_px'] for m in movies):.2f} | {max(m['max_error_px'] for m in movies):.2f} | "
                      f"{np.mean([m['seconds'] for m in movies]):.1f} |")
+    rms = [movie["rms_error_px"] for condition in conditions for movie in condition["movies"]]
+    lines += ["", f"{sum(value < 0.5 for value in rms)} of {len(rms)} movies within 0.5 px RMS; per movie (px): "
+              + ", ".join(f"{value:.2f}" for value in rms)]
     print("\n".join(lines))
 
 

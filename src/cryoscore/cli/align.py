@@ -20,8 +20,9 @@ def add_args(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "align",
         help="motion-correct movies into full, even and odd sums (the layout train reads)",
-        description="Align each movie's frames (torch-motion-correction: patch cross-correlation against the other "
-                    "frames, a smooth deformation field, frames resampled along it) and write OUTDIR/micrographs/, "
+        description="Align each movie's frames (the whole frame's drift: cross-correlation against the other frames "
+                    "in rounds, fitted with a smooth trajectory; local motion on top with torch-motion-correction's "
+                    "patch cross-correlation; frames resampled along the field) and write OUTDIR/micrographs/, "
                     "OUTDIR/even/ and OUTDIR/odd/ NAME.mrc (full sum and the sums of even- and odd-indexed frames) "
                     "and OUTDIR/motion/NAME.star (per-frame shifts, RELION style), plus OUTDIR/align.json.",
         epilog=EXAMPLES,
