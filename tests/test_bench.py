@@ -242,8 +242,10 @@ def test_the_template_judge_correlates_with_the_test_sets_own_template_only(tmp_
     assert sphere["template"]["ap"] < with_shell["template"]["ap"]  # a 4 nm ball is the wrong template
 
 
-def test_a_real_dataset_with_a_ctf_star_gets_the_reconstruction_judge(tmp_path):
+def test_a_real_dataset_gets_the_reconstruction_judge_with_or_without_a_ctf_star(tmp_path):
     """Simulated micrographs stand in for real ones: only their files, coordinates and a CTF STAR."""
+    from dataclasses import replace
+
     from cryoscore.bench.config import RealDataset
     from cryoscore.bench.datasets import real_micrograph_paths, real_test_set
     from cryoscore.bench.run import judge_all
@@ -265,8 +267,20 @@ def test_a_real_dataset_with_a_ctf_star_gets_the_reconstruction_judge(tmp_path):
                                            for entry in manifest["micrographs"]], 4.0)
     test_set = real_test_set(dataset, real_micrograph_paths(dataset))
     outcome = judge_all(test_set, {"raw": lambda image: image}, ("blob", "reconstruction"))["raw"]
-    assert outcome.metrics["reconstruction"]["n_particles"] > 20
-    assert outcome.metrics["reconstruction"]["resolution_half_maps_a"] < 40
+    judged = outcome.metrics["reconstruction"]
+    assert judged["n_particles"] > 20 and judged["resolution_half_maps_a"] < 40
+    assert judged["ctf_corrected"] and judged["picker"] == "blob" and judged["resolution_vs_truth_a"] is None
+    # Without CTFs, as the real EMPIAR-10146 micrographs: aligned to the independent template,
+    # averaged over the point group, not CTF-corrected.
+    uncorrected_set = real_test_set(replace(dataset, ctf=None, template="shell:120:80", symmetry="O"),
+                                    real_micrograph_paths(dataset))
+    uncorrected = judge_all(uncorrected_set, {"raw": lambda image: image}, ("blob", "reconstruction"))["raw"]
+    judged = uncorrected.metrics["reconstruction"]
+    assert not judged["ctf_corrected"] and judged["symmetry"] == "O" and judged["resolution_vs_truth_a"] is None
+    assert judged["n_particles"] == outcome.metrics["reconstruction"]["n_particles"]
+    assert judged["resolution_half_maps_a"] < 60
+    with pytest.raises(ValueError, match="symmetry must be Cn, Dn or O"):
+        replace(dataset, symmetry="I")
 
 
 def test_the_class_judge_finds_the_particle_in_the_classes_of_good_picks_only(tmp_path):

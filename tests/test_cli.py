@@ -194,6 +194,17 @@ def test_pick_then_score_on_a_simulated_dataset(tmp_path, capsys):
     # 24 particles at 60 e/A^2 and 3 A/px resolve better than the 25 A the reference is trusted to.
     assert truth["half_map_resolution_a"] < 25.0
 
+    # The same micrographs as files without their manifest, as real data come: the reference,
+    # diameter and symmetry are given, and without --ctf the particles are not CTF-corrected.
+    assert main(["reconstruct", *micrographs, "--picks", str(data / "coordinates"), "--diameter", "120",
+                 "--reference", "apoferritin", "--symmetry", "O", "-o", str(tmp_path / "recon-files")]) == 0
+    files = json.loads((tmp_path / "recon-files" / "reconstruction.json").read_text())
+    assert files["inputs"]["ctf"] == "none" and files["inputs"]["settings"]["symmetry"] == "O"
+    assert files["n_particles"] == 24 and files["truth_resolution_a"] is None
+    assert files["pixel_size_a"] == truth["pixel_size_a"] and 0 < files["half_map_resolution_a"] < 60.0
+    code, stderr = run_cli(capsys, "reconstruct", str(data), "--diameter", "120", "-o", str(tmp_path / "recon-wrong"))
+    assert code == 2 and "--diameter is for micrographs" in stderr
+
 
 @pytest.mark.parametrize(
     "args, needle",
@@ -201,7 +212,11 @@ def test_pick_then_score_on_a_simulated_dataset(tmp_path, capsys):
         (["pick", "a.mrc", "-o", "p", "--diameter", "100", "--picker", "template"], "needs a reference"),
         (["pick", "missing.mrc", "-o", "p", "--diameter", "100"], "missing.mrc"),
         (["score", "nowhere", "."], "not a directory"),
-        (["reconstruct", "nowhere", "-o", "r"], "not a cryoscore dataset directory"),
+        (["reconstruct", "nowhere", "-o", "r"], "not a dataset directory (no manifest.json): micrographs need --picks"),
+        (["reconstruct", "a.mrc", "--picks", ".", "-o", "r"], "micrographs need --diameter, --reference"),
+        (["reconstruct", "a.mrc", "-o", "r", "--symmetry", "I"], "--symmetry: must be Cn, Dn or O"),
+        (["reconstruct", "a.mrc", "--picks", ".", "--diameter", "100", "--reference", "apoferritin", "-o", "r"],
+         "a.mrc: micrograph not found"),
         (["reconstruct", ".", "--picks", "nowhere", "-o", "r"], "picks directory not found"),
         (["reconstruct", "nowhere", "-o", "r", "--box", "15"], "--box: the processing box must be an even number"),
         (["reconstruct", "nowhere", "-o", "r", "--max-particles", "1"], "--max-particles: two half maps need"),

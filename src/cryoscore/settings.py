@@ -16,6 +16,7 @@ written once, here.
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -268,6 +269,8 @@ class PoseSearchConfig:
 
 MIN_BOX_PX = 16
 """Smallest processing box of a reconstruction, pixels."""
+POINT_GROUP = re.compile(r"[CD][1-9][0-9]*|O", re.IGNORECASE)
+"""The point groups reconstruction supports (:func:`cryoscore.reconstruct.poses.parse_symmetry`)."""
 
 
 @dataclass(frozen=True)
@@ -291,8 +294,8 @@ class ReconstructionSettings:
     seed:
         Seeds the particle subset and the half split.
     symmetry:
-        Point group of the reference (Cn, Dn, O) to shrink the global search; None = C1.
-        The maps are not symmetrised.
+        Point group of the particle (Cn, Dn about z, O; RELION's axes); None = C1. The
+        global search covers one asymmetric unit and each half map is averaged over the group.
     search:
         Pose search steps (:class:`PoseSearchConfig`).
     wiener_constant:
@@ -322,4 +325,6 @@ class ReconstructionSettings:
                               f"two half maps need at least 2 particles, got {self.max_particles}"),
             "seed": (self.seed >= 0, f"must be >= 0, got {self.seed}"),
             "wiener_constant": (self.wiener_constant > 0, f"must be > 0, got {self.wiener_constant:g}"),
+            "symmetry": (self.symmetry is None or POINT_GROUP.fullmatch(self.symmetry) is not None,
+                         f"must be Cn, Dn or O (C1 for none), got {self.symmetry!r}"),
         })

@@ -58,8 +58,9 @@ a built-in name) are relative to the file's folder unless absolute::
     reference = "apoferritin"      # guidance and reconstruction reference (optional)
     decoy = "elongated"            # guide with a wrong specimen too (bias control; optional)
     template = "shell:120:80"      # the template judge's density, not the reference (optional)
-    ctf = "ctf.star"               # each micrograph's CTF, e.g. from cryoscore ctf (optional):
-                                   # with a reference, the reconstruction judge runs on real data
+    symmetry = "O"                 # the particle's point group, for reconstruction (optional; C1)
+    ctf = "ctf.star"               # each micrograph's CTF, e.g. from cryoscore ctf (optional;
+                                   # without it the reconstruction judge does no CTF correction)
 
 Lengths are in Angstrom, doses in electrons per square Angstrom over the movie. Each dataset
 works in ``OUTDIR/work/NAME``: ``NAME`` is a real dataset's ``name``, which must be a plain
@@ -76,7 +77,7 @@ from pathlib import Path
 from typing import Any
 
 from cryoscore.errors import InputError
-from cryoscore.settings import GuidanceConfig
+from cryoscore.settings import POINT_GROUP, GuidanceConfig
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -206,9 +207,13 @@ class SimulatedSpecimen:
 @dataclass(frozen=True)
 class RealDataset:
     """Real micrographs with annotated particle coordinates (one file per micrograph);
-    ``ctf``: a micrograph STAR file with each one's CTF (e.g. from ``cryoscore ctf``), which
-    lets the reconstruction judge run on them; ``decoy``: a wrong guidance reference, for the
+    ``ctf``: a micrograph STAR file with each one's CTF (e.g. from ``cryoscore ctf``), with
+    which the reconstruction judge corrects the CTF; ``decoy``: a wrong guidance reference, for the
     decoy control as on simulated data (with ``reference`` only).
+
+    ``symmetry``: the particle's point group (Cn, Dn or O), for the reconstruction judge, which
+    on real data aligns to ``template`` when given (else ``reference``) and, without ``ctf``,
+    reconstructs the particles without CTF correction.
 
     ``template``: the density the template judge correlates with (a specimen as
     :func:`~cryoscore.simulate.volume.load_specimen` takes it). It must be another density
@@ -226,9 +231,12 @@ class RealDataset:
     ctf: Path | None = None
     template: str | None = None
     decoy: str | None = None
+    symmetry: str | None = None
 
     def __post_init__(self) -> None:
         _check_template(self.template, self.reference, f"[[real]] {self.name}")
+        if self.symmetry is not None and not POINT_GROUP.fullmatch(self.symmetry):
+            raise ValueError(f"[[real]] {self.name}: symmetry must be Cn, Dn or O, got {self.symmetry!r}")
         if self.decoy is not None and self.reference is None:
             raise ValueError(f"[[real]] {self.name}: a decoy needs a reference (the decoy replaces it in guided training)")
 

@@ -50,8 +50,8 @@ class TestSet:
 
     ``reference`` is the density the reconstruction aligns to (a path or a built-in
     specimen name; None for none); ``true_map`` the path of the exact density (simulated
-    data) for FSC against the truth; ``symmetry`` its point group label (limits the
-    reconstruction's pose search; None: unknown); ``template`` the density the template
+    data) for FSC against the truth; ``symmetry`` its point group label (the reconstruction
+    searches one asymmetric unit and averages its maps over the group; None: C1); ``template`` the density the template
     picker correlates with, one independent of the guidance reference (a specimen as
     :func:`~cryoscore.simulate.volume.load_specimen` takes it; None: no template judge).
     """
@@ -161,4 +161,4 @@ def real_test_set(dataset: RealDataset, paths: Sequence[Path]) -> TestSet:
         truth = read_coordinates(coordinates, box_size_px=box_px)
         micrographs.append(TestMicrograph(path.stem, image, truth, None, ctf))
     return TestSet(dataset.name, tuple(micrographs), dataset.pixel_size_a, dataset.diameter_a, dataset.reference,
-                   None, template=dataset.template)
+                   None, symmetry=dataset.symmetry, template=dataset.template)

@@ -4,9 +4,9 @@ Every denoiser's output goes through the same judges: pixel metrics against the 
 image (simulated data); the learned picker (primary where enabled: trained on the
 denoiser's output k-fold over the test micrographs, :mod:`cryoscore.bench.crossval`), the
 blob picker (reference-free) and the template picker, scored against the true
-coordinates; and a reconstruction from the blob picks and 2D classes from the learned
-picker's picks (the blob picks without the learned judge), extracted from the RAW
-micrographs, so only where the picks are differs.
+coordinates; and a reconstruction and 2D classes from the learned picker's picks (the blob
+picks without the learned judge), extracted from the RAW micrographs, so only where the
+picks are differs.
 """
 
 from __future__ import annotations
@@ -202,35 +202,51 @@ def known_ctfs(test_set: TestSet) -> list[CtfParams] | None:
     return known if len(known) == len(ctfs) else None
 
 
-def attach_reconstruction(test_set: TestSet, outcome: DenoiserOutcome, reference: np.ndarray,
-                          *, max_particles: int = 5000) -> None:
-    """Reconstruct from ``outcome``'s blob picks at its best-F1 threshold, boxed from the raw
-    micrographs, and store the result in ``outcome.reconstruction`` and
-    ``outcome.metrics["reconstruction"]``.
+def _primary_picks(outcome: DenoiserOutcome) -> tuple[str, dict[str, ParticleCoordinates], MatchResult | None]:
+    """The picks the downstream judges use: the learned picker's (its first seed's, each
+    micrograph picked by the fold's picker that did not see it) when the learned judge ran,
+    else the blob picker's; with the name of the picker and its pooled matches."""
+    if outcome.learned_picks is not None and outcome.learned_results is not None:
+        return "learned", outcome.learned_picks, pool_matches(outcome.learned_results[0])
+    return "blob", outcome.picks, outcome.matches
 
-    ``reference`` (D, D, D) at the test set's pixel size is both the alignment reference
-    (low-passed to 25 A) and the true map. Needs the micrographs' CTFs (simulated data);
-    with fewer than two usable picks the metrics say so and the map is None.
+
+def attach_reconstruction(test_set: TestSet, outcome: DenoiserOutcome, reference: np.ndarray,
+                          *, aligned_to: str | None = None, true_map: np.ndarray | None = None,
+                          max_particles: int = 5000) -> None:
+    """Reconstruct from ``outcome``'s primary picks (:func:`_primary_picks`) at their best-F1
+    threshold, boxed from the raw micrographs, averaged over the test set's point group, and
+    store the result in ``outcome.reconstruction`` and ``outcome.metrics["reconstruction"]``.
+
+    ``reference`` (D, D, D) at the test set's pixel size is the alignment reference (low-passed
+    to 25 A) and ``aligned_to`` its name for the metrics; ``true_map`` (same grid) the density for the FSC against the truth (simulated
+    data), None for none. With the micrographs' CTFs the particles are CTF-corrected;
+    without them (real micrographs with no measurable CTF) they are reconstructed as they are,
+    and ``ctf_corrected`` says so. With fewer than two usable picks the metrics say so and the
+    map is None.
     """
     ctfs = known_ctfs(test_set)
-    if ctfs is None:
-        raise ValueError(f"{test_set.label}: reconstruction needs each micrograph's CTF")
-    threshold = outcome.matches.threshold if outcome.matches is not None else None
-    kept = picks_above(outcome.picks, threshold)
+    picker, found, matches = _primary_picks(outcome)
+    threshold = matches.threshold if matches is not None else None
+    kept = picks_above(found, threshold)
     try:
         result = reconstruct_from_picks(
             [micrograph.full_sum for micrograph in test_set.micrographs],
             [kept[micrograph.name] for micrograph in test_set.micrographs],
             ctfs, reference, test_set.pixel_size_a, test_set.diameter_a,
-            ReconstructionSettings(symmetry=test_set.symmetry, max_particles=max_particles), true_map=reference)
+            ReconstructionSettings(symmetry=test_set.symmetry, max_particles=max_particles), true_map=true_map)
     except (InputError, SettingError) as error:
-        outcome.metrics["reconstruction"] = {"error": str(error), "n_particles": 0}
+        outcome.metrics["reconstruction"] = {"error": str(error), "n_particles": 0, "picker": picker}
         return
     outcome.reconstruction = result
     summary = result.to_dict()
     outcome.metrics["reconstruction"] = {
+        "picker": picker,
+        "aligned_to": aligned_to,
         "threshold": threshold,
         "n_particles": result.n_particles,
+        "ctf_corrected": ctfs is not None,
+        "symmetry": test_set.symmetry or "C1",
         "resolution_half_maps_a": summary["half_map_resolution_a"],
         "resolution_vs_truth_a": summary["truth_resolution_a"],
         "mean_pose_score": result.mean_pose_score,
@@ -253,11 +269,7 @@ def attach_classes(test_set: TestSet, outcome: DenoiserOutcome, settings: ClassJ
     if test_set.template is None:
         raise ValueError(f"{test_set.label}: the class judge needs the test set's template density")
     started = time.perf_counter()
-    matches: MatchResult | None
-    if outcome.learned_picks is not None and outcome.learned_results is not None:
-        picker, found, matches = "learned", outcome.learned_picks, pool_matches(outcome.learned_results[0])
-    else:
-        picker, found, matches = "blob", outcome.picks, outcome.matches
+    picker, found, matches = _primary_picks(outcome)
     kept = picks_above(found, matches.threshold if matches is not None else None)
     picks = [kept[micrograph.name] for micrograph in test_set.micrographs]
     stack = extract_picked_particles([micrograph.full_sum for micrograph in test_set.micrographs], picks,

@@ -67,18 +67,27 @@ def judge_all(test_set: TestSet, functions: dict[str, DenoiseFunction], judges: 
               classes: ClassJudgeSettings | None = None) -> dict[str, DenoiserOutcome]:
     """Every denoiser of ``functions`` judged on ``test_set`` by ``judges`` (names from
     :data:`~cryoscore.bench.config.JUDGES`; ``learned`` and ``classes`` set those judges); the
-    template and class judges only with the test set's own ``template`` density, reconstruction
-    only where the CTFs are known."""
+    template and class judges only with the test set's own ``template`` density.
+
+    Reconstruction: on simulated data (a ``true_map``) aligned to the reference, which is the
+    true map, with the CTFs; on real data aligned to the ``template`` where there is one (a
+    density independent of the guidance reference, so the maps do not favour the guided
+    denoiser) or else the reference, with no truth to compare to, CTF-corrected only where the
+    micrographs' CTFs are known."""
     reference = reference_volume(test_set) if test_set.reference is not None else None
     template = (load_specimen(test_set.template, test_set.pixel_size_a).volume_v
-                if "template" in judges and test_set.template is not None else None)
-    outcomes = {name: judge_denoiser(test_set, name, function, tuple(judges), template_reference=template,
+                if test_set.template is not None and {"template", "reconstruction"} & set(judges) else None)
+    outcomes = {name: judge_denoiser(test_set, name, function, tuple(judges),
+                                     template_reference=template if "template" in judges else None,
                                      learned_settings=learned)
                 for name, function in functions.items()}
-    if ("reconstruction" in judges and reference is not None
-            and all(micrograph.ctf is not None for micrograph in test_set.micrographs)):
+    simulated = test_set.true_map is not None
+    alignment, aligned_to = ((reference, test_set.reference) if simulated or template is None
+                             else (template, test_set.template))
+    if "reconstruction" in judges and alignment is not None:
         for outcome in outcomes.values():
-            attach_reconstruction(test_set, outcome, reference)
+            attach_reconstruction(test_set, outcome, alignment, aligned_to=aligned_to,
+                                  true_map=reference if simulated else None)
     if "classes" in judges and test_set.template is not None:
         for outcome in outcomes.values():
             attach_classes(test_set, outcome, classes or ClassJudgeSettings())

@@ -16,23 +16,12 @@ from cryoscore.classify.match import judge_classes, template_projections
 from cryoscore.classify.twod import Classification2D, Classification2DSettings, classify_2d
 from cryoscore.errors import InputError
 from cryoscore.io.atomic import atomic_path
-from cryoscore.io.coords import ParticleCoordinates, coordinate_file, read_picks, stamp_star_version
+from cryoscore.io.coords import picks_for_micrographs, stamp_star_version
 from cryoscore.io.ctf_star import micrograph_ctfs
 from cryoscore.io.layout import write_json
 from cryoscore.io.mrc import read_mrc, write_mrc
 from cryoscore.io.png import write_panels_png
 from cryoscore.reconstruct.extract import extract_picked_particles
-
-
-def _picks(paths: Sequence[Path], picks_dir: Path, threshold: float | None) -> list[ParticleCoordinates]:
-    """``picks_dir/NAME.star`` (or .box/.csv) of each micrograph, above ``threshold`` when given."""
-    picks = []
-    for path in paths:
-        found = coordinate_file(picks_dir, path.stem)
-        if found is None:
-            raise InputError(picks_dir, f"no picks for {path.name} (expected {path.stem}.star, .box or .csv)")
-        picks.append(read_picks(found, threshold))
-    return picks
 
 
 def classify_micrographs(
@@ -69,7 +58,7 @@ def classify_micrographs(
     started = time.perf_counter()
     if diameter_a <= 0:
         raise InputError("--diameter", f"must be > 0 A, got {diameter_a}")
-    picks = _picks(paths, picks_dir, threshold)
+    picks = picks_for_micrographs(paths, picks_dir, threshold)
     pixel = read_mrc(paths[0], pixel_size_a=pixel_size_a)[1] if pixel_size_a is None else pixel_size_a
     ctfs = None if ctf_star is None else micrograph_ctfs(ctf_star, [path.stem for path in paths])
     stack = extract_picked_particles(paths, picks, ctfs, pixel, diameter_a, box_px)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
@@ -254,6 +254,19 @@ def read_picks(path: str | os.PathLike, threshold: float | None = None) -> Parti
     if threshold is not None and coordinates.figure_of_merit is None:
         raise InputError(path, "has no rlnAutopickFigureOfMerit column to apply the threshold to")
     return coordinates.scoring_at_least(threshold)
+
+
+def picks_for_micrographs(micrographs: Sequence[Path], picks_dir: str | os.PathLike,
+                          threshold: float | None = None) -> list[ParticleCoordinates]:
+    """The picks of each micrograph, in order: ``picks_dir/NAME.star`` (or .box/.csv) for
+    ``NAME.mrc`` (:func:`read_picks`); InputError naming ``picks_dir`` when one is missing."""
+    picks = []
+    for path in micrographs:
+        found = coordinate_file(picks_dir, path.stem)
+        if found is None:
+            raise InputError(picks_dir, f"no picks for {path.name} (expected {path.stem}.star, .box or .csv)")
+        picks.append(read_picks(found, threshold))
+    return picks
 
 
 def stamp_star_version(path: Path) -> None:

@@ -69,6 +69,28 @@ def resample_volume(
     return fourier_resize(cut, box_px, ndim=3)
 
 
+def symmetrise_volume(volume: torch.Tensor, rotations: np.ndarray) -> torch.Tensor:
+    """The mean of a map over a point group: ``mean_k V(R_k r)``, float32 (B, B, B).
+
+    ``volume`` (B, B, B), axes (z, y, x), centre at voxel B//2; ``rotations`` (K, 3, 3)
+    act on (x, y, z) column vectors about that centre (e.g. :func:`.poses.point_group_rotations`).
+    Samples trilinearly, so rotations that permute the grid (the four-folds and two-folds
+    along the axes, the whole octahedral group) are exact; a voxel whose rotated position
+    leaves the box reads 0 there.
+    """
+    box = volume.shape[-1]
+    axis = torch.arange(box, dtype=torch.float64) - box // 2
+    z, y, x = torch.meshgrid(axis, axis, axis, indexing="ij")
+    positions = torch.stack([x, y, z], dim=-1)  # (B, B, B, 3): (x, y, z) from the centre, voxels
+    source = volume.to(torch.float32)[None, None]
+    total = torch.zeros(volume.shape, dtype=torch.float32)
+    for rotation in np.asarray(rotations, dtype=np.float64):  # one copy at a time: memory of a few volumes
+        sampled = positions @ torch.from_numpy(rotation).T
+        grid = ((sampled + box // 2) * (2.0 / (box - 1)) - 1.0).to(torch.float32)[None]
+        total += F.grid_sample(source, grid, mode="bilinear", padding_mode="zeros", align_corners=True)[0, 0]
+    return total / len(rotations)
+
+
 def soft_sphere_mask(size: int, ndim: int, radius_px: float, edge_px: float) -> torch.Tensor:
     """A disc (ndim=2) or ball (ndim=3) mask about index size//2, float32 (size,)*ndim.
 

@@ -124,7 +124,7 @@ def reconstruct_half_maps(
     particles: torch.Tensor,
     rotations: torch.Tensor,
     shifts_yx_px: torch.Tensor,
-    ctfs: Sequence[CtfParams],
+    ctfs: Sequence[CtfParams] | None,
     pixel_size_a: float,
     in_second_half: np.ndarray,
     *,
@@ -134,12 +134,13 @@ def reconstruct_half_maps(
 
     ``in_second_half`` (N,) bool assigns each particle to a half; the full map is
     reconstructed from the sums of both halves' insertions, so it costs no extra insertion.
+    ``ctfs`` None: the particles are plain projections (CTF = 1), as in :func:`reconstruct_map`.
     """
     sums = []
     for half in (~in_second_half, in_second_half):
         index = np.nonzero(half)[0]
         selected = torch.from_numpy(index)
-        half_ctfs = [ctfs[int(i)] for i in index]
+        half_ctfs = None if ctfs is None else [ctfs[int(i)] for i in index]
         sums.append(_insert(particles[selected], rotations[selected], shifts_yx_px[selected], half_ctfs, pixel_size_a))
     (numerator_1, weights_1), (numerator_2, weights_2) = sums
     return (

@@ -2,10 +2,11 @@
 
 The judge a user would apply: particles are boxed from the *raw* micrographs at the picked
 positions (:mod:`.extract`), given poses by projection matching against the reference
-low-passed to ``reference_resolution_a`` (:mod:`.poses`), split at random into two halves
-(seeded) and reconstructed with CTF correction (:mod:`.insert`); the half maps' FSC gives
-the resolution at 0.143, the full map's FSC against the true map the resolution at 0.5
-(:mod:`.fsc`). False picks add noise to the maps and off-centre picks (beyond the
+low-passed to ``reference_resolution_a`` over one asymmetric unit of the point group
+(:mod:`.poses`), split at random into two halves (seeded) and reconstructed with CTF
+correction where the CTFs are known (:mod:`.insert`), each half averaged over the point group
+on its own; the half maps' FSC gives the resolution at 0.143, the full map's FSC against the
+true map the resolution at 0.5 (:mod:`.fsc`). False picks add noise to the maps and off-centre picks (beyond the
 translation search) blur them, so both cost resolution.
 
 Einstein from noise: particles with no signal, aligned to the reference, reproduce the
@@ -29,18 +30,19 @@ import numpy as np
 import torch
 
 from cryoscore.errors import InputError
-from cryoscore.io.coords import ParticleCoordinates, read_picks
+from cryoscore.io.coords import ParticleCoordinates, picks_for_micrographs, read_picks
 from cryoscore.io.ctf_star import micrograph_ctfs
 from cryoscore.io.layout import DatasetLayout, read_manifest, write_json
 from cryoscore.io.mrc import check_pixel_size, read_mrc, write_mrc
 from cryoscore.reconstruct.ctf import ctf_stack
 from cryoscore.reconstruct.extract import extract_picked_particles, extraction_box_px
 from cryoscore.reconstruct.fsc import HALF_MAP_THRESHOLD, TRUTH_THRESHOLD, FscCurve, fourier_shell_correlation
-from cryoscore.reconstruct.grid import resample_volume, soft_sphere_mask
+from cryoscore.reconstruct.grid import resample_volume, soft_sphere_mask, symmetrise_volume
 from cryoscore.reconstruct.insert import reconstruct_half_maps
-from cryoscore.reconstruct.poses import assign_poses
-from cryoscore.settings import ReconstructionSettings, SettingError
+from cryoscore.reconstruct.poses import assign_poses, point_group_rotations
+from cryoscore.settings import POINT_GROUP, ReconstructionSettings, SettingError
 from cryoscore.simulate.ctf import CtfParams
+from cryoscore.simulate.volume import load_specimen
 
 logger = logging.getLogger(__name__)
 
@@ -130,7 +132,7 @@ def _fsc_mask(box_px: int, diameter_px: float) -> torch.Tensor:
 def reconstruct_from_picks(
     micrographs: Sequence[np.ndarray | str | os.PathLike],
     picks: Sequence[ParticleCoordinates],
-    ctfs: Sequence[CtfParams],
+    ctfs: Sequence[CtfParams] | None,
     reference: np.ndarray,
     pixel_size_a: float,
     diameter_a: float,
@@ -150,7 +152,9 @@ def reconstruct_from_picks(
         Particle coordinates per micrograph (pixels of the micrograph); per-particle
         defocus (rlnDefocusU/V/Angle) is used when present.
     ctfs:
-        CTF per micrograph.
+        CTF per micrograph, or None where they are unknown: the particles are then aligned
+        and reconstructed as plain projections (CTF = 1, no correction), which holds only
+        to the resolution of the CTF's first zero.
     reference:
         Map (D, D, D) for pose assignment, low-passed here to ``settings.reference_resolution_a``.
     pixel_size_a:
@@ -169,10 +173,11 @@ def reconstruct_from_picks(
     limit names ``settings.reference_resolution_a``).
     """
     started = time.perf_counter()
-    if not len(micrographs) == len(picks) == len(ctfs):
+    if not len(micrographs) == len(picks) == (len(micrographs) if ctfs is None else len(ctfs)):
+        n_ctfs = "no" if ctfs is None else len(ctfs)
         raise InputError(
             "picks",
-            f"{len(micrographs)} micrographs, {len(picks)} coordinate sets and {len(ctfs)} CTFs: "
+            f"{len(micrographs)} micrographs, {len(picks)} coordinate sets and {n_ctfs} CTFs: "
             "need one of each per micrograph",
         )
     pixel_size_a = check_pixel_size("pixel size", pixel_size_a)
@@ -188,6 +193,8 @@ def reconstruct_from_picks(
             f"of the {box} px particle box",
         )
 
+    if ctfs is None and any(coordinates.defocus_u_a is not None for coordinates in picks):
+        logger.warning("no CTFs: the picks' per-particle defocus is not used (no CTF correction)")
     stack = extract_picked_particles(micrographs, picks, ctfs, pixel_size_a, diameter_a, box,
                                      settings.box_over_diameter)
     n_picks = stack.n_picks
@@ -197,8 +204,7 @@ def reconstruct_from_picks(
     rng = np.random.default_rng(settings.seed)
     subset = np.sort(rng.choice(n_available, size=min(settings.max_particles, n_available), replace=False))
     particles = torch.from_numpy(stack.images[subset])
-    assert stack.ctfs is not None, "extract_picked_particles was given every micrograph's CTF"
-    particle_params = [stack.ctfs[index] for index in subset]
+    particle_params = None if stack.ctfs is None else [stack.ctfs[index] for index in subset]
     n_particles = len(subset)
     in_second_half = np.zeros(n_particles, dtype=bool)
     in_second_half[rng.permutation(n_particles)[: n_particles // 2]] = True
@@ -211,7 +217,8 @@ def reconstruct_from_picks(
     max_shift_px = settings.max_shift_over_diameter * diameter_px
     poses = assign_poses(
         particles,
-        ctf_stack(particle_params, box, particle_pixel_a),
+        (torch.ones((n_particles, box, box // 2 + 1)) if particle_params is None
+         else ctf_stack(particle_params, box, particle_pixel_a)),
         reference_grid,
         particle_pixel_a,
         resolution_a=settings.reference_resolution_a,
@@ -226,6 +233,9 @@ def reconstruct_from_picks(
         particles, poses.rotations, poses.shifts_yx_px, particle_params, particle_pixel_a, in_second_half,
         wiener_constant=settings.wiener_constant,
     )
+    group = point_group_rotations(settings.symmetry)
+    if len(group) > 1:  # each half on its own, as RELION does: the FSC stays gold-standard
+        half_1, half_2, full = (symmetrise_volume(volume, group) for volume in (half_1, half_2, full))
     reconstructed = time.perf_counter()
 
     mask = _fsc_mask(box, diameter_px)
@@ -268,6 +278,52 @@ def reconstruct_from_picks(
     return result
 
 
+def _without_particle_defocus(picks: Sequence[ParticleCoordinates]) -> list[ParticleCoordinates]:
+    """The picks without the per-particle defocus they may carry, so that a micrograph STAR
+    file's CTFs apply to every particle."""
+    return [dataclasses.replace(coordinates, defocus_u_a=None, defocus_v_a=None, defocus_angle_deg=None)
+            for coordinates in picks]
+
+
+def reconstruct_micrographs(
+    paths: Sequence[Path],
+    picks_dir: str | os.PathLike,
+    reference: str,
+    diameter_a: float,
+    settings: ReconstructionSettings = ReconstructionSettings(),
+    *,
+    ctf_star: str | os.PathLike | None = None,
+    pixel_size_a: float | None = None,
+    threshold: float | None = None,
+) -> ReconstructionResult:
+    """:func:`reconstruct_from_picks` on micrograph files without a dataset manifest (real data).
+
+    The picks are ``picks_dir/NAME.star`` (or .box/.csv) per micrograph ``NAME.mrc``, those
+    scoring at least ``threshold`` when given; the pixel size is ``pixel_size_a`` or the
+    first micrograph's MRC header; the CTFs are those of ``ctf_star`` (a micrograph STAR
+    file, matched by name) or, without it, unknown: the particles are then reconstructed
+    without CTF correction. ``reference`` is a density as
+    :func:`~cryoscore.simulate.volume.load_specimen` takes it (MRC map, atomic model,
+    built-in name, ``shell:OUTER_A:INNER_A``), sampled at the micrographs' pixel size; to
+    judge picks, use one independent of what made them (Einstein from noise, module notes).
+    The point group is ``settings.symmetry`` (None: C1). There is no true map, so
+    ``truth_resolution_a`` is None.
+    """
+    if not paths:
+        raise InputError("micrographs", "none given")
+    for path in paths:
+        if not Path(path).is_file():
+            raise InputError(path, "micrograph not found")
+    picks = picks_for_micrographs(paths, picks_dir, threshold)
+    pixel = read_mrc(paths[0], pixel_size_a=pixel_size_a)[1] if pixel_size_a is None else pixel_size_a
+    ctfs = None
+    if ctf_star is not None:
+        ctfs = micrograph_ctfs(ctf_star, [path.stem for path in paths])
+        picks = _without_particle_defocus(picks)
+    volume = load_specimen(reference, pixel).volume_v
+    return reconstruct_from_picks(paths, picks, ctfs, volume, pixel, diameter_a, settings)
+
+
 def reconstruct_dataset(
     dataset_dir: str | os.PathLike,
     picks_dir: str | os.PathLike | None = None,
@@ -302,15 +358,16 @@ def reconstruct_dataset(
     if ctf_star is not None:
         ctfs = micrograph_ctfs(ctf_star, names)
     reference, reference_pixel_size_a = read_mrc(layout.reference, ndim=3)
-    picks = []
-    for name in names:
-        path = layout.coordinates(name) if picks_dir is None else Path(picks_dir) / f"{name}.star"
-        coordinates = read_picks(path, threshold)
-        if ctf_star is not None:  # the STAR's CTF, not a per-particle defocus the coordinates may carry
-            coordinates = dataclasses.replace(coordinates, defocus_u_a=None, defocus_v_a=None, defocus_angle_deg=None)
-        picks.append(coordinates)
+    picks = ([read_picks(layout.coordinates(name), threshold) for name in names] if picks_dir is None
+             else picks_for_micrographs([layout.micrograph(name) for name in names], picks_dir, threshold))
+    if ctf_star is not None:
+        picks = _without_particle_defocus(picks)
     if settings.symmetry is None:
-        settings = dataclasses.replace(settings, symmetry=manifest.get("specimen", {}).get("symmetry"))
+        symmetry = manifest.get("specimen", {}).get("symmetry")
+        if symmetry is not None and not POINT_GROUP.fullmatch(symmetry):
+            raise InputError(layout.manifest, f"symmetry {symmetry!r} is not supported (Cn, Dn or O); "
+                                              "give --symmetry (C1 for none)")
+        settings = dataclasses.replace(settings, symmetry=symmetry)
     return reconstruct_from_picks(
         [layout.micrograph(name) for name in names],
         picks,

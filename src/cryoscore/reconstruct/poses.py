@@ -51,8 +51,9 @@ from torch_so3 import get_symmetry_ranges, get_uniform_euler_angles
 
 from cryoscore.errors import InputError
 from cryoscore.reconstruct.grid import centred_rfft2, fourier_resize, soft_sphere_mask
-from cryoscore.settings import PoseSearchConfig
+from cryoscore.settings import POINT_GROUP, PoseSearchConfig
 from cryoscore.simulate.project import euler_to_matrices
+from cryoscore.simulate.specimen import octahedral_rotations
 
 logger = logging.getLogger(__name__)
 
@@ -105,11 +106,26 @@ def parse_symmetry(symmetry: str | None) -> tuple[str, int]:
     (Cn and Dn about z, O with four-folds along x, y and z) are accepted; InputError otherwise.
     """
     label = (symmetry or "C1").upper()
-    if label == "O":
-        return "O", 24
-    if label[:1] in ("C", "D") and label[1:].isdigit() and int(label[1:]) >= 1:
-        return label[0], int(label[1:])
-    raise InputError("symmetry", f"unsupported symmetry {symmetry!r}; use Cn, Dn or O (or C1 for none)")
+    if not POINT_GROUP.fullmatch(label):
+        raise InputError("symmetry", f"unsupported symmetry {symmetry!r}; use Cn, Dn or O (or C1 for none)")
+    return ("O", 24) if label == "O" else (label[0], int(label[1:]))
+
+
+def point_group_rotations(symmetry: str | None) -> np.ndarray:
+    """The rotations of a point group (:func:`parse_symmetry`), float64 (K, 3, 3), identity first.
+
+    They act on (x, y, z) column vectors in RELION's axis convention: Cn turns about z, Dn
+    adds two-folds about x and its images under Cn, O is the octahedral group with four-folds
+    along x, y and z (:func:`~cryoscore.simulate.specimen.octahedral_rotations`).
+    """
+    group, order = parse_symmetry(symmetry)
+    if group == "O":
+        return octahedral_rotations()
+    turns = [Rotation.from_euler("z", 360.0 * step / order, degrees=True).as_matrix() for step in range(order)]
+    if group == "D":
+        flip = np.diag([1.0, -1.0, -1.0])  # two-fold about x
+        turns += [turn @ flip for turn in turns]
+    return np.stack(turns)
 
 
 def coarse_rotations(step_deg: float, symmetry: str | None = None) -> torch.Tensor:
