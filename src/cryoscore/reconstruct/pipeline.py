@@ -6,8 +6,8 @@ low-passed to ``reference_resolution_a`` over one asymmetric unit of the point g
 (:mod:`.poses`), split at random into two halves (seeded) and reconstructed with CTF
 correction where the CTFs are known (:mod:`.insert`), each half averaged over the point group
 on its own; the half maps' FSC gives the resolution at 0.143, the full map's FSC against the
-true map the resolution at 0.5 (:mod:`.fsc`). False picks add noise to the maps and off-centre picks (beyond the
-translation search) blur them, so both cost resolution.
+true map the resolution at 0.5 (:mod:`.fsc`). False picks add noise to the maps and
+off-centre picks (beyond the translation search) blur them, so both cost resolution.
 
 Einstein from noise: particles with no signal, aligned to the reference, reproduce the
 reference up to ``reference_resolution_a`` in both half maps. A half-map resolution near
