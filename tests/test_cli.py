@@ -190,7 +190,7 @@ def test_pick_then_score_on_a_simulated_dataset(tmp_path, capsys):
     assert picked["n_picks"] == pooled["n_selected"] and picked["box_px"] == 60  # 1.5 x 120 A at 3 A/px
     assert main(["reconstruct", str(data), "-o", str(tmp_path / "recon-truth")]) == 0
     truth = json.loads((tmp_path / "recon-truth" / "reconstruction.json").read_text())
-    assert truth["n_particles"] == 24 and truth["inputs"]["picks"] == "truth"
+    assert truth["n_particles"] == 24 and truth["inputs"]["picks"] == "truth" and truth["inputs"]["dataset"] == str(data)
     # 24 particles at 60 e/A^2 and 3 A/px resolve better than the 25 A the reference is trusted to.
     assert truth["half_map_resolution_a"] < 25.0
 
@@ -200,6 +200,7 @@ def test_pick_then_score_on_a_simulated_dataset(tmp_path, capsys):
                  "--reference", "apoferritin", "--symmetry", "O", "-o", str(tmp_path / "recon-files")]) == 0
     files = json.loads((tmp_path / "recon-files" / "reconstruction.json").read_text())
     assert files["inputs"]["ctf"] == "none" and files["inputs"]["settings"]["symmetry"] == "O"
+    assert files["inputs"]["micrographs"] == micrographs
     assert files["n_particles"] == 24 and files["truth_resolution_a"] is None
     assert files["pixel_size_a"] == truth["pixel_size_a"] and 0 < files["half_map_resolution_a"] < 60.0
     code, stderr = run_cli(capsys, "reconstruct", str(data), "--diameter", "120", "-o", str(tmp_path / "recon-wrong"))

@@ -100,6 +100,7 @@ def main(args: argparse.Namespace) -> int:
         raise input_error(error, FLAGS) from None
     require_empty_output(args.output, args.overwrite)
     dataset = _is_dataset(args.inputs)
+    paths: list[Path] = []  # the micrographs, when INPUT is not a dataset
     if dataset:
         given = [name for name in MICROGRAPH_ONLY if getattr(args, name) is not None]
         if given:
@@ -124,7 +125,8 @@ def main(args: argparse.Namespace) -> int:
     except SettingError as error:
         raise input_error(error, FLAGS) from None
     ctf_source = str(args.ctf) if args.ctf is not None else ("manifest" if dataset else "none")
-    inputs = {"inputs": [str(path) for path in args.inputs], "picks": str(args.picks or "truth"),
+    source = ({"dataset": str(args.inputs[0])} if dataset else {"micrographs": [str(path) for path in paths]})
+    inputs = {**source, "picks": str(args.picks or "truth"),
               "threshold": args.threshold, "ctf": ctf_source, "reference": args.reference or "dataset",
               "settings": dataclasses.asdict(settings), "command_line": args.command_line}
     write_reconstruction(args.output, result, inputs)
