@@ -51,9 +51,10 @@ class TestSet:
     ``reference`` is the density the reconstruction aligns to (a path or a built-in
     specimen name; None for none); ``true_map`` the path of the exact density (simulated
     data) for FSC against the truth; ``symmetry`` its point group label (the reconstruction
-    searches one asymmetric unit and averages its maps over the group; None: C1); ``template`` the density the template
-    picker correlates with, one independent of the guidance reference (a specimen as
-    :func:`~cryoscore.simulate.volume.load_specimen` takes it; None: no template judge).
+    searches one asymmetric unit and averages its maps over the group; None: C1);
+    ``template`` the density the template picker correlates with, one independent of the
+    guidance reference (a specimen as :func:`~cryoscore.simulate.volume.load_specimen` takes
+    it; None: no template judge).
     """
 
     label: str

@@ -202,13 +202,18 @@ def known_ctfs(test_set: TestSet) -> list[CtfParams] | None:
     return known if len(known) == len(ctfs) else None
 
 
-def _primary_picks(outcome: DenoiserOutcome) -> tuple[str, dict[str, ParticleCoordinates], MatchResult | None]:
+def _primary_picks(outcome: DenoiserOutcome) -> tuple[str, float | None, dict[str, ParticleCoordinates]]:
     """The picks the downstream judges use: the learned picker's (its first seed's, each
     micrograph picked by the fold's picker that did not see it) when the learned judge ran,
-    else the blob picker's; with the name of the picker and its pooled matches."""
+    else the blob picker's, at their pooled best-F1 threshold (all of them without one).
+    Returns the picker's name, the threshold and the picks above it per micrograph."""
+    matches: MatchResult | None
     if outcome.learned_picks is not None and outcome.learned_results is not None:
-        return "learned", outcome.learned_picks, pool_matches(outcome.learned_results[0])
-    return "blob", outcome.picks, outcome.matches
+        picker, found, matches = "learned", outcome.learned_picks, pool_matches(outcome.learned_results[0])
+    else:
+        picker, found, matches = "blob", outcome.picks, outcome.matches
+    threshold = matches.threshold if matches is not None else None
+    return picker, threshold, picks_above(found, threshold)
 
 
 def attach_reconstruction(test_set: TestSet, outcome: DenoiserOutcome, reference: np.ndarray,
@@ -219,16 +224,14 @@ def attach_reconstruction(test_set: TestSet, outcome: DenoiserOutcome, reference
     store the result in ``outcome.reconstruction`` and ``outcome.metrics["reconstruction"]``.
 
     ``reference`` (D, D, D) at the test set's pixel size is the alignment reference (low-passed
-    to 25 A) and ``aligned_to`` its name for the metrics; ``true_map`` (same grid) the density for the FSC against the truth (simulated
-    data), None for none. With the micrographs' CTFs the particles are CTF-corrected;
-    without them (real micrographs with no measurable CTF) they are reconstructed as they are,
-    and ``ctf_corrected`` says so. With fewer than two usable picks the metrics say so and the
-    map is None.
+    to 25 A) and ``aligned_to`` its name for the metrics; ``true_map`` (same grid) the density
+    for the FSC against the truth (simulated data), None for none. With the micrographs' CTFs
+    the particles are CTF-corrected; without them (real micrographs with no measurable CTF)
+    they are reconstructed as they are, and ``ctf_corrected`` says so. With fewer than two
+    usable picks the metrics say so and the map is None.
     """
     ctfs = known_ctfs(test_set)
-    picker, found, matches = _primary_picks(outcome)
-    threshold = matches.threshold if matches is not None else None
-    kept = picks_above(found, threshold)
+    picker, threshold, kept = _primary_picks(outcome)
     try:
         result = reconstruct_from_picks(
             [micrograph.full_sum for micrograph in test_set.micrographs],
@@ -269,8 +272,7 @@ def attach_classes(test_set: TestSet, outcome: DenoiserOutcome, settings: ClassJ
     if test_set.template is None:
         raise ValueError(f"{test_set.label}: the class judge needs the test set's template density")
     started = time.perf_counter()
-    picker, found, matches = _primary_picks(outcome)
-    kept = picks_above(found, matches.threshold if matches is not None else None)
+    picker, _, kept = _primary_picks(outcome)
     picks = [kept[micrograph.name] for micrograph in test_set.micrographs]
     stack = extract_picked_particles([micrograph.full_sum for micrograph in test_set.micrographs], picks,
                                      known_ctfs(test_set), test_set.pixel_size_a, test_set.diameter_a, settings.box_px)

@@ -75,13 +75,14 @@ def judge_all(test_set: TestSet, functions: dict[str, DenoiseFunction], judges: 
     denoiser) or else the reference, with no truth to compare to, CTF-corrected only where the
     micrographs' CTFs are known."""
     reference = reference_volume(test_set) if test_set.reference is not None else None
+    simulated = test_set.true_map is not None
+    template_used = "template" in judges or ("reconstruction" in judges and not simulated)
     template = (load_specimen(test_set.template, test_set.pixel_size_a).volume_v
-                if test_set.template is not None and {"template", "reconstruction"} & set(judges) else None)
+                if test_set.template is not None and template_used else None)
     outcomes = {name: judge_denoiser(test_set, name, function, tuple(judges),
                                      template_reference=template if "template" in judges else None,
                                      learned_settings=learned)
                 for name, function in functions.items()}
-    simulated = test_set.true_map is not None
     alignment, aligned_to = ((reference, test_set.reference) if simulated or template is None
                              else (template, test_set.template))
     if "reconstruction" in judges and alignment is not None:

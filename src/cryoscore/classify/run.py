@@ -19,7 +19,7 @@ from cryoscore.io.atomic import atomic_path
 from cryoscore.io.coords import picks_for_micrographs, stamp_star_version
 from cryoscore.io.ctf_star import micrograph_ctfs
 from cryoscore.io.layout import write_json
-from cryoscore.io.mrc import read_mrc, write_mrc
+from cryoscore.io.mrc import open_mrc_stack, write_mrc
 from cryoscore.io.png import write_panels_png
 from cryoscore.reconstruct.extract import extract_picked_particles
 
@@ -59,7 +59,8 @@ def classify_micrographs(
     if diameter_a <= 0:
         raise InputError("--diameter", f"must be > 0 A, got {diameter_a}")
     picks = picks_for_micrographs(paths, picks_dir, threshold)
-    pixel = read_mrc(paths[0], pixel_size_a=pixel_size_a)[1] if pixel_size_a is None else pixel_size_a
+    with open_mrc_stack(paths[0], pixel_size_a=pixel_size_a) as first:  # the header only
+        pixel = first.pixel_size_a
     ctfs = None if ctf_star is None else micrograph_ctfs(ctf_star, [path.stem for path in paths])
     stack = extract_picked_particles(paths, picks, ctfs, pixel, diameter_a, box_px)
     rng = np.random.default_rng(settings.seed)

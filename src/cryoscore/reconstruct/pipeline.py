@@ -33,7 +33,7 @@ from cryoscore.errors import InputError
 from cryoscore.io.coords import ParticleCoordinates, picks_for_micrographs, read_picks
 from cryoscore.io.ctf_star import micrograph_ctfs
 from cryoscore.io.layout import DatasetLayout, read_manifest, write_json
-from cryoscore.io.mrc import check_pixel_size, read_mrc, write_mrc
+from cryoscore.io.mrc import check_pixel_size, open_mrc_stack, read_mrc, write_mrc
 from cryoscore.reconstruct.ctf import ctf_stack
 from cryoscore.reconstruct.extract import extract_picked_particles, extraction_box_px
 from cryoscore.reconstruct.fsc import HALF_MAP_THRESHOLD, TRUTH_THRESHOLD, FscCurve, fourier_shell_correlation
@@ -315,7 +315,8 @@ def reconstruct_micrographs(
         if not Path(path).is_file():
             raise InputError(path, "micrograph not found")
     picks = picks_for_micrographs(paths, picks_dir, threshold)
-    pixel = read_mrc(paths[0], pixel_size_a=pixel_size_a)[1] if pixel_size_a is None else pixel_size_a
+    with open_mrc_stack(paths[0], pixel_size_a=pixel_size_a) as first:  # the header only
+        pixel = first.pixel_size_a
     ctfs = None
     if ctf_star is not None:
         ctfs = micrograph_ctfs(ctf_star, [path.stem for path in paths])
