@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import starfile
 import torch
+from torch_fourier_shift import fourier_shift_image_2d
 
 from cryoscore.classify.twod import Classification2DSettings, classify_2d, phase_flip, rotate_images
 from cryoscore.io.coords import ParticleCoordinates, read_coordinates, write_coordinates
@@ -22,7 +23,6 @@ from cryoscore.io.layout import DatasetLayout
 from cryoscore.reconstruct.ctf import ctf_stack
 from cryoscore.simulate.ctf import CtfParams
 from cryoscore.simulate.dataset import SimulationConfig, write_dataset
-from cryoscore.simulate.project import fourier_shift
 
 
 def _letter(box: int = 48) -> torch.Tensor:
@@ -34,7 +34,7 @@ def _letter(box: int = 48) -> torch.Tensor:
     foot = torch.exp(-((rows - 10) ** 2) / 8) * ((cols > -6) & (cols < 8))
     letter = (bar + foot).to(torch.float32)
     centre = torch.stack([(letter * rows).sum(), (letter * cols).sum()]) / letter.sum()
-    return fourier_shift(letter[None], -centre[None])[0]
+    return fourier_shift_image_2d(letter[None], -centre[None])[0]
 
 
 def _best_shifted_correlation(first: torch.Tensor, second: torch.Tensor) -> float:
@@ -63,7 +63,7 @@ def test_one_class_aligns_rotated_shifted_noisy_copies_into_the_object():
     truth = _letter()
     angles = torch.from_numpy(rng.uniform(0, 360, 60).astype(np.float32))
     shifts = torch.from_numpy(rng.uniform(-2, 2, (60, 2)).astype(np.float32))
-    particles = fourier_shift(rotate_images(truth.repeat(60, 1, 1), angles), shifts)
+    particles = fourier_shift_image_2d(rotate_images(truth.repeat(60, 1, 1), angles), shifts)
     particles = particles + 0.5 * torch.from_numpy(rng.normal(size=particles.shape).astype(np.float32))
     result = classify_2d(particles.numpy(), 2.0, 60.0, Classification2DSettings(classes=1, iterations=6, angles=36,
                                                                                  alignment_resolution_a=6.0))
@@ -88,7 +88,7 @@ def test_the_gold_standard_resolution_tells_a_particle_from_aligned_noise():
     rng = np.random.default_rng(0)
     angles = torch.from_numpy(rng.uniform(0, 360, 60).astype(np.float32))
     shifts = torch.from_numpy(rng.uniform(-2, 2, (60, 2)).astype(np.float32))
-    copies = fourier_shift(rotate_images(_letter().repeat(60, 1, 1), angles), shifts)
+    copies = fourier_shift_image_2d(rotate_images(_letter().repeat(60, 1, 1), angles), shifts)
     copies = copies + 0.5 * torch.from_numpy(rng.normal(size=copies.shape).astype(np.float32))
     settings = Classification2DSettings(classes=1, iterations=6, alignment_resolution_a=6.0)
     assert classify_2d(copies.numpy(), 2.0, 60.0, settings).resolution_a[0] < 10.0

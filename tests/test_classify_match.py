@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from torch_fourier_shift import fourier_shift_image_2d
 
 from cryoscore.classify.match import (
     PARTICLE_LIKE_MATCH,
@@ -19,7 +20,7 @@ from cryoscore.classify.twod import Classification2D, rotate_images
 from cryoscore.reconstruct.ctf import ctf_stack
 from cryoscore.reconstruct.grid import centred_rfft2, resample_volume
 from cryoscore.simulate.ctf import CtfParams
-from cryoscore.simulate.project import fourier_shift, project_potential, random_orientations
+from cryoscore.simulate.project import project_potential, random_orientations
 from cryoscore.simulate.volume import load_specimen
 
 PIXEL_A, BOX = 6.0, 48
@@ -37,7 +38,7 @@ def _views(specimen: str, n: int, seed: int, ctf: CtfParams | None = None, modul
         transfer = ctf_stack([ctf], BOX, PIXEL_A)[0]
         transfer = transfer.abs() if modulus else transfer
         views = torch.fft.fftshift(torch.fft.irfft2(centred_rfft2(views) * transfer, s=(BOX, BOX)), dim=(-2, -1))
-    views = fourier_shift(rotate_images(views, torch.from_numpy(rng.uniform(0, 360, n)).float()),
+    views = fourier_shift_image_2d(rotate_images(views, torch.from_numpy(rng.uniform(0, 360, n)).float()),
                           torch.from_numpy(rng.uniform(-1.5, 1.5, (n, 2))).float())
     generator = torch.Generator().manual_seed(seed)
     return views + views.std() / 3 * torch.randn(views.shape, generator=generator)

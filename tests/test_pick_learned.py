@@ -19,7 +19,7 @@ from cryoscore.io.coords import ParticleCoordinates, read_coordinates, write_coo
 from cryoscore.io.mrc import read_mrc, write_mrc
 from cryoscore.metrics.picking import MatchResult, match_picks, pool_matches
 from cryoscore.pick import pick_blobs, pick_micrographs
-from cryoscore.pick.learned import WORKING_DIAMETER_PX, fourier_resample, load_picker, save_picker, working_image
+from cryoscore.pick.learned import WORKING_DIAMETER_PX, load_picker, save_picker, working_image
 from cryoscore.pick.learned_training import (
     DEAD_LOGIT_RANGE,
     TRAINING_ATTEMPTS,
@@ -56,16 +56,6 @@ def _score(picks: list[ParticleCoordinates], truths: list[ParticleCoordinates], 
         match_picks(np.stack([found.x_px, found.y_px], axis=1), found.figure_of_merit,
                     np.stack([truth.x_px, truth.y_px], axis=1), diameter_px / 2)
         for found, truth in zip(picks, truths)])
-
-
-def test_fourier_resample_keeps_constants_and_positions():
-    assert np.allclose(fourier_resample(np.full((60, 50), 3.0), (24, 20)), 3.0, atol=1e-5)
-    # A smooth blob at original pixel (30, 20) lands at working pixel (30, 20) * 24 / 60.
-    rows, cols = np.mgrid[:60, :50]
-    blob = np.exp(-((rows - 30) ** 2 + (cols - 20) ** 2) / (2 * 4.0**2))
-    small = fourier_resample(blob, (24, 20))
-    assert np.unravel_index(np.argmax(small), small.shape) == (12, 8)
-    assert small.sum() * (60 * 50) / (24 * 20) == pytest.approx(blob.sum(), rel=1e-3)
 
 
 def test_working_image_has_the_working_scale_and_robust_units(simulated):
@@ -106,8 +96,9 @@ def test_nnpu_loss_is_the_pn_loss_when_the_prior_is_the_labelled_fraction():
 def test_a_training_that_ends_dead_is_started_again_and_said(caplog):
     """Too large a learning rate kills every ReLU of a layer: the network then gives one logit
     whatever the image. Each such training is started again from other weights, a warning says
-    so, and the record keeps the count."""
-    rng = np.random.default_rng(0)
+    so, and the record keeps the count. Whether a given draw dies is chance: this one (seed 1)
+    does, every attempt, at learning rate 1."""
+    rng = np.random.default_rng(1)
     images = [rng.normal(size=(128, 128)).astype(np.float32) for _ in range(2)]
     coords = [ParticleCoordinates(rng.uniform(10, 118, 8), rng.uniform(10, 118, 8)) for _ in range(2)]
     with caplog.at_level("WARNING", logger="cryoscore.pick.learned"):

@@ -37,6 +37,16 @@ def test_fourier_resample_keeps_what_lies_below_nyquist_and_aligns_first_pixels(
     assert np.abs(fourier_resample(half, (480, 500)) - wave)[32:-32, 32:-32].max() < 0.01
 
 
+def test_fourier_resample_keeps_constants_and_positions():
+    assert np.allclose(fourier_resample(np.full((60, 50), 3.0), (24, 20)), 3.0, atol=1e-5)
+    # A smooth blob at original pixel (30, 20) lands at working pixel (30, 20) * 24 / 60.
+    rows, cols = np.mgrid[:60, :50]
+    blob = np.exp(-((rows - 30) ** 2 + (cols - 20) ** 2) / (2 * 4.0**2))
+    small = fourier_resample(blob, (24, 20))
+    assert np.unravel_index(np.argmax(small), small.shape) == (12, 8)
+    assert small.sum() * (60 * 50) / (24 * 20) == pytest.approx(blob.sum(), rel=1e-3)
+
+
 def test_fourier_resample_of_a_gradient_does_not_ring_at_the_edges():
     rows, cols = np.mgrid[:400, :300].astype(np.float32)
     ramp = 0.05 * rows + 0.02 * cols

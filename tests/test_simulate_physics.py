@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from torch_fourier_shift import fourier_shift_image_2d
 
 from cryoscore.errors import InputError
 from cryoscore.simulate.ctf import CtfParams, ctf_2d, electron_wavelength_a, interaction_constant_rad_per_v_a
@@ -14,7 +15,7 @@ from cryoscore.simulate.detector import IDEAL, sample_counts
 from cryoscore.simulate.dose import counts_per_pixel_per_frame, drift_sum, drift_trajectory, sample_frames
 from cryoscore.simulate.micrograph import particle_contrast, place_particles
 from cryoscore.simulate.procedural import builtin_specimen
-from cryoscore.simulate.project import euler_to_matrices, fourier_shift, project_potential, random_orientations
+from cryoscore.simulate.project import euler_to_matrices, project_potential, random_orientations
 
 
 def test_electron_optics_constants_match_tabulated_values():
@@ -108,10 +109,11 @@ def test_random_orientations_are_uniform_on_the_sphere():
     assert np.var(view_directions[:, 2]) == pytest.approx(1 / 3, abs=0.01)
 
 
-def test_fourier_shift_moves_content_by_subpixel_amounts():
+def test_subpixel_shift_moves_content_towards_higher_index():
+    """The convention the simulator, extraction and 2D classes rely on (torch-fourier-shift)."""
     rows, cols = np.mgrid[:64, :64]
     image = np.exp(-((rows - 30.0) ** 2 + (cols - 20.0) ** 2) / 18.0).astype(np.float32)
-    shifted = fourier_shift(torch.from_numpy(image)[None], torch.tensor([[2.25, -3.5]]))[0].numpy()
+    shifted = fourier_shift_image_2d(torch.from_numpy(image)[None], torch.tensor([[2.25, -3.5]]))[0].numpy()
     centroid = [(shifted * grid).sum() / shifted.sum() for grid in (rows, cols)]
     np.testing.assert_allclose(centroid, [32.25, 16.5], atol=1e-3)
 
@@ -176,7 +178,7 @@ def test_drift_sum_equals_the_sum_of_shifted_frames():
     assert np.linalg.norm(shifts[-1] - shifts[0]) == pytest.approx(3.0)
     np.testing.assert_allclose(shifts.mean(axis=0), 0, atol=1e-12)
     image = torch.from_numpy(rng.random((64, 48), dtype=np.float32))
-    explicit = fourier_shift(image.expand(12, -1, -1), torch.from_numpy(shifts).float()).sum(0)
+    explicit = fourier_shift_image_2d(image.expand(12, -1, -1), torch.from_numpy(shifts).float()).sum(0)
     np.testing.assert_allclose(drift_sum(image, shifts).numpy(), explicit.numpy(), atol=1e-4)
     assert torch.equal(drift_sum(image, np.zeros((5, 2))), image * 5)
 

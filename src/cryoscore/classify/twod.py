@@ -43,13 +43,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch_fourier_shell_correlation import fsc
+from torch_fourier_shift import fourier_shift_image_2d
 
 from cryoscore.fourier import radial_frequency
 from cryoscore.reconstruct.ctf import ctf_stack
 from cryoscore.reconstruct.fsc import HALF_MAP_THRESHOLD, FscCurve
 from cryoscore.reconstruct.grid import centred_rfft2, soft_sphere_mask
 from cryoscore.simulate.ctf import CtfParams
-from cryoscore.simulate.project import fourier_shift
 
 HALF_SET_START_A = 30.0
 """The halves of the gold-standard resolution start from the class averages low-passed to this (A)."""
@@ -155,7 +155,7 @@ def _recentre(average: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         return average
     axis = torch.arange(box, dtype=torch.float32) - box // 2
     centre = torch.stack([(weight.sum(1) * axis).sum(), (weight.sum(0) * axis).sum()]) / weight.sum()
-    return fourier_shift(average[None], -centre[None])[0]
+    return fourier_shift_image_2d(average[None], -centre[None])[0]
 
 
 def _expectation(particles: torch.Tensor, references: torch.Tensor, log_priors: torch.Tensor, angles: torch.Tensor,
@@ -202,7 +202,7 @@ def _expectation(particles: torch.Tensor, references: torch.Tensor, log_priors: 
 def _averages(particles: torch.Tensor, classes: torch.Tensor, angles_deg: torch.Tensor, shifts: torch.Tensor,
               n_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Class sums of the particles brought into register, and the counts (K,)."""
-    aligned = rotate_images(fourier_shift(particles, -shifts), -angles_deg)
+    aligned = rotate_images(fourier_shift_image_2d(particles, -shifts), -angles_deg)
     sums = torch.zeros(n_classes, *particles.shape[1:]).index_add_(0, classes, aligned)
     counts = torch.bincount(classes, minlength=n_classes)
     return sums, counts

@@ -38,6 +38,7 @@ import torch
 from torch import nn
 
 from cryoscore.errors import InputError
+from cryoscore.filters import fourier_resample
 from cryoscore.io.atomic import atomic_path
 from cryoscore.io.coords import ParticleCoordinates
 from cryoscore.nn.checkpoint import _check_state_dict
@@ -91,29 +92,11 @@ class PickerNet(nn.Module):
         return self.layers(image)
 
 
-def fourier_resample(image: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """``image`` (H, W) resampled to ``shape`` (h, w) by cropping (or zero-padding) its Fourier transform.
-
-    Sample (i, j) of the result lies at original pixel (i * H / h, j * W / w); values keep
-    their scale (a constant image stays that constant). float32 (h, w).
-    """
-    spectrum = np.fft.fft2(np.asarray(image, dtype=np.float64))
-    resampled = np.zeros(shape, dtype=np.complex128)
-    kept = []
-    for old, new in zip(image.shape, shape):
-        n_kept = min(old, new)
-        kept.append(np.concatenate([np.arange(0, (n_kept + 1) // 2), np.arange(-(n_kept // 2), 0)]))
-    index = np.ix_(*kept)
-    resampled[index] = spectrum[index]
-    scale = (shape[0] * shape[1]) / (image.shape[0] * image.shape[1])
-    return (np.fft.ifft2(resampled).real * scale).astype(np.float32)
-
-
 def working_image(image: np.ndarray, pixel_size_a: float, diameter_a: float) -> tuple[np.ndarray, tuple[float, float]]:
     """The micrograph as the network sees it, and the original pixels per working pixel (rows, columns).
 
     ``image`` (H, W) is resampled so the particle is :data:`WORKING_DIAMETER_PX` across
-    (:func:`fourier_resample`), its background flattened over one diameter and scaled to
+    (:func:`cryoscore.filters.fourier_resample`), its background flattened over one diameter and scaled to
     robust noise standard deviations. Returns (float32 (h, w), (H / h, W / w)).
     """
     check_arguments(image, pixel_size_a, diameter_a)

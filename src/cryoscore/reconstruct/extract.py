@@ -19,14 +19,14 @@ from typing import Sequence
 
 import numpy as np
 import torch
+from torch_fourier_rescale import fourier_rescale_2d
+from torch_fourier_shift import fourier_shift_image_2d
 
 from cryoscore.errors import InputError
 from cryoscore.io.coords import ParticleCoordinates
 from cryoscore.io.mrc import read_mrc
 from cryoscore.reconstruct.ctf import particle_ctfs
-from cryoscore.reconstruct.grid import fourier_resize
 from cryoscore.simulate.ctf import CtfParams
-from cryoscore.simulate.project import fourier_shift
 
 #: Background radius as a fraction of the box edge when none is given (RELION: 75 % of
 #: half the box).
@@ -129,7 +129,7 @@ def extract_particles(
     radius = DEFAULT_BACKGROUND_RADIUS_OVER_BOX * box_px if background_radius_px is None else background_radius_px
     particles = normalise_particles(torch.from_numpy(boxes), radius)
     remainder_yx = np.stack([centres[kept, 1] - nearest_row[kept], centres[kept, 0] - nearest_col[kept]], axis=1)
-    particles = fourier_shift(particles, torch.from_numpy(-remainder_yx).to(torch.float32))
+    particles = fourier_shift_image_2d(particles, torch.from_numpy(-remainder_yx).to(torch.float32))
     return particles.numpy().astype(np.float32), kept
 
 
@@ -142,7 +142,7 @@ def downsample_particles(particles: np.ndarray, box_px: int) -> np.ndarray:
         return particles
     if len(particles) == 0:
         return np.zeros((0, box_px, box_px), dtype=np.float32)
-    return fourier_resize(torch.from_numpy(particles), box_px, ndim=2).numpy()
+    return fourier_rescale_2d(torch.from_numpy(particles), target_shape=(box_px, box_px))[0].numpy()
 
 
 @dataclass(frozen=True, eq=False)

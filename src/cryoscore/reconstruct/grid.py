@@ -11,6 +11,7 @@ import math
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch_fourier_rescale import fourier_rescale_3d
 
 from cryoscore.errors import InputError
 from cryoscore.fourier import pad_or_crop_centred
@@ -18,28 +19,6 @@ from cryoscore.fourier import pad_or_crop_centred
 #: Largest relative difference between the requested and the achieved box length (Angstrom)
 #: that :func:`resample_volume` accepts; beyond it the map's scale would be visibly wrong.
 _MAX_BOX_LENGTH_MISMATCH = 0.01
-
-
-def fourier_resize(array: torch.Tensor, size_out: int, ndim: int) -> torch.Tensor:
-    """Resample the last ``ndim`` axes of ``array`` (each of even length n) to ``size_out``.
-
-    Crops (downsampling, a perfect low-pass) or zero-pads (upsampling) the centred DFT, so
-    the pixel size becomes ``pixel_size * n / size_out`` and the centre stays at index
-    ``size // 2``. Values are preserved (a constant image keeps its value). Float32 in,
-    float32 out, shape ``(..., size_out, ...)``.
-    """
-    size_in = array.shape[-1]
-    if size_out == size_in:
-        return array
-    dims = tuple(range(-ndim, 0))
-    spectrum = torch.fft.fftshift(torch.fft.fftn(array, dim=dims), dim=dims)
-    if size_out < size_in:
-        start = size_in // 2 - size_out // 2
-        spectrum = spectrum[(...,) + (slice(start, start + size_out),) * ndim]
-    else:
-        spectrum = F.pad(spectrum, [(size_out - size_in) // 2] * (2 * ndim))
-    resized = torch.fft.ifftn(torch.fft.ifftshift(spectrum, dim=dims), dim=dims).real
-    return (resized * (size_out / size_in) ** ndim).to(torch.float32)
 
 
 def resample_volume(
@@ -66,7 +45,7 @@ def resample_volume(
             "resample it to the micrographs' pixel size first",
         )
     cut = torch.from_numpy(pad_or_crop_centred(volume, size_in))
-    return fourier_resize(cut, box_px, ndim=3)
+    return fourier_rescale_3d(cut, target_shape=(box_px,) * 3)[0]
 
 
 def symmetrise_volume(volume: torch.Tensor, rotations: np.ndarray) -> torch.Tensor:

@@ -46,11 +46,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from scipy.spatial.transform import Rotation
+from torch_fourier_rescale import fourier_rescale_3d
 from torch_fourier_slice.volume_utils import separable_sinc2_correction
 from torch_so3 import get_symmetry_ranges, get_uniform_euler_angles
 
 from cryoscore.errors import InputError
-from cryoscore.reconstruct.grid import centred_rfft2, fourier_resize, soft_sphere_mask
+from cryoscore.reconstruct.grid import centred_rfft2, soft_sphere_mask
 from cryoscore.settings import POINT_GROUP, PoseSearchConfig
 from cryoscore.simulate.project import euler_to_matrices
 from cryoscore.simulate.specimen import octahedral_rotations
@@ -202,7 +203,7 @@ class _BandProjector:
 
     def __init__(self, reference: torch.Tensor, band: _Band):
         box = band.box
-        padded = F.pad(fourier_resize(reference, box, ndim=3), [box // 2] * 6)
+        padded = F.pad(fourier_rescale_3d(reference, target_shape=(box,) * 3)[0], [box // 2] * 6)
         padded = padded / separable_sinc2_correction(tuple(padded.shape))
         dft = torch.fft.fftshift(torch.fft.fftn(torch.fft.ifftshift(padded)))
         self._channels = torch.stack([dft.real, dft.imag])[None]  # (1, 2, n, n, n)

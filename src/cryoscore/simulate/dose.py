@@ -14,10 +14,10 @@ from typing import Iterator
 
 import numpy as np
 import torch
+from torch_fourier_shift import fourier_shift_image_2d
 
 from cryoscore.fourier import frequency_axes
 from cryoscore.simulate.detector import IDEAL, DetectorParams, sample_counts
-from cryoscore.simulate.project import fourier_shift
 
 
 def counts_per_pixel_per_frame(dose_e_per_a2: float, n_frames: int, pixel_size_a: float) -> float:
@@ -70,7 +70,7 @@ def sample_frames(
     (memory: one frame)."""
     for shift in shifts_rc:
         if np.any(shift):
-            mean = fourier_shift(expected_per_frame[None], torch.from_numpy(shift[None]).to(torch.float32))[0]
+            mean = fourier_shift_image_2d(expected_per_frame[None], torch.from_numpy(shift[None]).to(torch.float32))[0]
         else:
             mean = expected_per_frame
         yield sample_counts(mean, detector, generator)

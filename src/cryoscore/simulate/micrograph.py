@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from torch_fourier_shift import fourier_shift_image_2d
 
 from cryoscore.errors import InputError
 from cryoscore.simulate.ctf import CtfParams, ctf_2d, electron_wavelength_a, interaction_constant_rad_per_v_a
-from cryoscore.simulate.project import fourier_shift, project_potential
+from cryoscore.simulate.project import project_potential
 
 
 def place_particles(
@@ -90,7 +91,7 @@ def projected_potential_image(
         return canvas
     whole = np.floor(centres_rc).astype(np.int64)
     fraction = torch.from_numpy(centres_rc - whole).to(torch.float32)
-    shifted = fourier_shift(projections_va, fraction)
+    shifted = fourier_shift_image_2d(projections_va, fraction)
     corners = whole + pad_px - box // 2
     for image, (row, col) in zip(shifted, corners):
         canvas[row : row + box, col : col + box] += image

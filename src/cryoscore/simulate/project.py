@@ -13,8 +13,6 @@ import torch
 from scipy.spatial.transform import Rotation
 from torch_fourier_slice import project_3d_to_2d
 
-from cryoscore.fourier import frequency_axes
-
 _PROJECTION_CHUNK = 256  # projections computed per batch; bounds memory at (chunk, D, D)
 
 
@@ -44,14 +42,3 @@ def project_potential(volume_v: torch.Tensor, angles_deg: np.ndarray, pixel_size
         size = volume_v.shape[-1]
         return torch.zeros((0, size, size), dtype=torch.float32)
     return torch.cat(chunks) * pixel_size_a
-
-
-def fourier_shift(images: torch.Tensor, shifts_yx: torch.Tensor) -> torch.Tensor:
-    """Shift each image (n, H, W) by a sub-pixel amount (n, 2) in pixels (+ = towards higher index).
-
-    Periodic (the content wraps), exact for band-limited images.
-    """
-    height, width = images.shape[-2:]
-    ky, kx = frequency_axes((height, width), backend="torch")
-    phase = -2j * torch.pi * (ky * shifts_yx[:, 0, None, None] + kx * shifts_yx[:, 1, None, None])
-    return torch.fft.irfft2(torch.fft.rfft2(images) * torch.exp(phase), s=(height, width))
