@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 from scipy.spatial import cKDTree
+from skimage.feature import peak_local_max
 
 from cryoscore.io.coords import ParticleCoordinates
 
@@ -107,8 +108,9 @@ def find_peaks(
 ) -> ParticleCoordinates:
     """Non-maximum suppression of a coarse score map; picks in the original pixel frame.
 
-    Candidates are the map's local maxima (3 x 3 neighbourhood) above the threshold; they
-    are kept best first unless within one particle radius of a pick already kept.
+    Candidates are the map's local maxima (3 x 3 neighbourhood, ``skimage.feature.peak_local_max``;
+    a flat map has none) above the threshold; they are kept best first unless within one
+    particle radius of a pick already kept.
 
     Parameters
     ----------
@@ -137,12 +139,9 @@ def find_peaks(
     """
     if min(score_map.shape) < 3:  # no pixel has a neighbour on each side for the parabola
         return ParticleCoordinates(x_px=np.zeros(0), y_px=np.zeros(0), figure_of_merit=np.zeros(0))
-    local_max = ndimage.maximum_filter(score_map, size=3, mode="nearest")
     floor = floor if threshold is None else max(threshold, floor)
-    is_peak = (score_map == local_max) & (score_map > floor)
-    is_peak[[0, -1], :] = False  # the parabola needs a neighbour on each side
-    is_peak[:, [0, -1]] = False
-    rows, cols = np.nonzero(is_peak)
+    # 3 x 3 local maxima above the floor, none on the border (the parabola needs a neighbour on each side)
+    rows, cols = peak_local_max(score_map, min_distance=1, threshold_abs=floor, exclude_border=1).T
     scores = score_map[rows, cols].astype(np.float64)
     d_row, d_col = _subpixel_offsets(score_map, rows, cols)
     y_px = (rows + d_row) * factor + (factor - 1) / 2
