@@ -23,6 +23,9 @@ from typing import Any
 METHODS = ("n2n", "score", "guided")
 """The training objectives (:func:`cryoscore.objectives.build_objective`)."""
 
+DEVICES = ("cpu", "cuda")
+"""Where training, denoising and picking run (every ``--device`` flag and ``device`` setting)."""
+
 
 class SettingError(ValueError):
     """A setting out of its range: ``field`` is the dataclass field (``strength``), ``problem``

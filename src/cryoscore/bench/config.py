@@ -77,7 +77,7 @@ from pathlib import Path
 from typing import Any
 
 from cryoscore.errors import InputError
-from cryoscore.settings import POINT_GROUP, GuidanceConfig
+from cryoscore.settings import DEVICES, POINT_GROUP, GuidanceConfig
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -100,8 +100,8 @@ DEFAULT_JUDGES = tuple(name for name in JUDGES if name != "classes")
 
 
 def _check_device(section: str, device: str) -> None:
-    if device not in ("cpu", "cuda"):
-        raise ValueError(f"{section} device must be cpu or cuda, got {device!r}")
+    if device not in DEVICES:
+        raise ValueError(f"{section} device must be {' or '.join(DEVICES)}, got {device!r}")
 
 
 @dataclass(frozen=True)

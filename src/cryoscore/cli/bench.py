@@ -7,6 +7,7 @@ from pathlib import Path
 
 from cryoscore.cli.common import require_empty_output
 from cryoscore.errors import InputError
+from cryoscore.settings import DEVICES
 
 EXAMPLES = """
 examples:
@@ -31,7 +32,7 @@ def add_args(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--quick", action="store_true", help="the built-in smoke benchmark (about 30 s on 2 cores)")
     parser.add_argument("-o", "--output", type=Path, required=True, metavar="OUTDIR")
     parser.add_argument("--overwrite", action="store_true", help="write into a non-empty output directory")
-    parser.add_argument("--device", choices=("cpu", "cuda"),
+    parser.add_argument("--device", choices=DEVICES,
                         help="where the denoisers and the learned pickers train and run, overriding the config's "
                         "[training] and [learned] device (default: the config's, cpu)")
     parser.set_defaults(handler=main)

@@ -17,6 +17,7 @@ from cryoscore.cli.common import (
 from cryoscore.errors import InputError
 from cryoscore.infer import DEFAULT_TILE_PX
 from cryoscore.io.atomic import check_output_directory
+from cryoscore.settings import DEVICES
 
 EXAMPLES = """
 examples:
@@ -78,7 +79,7 @@ def add_args(subparsers: argparse._SubParsersAction) -> None:
                         "fifth; save it as OUTDIR/adapted.pt and denoise with it; a rerun reuses OUTDIR/adapted.pt. "
                         "Experimental: it lowered picking AP in cryoscore's benchmarks")
     add_parallel_options(parser, "denoise")
-    parser.add_argument("--device", choices=("cpu", "cuda"),
+    parser.add_argument("--device", choices=DEVICES,
                         help="where the model runs, and --adapt trains (default: cuda if available)")
     parser.add_argument("--overwrite", action="store_true",
                         help="recompute outputs that already exist (default: skip micrographs whose outputs are "

@@ -13,6 +13,7 @@ from cryoscore.cli.common import (
     positive_float,
 )
 from cryoscore.errors import InputError
+from cryoscore.settings import DEVICES
 
 EXAMPLES = """
 examples:
@@ -68,7 +69,7 @@ def add_args(subparsers: argparse._SubParsersAction) -> None:
     learned.add_argument("--expected-particles", type=positive_float, metavar="N",
                          help="particles per micrograph, annotated or not, for the positive-unlabelled loss "
                          "(default: the mean annotated count, i.e. annotations nearly complete)")
-    learned.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="default: cpu")
+    learned.add_argument("--device", choices=DEVICES, default="cpu", help="default: cpu")
     add_parallel_options(parser, "pick")
     parser.set_defaults(handler=main)
 

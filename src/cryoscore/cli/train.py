@@ -8,7 +8,7 @@ from pathlib import Path
 from cryoscore.cli.common import input_error, non_negative_int, positive_float
 from cryoscore.errors import InputError
 from cryoscore.io.atomic import check_output_file
-from cryoscore.settings import METHODS, GuidanceConfig, SettingError, TrainConfig, UNetConfig
+from cryoscore.settings import DEVICES, METHODS, GuidanceConfig, SettingError, TrainConfig, UNetConfig
 
 EXAMPLES = """
 examples:
@@ -79,7 +79,7 @@ def add_args(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--seed", type=non_negative_int, default=TrainConfig.seed, metavar="S",
                         help="random seed (default: %(default)s)")
     parser.add_argument("--resume", action="store_true", help="continue from MODEL's saved training state")
-    parser.add_argument("--device", choices=("cpu", "cuda"),
+    parser.add_argument("--device", choices=DEVICES,
                         help="where the network trains (default: cuda if available); the crops and noise drawn are the same")
     parser.add_argument("--init", metavar="MODEL|default",
                         help="fine-tune this model (a .pt file, or 'default' for the shipped one) on the data "

@@ -36,6 +36,7 @@ from cryoscore.nn.precondition import Denoiser
 from cryoscore.objectives import HALF_NOISE_SIGMA
 from cryoscore.pairs.normalise import NORMALISATION, Normalisation, normalisation_for_image, relative_noise_map
 from cryoscore.pairs.scale import WorkingScale, working_shape
+from cryoscore.settings import DEVICES
 
 logger = logging.getLogger(__name__)
 
@@ -123,8 +124,8 @@ def resolve_device(name: str | None) -> str:
     CUDA on a machine without it."""
     if name is None:
         return "cuda" if torch.cuda.is_available() else "cpu"
-    if name not in ("cpu", "cuda"):
-        raise InputError("--device", f"must be cpu or cuda, got {name!r}")
+    if name not in DEVICES:
+        raise InputError("--device", f"must be {' or '.join(DEVICES)}, got {name!r}")
     if name == "cuda" and not torch.cuda.is_available():
         raise InputError("--device", f"CUDA is not available to this torch ({torch.__version__}); use --device cpu")
     return name
