@@ -39,7 +39,7 @@ def _views(specimen: str, n: int, seed: int, ctf: CtfParams | None = None, modul
         transfer = transfer.abs() if modulus else transfer
         views = torch.fft.fftshift(torch.fft.irfft2(centred_rfft2(views) * transfer, s=(BOX, BOX)), dim=(-2, -1))
     views = fourier_shift_image_2d(rotate_images(views, torch.from_numpy(rng.uniform(0, 360, n)).float()),
-                          torch.from_numpy(rng.uniform(-1.5, 1.5, (n, 2))).float())
+                                   torch.from_numpy(rng.uniform(-1.5, 1.5, (n, 2))).float())
     generator = torch.Generator().manual_seed(seed)
     return views + views.std() / 3 * torch.randn(views.shape, generator=generator)
 
