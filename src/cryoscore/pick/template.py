@@ -22,9 +22,11 @@ import math
 import numpy as np
 import scipy.fft
 import torch
+from torch_fourier_rescale import fourier_rescale_3d
 from torch_so3 import get_uniform_euler_angles
 
 from cryoscore.filters import bin_image
+from cryoscore.fourier import pad_or_crop_centred
 from cryoscore.io.coords import ParticleCoordinates
 from cryoscore.pick.peaks import (
     binning_factor,
@@ -72,21 +74,17 @@ def bin_volume(volume: np.ndarray, factor: int) -> np.ndarray:
 
     Values stay in the same units (a sampled potential, not a sum). The volume is
     zero-padded to ``factor * M`` voxels, M even, with voxel D//2 landing on a multiple of
-    ``factor`` so that it becomes the coarse centre voxel M//2. Returns float32 (M, M, M),
-    ``M = 2 * ceil(D / (2 factor))``; the input itself (as float32) when ``factor`` is 1.
+    ``factor`` so that it becomes the coarse centre voxel M//2
+    (:func:`~cryoscore.fourier.pad_or_crop_centred`), then Fourier-cropped by
+    torch-fourier-rescale. Returns float32 (M, M, M), ``M = 2 * ceil(D / (2 factor))``; the
+    input itself (as float32) when ``factor`` is 1.
     """
-    size = volume.shape[0]
+    volume = np.asarray(volume, dtype=np.float32)
     if factor == 1:
-        return np.asarray(volume, dtype=np.float32)
-    coarse = 2 * math.ceil(size / (2 * factor))
-    fine = coarse * factor
-    before = fine // 2 - size // 2
-    padded = np.pad(np.asarray(volume, dtype=np.float32), [(before, fine - size - before)] * 3)
-    spectrum = torch.fft.rfftn(torch.from_numpy(padded))
-    half = coarse // 2
-    kept = torch.cat([torch.arange(half), torch.arange(fine - half, fine)])
-    cropped = spectrum[kept][:, kept][:, :, : half + 1]
-    return (torch.fft.irfftn(cropped, s=(coarse,) * 3) / factor**3).numpy()
+        return volume
+    coarse = 2 * math.ceil(volume.shape[0] / (2 * factor))
+    padded = torch.from_numpy(pad_or_crop_centred(volume, coarse * factor))
+    return fourier_rescale_3d(padded, target_shape=(coarse,) * 3)[0].numpy()
 
 
 def _centre_in_box(array: torch.Tensor, box_px: int, n_axes: int) -> torch.Tensor:
