@@ -16,7 +16,13 @@ from cryoscore.errors import InputError
 from cryoscore.io.coords import ParticleCoordinates, read_coordinates, write_coordinates
 from cryoscore.io.layout import DatasetLayout, read_manifest
 from cryoscore.reconstruct.ctf import ctf_stack, particle_ctfs
-from cryoscore.reconstruct.extract import downsample_particles, extract_particles, extraction_box_px
+from cryoscore.reconstruct.extract import (
+    downsample_particles,
+    extract_particles,
+    extract_picked_particles,
+    extraction_box_px,
+    read_picked_micrographs,
+)
 from cryoscore.reconstruct.fsc import FscCurve, fourier_shell_correlation
 from cryoscore.reconstruct.grid import (
     centred_rfft2,
@@ -186,6 +192,37 @@ def test_particle_ctfs_take_per_particle_defocus_from_the_coordinates():
     assert second.defocus_u_um == 1.5 and second.bfactor_a2 == 50.0
     assert ctf_stack([first, second, first], 32, 3.0).shape == (3, 32, 17)
 
+
+
+def test_a_micrograph_star_file_replaces_the_picks_per_particle_defocus_for_every_stage(tmp_path):
+    """reconstruct and classify2d read real micrographs the same way: the CTFs of ``--ctf``
+    apply to every particle, whatever defocus the pick files carry; the header gives the pixel size."""
+    from cryoscore.io.ctf_star import MicrographCtf, write_ctf_star
+    from cryoscore.io.mrc import write_mrc
+
+    rng = np.random.default_rng(0)
+    (tmp_path / "mics").mkdir()
+    (tmp_path / "picks").mkdir()
+    paths = []
+    for name in ("a", "b"):
+        paths.append(tmp_path / "mics" / f"{name}.mrc")
+        write_mrc(paths[-1], rng.normal(size=(96, 96)).astype(np.float32), 2.5)
+        write_coordinates(tmp_path / "picks" / f"{name}.star", ParticleCoordinates(
+            x_px=np.array([30.0, 60.0]), y_px=np.array([40.0, 50.0]), defocus_u_a=np.array([9000.0, 9100.0]),
+            defocus_v_a=np.array([8800.0, 8900.0]), defocus_angle_deg=np.array([5.0, 6.0])))
+    star_ctfs = [CtfParams(1.6, 1.5, 20.0), CtfParams(2.2, 2.1, 40.0)]
+    write_ctf_star(tmp_path / "ctf.star", [MicrographCtf(f"{path.name}", ctf) for path, ctf in zip(paths, star_ctfs)],
+                   2.5)
+
+    with_star = read_picked_micrographs(paths, tmp_path / "picks", ctf_star=tmp_path / "ctf.star")
+    assert with_star.pixel_size_a == pytest.approx(2.5) and with_star.ctfs == star_ctfs
+    stack = extract_picked_particles(with_star.paths, with_star.picks, with_star.ctfs, with_star.pixel_size_a, 40.0, 32)
+    assert stack.ctfs == [star_ctfs[0]] * 2 + [star_ctfs[1]] * 2
+    without = read_picked_micrographs(paths, tmp_path / "picks", pixel_size_a=3.0)
+    assert without.ctfs is None and without.pixel_size_a == 3.0
+    assert np.array_equal(without.picks[0].defocus_u_a, [9000.0, 9100.0])  # kept for whoever has CTFs
+    with pytest.raises(InputError, match="micrograph not found"):
+        read_picked_micrographs([tmp_path / "mics" / "c.mrc"], tmp_path / "picks")
 
 # --------------------------------------------------------------------------- projection conventions
 

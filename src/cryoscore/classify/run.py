@@ -16,12 +16,11 @@ from cryoscore.classify.match import judge_classes, template_projections
 from cryoscore.classify.twod import Classification2D, Classification2DSettings, classify_2d
 from cryoscore.errors import InputError
 from cryoscore.io.atomic import atomic_path
-from cryoscore.io.coords import picks_for_micrographs, stamp_star_version
-from cryoscore.io.ctf_star import micrograph_ctfs
+from cryoscore.io.coords import stamp_star_version
 from cryoscore.io.layout import write_json
-from cryoscore.io.mrc import open_mrc_stack, write_mrc
+from cryoscore.io.mrc import write_mrc
 from cryoscore.io.png import write_panels_png
-from cryoscore.reconstruct.extract import extract_picked_particles
+from cryoscore.reconstruct.extract import extract_picked_particles, read_picked_micrographs
 
 
 def classify_micrographs(
@@ -40,7 +39,8 @@ def classify_micrographs(
     progress: Callable[[int, np.ndarray], None] | None = None,
 ) -> tuple[Classification2D, dict | None]:
     """Box the picks from the micrographs, classify them (phase-flipped with the CTFs of
-    ``ctf_star`` when given) and write into ``output_dir``:
+    ``ctf_star`` when given, which replace any per-particle defocus of the picks, as in
+    :func:`~cryoscore.reconstruct.extract.read_picked_micrographs`) and write into ``output_dir``:
 
     - ``class_averages.mrcs``: the K averages (box pixel size in the header);
     - ``classes.png``: the averages, each titled with its number, particle count and gold-standard
@@ -58,11 +58,10 @@ def classify_micrographs(
     started = time.perf_counter()
     if diameter_a <= 0:
         raise InputError("--diameter", f"must be > 0 A, got {diameter_a}")
-    picks = picks_for_micrographs(paths, picks_dir, threshold)
-    with open_mrc_stack(paths[0], pixel_size_a=pixel_size_a) as first:  # the header only
-        pixel = first.pixel_size_a
-    ctfs = None if ctf_star is None else micrograph_ctfs(ctf_star, [path.stem for path in paths])
-    stack = extract_picked_particles(paths, picks, ctfs, pixel, diameter_a, box_px)
+    data = read_picked_micrographs(paths, picks_dir, ctf_star=ctf_star, pixel_size_a=pixel_size_a,
+                                   threshold=threshold)
+    picks = data.picks
+    stack = extract_picked_particles(data.paths, picks, data.ctfs, data.pixel_size_a, diameter_a, box_px)
     rng = np.random.default_rng(settings.seed)
     chosen = np.sort(rng.choice(len(stack.images), size=min(max_particles, len(stack.images)), replace=False))
     projections = None if template is None else template_projections(template, stack.images.shape[-1], stack.pixel_size_a)

@@ -12,9 +12,11 @@ inverted so that protein, dark in the micrograph, is positive.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -23,8 +25,9 @@ from torch_fourier_rescale import fourier_rescale_2d
 from torch_fourier_shift import fourier_shift_image_2d
 
 from cryoscore.errors import InputError
-from cryoscore.io.coords import ParticleCoordinates
-from cryoscore.io.mrc import read_mrc
+from cryoscore.io.coords import ParticleCoordinates, picks_for_micrographs
+from cryoscore.io.ctf_star import micrograph_ctfs
+from cryoscore.io.mrc import open_mrc_stack, read_mrc
 from cryoscore.reconstruct.ctf import particle_ctfs
 from cryoscore.simulate.ctf import CtfParams
 
@@ -198,3 +201,51 @@ def extract_picked_particles(
                          np.concatenate(micrograph_index) if micrograph_index else np.zeros(0, dtype=int),
                          np.concatenate(pick_index) if pick_index else np.zeros(0, dtype=int),
                          sum(len(coords) for coords in picks))
+
+
+@dataclass(frozen=True)
+class PickedMicrographs:
+    """Micrograph files with their picks (one set per file, in the same order), CTFs (None:
+    unknown) and pixel size (Angstrom)."""
+
+    paths: list[Path]
+    picks: list[ParticleCoordinates]
+    ctfs: list[CtfParams] | None
+    pixel_size_a: float
+
+
+def without_particle_defocus(picks: Sequence[ParticleCoordinates]) -> list[ParticleCoordinates]:
+    """The picks without the per-particle defocus they may carry, so that a micrograph STAR
+    file's CTFs apply to every particle."""
+    return [dataclasses.replace(coordinates, defocus_u_a=None, defocus_v_a=None, defocus_angle_deg=None)
+            for coordinates in picks]
+
+
+def read_picked_micrographs(
+    paths: Sequence[str | os.PathLike],
+    picks_dir: str | os.PathLike,
+    *,
+    ctf_star: str | os.PathLike | None = None,
+    pixel_size_a: float | None = None,
+    threshold: float | None = None,
+) -> PickedMicrographs:
+    """What boxing real micrographs needs, read from files: the picks ``picks_dir/NAME.star`` (or
+    .box/.csv) of each micrograph ``NAME.mrc``, those scoring at least ``threshold`` when given;
+    the pixel size ``pixel_size_a`` or the first micrograph's MRC header; the CTFs of ``ctf_star``
+    (a micrograph STAR file, matched by name), which then replace any per-particle defocus the
+    picks carry, or None without it. InputError names a missing micrograph or pick file.
+    """
+    files = [Path(path) for path in paths]
+    if not files:
+        raise InputError("micrographs", "none given")
+    for file in files:
+        if not file.is_file():
+            raise InputError(file, "micrograph not found")
+    picks = picks_for_micrographs(files, picks_dir, threshold)
+    with open_mrc_stack(files[0], pixel_size_a=pixel_size_a) as first:  # the header only
+        pixel = first.pixel_size_a
+    ctfs = None
+    if ctf_star is not None:
+        ctfs = micrograph_ctfs(ctf_star, [file.stem for file in files])
+        picks = without_particle_defocus(picks)
+    return PickedMicrographs(files, list(picks), ctfs, pixel)

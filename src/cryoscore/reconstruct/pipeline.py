@@ -33,9 +33,14 @@ from cryoscore.errors import InputError
 from cryoscore.io.coords import ParticleCoordinates, picks_for_micrographs, read_picks
 from cryoscore.io.ctf_star import micrograph_ctfs
 from cryoscore.io.layout import DatasetLayout, read_manifest, write_json
-from cryoscore.io.mrc import check_pixel_size, open_mrc_stack, read_mrc, write_mrc
+from cryoscore.io.mrc import check_pixel_size, read_mrc, write_mrc
 from cryoscore.reconstruct.ctf import ctf_stack
-from cryoscore.reconstruct.extract import extract_picked_particles, extraction_box_px
+from cryoscore.reconstruct.extract import (
+    extract_picked_particles,
+    extraction_box_px,
+    read_picked_micrographs,
+    without_particle_defocus,
+)
 from cryoscore.reconstruct.fsc import HALF_MAP_THRESHOLD, TRUTH_THRESHOLD, FscCurve, fourier_shell_correlation
 from cryoscore.reconstruct.grid import resample_volume, soft_sphere_mask, symmetrise_volume
 from cryoscore.reconstruct.insert import reconstruct_half_maps
@@ -278,13 +283,6 @@ def reconstruct_from_picks(
     return result
 
 
-def _without_particle_defocus(picks: Sequence[ParticleCoordinates]) -> list[ParticleCoordinates]:
-    """The picks without the per-particle defocus they may carry, so that a micrograph STAR
-    file's CTFs apply to every particle."""
-    return [dataclasses.replace(coordinates, defocus_u_a=None, defocus_v_a=None, defocus_angle_deg=None)
-            for coordinates in picks]
-
-
 def reconstruct_micrographs(
     paths: Sequence[Path],
     picks_dir: str | os.PathLike,
@@ -309,20 +307,10 @@ def reconstruct_micrographs(
     The point group is ``settings.symmetry`` (None: C1). There is no true map, so
     ``truth_resolution_a`` is None.
     """
-    if not paths:
-        raise InputError("micrographs", "none given")
-    for path in paths:
-        if not Path(path).is_file():
-            raise InputError(path, "micrograph not found")
-    picks = picks_for_micrographs(paths, picks_dir, threshold)
-    with open_mrc_stack(paths[0], pixel_size_a=pixel_size_a) as first:  # the header only
-        pixel = first.pixel_size_a
-    ctfs = None
-    if ctf_star is not None:
-        ctfs = micrograph_ctfs(ctf_star, [path.stem for path in paths])
-        picks = _without_particle_defocus(picks)
-    volume = load_specimen(reference, pixel).volume_v
-    return reconstruct_from_picks(paths, picks, ctfs, volume, pixel, diameter_a, settings)
+    data = read_picked_micrographs(paths, picks_dir, ctf_star=ctf_star, pixel_size_a=pixel_size_a,
+                                   threshold=threshold)
+    volume = load_specimen(reference, data.pixel_size_a).volume_v
+    return reconstruct_from_picks(data.paths, data.picks, data.ctfs, volume, data.pixel_size_a, diameter_a, settings)
 
 
 def reconstruct_dataset(
@@ -362,7 +350,7 @@ def reconstruct_dataset(
     picks = ([read_picks(layout.coordinates(name), threshold) for name in names] if picks_dir is None
              else picks_for_micrographs([layout.micrograph(name) for name in names], picks_dir, threshold))
     if ctf_star is not None:
-        picks = _without_particle_defocus(picks)
+        picks = without_particle_defocus(picks)
     if settings.symmetry is None:
         symmetry = manifest.get("specimen", {}).get("symmetry")
         if symmetry is not None and not POINT_GROUP.fullmatch(symmetry):
