@@ -65,8 +65,8 @@ def test_one_class_aligns_rotated_shifted_noisy_copies_into_the_object():
     shifts = torch.from_numpy(rng.uniform(-2, 2, (60, 2)).astype(np.float32))
     particles = fourier_shift_image_2d(rotate_images(truth.repeat(60, 1, 1), angles), shifts)
     particles = particles + 0.5 * torch.from_numpy(rng.normal(size=particles.shape).astype(np.float32))
-    result = classify_2d(particles.numpy(), 2.0, 60.0, Classification2DSettings(classes=1, iterations=6, angles=36,
-                                                                                 alignment_resolution_a=6.0))
+    result = classify_2d(particles, 2.0, 60.0, Classification2DSettings(classes=1, iterations=6, angles=36,
+                                                                         alignment_resolution_a=6.0))
     # The average is the object, turned and moved (it is re-centred on its centre of mass): the
     # best of 72 trial rotations at the best shift correlates highly.
     trials = rotate_images(truth.repeat(72, 1, 1), torch.arange(72) * 5.0)
@@ -91,8 +91,8 @@ def test_the_gold_standard_resolution_tells_a_particle_from_aligned_noise():
     copies = fourier_shift_image_2d(rotate_images(_letter().repeat(60, 1, 1), angles), shifts)
     copies = copies + 0.5 * torch.from_numpy(rng.normal(size=copies.shape).astype(np.float32))
     settings = Classification2DSettings(classes=1, iterations=6, alignment_resolution_a=6.0)
-    assert classify_2d(copies.numpy(), 2.0, 60.0, settings).resolution_a[0] < 10.0
-    noise = rng.normal(size=(60, 48, 48)).astype(np.float32)
+    assert classify_2d(copies, 2.0, 60.0, settings).resolution_a[0] < 10.0
+    noise = torch.from_numpy(rng.normal(size=(60, 48, 48)).astype(np.float32))
     resolution = classify_2d(noise, 2.0, 60.0, replace(settings, classes=2)).resolution_a
     assert np.all(resolution > 20.0)
 

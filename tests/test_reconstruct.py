@@ -64,7 +64,7 @@ def _misorientation_deg(found: torch.Tensor, true: torch.Tensor, symmetry_ops: n
 def test_downsample_particles_keeps_the_centre_and_the_values():
     axis = torch.arange(64, dtype=torch.float32) - 32
     blob = torch.exp(-(axis[:, None] ** 2 + axis[None, :] ** 2) / (2 * 6.0**2)) + 2.0
-    small = torch.from_numpy(downsample_particles(blob[None].numpy(), 32))[0]
+    small = downsample_particles(blob[None], 32)[0]
     assert small.shape == (32, 32)
     assert torch.argmax(small).item() == 16 * 32 + 16  # centre pixel 32 -> 16
     assert float(small[0, 0]) == pytest.approx(2.0, abs=1e-3)  # values, not sums, are kept
@@ -137,9 +137,9 @@ def test_extract_particles_centres_normalises_and_inverts_contrast():
     centres = np.array([[centre_x, centre_y], [3.0, 190.0], [-4.0, 50.0]])
     particles, kept = extract_particles(micrograph, centres, 40)
     assert kept.tolist() == [True, True, False]  # the last centre is off the micrograph
-    assert particles.shape == (2, 40, 40) and particles.dtype == np.float32
-    assert np.isfinite(particles).all()  # the box cut by the edge is filled with its local mean
-    particle = particles[0]
+    assert particles.shape == (2, 40, 40) and particles.dtype == torch.float32
+    assert torch.isfinite(particles).all()  # the box cut by the edge is filled with its local mean
+    particle = particles[0].numpy()
     assert particle[18:23, 18:23].mean() > 10  # dark in the micrograph, positive here
     weights = np.clip(particle, 0, None) * (particle > 3)
     yy, xx = np.mgrid[0:40, 0:40]
@@ -297,7 +297,7 @@ def test_simulated_particles_at_true_poses_reconstruct_to_nyquist_and_noise_does
         noise.append(extract_particles(blank, centres_xy, box)[0])
         angles.append(truth.angles_deg)
         ctfs.extend([truth.ctf] * len(particles))
-    signal, noise = torch.from_numpy(np.concatenate(signal)), torch.from_numpy(np.concatenate(noise))
+    signal, noise = torch.cat(signal), torch.cat(noise)
     rotations = euler_to_matrices(np.concatenate(angles))
     n_particles = len(signal)
     assert n_particles >= 200

@@ -258,7 +258,7 @@ def _gold_standard_resolution(images: torch.Tensor, averages: torch.Tensor, log_
     return resolution
 
 
-def classify_2d(particles: np.ndarray, pixel_size_a: float, diameter_a: float,
+def classify_2d(particles: torch.Tensor, pixel_size_a: float, diameter_a: float,
                 settings: Classification2DSettings = Classification2DSettings(), *,
                 ctfs: Sequence[CtfParams] | None = None,
                 progress: Callable[[int, np.ndarray], None] | None = None) -> Classification2D:
@@ -270,7 +270,7 @@ def classify_2d(particles: np.ndarray, pixel_size_a: float, diameter_a: float,
     """
     if len(particles) < settings.classes:
         raise ValueError(f"{len(particles)} particles cannot fill {settings.classes} classes")
-    images = torch.from_numpy(np.ascontiguousarray(particles, dtype=np.float32))
+    images = particles.to(torch.float32).contiguous()
     if ctfs is not None:
         images = phase_flip(images, ctfs, pixel_size_a)
     box = images.shape[-1]

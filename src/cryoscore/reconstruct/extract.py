@@ -87,7 +87,7 @@ def extract_particles(
     box_px: int,
     *,
     background_radius_px: float | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
+) -> tuple[torch.Tensor, np.ndarray]:
     """Cut, centre and normalise particle boxes from a raw micrograph (see the module notes).
 
     Parameters
@@ -105,8 +105,8 @@ def extract_particles(
     Returns
     -------
     (particles, kept):
-        float32 (n_kept, box, box) normalised particles with protein positive, and a bool
-        (N,) array marking the centres that were kept (those on the micrograph).
+        float32 tensor (n_kept, box, box) of normalised particles with protein positive, and
+        a bool (N,) array marking the centres that were kept (those on the micrograph).
     """
     micrograph = np.asarray(micrograph, dtype=np.float32)
     if micrograph.ndim != 2:
@@ -120,7 +120,7 @@ def extract_particles(
     nearest_col, nearest_row = np.round(centres[:, 0]).astype(np.int64), np.round(centres[:, 1]).astype(np.int64)
     kept = (nearest_col >= 0) & (nearest_col < width) & (nearest_row >= 0) & (nearest_row < height)
     if not kept.any():
-        return np.zeros((0, box_px, box_px), dtype=np.float32), kept
+        return torch.zeros((0, box_px, box_px)), kept
 
     half = box_px // 2
     padded = np.pad(micrograph, half, constant_values=np.nan)
@@ -132,11 +132,10 @@ def extract_particles(
     radius = DEFAULT_BACKGROUND_RADIUS_OVER_BOX * box_px if background_radius_px is None else background_radius_px
     particles = normalise_particles(torch.from_numpy(boxes), radius)
     remainder_yx = np.stack([centres[kept, 1] - nearest_row[kept], centres[kept, 0] - nearest_col[kept]], axis=1)
-    particles = fourier_shift_image_2d(particles, torch.from_numpy(-remainder_yx).to(torch.float32))
-    return particles.numpy().astype(np.float32), kept
+    return fourier_shift_image_2d(particles, torch.from_numpy(-remainder_yx).to(torch.float32)), kept
 
 
-def downsample_particles(particles: np.ndarray, box_px: int) -> np.ndarray:
+def downsample_particles(particles: torch.Tensor, box_px: int) -> torch.Tensor:
     """Fourier-crop particles (N, B, B) to (N, box_px, box_px); the pixel size grows by B / box_px.
 
     Returns the input unchanged when ``box_px`` is not smaller than B.
@@ -144,22 +143,22 @@ def downsample_particles(particles: np.ndarray, box_px: int) -> np.ndarray:
     if box_px >= particles.shape[-1]:
         return particles
     if len(particles) == 0:
-        return np.zeros((0, box_px, box_px), dtype=np.float32)
-    return fourier_rescale_2d(torch.from_numpy(particles), target_shape=(box_px, box_px))[0].numpy()
+        return torch.zeros((0, box_px, box_px), dtype=particles.dtype)
+    return fourier_rescale_2d(particles, target_shape=(box_px, box_px))[0]
 
 
 @dataclass(frozen=True, eq=False)
 class ParticleStack:
     """Particles boxed from several micrographs.
 
-    ``images``: float32 (N, box, box), normalised, protein positive; ``ctfs``: each particle's
+    ``images``: float32 tensor (N, box, box), normalised, protein positive; ``ctfs``: each particle's
     CtfParams (None where the micrographs' CTFs are unknown); ``pixel_size_a``: of the boxes
     (the micrographs' times the extraction box over ``box``); ``micrograph_index`` and
     ``pick_index``: (N,) where each particle came from; ``n_picks``: all picks, on the
     micrographs or not.
     """
 
-    images: np.ndarray
+    images: torch.Tensor
     ctfs: list[CtfParams] | None
     pixel_size_a: float
     micrograph_index: np.ndarray
@@ -195,7 +194,7 @@ def extract_picked_particles(
             particle_params.extend(params for params, keep in zip(particle_ctfs(coords, ctfs[index]), kept) if keep)
         micrograph_index.append(np.full(int(kept.sum()), index))
         pick_index.append(np.nonzero(kept)[0])
-    images = np.concatenate(stacks) if stacks else np.zeros((0, box, box), dtype=np.float32)
+    images = torch.cat(stacks) if stacks else torch.zeros((0, box, box))
     return ParticleStack(images, particle_params if ctfs is not None else None,
                          pixel_size_a * extraction_box / box,
                          np.concatenate(micrograph_index) if micrograph_index else np.zeros(0, dtype=int),

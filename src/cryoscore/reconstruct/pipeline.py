@@ -208,7 +208,7 @@ def reconstruct_from_picks(
         raise InputError("picks", f"{n_available} of {n_picks} picks lie on the micrographs; need at least 2 particles")
     rng = np.random.default_rng(settings.seed)
     subset = np.sort(rng.choice(n_available, size=min(settings.max_particles, n_available), replace=False))
-    particles = torch.from_numpy(stack.images[subset])
+    particles = stack.images[subset]
     particle_params = None if stack.ctfs is None else [stack.ctfs[index] for index in subset]
     n_particles = len(subset)
     in_second_half = np.zeros(n_particles, dtype=bool)
