@@ -336,20 +336,23 @@ QUICK_CONFIG = BenchConfig(
 
 DEFAULT_CONFIG = BenchConfig(
     simulated=(
-        SimulatedSpecimen("apoferritin", doses=(3.0, 40.0), decoy="elongated", template=INDEPENDENT_APOFERRITIN),
-        SimulatedSpecimen("elongated", doses=(8.0,), decoy="apoferritin"),
-        SimulatedSpecimen("small", doses=(5.0,), decoy="apoferritin"),
+        SimulatedSpecimen("apoferritin", doses=(20.0, 240.0), decoy="elongated", template=INDEPENDENT_APOFERRITIN),
+        SimulatedSpecimen("elongated", doses=(60.0,), decoy="apoferritin"),
+        SimulatedSpecimen("small", doses=(60.0,), decoy="apoferritin"),
     ),
-    learned=LearnedJudgeSettings(folds=3, steps=100),
+    simulation=SimulationSettings(contrast_scale=0.2, background_strength=0.1),
+    learned=LearnedJudgeSettings(folds=3, steps=800),
 )
-"""The default simulated benchmark: three specimens with ice-thickness variation, a carbon edge and
-contamination, at doses chosen so that a 60-step learned picker on the raw micrographs is
-neither blind nor saturated (raw AP about 0.3-0.8), and apoferritin at 40 e/A^2 as the easy
-no-harm condition. With the converged 800-step picker, apoferritin at 3 and the small particle
-at 5 e/A^2 are above that band (0.95 and 0.93; benchmarks/RESULTS.md section 2). The learned judge trains each picker for
-100 steps, not the picker's converged 800, to keep the run to hours on 2 cores (RESULTS.md
-section 2); at 100 steps denoised micrographs are understated against raw (by 0.03-0.09
-AP, RESULTS.md section 5), so give ``[learned] steps = 800`` in a config file for a verdict."""
+"""The default simulated benchmark: three specimens at the real EMPIAR-10146 set's signal level
+(particles at a fifth of the weak-phase contrast, ice at a tenth of the simulator's default
+strength: the real set's band powers, benchmarks/RESULTS.md section 6), with a carbon edge
+and a contamination blob, at doses where the converged (800-step) learned picker on the
+raw micrographs is neither blind nor saturated: apoferritin at 20 e/A^2 (raw AP 0.44), the
+elongated particle at 60 (0.38), the small one at 60 (0.71); apoferritin at 240 e/A^2 (0.99,
+the signal of a full-contrast particle at about 10 e/A^2) is the easy no-harm condition
+(calibration: RESULTS.md section 2). The learned judge trains each picker for its converged 800
+steps, 3 folds x 3 seeds: about 250 picker trainings of about 2 minutes on one CPU thread,
+so most of a day on 2 cores; ``--device cuda`` takes the pickers to a GPU."""
 
 
 def _section(table: dict[str, Any], cls: type, source: Path, where: str) -> Any:
