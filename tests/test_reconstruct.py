@@ -193,7 +193,6 @@ def test_particle_ctfs_take_per_particle_defocus_from_the_coordinates():
     assert ctf_stack([first, second, first], 32, 3.0).shape == (3, 32, 17)
 
 
-
 def test_a_micrograph_star_file_replaces_the_picks_per_particle_defocus_for_every_stage(tmp_path):
     """reconstruct and classify2d read real micrographs the same way: the CTFs of ``--ctf``
     apply to every particle, whatever defocus the pick files carry; the header gives the pixel size."""
@@ -211,7 +210,7 @@ def test_a_micrograph_star_file_replaces_the_picks_per_particle_defocus_for_ever
             x_px=np.array([30.0, 60.0]), y_px=np.array([40.0, 50.0]), defocus_u_a=np.array([9000.0, 9100.0]),
             defocus_v_a=np.array([8800.0, 8900.0]), defocus_angle_deg=np.array([5.0, 6.0])))
     star_ctfs = [CtfParams(1.6, 1.5, 20.0), CtfParams(2.2, 2.1, 40.0)]
-    write_ctf_star(tmp_path / "ctf.star", [MicrographCtf(f"{path.name}", ctf) for path, ctf in zip(paths, star_ctfs)],
+    write_ctf_star(tmp_path / "ctf.star", [MicrographCtf(path.name, ctf) for path, ctf in zip(paths, star_ctfs)],
                    2.5)
 
     with_star = read_picked_micrographs(paths, tmp_path / "picks", ctf_star=tmp_path / "ctf.star")
@@ -223,6 +222,7 @@ def test_a_micrograph_star_file_replaces_the_picks_per_particle_defocus_for_ever
     assert np.array_equal(without.picks[0].defocus_u_a, [9000.0, 9100.0])  # kept for whoever has CTFs
     with pytest.raises(InputError, match="micrograph not found"):
         read_picked_micrographs([tmp_path / "mics" / "c.mrc"], tmp_path / "picks")
+
 
 # --------------------------------------------------------------------------- projection conventions
 
