@@ -356,3 +356,28 @@ def test_the_background_check_bounds_guided_by_a_quarter_of_n2ns_background_on_e
     assert check["guided_background_vs_n2n"] == {"ratios": [0.1, 0.2], "bound": 0.25, "holds": True}
     check = _summary([dataset("a", 10.0), dataset("b", 30.0)], ["raw", "n2n", "guided"])["checks"]
     assert check["guided_background_vs_n2n"]["holds"] is False  # one dataset over the bound fails it
+
+
+def test_the_raw_checks_hold_a_denoiser_to_raw_on_easy_datasets_and_the_default_model_on_every_one():
+    from types import SimpleNamespace
+
+    from cryoscore.bench.judges import JudgedDataset
+    from cryoscore.bench.run import EASY_RAW_AP, NO_HARM_MARGIN, _summary
+
+    def dataset(label, aps):
+        outcomes = {name: SimpleNamespace(metrics={"blob": {"ap": ap}}) for name, ap in aps.items()}
+        return JudgedDataset(label, "simulated", None, outcomes, dose_e_per_a2=12.0)
+
+    hard = dataset("hard", {"raw": 0.50, "default": 0.52, "n2n": 0.30})
+    easy = dataset("easy", {"raw": EASY_RAW_AP + 0.03, "default": EASY_RAW_AP + 0.03 - NO_HARM_MARGIN / 2,
+                            "n2n": EASY_RAW_AP + 0.03 - 2 * NO_HARM_MARGIN})
+    checks = _summary([hard, easy], ["raw", "default", "n2n"])["checks"]
+    no_harm = checks["no_harm_where_raw_is_easy"]
+    assert no_harm["datasets"] == "easy" and not no_harm["holds"]  # the hard dataset's n2n loss does not count
+    assert [(pair["pair"], pair["holds"]) for pair in no_harm["pairs"]] == [("default - raw", True), ("n2n - raw", False)]
+    assert no_harm["pairs"][1]["differences"] == pytest.approx([-2 * NO_HARM_MARGIN])
+    default = checks["default_not_below_raw"]
+    assert default["datasets"] == "hard, easy" and not default["holds"]  # below raw on the easy one, by any margin
+    assert default["pairs"][0]["differences"] == pytest.approx([0.02, -NO_HARM_MARGIN / 2])
+    checks = _summary([hard], ["raw", "default", "n2n"])["checks"]
+    assert "no_harm_where_raw_is_easy" not in checks and checks["default_not_below_raw"]["holds"]

@@ -233,8 +233,49 @@ def _summary(datasets: list[JudgedDataset], denoisers: Sequence[str]) -> dict[st
     decoys = [record.decoy["pass"] for record in datasets if record.decoy]
     if decoys:
         checks["decoy_control"] = {"passed": sum(decoys), "of": len(decoys), "holds": all(decoys)}
+    checks.update(_raw_checks(datasets, judge))
     summary["checks"] = checks
     return summary
+
+
+EASY_RAW_AP = 0.95
+"""A dataset whose raw micrographs the primary judge picks with an AP above this is an easy one."""
+
+NO_HARM_MARGIN = 0.01
+"""On an easy dataset no denoiser may lose more than this much AP against raw (issue 12's no-harm check)."""
+
+
+def _raw_checks(datasets: list[JudgedDataset], judge: str) -> dict[str, Any]:
+    """The checks against the raw micrographs, each only where the denoisers it needs were judged:
+    ``no_harm_where_raw_is_easy`` (on every dataset where raw's AP is above :data:`EASY_RAW_AP`, every
+    denoiser's AP at least raw's minus :data:`NO_HARM_MARGIN`) and ``default_not_below_raw`` (on every
+    dataset, the shipped model's AP at least raw's). Each holds on the measured AP differences; the
+    learned judge's paired intervals are reported beside them."""
+    judged = [record for record in datasets if "raw" in record.outcomes]
+    checks: dict[str, Any] = {}
+    easy = [record for record in judged if (record.outcomes["raw"].metrics[judge]["ap"] or 0.0) > EASY_RAW_AP]
+    others = [name for name in dict.fromkeys(name for record in easy for name in record.outcomes) if name != "raw"
+              and all(name in record.outcomes for record in easy)]
+    if others:
+        checks["no_harm_where_raw_is_easy"] = _not_below_raw(easy, judge, others, NO_HARM_MARGIN)
+    with_default = [record for record in judged if "default" in record.outcomes]
+    if with_default:
+        checks["default_not_below_raw"] = _not_below_raw(with_default, judge, ["default"], 0.0)
+    return checks
+
+
+def _not_below_raw(datasets: list[JudgedDataset], judge: str, names: list[str], margin: float) -> dict[str, Any]:
+    """Whether each of ``names`` has an AP at least raw's minus ``margin`` on every one of ``datasets``."""
+    pairs = []
+    for name in names:
+        differences, intervals = _ap_differences(datasets, judge, name, "raw")
+        pair: dict[str, Any] = {"pair": f"{name} - raw", "differences": differences}
+        if judge == "learned":
+            pair["ci"] = intervals
+        pair["holds"] = bool(min(differences) >= -margin)
+        pairs.append(pair)
+    return {"datasets": ", ".join(record.label for record in datasets), "margin": margin, "pairs": pairs,
+            "holds": all(pair["holds"] for pair in pairs)}
 
 
 BACKGROUND_RATIO_BOUND = 0.25
@@ -261,10 +302,12 @@ def primary_judge(datasets: list[JudgedDataset]) -> str:
     return "learned" if outcomes and all("learned" in outcome.metrics for outcome in outcomes) else "blob"
 
 
-def _ap_gap(datasets: list[JudgedDataset], judge: str, first: str, second: str, minimum: float = 0.0) -> dict[str, Any]:
-    """``first``'s AP minus ``second``'s on each dataset, and whether it is above ``minimum`` on average and,
-    with the learned judge, above 0 with 95 % confidence (paired bootstrap) on every dataset."""
-    differences, intervals = [], []
+def _ap_differences(datasets: list[JudgedDataset], judge: str, first: str,
+                    second: str) -> tuple[list[float], list[list[float] | None]]:
+    """``first``'s AP minus ``second``'s on each dataset, and with the learned judge each difference's
+    paired bootstrap interval over micrographs and seeds (else no intervals)."""
+    differences: list[float] = []
+    intervals: list[list[float] | None] = []
     for record in datasets:
         outcomes = record.outcomes
         if judge == "learned":
@@ -277,6 +320,13 @@ def _ap_gap(datasets: list[JudgedDataset], judge: str, first: str, second: str, 
             intervals.append(paired["ci"])
         else:
             differences.append(outcomes[first].metrics[judge]["ap"] - outcomes[second].metrics[judge]["ap"])
+    return differences, intervals
+
+
+def _ap_gap(datasets: list[JudgedDataset], judge: str, first: str, second: str, minimum: float = 0.0) -> dict[str, Any]:
+    """``first``'s AP minus ``second``'s on each dataset, and whether it is above ``minimum`` on average and,
+    with the learned judge, above 0 with 95 % confidence (paired bootstrap) on every dataset."""
+    differences, intervals = _ap_differences(datasets, judge, first, second)
     mean = float(np.mean(differences))
     holds = mean >= minimum and (judge != "learned" or all(ci is not None and ci[0] > 0 for ci in intervals))
     gap: dict[str, Any] = {"pair": f"{first} > {second}", "mean": mean, "differences": differences}
