@@ -139,7 +139,7 @@ def main() -> None:
     for epoch in range(1, record["epochs"] + 1):
         topaz_last = topaz_results(args.topaz_picks, names, truths, args.seeds, args.folds, epoch,
                                    radius_px, diameter_px)
-        run = CrossValidation(topaz_last, [], tuple(args.seeds), args.folds, [], 0, 0.0)
+        run = CrossValidation(topaz_last, [], [], tuple(args.seeds), args.folds, [], 0, 0.0)
         add_row({"picker": "topaz", "denoiser": args.topaz_denoiser, "epoch": epoch, "updates": epoch * record["epoch_size"],
                  **run.summary(settings)})
     if args.minus_topaz is not None:

@@ -146,6 +146,8 @@ def test_bench_runs_end_to_end_on_a_tiny_config(tmp_path):
     for name in names:  # Pearson correlations with reference projections, on particle-free micrographs
         correlation = dataset["particle_free"][name]["reference_correlation"]
         assert -1.0 <= correlation["p99"] <= correlation["max"] <= 1.0
+        assert dataset["particle_free"][name]["learned_picks_per_micrograph"] >= 0  # the learned judge's pickers
+    assert dataset["particle_free"]["picker"] == "learned" and dataset["decoy"]["judge"] == "learned"
     assert set(document["summary"]["checks"]) >= {"particle_free_control", "decoy_control", "ap_order"}
     for pair in document["summary"]["checks"]["ap_order"]["pairs"]:  # holds only if every interval is above 0
         assert pair["holds"] == (pair["mean"] >= 0 and all(ci[0] > 0 for ci in pair["ci"]))
@@ -381,3 +383,45 @@ def test_the_raw_checks_hold_a_denoiser_to_raw_on_easy_datasets_and_the_default_
     assert default["pairs"][0]["differences"] == pytest.approx([0.02, -NO_HARM_MARGIN / 2])
     checks = _summary([hard], ["raw", "default", "n2n"])["checks"]
     assert "no_harm_where_raw_is_easy" not in checks and checks["default_not_below_raw"]["holds"]
+
+
+def test_the_particle_free_control_counts_false_picks_with_each_denoisers_learned_pickers(tmp_path):
+    """Where the learned judge ran, the control counts what each fold's picker (trained on that denoiser's
+    outputs) keeps on particle-free micrographs, and guided must keep no more than score; where a
+    denoiser has no learned pickers, the blob picks decide."""
+    from types import SimpleNamespace
+
+    from cryoscore.bench.datasets import simulated_test_set
+    from cryoscore.bench.run import _particle_free_control
+    from cryoscore.simulate.dataset import SimulationConfig, write_dataset
+
+    write_dataset(SimulationConfig(specimen="apoferritin", n_micrographs=2, size_px=128, pixel_size_a=4.0,
+                                   particles_per_micrograph=0, dose_e_per_a2=30.0, n_frames=2, seed=3),
+                  tmp_path / "empty", progress=False)
+    empty_set = simulated_test_set(tmp_path / "empty", "particle-free")
+
+    class Counter:  # a picker at its threshold that keeps `picks` particles in any image
+        def __init__(self, picks):
+            self.picks, self.calls = picks, 0
+
+        def count(self, image, pixel_size_a):
+            assert image.shape == (128, 128) and pixel_size_a == 4.0
+            self.calls += 1
+            return self.picks
+
+    functions = {"score": lambda image: image, "guided": lambda image: image}
+
+    def control(guided_counts, score_counts):
+        outcomes = {"guided": SimpleNamespace(matches=None, learned_pickers=[Counter(n) for n in guided_counts]),
+                    "score": SimpleNamespace(matches=None, learned_pickers=[Counter(n) for n in score_counts])}
+        return _particle_free_control(empty_set, functions, outcomes), outcomes
+
+    passed, outcomes = control([2, 4], [3, 5])
+    assert passed["picker"] == "learned" and passed["pass"]
+    assert passed["guided"]["learned_picks_per_micrograph"] == 3.0 and passed["score"]["learned_picks_per_micrograph"] == 4.0
+    assert all(counter.calls == 2 for counter in outcomes["guided"].learned_pickers)  # each picker on each micrograph
+    failed, _ = control([6, 4], [3, 5])
+    assert failed["picker"] == "learned" and not failed["pass"]
+    # Identical outputs, so identical blob picks: without learned pickers for one of them, the blob count decides.
+    blob, _ = control([6, 4], [])
+    assert blob["picker"] == "blob" and blob["pass"] and "learned_picks_per_micrograph" not in blob["score"]

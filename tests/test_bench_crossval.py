@@ -180,10 +180,25 @@ def test_the_transfer_benchmark_cuts_a_run_over_two_target_sets_back_into_one_ru
     monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "benchmarks"))
     from bench_picker_transfer import split
 
-    run = CrossValidation(results=[list("abcde"), list("ABCDE")], picks=list("vwxyz"), seeds=(0, 1), folds=1,
+    run = CrossValidation(results=[list("abcde"), list("ABCDE")], picks=list("vwxyz"), pickers=[], seeds=(0, 1), folds=1,
                           train_micrographs=[8], restarted_trainings=1, seconds=3.0)
     first, second = split(run, [2, 3])
     assert first.results == [["a", "b"], ["A", "B"]] and first.picks == ["v", "w"]
     assert second.results == [["c", "d", "e"], ["C", "D", "E"]] and second.picks == ["x", "y", "z"]
     assert (second.seeds, second.folds, second.train_micrographs, second.restarted_trainings, second.seconds) == (
         (0, 1), 1, [8], 1, 3.0)
+
+
+def test_each_folds_picker_is_kept_with_the_threshold_of_its_best_f1(fake_training):
+    """The first seed's picker of every fold comes back with the threshold its best F1 chose on the fold's
+    unseen micrographs, and counts the picks it keeps at that threshold."""
+    rng = np.random.default_rng(5)
+    images, truths = zip(*[_dotted(rng, n) for n in (40, 44, 48, 52)])
+    run = cross_validate(images, truths, 1.0, 10.0, 3.0, LearnedJudgeSettings(folds=2, seeds=(0, 1), bootstrap=20))
+    assert len(run.pickers) == 2 and len(fake_training) == 4  # one kept per fold, of the first seed
+    for kept, fold_labels in zip(run.pickers, (44 + 52, 40 + 48)):  # fold 0 trains on micrographs 1 and 3
+        assert kept.threshold == float(fold_labels)  # every pick scores its training label count
+        assert kept.count(images[0], 1.0) == 40
+    image, _ = _dotted(rng, 7)
+    assert crossval.ThresholdedPicker(run.pickers[0].picker, run.pickers[0].threshold + 1).count(image, 1.0) == 0
+    assert crossval.ThresholdedPicker(run.pickers[0].picker, None).count(image, 1.0) == 7

@@ -79,12 +79,28 @@ def fold_of_each(n_micrographs: int, folds: int) -> np.ndarray:
     return np.arange(n_micrographs) % min(folds, n_micrographs)
 
 
+@dataclass(frozen=True)
+class ThresholdedPicker:
+    """A trained picker and the threshold at which it keeps picks (its best F1 where it was judged;
+    None: keep every pick)."""
+
+    picker: LearnedPicker
+    threshold: float | None
+
+    def count(self, image: np.ndarray, pixel_size_a: float) -> int:
+        """How many particles it picks in ``image`` (H, W) at ``pixel_size_a`` A/px."""
+        return len(self.picker.pick(image, pixel_size_a).scoring_at_least(self.threshold))
+
+
 @dataclass
 class CrossValidation:
     """Every micrograph judged unseen, once per seed: ``results[s][i]`` for seed ``seeds[s]`` and micrograph ``i``.
 
     ``picks[i]`` are the first seed's picks on micrograph ``i`` (every local maximum, best
-    first, by the picker that did not see it), for judges that work on picks (2D classes).
+    first, by the picker that did not see it), for judges that work on picks (2D classes);
+    ``pickers`` the first seed's picker of each fold with the threshold of its best F1 on
+    the fold's unseen micrographs, for judging other micrographs as a user would (the
+    particle-free control).
     ``train_micrographs`` is how many micrographs each fold's picker trained on (a list
     over folds); ``restarted_trainings`` how many of the pickers ended dead at first and
     were trained again (:data:`~cryoscore.pick.learned_training.TRAINING_ATTEMPTS`); ``seconds`` the
@@ -93,6 +109,7 @@ class CrossValidation:
 
     results: list[list[MatchResult]]
     picks: list[ParticleCoordinates]
+    pickers: list[ThresholdedPicker]
     seeds: tuple[int, ...]
     folds: int
     train_micrographs: list[int]
@@ -197,6 +214,7 @@ def cross_validate(
     diameter_px = diameter_a / pixel_size_a
     results: list[list[MatchResult]] = []
     picks: list[ParticleCoordinates | None] = [None] * len(images)
+    pickers: list[ThresholdedPicker] = []
     train_counts: list[int] = []
     restarted = 0
     for seed in settings.seeds:
@@ -214,15 +232,18 @@ def cross_validate(
             picker = train_picker([images[index] for index in train], labels, pixel_size_a, diameter_a,
                                   training=picker_training(settings, seed, expected), device=settings.device)
             restarted += picker.record["attempts"] > 1
-            if seed == settings.seeds[0]:
-                train_counts.append(len(train))
-            for index in np.flatnonzero(fold == held_out).tolist():
+            unseen = np.flatnonzero(fold == held_out).tolist()
+            for index in unseen:
                 row[index], found = _judge(picker, images[index], truths[index], pixel_size_a, match_radius_px,
                                            diameter_px)
                 if seed == settings.seeds[0]:
                     picks[index] = found
+            if seed == settings.seeds[0]:
+                train_counts.append(len(train))
+                best = pool_matches([row[index] for index in unseen], match_pairs=False)  # type: ignore[misc]
+                pickers.append(ThresholdedPicker(picker, best.threshold))
         results.append(row)  # type: ignore[arg-type]
-    return CrossValidation(results, picks, tuple(settings.seeds), n_folds,  # type: ignore[arg-type]
+    return CrossValidation(results, picks, pickers, tuple(settings.seeds), n_folds,  # type: ignore[arg-type]
                            train_counts, restarted, time.perf_counter() - started)
 
 
@@ -251,7 +272,7 @@ def transfer(
                          f"{len(target_truths)} and {len(target_images)}")
     started = time.perf_counter()
     diameter_px = diameter_a / target_pixel_size_a
-    results, picks = [], []
+    results, picks, pickers = [], [], []
     restarted = 0
     for seed in settings.seeds:
         picker = train_picker(source_images, source_truths, source_pixel_size_a, diameter_a,
@@ -262,7 +283,9 @@ def transfer(
         results.append([result for result, _ in judged])
         if seed == settings.seeds[0]:
             picks = [found for _, found in judged]
-    return CrossValidation(results, picks, tuple(settings.seeds), 1, [len(source_images)], restarted,
+            best = pool_matches(results[0], match_pairs=False)
+            pickers = [ThresholdedPicker(picker, best.threshold)]
+    return CrossValidation(results, picks, pickers, tuple(settings.seeds), 1, [len(source_images)], restarted,
                            time.perf_counter() - started)
 
 

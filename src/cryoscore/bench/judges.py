@@ -15,12 +15,12 @@ import dataclasses
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
 from cryoscore.bench.config import ClassJudgeSettings, LearnedJudgeSettings
-from cryoscore.bench.crossval import judge_with_learned_picker
+from cryoscore.bench.crossval import ThresholdedPicker, judge_with_learned_picker
 from cryoscore.bench.datasets import TestSet
 from cryoscore.bench.denoisers import DenoiseFunction
 from cryoscore.bench.plots import radial_power_spectrum
@@ -55,7 +55,8 @@ class DenoiserOutcome:
     (frequencies 1/A, power). ``learned_results[s][i]``: the learned picker's match on
     test micrograph ``i`` with seed ``s``, judged unseen (None without the learned judge),
     for paired comparisons between denoisers; ``learned_picks`` its first seed's picks per
-    micrograph name (matched in ``learned_results[0]``).
+    micrograph name (matched in ``learned_results[0]``) and ``learned_pickers`` that seed's
+    picker of each fold at its best-F1 threshold.
     """
 
     metrics: dict[str, Any]
@@ -67,6 +68,7 @@ class DenoiserOutcome:
     template_matches: MatchResult | None = None
     learned_results: list[list[MatchResult]] | None = None
     learned_picks: dict[str, ParticleCoordinates] | None = None
+    learned_pickers: list[ThresholdedPicker] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -122,6 +124,7 @@ def judge_denoiser(
     template_reference: np.ndarray | None = None,
     correlation_reference: np.ndarray | None = None,
     learned_settings: LearnedJudgeSettings | None = None,
+    counting_pickers: Sequence[ThresholdedPicker] = (),
 ) -> DenoiserOutcome:
     """Denoise every micrograph of ``test_set`` with ``denoise`` and judge the outputs.
 
@@ -130,14 +133,16 @@ def judge_denoiser(
     holds the largest and the 99th-percentile local Pearson correlation of each output with
     that reference's CTF-modulated projections
     (:func:`~cryoscore.pick.template.reference_correlation`), averaged over the micrographs:
-    the bias control on particle-free micrographs. With ``"learned"`` in ``judges``,
+    the bias control on particle-free micrographs, as is ``metrics["learned_picks_per_micrograph"]``,
+    the mean number of picks each of ``counting_pickers`` keeps in an output (pickers trained on
+    another test set's outputs of the same denoiser). With ``"learned"`` in ``judges``,
     ``metrics["learned"]`` holds the learned picker's k-fold AP and F1 with intervals
     (:func:`~cryoscore.bench.crossval.judge_with_learned_picker`, ``learned_settings`` or
     the defaults). Reconstruction is done afterwards (:func:`attach_reconstruction`), as it
     needs the picking threshold.
     """
     diameter_px = test_set.diameter_a / test_set.pixel_size_a
-    seconds, pixel_records, picks, template_picks, correlations, estimates = [], [], {}, {}, [], []
+    seconds, pixel_records, picks, template_picks, correlations, estimates, counts = [], [], {}, {}, [], [], []
     example = None
     for micrograph in test_set.micrographs:
         started = time.perf_counter()
@@ -160,6 +165,7 @@ def judge_denoiser(
             local = reference_correlation(estimate, test_set.pixel_size_a, test_set.diameter_a, correlation_reference,
                                           micrograph.ctf)
             correlations.append((float(local.max()), float(np.percentile(local, 99))))
+        counts += [picker.count(estimate, test_set.pixel_size_a) for picker in counting_pickers]
     assert example is not None, "a test set holds at least one micrograph"
     metrics: dict[str, Any] = {"denoise_seconds_per_micrograph": float(np.median(seconds))}
     if pixel_records:
@@ -168,13 +174,15 @@ def judge_denoiser(
     if correlations:
         metrics["reference_correlation"] = {"max": float(np.mean([high for high, _ in correlations])),
                                             "p99": float(np.mean([p99 for _, p99 in correlations]))}
+    if counts:
+        metrics["learned_picks_per_micrograph"] = float(np.mean(counts))
     matches = _score_picks(test_set, picks) if picks else None
     if matches is not None and "blob" in judges:
         metrics["blob"] = _picking_metrics(matches)
     template_matches = _score_picks(test_set, template_picks) if template_picks else None
     if template_matches is not None:
         metrics["template"] = _picking_metrics(template_matches)
-    learned_results = learned_picks = None
+    learned_results = learned_picks = learned_pickers = None
     if estimates:
         metrics["learned"], cross_validation = judge_with_learned_picker(
             estimates, [micrograph.truth for micrograph in test_set.micrographs], test_set.pixel_size_a,
@@ -182,12 +190,13 @@ def judge_denoiser(
         learned_results = cross_validation.results
         learned_picks = {micrograph.name: found
                          for micrograph, found in zip(test_set.micrographs, cross_validation.picks)}
+        learned_pickers = cross_validation.pickers
     logger.info("%s / %s: %s", test_set.label, name,
                 ", ".join(f"{judge} AP {metrics[judge]['ap']:.3f}" for judge in ("learned", "blob", "template")
                           if judge in metrics and metrics[judge]["ap"] is not None))
     return DenoiserOutcome(metrics, picks, matches, example, radial_power_spectrum(example, test_set.pixel_size_a),
                            template_matches=template_matches, learned_results=learned_results,
-                           learned_picks=learned_picks)
+                           learned_picks=learned_picks, learned_pickers=learned_pickers)
 
 
 def picks_above(picks: dict[str, ParticleCoordinates], threshold: float | None) -> dict[str, ParticleCoordinates]:

@@ -133,14 +133,19 @@ def _control_lines(dataset: dict[str, Any]) -> list[str]:
     if dataset.get("particle_free"):
         control = dataset["particle_free"]
         entries = {name: entry for name, entry in control.items() if isinstance(entry, dict)}
-        lines += ["Particle-free micrographs, picks per micrograph at each denoiser's best-F1 threshold: "
+        learned = all("learned_picks_per_micrograph" in entry for entry in entries.values())
+        lines += ["Particle-free micrographs, blob picks per micrograph at each denoiser's best-F1 threshold: "
                   + ", ".join(f"{name} {entry['picks_per_micrograph']:.1f}" for name, entry in entries.items())
+                  + ("; learned picks (each fold's picker at its best-F1 threshold): "
+                     + ", ".join(f"{name} {entry['learned_picks_per_micrograph']:.1f}" for name, entry in entries.items())
+                     if learned else "")
                   + "; 99th-percentile local correlation with reference projections: "
                   + ", ".join(f"{name} {entry['reference_correlation']['p99']:.3f}" for name, entry in entries.items())
-                  + (f" ({'pass' if control['pass'] else 'FAIL'}: guided <= score)" if "pass" in control else "")]
+                  + (f" ({'pass' if control['pass'] else 'FAIL'}: guided <= score, {control['picker']} picks)"
+                     if "pass" in control else "")]
     if dataset.get("decoy"):
         decoy = dataset["decoy"]
-        lines += ["Decoy reference: blob AP " + ", ".join(f"{name} {ap:.3f}" for name, ap in decoy["ap"].items())
+        lines += [f"Decoy reference: {decoy['judge']} AP " + ", ".join(f"{name} {ap:.3f}" for name, ap in decoy["ap"].items())
                   + (" (pass: the decoy does not beat score)" if decoy["pass"]
                      else " (FAIL: guiding with the wrong map beats score, so part of the gain is bias)")]
     return lines

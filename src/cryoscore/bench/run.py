@@ -50,7 +50,7 @@ from cryoscore.simulate.volume import load_specimen
 logger = logging.getLogger(__name__)
 
 DECOY_AP_MARGIN = 0.01
-"""A decoy-guided model beating ``score``'s blob AP by more than this is reported as bias."""
+"""A decoy-guided model beating ``score``'s AP by more than this is reported as bias."""
 
 
 CORRELATION_MARGIN = 0.02
@@ -98,38 +98,52 @@ def judge_all(test_set: TestSet, functions: dict[str, DenoiseFunction], judges: 
 def _particle_free_control(
     empty_set: TestSet, functions: dict, outcomes: dict[str, DenoiserOutcome]
 ) -> dict[str, Any]:
-    """After each denoiser, on particle-free micrographs: picks per micrograph at the
-    threshold that denoiser's best F1 chose on the particle test set of the same dose, and
-    the local correlation with projections of the reference (the guided model's).
+    """After each denoiser, on particle-free micrographs: the picks per micrograph a user would get,
+    and the local correlation with projections of the reference (the guided model's).
+
+    Picks are counted with the blob picker at the threshold that denoiser's best F1 chose on the
+    particle test set of the same dose, and, where the learned judge ran, with each fold's
+    learned picker trained on that denoiser's outputs at its own best-F1 threshold
+    (``learned_picks_per_micrograph``). The count that decides is the primary judge's
+    (``picker``): the learned one when every denoiser has it.
 
     Passes when guided makes no more picks than score and its 99th-percentile reference
     correlation is no higher than score's by more than :data:`CORRELATION_MARGIN`."""
     reference = reference_volume(empty_set)
     control: dict[str, Any] = {}
     for name, function in functions.items():
-        matches = outcomes[name].matches if name in outcomes else None
+        outcome = outcomes.get(name)
+        matches = outcome.matches if outcome is not None else None
         threshold = matches.threshold if matches is not None else None
-        judged = judge_denoiser(empty_set, name, function, ("blob",), correlation_reference=reference)
+        judged = judge_denoiser(empty_set, name, function, ("blob",), correlation_reference=reference,
+                                counting_pickers=(outcome.learned_pickers or ()) if outcome is not None else ())
         kept = picks_above(judged.picks, threshold if threshold is not None else 0.0)
         control[name] = {"threshold": threshold,
                          "picks_per_micrograph": float(np.mean([len(found) for found in kept.values()])),
                          "reference_correlation": judged.metrics["reference_correlation"]}
+        if "learned_picks_per_micrograph" in judged.metrics:
+            control[name]["learned_picks_per_micrograph"] = judged.metrics["learned_picks_per_micrograph"]
     if "guided" in control and "score" in control:
         guided, score = control["guided"], control["score"]
+        count = ("learned_picks_per_micrograph" if all("learned_picks_per_micrograph" in entry
+                                                       for entry in control.values()) else "picks_per_micrograph")
+        control["picker"] = "learned" if count.startswith("learned") else "blob"
         control["pass"] = bool(
-            guided["picks_per_micrograph"] <= score["picks_per_micrograph"]
+            guided[count] <= score[count]
             and guided["reference_correlation"]["p99"] <= score["reference_correlation"]["p99"] + CORRELATION_MARGIN)
     return control
 
 
 def _decoy_control(outcomes: dict[str, DenoiserOutcome]) -> dict[str, Any] | None:
-    """Blob AP of the decoy-guided model against score's and guided's on the same test set."""
-    if "guided-decoy" not in outcomes or "score" not in outcomes:
+    """AP of the decoy-guided model against score's and guided's on the same test set, by the primary
+    judge (the learned picker when all three have it, else the blob picker)."""
+    names = [name for name in ("score", "guided", "guided-decoy") if name in outcomes]
+    if "guided-decoy" not in names or "score" not in names:
         return None
-    ap = {name: outcomes[name].metrics["blob"]["ap"] for name in ("score", "guided", "guided-decoy")
-          if name in outcomes}
+    judge = "learned" if all("learned" in outcomes[name].metrics for name in names) else "blob"
+    ap = {name: outcomes[name].metrics[judge]["ap"] for name in names}
     gain = ap["guided-decoy"] - ap["score"]
-    return {"ap": ap, "decoy_gain_over_score": gain, "pass": gain <= DECOY_AP_MARGIN}
+    return {"judge": judge, "ap": ap, "decoy_gain_over_score": gain, "pass": gain <= DECOY_AP_MARGIN}
 
 
 def _simulated_results(config: BenchConfig, work_dir: Path) -> tuple[list[JudgedDataset], list[dict]]:
