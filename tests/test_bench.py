@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -48,6 +49,7 @@ def test_a_config_file_reads_with_paths_relative_to_it(tmp_path):
          "decoy = 'elongated'\n", "a decoy needs a reference"),
         ("[training]\ndevice = 'gpu'\n[[simulated]]\nspecimen = 'small'\n", "[training] device must be cpu or cuda"),
         ("[learned]\ndevice = 'tpu'\n[[simulated]]\nspecimen = 'small'\n", "[learned] device must be cpu or cuda"),
+        ("[[simulated]]\nspecimen = 'small'\nseed_index = -1\n", "seed_index must be >= 0"),
     ],
 )
 def test_a_bad_config_file_is_one_clear_error(tmp_path, text, needle):
@@ -69,6 +71,28 @@ def test_a_template_density_keeps_generated_names_and_reads_paths_relative_to_th
     assert [specimen.template for specimen in config.simulated] == ["shell:120:80", str(tmp_path / "maps/other.mrc")]
     assert config.simulated[1].specimen == "random-compact:7" and config.real[0].template == "shell:120:80"
     assert config.real[0].decoy == str(tmp_path / "maps/decoy.mrc")
+
+
+def test_a_specimen_given_its_seed_index_simulates_what_it_would_in_its_place(tmp_path):
+    """The default benchmark can be split over processes: the second specimen alone, given seed index 1,
+    gets the micrographs it gets as the second of two, and not those of the first place."""
+    from cryoscore.bench.config import SimulationSettings
+    from cryoscore.bench.datasets import simulate_specimen
+    from cryoscore.bench.run import _seed_index
+
+    path = tmp_path / "split.toml"
+    path.write_text('[[simulated]]\nspecimen = "small"\ndoses = [40.0]\nseed_index = 1\n')
+    alone = load_bench_config(path)
+    both = BenchConfig(simulated=(SimulatedSpecimen("elongated", doses=(40.0,)), SimulatedSpecimen("small", doses=(40.0,))))
+    assert _seed_index(alone, 0) == _seed_index(both, 1) == 1 and _seed_index(both, 0) == 0
+    settings = SimulationSettings(size_px=96, train_micrographs=1, test_micrographs=1, empty_micrographs=1)
+    written = {}
+    for label, config, place in (("alone", alone, 0), ("second", both, 1), ("first", both, 0)):
+        config = replace(config, simulation=settings)
+        specimen = replace(config.simulated[place], specimen="small")
+        _, test_dirs, _ = simulate_specimen(config, specimen, _seed_index(config, place), tmp_path / label)
+        written[label] = (test_dirs[0] / "micrographs" / "mic_0000.mrc").read_bytes()
+    assert written["alone"] == written["second"] and written["alone"] != written["first"]
 
 
 def test_config_needs_a_dataset_and_raw():
@@ -225,8 +249,6 @@ def test_a_failing_topaz_is_one_clear_error(tmp_path, monkeypatch):
 def test_the_template_judge_correlates_with_the_test_sets_own_template_only(tmp_path):
     """Apoferritin is found by correlating with a featureless shell of its size, a density that is
     not the guidance reference; with no template the judge does not run."""
-    from dataclasses import replace
-
     from cryoscore.bench.datasets import simulated_test_set
     from cryoscore.bench.run import judge_all
     from cryoscore.simulate.dataset import SimulationConfig, write_dataset
@@ -246,8 +268,6 @@ def test_the_template_judge_correlates_with_the_test_sets_own_template_only(tmp_
 
 def test_a_real_dataset_gets_the_reconstruction_judge_with_or_without_a_ctf_star(tmp_path):
     """Simulated micrographs stand in for real ones: only their files, coordinates and a CTF STAR."""
-    from dataclasses import replace
-
     from cryoscore.bench.config import RealDataset
     from cryoscore.bench.datasets import real_micrograph_paths, real_test_set
     from cryoscore.bench.run import judge_all
@@ -289,8 +309,6 @@ def test_the_class_judge_finds_the_particle_in_the_classes_of_good_picks_only(tm
     """2D classes of the raw micrographs' blob picks look like the template (a featureless shell
     of apoferritin's size); classes of picks made on a noise image (boxes at random places of the
     same raw micrographs) do not, and the judge knows how many of the picks were true."""
-    from dataclasses import replace
-
     from cryoscore.bench.config import ClassJudgeSettings, LearnedJudgeSettings
     from cryoscore.bench.datasets import simulated_test_set
     from cryoscore.bench.run import judge_all

@@ -45,6 +45,7 @@ a built-in name) are relative to the file's folder unless absolute::
     specimen = "apoferritin"       # built-in name, MRC map or atomic model
     doses = [12.0, 30.0]
     decoy = "elongated"            # guide with a wrong specimen too (bias control)
+    seed_index = 0                 # seeds its datasets (default: its place among [[simulated]], from 0)
     template = "shell:120:80"      # the template judge's density: another model of the specimen,
                                    # never the guidance reference (no template: no template judge)
 
@@ -193,15 +194,21 @@ class SimulationSettings:
 class SimulatedSpecimen:
     """One specimen simulated at several doses; ``decoy`` is another specimen's density
     used as a wrong guidance reference (None: no decoy control for this specimen);
-    ``template`` the density the template judge correlates with (see :class:`RealDataset`)."""
+    ``template`` the density the template judge correlates with (see :class:`RealDataset`);
+    ``seed_index`` the index its datasets are seeded by (None: its position among the
+    ``[[simulated]]`` entries, from 0), so a config holding some of another's specimens, e.g. the
+    default benchmark split over several processes, simulates the same micrographs as that one."""
 
     specimen: str
     doses: tuple[float, ...] = (12.0, 30.0)
     decoy: str | None = None
     template: str | None = None
+    seed_index: int | None = None
 
     def __post_init__(self) -> None:
         _check_template(self.template, self.specimen, f"[[simulated]] {self.specimen}")
+        if self.seed_index is not None and self.seed_index < 0:
+            raise ValueError(f"[[simulated]] {self.specimen}: seed_index must be >= 0, got {self.seed_index}")
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,8 @@ from cryoscore.simulate.dataset import SimulationConfig, write_dataset
 from cryoscore.simulate.volume import load_specimen
 
 SEED_BASES = {"train": 1000, "test": 2000, "empty": 3000}
-"""Dataset seed = base + 10 * specimen index + dose index: no two datasets share one."""
+"""Dataset seed = base + 10 * the specimen's seed index (``SimulatedSpecimen.seed_index``, else its place in the
+config) + dose index: no two datasets of a config share one unless two specimens are given one seed index."""
 
 
 @dataclass(frozen=True)
