@@ -76,6 +76,9 @@ def test_resample_volume_refuses_incommensurate_pixel_sizes():
     assert resample_volume(volume, 4.0, 32, 5.0).shape == (32, 32, 32)  # 40 x 4 A = 32 x 5 A
     with pytest.raises(InputError, match="resample it"):
         resample_volume(volume, 4.0, 32, 5.1)  # 163.2 A vs 160 A
+    values = np.random.default_rng(0).normal(size=(40, 40, 40)).astype(np.float32)
+    same_grid = resample_volume(values, 2.0, 36, 2.0)  # only cut about the centre voxel, values kept exactly
+    assert torch.equal(same_grid, torch.from_numpy(values[2:38, 2:38, 2:38]))
 
 
 def test_fsc_resolution_is_interpolated_between_shells():

@@ -45,6 +45,8 @@ def resample_volume(
             "resample it to the micrographs' pixel size first",
         )
     cut = torch.from_numpy(pad_or_crop_centred(volume, size_in))
+    if size_in == box_px:  # the same grid: the cut is the answer (no FFT round trip)
+        return cut
     return fourier_rescale_3d(cut, target_shape=(box_px,) * 3)[0]
 
 
