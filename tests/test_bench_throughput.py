@@ -76,3 +76,10 @@ def test_the_topaz_api_shim_passes_topaz_denoise_arguments_to_the_api_script(tmp
     assert arguments == ["a.mrc", "b.mrc", "-o", "OUT", "--threads", "2"]
     refused = subprocess.run([str(shim), "train"], env=environment, capture_output=True, text=True)
     assert refused.returncode == 2 and "only 'denoise'" in refused.stderr
+    # A python without topaz or mrcfile fails the probe, so the bench leaves topaz out before it runs.
+    missing = tmp_path / "python-without-topaz"
+    missing.write_text("#!/bin/sh\nexit 1\n")
+    missing.chmod(0o755)
+    probe = subprocess.run([str(shim), "denoise", "--help"], env={**environment, "TOPAZ_PYTHON": str(missing)},
+                           capture_output=True, text=True)
+    assert probe.returncode == 1 and "cannot import topaz.denoise and mrcfile" in probe.stderr
