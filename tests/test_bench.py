@@ -95,6 +95,14 @@ def test_a_specimen_given_its_seed_index_simulates_what_it_would_in_its_place(tm
     assert written["alone"] == written["second"] and written["alone"] != written["first"]
 
 
+@pytest.mark.parametrize("path", sorted((Path(__file__).resolve().parents[1] / "benchmarks").glob("*.toml")),
+                         ids=lambda path: path.name)
+def test_every_benchmark_config_in_the_repository_reads(path):
+    """The configs RESULTS.md runs read as they are (a wrong key would fail only when someone reruns them)."""
+    config = load_bench_config(path)
+    assert "raw" in config.denoisers and (config.simulated or config.real)
+
+
 def test_config_needs_a_dataset_and_raw():
     with pytest.raises(ValueError, match="at least one"):
         BenchConfig()
