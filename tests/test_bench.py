@@ -409,6 +409,7 @@ def test_the_raw_checks_hold_a_denoiser_to_raw_on_easy_datasets_and_the_default_
     assert default["pairs"][0]["differences"] == pytest.approx([0.02, -NO_HARM_MARGIN / 2])
     checks = _summary([hard], ["raw", "default", "n2n"])["checks"]
     assert "no_harm_where_raw_is_easy" not in checks and checks["default_not_below_raw"]["holds"]
+    assert "ap_order" not in _summary([hard], ["raw", "default"])["checks"]  # no order of raw alone
 
 
 def test_the_particle_free_control_counts_false_picks_with_each_denoisers_learned_pickers(tmp_path):

@@ -218,7 +218,7 @@ def _summary(datasets: list[JudgedDataset], denoisers: Sequence[str]) -> dict[st
     checks: dict[str, Any] = {}
     order = [name for name in ("guided", "score", "n2n", "lowpass", "raw") if name in denoisers]
     mean_ap = {name: summary["denoisers"][name]["ap"] for name in order if name in summary["denoisers"]}
-    if len(mean_ap) == len(order) and None not in mean_ap.values():
+    if len(order) > 1 and len(mean_ap) == len(order) and None not in mean_ap.values():  # an order needs two
         pairs = [_ap_gap(datasets, judge, first, second) for first, second in zip(order, order[1:])]
         checks["ap_order"] = {"expected": " > ".join(order), "judge": judge, "pairs": pairs,
                               "holds": all(pair["holds"] for pair in pairs)}
