@@ -140,7 +140,7 @@ def _decoy_control(outcomes: dict[str, DenoiserOutcome]) -> dict[str, Any] | Non
     names = [name for name in ("score", "guided", "guided-decoy") if name in outcomes]
     if "guided-decoy" not in names or "score" not in names:
         return None
-    judge = "learned" if all("learned" in outcomes[name].metrics for name in names) else "blob"
+    judge = _judge_of([outcomes[name] for name in names])
     ap = {name: outcomes[name].metrics[judge]["ap"] for name in names}
     gain = ap["guided-decoy"] - ap["score"]
     return {"judge": judge, "ap": ap, "decoy_gain_over_score": gain, "pass": gain <= DECOY_AP_MARGIN}
@@ -318,7 +318,11 @@ def _background_ratios(simulated: list[JudgedDataset], first: str, second: str) 
 
 def primary_judge(datasets: list[JudgedDataset]) -> str:
     """``"learned"`` when every denoiser of every dataset was judged by the learned picker, else ``"blob"``."""
-    outcomes = [outcome for record in datasets for outcome in record.outcomes.values()]
+    return _judge_of([outcome for record in datasets for outcome in record.outcomes.values()])
+
+
+def _judge_of(outcomes: Sequence[DenoiserOutcome]) -> str:
+    """``"learned"`` when every one of ``outcomes`` (at least one) was judged by the learned picker, else ``"blob"``."""
     return "learned" if outcomes and all("learned" in outcome.metrics for outcome in outcomes) else "blob"
 
 
