@@ -452,3 +452,80 @@ def test_the_particle_free_control_counts_false_picks_with_each_denoisers_learne
     # Identical outputs, so identical blob picks: without learned pickers for one of them, the blob count decides.
     blob, _ = control([6, 4], [])
     assert blob["picker"] == "blob" and blob["pass"] and "learned_picks_per_micrograph" not in blob["score"]
+
+
+def test_a_denoiser_that_fails_is_recorded_and_the_others_are_still_trained_and_judged(tmp_path):
+    """A benchmark keeps going past one broken denoiser: a model whose training raises is left out
+    with its error, one that raises while judged likewise, and without a failures dict the error
+    propagates as before."""
+    from types import SimpleNamespace
+
+    from cryoscore.bench.config import TrainingSettings
+    from cryoscore.bench.datasets import simulated_test_set
+    from cryoscore.bench.denoisers import train_models
+    from cryoscore.bench.run import _particle_free_control, judge_all
+    from cryoscore.pairs.halves import HalfPair
+    from cryoscore.simulate.dataset import SimulationConfig, write_dataset
+
+    rng = np.random.default_rng(0)
+    pairs = [HalfPair("m", *rng.normal(size=(2, 96, 96)).astype(np.float32), pixel_size_a=4.0)]
+    failures: dict[str, str] = {}
+    models = train_models(pairs, ["raw", "n2n", "guided"], TrainingSettings(steps=2, batch_size=2, crop_px=32),
+                          tmp_path / "models", reference=str(tmp_path / "missing.mrc"), failures=failures)
+    assert set(models) == {"n2n"} and set(failures) == {"guided"}
+    assert failures["guided"].startswith("training failed: InputError: ") and "missing.mrc" in failures["guided"]
+    with pytest.raises(InputError, match="missing.mrc"):
+        train_models(pairs, ["guided"], TrainingSettings(steps=2, batch_size=2, crop_px=32), tmp_path / "again",
+                     reference=str(tmp_path / "missing.mrc"))
+
+    write_dataset(SimulationConfig(specimen="apoferritin", n_micrographs=1, size_px=128, pixel_size_a=4.0,
+                                   particles_per_micrograph=3, dose_e_per_a2=30.0, n_frames=2, seed=3),
+                  tmp_path / "test", progress=False)
+    test_set = simulated_test_set(tmp_path / "test", "apoferritin")
+
+    def broken(image):
+        raise RuntimeError("CUDA out of memory\nTried to allocate 2 GiB")
+
+    functions = {"raw": lambda image: image, "topaz": broken}
+    judged = judge_all(test_set, functions, ("blob",), failures=failures)
+    assert set(judged) == {"raw"} and failures["topaz"] == "RuntimeError: CUDA out of memory"
+    with pytest.raises(RuntimeError, match="CUDA out of memory"):
+        judge_all(test_set, functions, ("blob",))
+    # A denoiser that fails on the particle-free micrographs fails the control that needs it.
+    outcomes = {name: SimpleNamespace(matches=None, learned_pickers=None) for name in ("score", "guided")}
+    control = _particle_free_control(test_set, {"score": lambda image: image, "guided": broken}, outcomes)
+    assert control["guided"] == {"error": "RuntimeError: CUDA out of memory"} and control["pass"] is False
+    assert control["failed"] == ["guided: RuntimeError: CUDA out of memory"] and "picks_per_micrograph" in control["score"]
+
+
+def test_a_failed_denoiser_fails_every_check_that_compares_it_and_shows_in_the_summary(tmp_path):
+    from types import SimpleNamespace
+
+    from cryoscore.bench.judges import JudgedDataset
+    from cryoscore.bench.report import markdown_summary
+    from cryoscore.bench.run import _summary
+
+    def dataset(label, aps, failed):
+        outcomes = {name: SimpleNamespace(metrics={"blob": {"ap": ap}}) for name, ap in aps.items()}
+        return JudgedDataset(label, "simulated", None, outcomes, dose_e_per_a2=12.0, failed=failed)
+
+    complete = dataset("a", {"raw": 0.5, "n2n": 0.6, "guided": 0.7, "default": 0.55}, {})
+    checks = _summary([complete], ["raw", "n2n", "guided", "default"])["checks"]
+    assert checks["every_denoiser_ran"] == {"failed": [], "holds": True} and checks["ap_order"]["holds"]
+    assert checks["guided_minus_n2n_ap_at_lowest_dose"]["holds"] and checks["default_not_below_raw"]["holds"]
+    # The same numbers on dataset a, and guided failed on b: what compares guided cannot hold.
+    broken = dataset("b", {"raw": 0.5, "n2n": 0.6, "default": 0.55}, {"guided": "training failed: InputError: x"})
+    checks = _summary([complete, broken], ["raw", "n2n", "guided", "default"])["checks"]
+    assert checks["every_denoiser_ran"] == {"failed": ["b: guided: training failed: InputError: x"], "holds": False}
+    for name in ("ap_order", "guided_minus_n2n_ap_at_lowest_dose"):
+        assert checks[name]["holds"] is False and checks[name]["failed"] == ["b: guided: training failed: InputError: x"]
+    assert checks["ap_order"]["pairs"][0]["differences"] == pytest.approx([0.1])  # measured where all of them ran
+    assert checks["default_not_below_raw"]["holds"] and "failed" not in checks["default_not_below_raw"]
+    document = {"command_line": ["cryoscore", "bench"], "created": "now", "seconds": 1.0,
+                "versions": {"cryoscore": "0", "torch": "0"}, "machine": {"torch_threads": 1},
+                "summary": _summary([complete, broken], ["raw", "n2n", "guided", "default"]),
+                "datasets": {"b": {"kind": "simulated", "n_micrographs": 1, "n_particles": 3, "pixel_size_a": 4.0,
+                                   "diameter_a": 120.0, "failed": broken.failed, "denoisers": {}}}}
+    summary = markdown_summary(document)
+    assert "every_denoiser_ran: does not hold (failed ['b: guided: training failed: InputError: x'])" in summary
+    assert "Failed, so not judged here: guided (training failed: InputError: x)." in summary

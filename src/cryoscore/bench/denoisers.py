@@ -51,6 +51,7 @@ def train_models(
     reference: str | None,
     decoy: str | None = None,
     defocus_range_um: tuple[float, float] = (1.0, 2.5),
+    failures: dict[str, str] | None = None,
 ) -> dict[str, TrainedModel]:
     """Train every learned method of ``methods`` on ``pairs``; models go to ``model_dir``.
 
@@ -59,7 +60,9 @@ def train_models(
     with it in the reference's place, for the bias control. ``default`` is the shipped model
     as it is, ``adapted`` the shipped model fine-tuned on the pairs' full sums as
     ``denoise --adapt`` does it (:mod:`cryoscore.infer.adapt`), for the steps, batch and crop
-    of ``settings``. Returns models by name.
+    of ``settings``. Returns models by name. With a ``failures`` dict, a model whose training
+    raises is left out and its :func:`failure_message` stored there under its name (the others
+    still train); without one the error propagates.
     """
     models = {}
     if "default" in methods or "adapted" in methods:
@@ -83,7 +86,14 @@ def train_models(
     for name, method, guidance in runs:
         config = TrainConfig(method=method, steps=settings.steps, batch_size=settings.batch_size,
                              crop_px=settings.crop_px, seed=settings.seed, guidance=guidance)
-        result = train_model(list(pairs), config, model_dir / f"{name}.pt", progress=False, device=settings.device)
+        try:
+            result = train_model(list(pairs), config, model_dir / f"{name}.pt", progress=False, device=settings.device)
+        except Exception as error:
+            if failures is None:
+                raise
+            failures[name] = f"training failed: {failure_message(error)}"
+            logger.error("%s: %s; left out of the benchmark", name, failures[name])
+            continue
         logger.info("trained %s on %d micrographs in %.1f s", name, len(pairs), result.seconds)
         tail = result.losses[-20:]
         models[name] = TrainedModel(name, load_denoiser(result.model_path, settings.device), {
@@ -97,6 +107,12 @@ def train_models(
             "steps": settings.steps,
         })
     return models
+
+
+def failure_message(error: BaseException) -> str:
+    """``error`` as one line for a benchmark's record: its type and its message's first line."""
+    lines = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
 
 
 def loss_curve(losses: Sequence[float], points: int = 40) -> list[list[float]]:

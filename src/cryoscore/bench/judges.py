@@ -79,7 +79,8 @@ class JudgedDataset:
     ``kind`` is ``"simulated"`` or ``"real"``; ``dose_e_per_a2`` the simulated dose (None for
     real data); ``particle_free`` the particle-free control (``run._particle_free_control``,
     the lowest dose of a simulated specimen only) and ``decoy`` the decoy control
-    (``run._decoy_control``), each None where it did not run.
+    (``run._decoy_control``), each None where it did not run; ``failed`` the denoisers that
+    failed to train or to be judged on it, each with its one-line error (not in ``outcomes``).
     """
 
     label: str
@@ -89,6 +90,7 @@ class JudgedDataset:
     dose_e_per_a2: float | None = None
     particle_free: dict[str, Any] | None = None
     decoy: dict[str, Any] | None = None
+    failed: dict[str, str] = field(default_factory=dict)
 
 
 def _picking_metrics(result: MatchResult) -> dict[str, Any]:

@@ -128,11 +128,14 @@ def _control_lines(dataset: dict[str, Any]) -> list[str]:
     """One sentence per bias control of a dataset (particle-free micrographs, decoy reference), and the
     learned picker's label-budget curves."""
     lines = _label_budget_lines(dataset)
+    if dataset.get("failed"):
+        lines.append("Failed, so not judged here: " + "; ".join(f"{name} ({error})" for name, error in dataset["failed"].items())
+                     + ".")
     if any("template" in metrics for metrics in dataset["denoisers"].values()):
         lines.append(f"Template judge density: {dataset.get('template_density')} (independent of the guidance reference).")
     if dataset.get("particle_free"):
         control = dataset["particle_free"]
-        entries = {name: entry for name, entry in control.items() if isinstance(entry, dict)}
+        entries = {name: entry for name, entry in control.items() if isinstance(entry, dict) and "error" not in entry}
         learned = all("learned_picks_per_micrograph" in entry for entry in entries.values())
         lines += ["Particle-free micrographs, blob picks per micrograph at each denoiser's best-F1 threshold: "
                   + ", ".join(f"{name} {entry['picks_per_micrograph']:.1f}" for name, entry in entries.items())
@@ -142,7 +145,8 @@ def _control_lines(dataset: dict[str, Any]) -> list[str]:
                   + "; 99th-percentile local correlation with reference projections: "
                   + ", ".join(f"{name} {entry['reference_correlation']['p99']:.3f}" for name, entry in entries.items())
                   + (f" ({'pass' if control['pass'] else 'FAIL'}: guided <= score, {control['picker']} picks)"
-                     if "pass" in control else "")]
+                     if "picker" in control else "")
+                  + ("; FAILED: " + "; ".join(control["failed"]) if control.get("failed") else "")]
     if dataset.get("decoy"):
         decoy = dataset["decoy"]
         lines += [f"Decoy reference: {decoy['judge']} AP " + ", ".join(f"{name} {ap:.3f}" for name, ap in decoy["ap"].items())

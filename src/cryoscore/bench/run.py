@@ -31,7 +31,7 @@ from cryoscore.bench.datasets import (
     simulate_specimen,
     simulated_test_set,
 )
-from cryoscore.bench.denoisers import DenoiseFunction, denoise_functions, train_models
+from cryoscore.bench.denoisers import DenoiseFunction, denoise_functions, failure_message, train_models
 from cryoscore.bench.judges import (
     DenoiserOutcome,
     JudgedDataset,
@@ -64,10 +64,14 @@ def _versions() -> dict[str, str]:
 
 def judge_all(test_set: TestSet, functions: dict[str, DenoiseFunction], judges: Sequence[str],
               learned: LearnedJudgeSettings | None = None,
-              classes: ClassJudgeSettings | None = None) -> dict[str, DenoiserOutcome]:
+              classes: ClassJudgeSettings | None = None,
+              failures: dict[str, str] | None = None) -> dict[str, DenoiserOutcome]:
     """Every denoiser of ``functions`` judged on ``test_set`` by ``judges`` (names from
     :data:`~cryoscore.bench.config.JUDGES`; ``learned`` and ``classes`` set those judges); the
-    template and class judges only with the test set's own ``template`` density.
+    template and class judges only with the test set's own ``template`` density. With a
+    ``failures`` dict, a denoiser that raises while it is judged is left out of the outcomes and
+    its :func:`~cryoscore.bench.denoisers.failure_message` stored there under its name (the
+    others are still judged); without one the error propagates.
 
     Reconstruction: on simulated data (a ``true_map``) aligned to the reference, which is the
     true map, with the CTFs; on real data aligned to the ``template`` where there is one (a
@@ -79,10 +83,17 @@ def judge_all(test_set: TestSet, functions: dict[str, DenoiseFunction], judges: 
     template_used = "template" in judges or ("reconstruction" in judges and not simulated)
     template = (load_specimen(test_set.template, test_set.pixel_size_a).volume_v
                 if test_set.template is not None and template_used else None)
-    outcomes = {name: judge_denoiser(test_set, name, function, tuple(judges),
-                                     template_reference=template if "template" in judges else None,
-                                     learned_settings=learned)
-                for name, function in functions.items()}
+    outcomes = {}
+    for name, function in functions.items():
+        try:
+            outcomes[name] = judge_denoiser(test_set, name, function, tuple(judges),
+                                            template_reference=template if "template" in judges else None,
+                                            learned_settings=learned)
+        except Exception as error:
+            if failures is None:
+                raise
+            failures[name] = failure_message(error)
+            logger.error("%s on %s: %s; left out of the benchmark", name, test_set.label, failures[name])
     alignment, aligned_to = ((reference, test_set.reference) if simulated or template is None
                              else (template, test_set.template))
     if "reconstruction" in judges and alignment is not None:
@@ -108,25 +119,36 @@ def _particle_free_control(
     (``picker``): the learned one when every denoiser has it.
 
     Passes when guided makes no more picks than score and its 99th-percentile reference
-    correlation is no higher than score's by more than :data:`CORRELATION_MARGIN`."""
+    correlation is no higher than score's by more than :data:`CORRELATION_MARGIN`. A denoiser
+    that raises here gets ``{"error": ...}``; when it is guided or score the control fails."""
     reference = reference_volume(empty_set)
     control: dict[str, Any] = {}
     for name, function in functions.items():
         outcome = outcomes.get(name)
         matches = outcome.matches if outcome is not None else None
         threshold = matches.threshold if matches is not None else None
-        judged = judge_denoiser(empty_set, name, function, ("blob",), correlation_reference=reference,
-                                counting_pickers=(outcome.learned_pickers or ()) if outcome is not None else ())
+        try:
+            judged = judge_denoiser(empty_set, name, function, ("blob",), correlation_reference=reference,
+                                    counting_pickers=(outcome.learned_pickers or ()) if outcome is not None else ())
+        except Exception as error:
+            control[name] = {"error": failure_message(error)}
+            logger.error("%s on %s: %s", name, empty_set.label, control[name]["error"])
+            continue
         kept = picks_above(judged.picks, threshold if threshold is not None else 0.0)
         control[name] = {"threshold": threshold,
                          "picks_per_micrograph": float(np.mean([len(found) for found in kept.values()])),
                          "reference_correlation": judged.metrics["reference_correlation"]}
         if "learned_picks_per_micrograph" in judged.metrics:
             control[name]["learned_picks_per_micrograph"] = judged.metrics["learned_picks_per_micrograph"]
-    if "guided" in control and "score" in control:
+    failed = [f"{name}: {control[name]['error']}" for name in ("guided", "score") if "error" in control.get(name, {})]
+    if failed:
+        control["failed"] = failed
+        control["pass"] = False
+    elif "guided" in control and "score" in control:
         guided, score = control["guided"], control["score"]
         count = ("learned_picks_per_micrograph" if all("learned_picks_per_micrograph" in entry
-                                                       for entry in control.values()) else "picks_per_micrograph")
+                                                       for entry in control.values() if "error" not in entry)
+                 else "picks_per_micrograph")
         control["picker"] = "learned" if count.startswith("learned") else "blob"
         control["pass"] = bool(
             guided[count] <= score[count]
@@ -160,20 +182,27 @@ def _simulated_results(config: BenchConfig, work_dir: Path) -> tuple[list[Judged
         train_dirs, test_dirs, empty_dir = simulate_specimen(config, specimen, _seed_index(config, index), specimen_dir)
         pairs = [pair for directory in train_dirs for pair in pairs_from_dataset(directory)]
         reference = str(train_dirs[0] / "reference.mrc")
+        training_failures: dict[str, str] = {}
         models = train_models(pairs, config.denoisers, config.training, specimen_dir / "models", reference=reference,
-                              decoy=specimen.decoy, defocus_range_um=config.simulation.defocus_range_um)
+                              decoy=specimen.decoy, defocus_range_um=config.simulation.defocus_range_um,
+                              failures=training_failures)
         training.extend({"dataset": specimen.specimen, **model.record} for model in models.values())
+        training.extend({"dataset": specimen.specimen, "name": name, "error": error}
+                        for name, error in training_failures.items())
         for test_dir, dose in zip(test_dirs, specimen.doses):
             test_set = replace(simulated_test_set(test_dir, f"{specimen.specimen} {dose:g} e/A^2"),
                                template=specimen.template)
             functions = denoise_functions(config.denoisers, models, test_set.pixel_size_a, config.lowpass_a)
-            outcomes = judge_all(test_set, functions, config.judges, config.learned, config.classes)
+            failures = dict(training_failures)
+            outcomes = judge_all(test_set, functions, config.judges, config.learned, config.classes, failures)
             particle_free = None
             if dose == min(specimen.doses):
                 empty_set = simulated_test_set(empty_dir, f"{specimen.specimen} particle-free")
-                particle_free = _particle_free_control(empty_set, functions, outcomes)
+                particle_free = _particle_free_control(
+                    empty_set, {name: function for name, function in functions.items() if name in outcomes}, outcomes)
             datasets.append(JudgedDataset(test_set.label, "simulated", test_set, outcomes, dose_e_per_a2=dose,
-                                          particle_free=particle_free, decoy=_decoy_control(outcomes)))
+                                          particle_free=particle_free, decoy=_decoy_control(outcomes),
+                                          failed=failures))
     return datasets, training
 
 
@@ -184,14 +213,17 @@ def _real_results(config: BenchConfig, work_dir: Path) -> tuple[list[JudgedDatas
         paths = real_micrograph_paths(dataset)
         pairs = pairs_from_single_micrographs(paths, pixel_size_a=dataset.pixel_size_a, seed=config.training.seed)
         methods = [method for method in config.denoisers if method != "guided" or dataset.reference is not None]
+        failures: dict[str, str] = {}
         models = train_models(pairs, methods, config.training, work_dir / work_dir_name(dataset.name) / "models",
                               reference=dataset.reference, decoy=dataset.decoy,
-                              defocus_range_um=config.simulation.defocus_range_um)
+                              defocus_range_um=config.simulation.defocus_range_um, failures=failures)
         training.extend({"dataset": dataset.name, **model.record} for model in models.values())
+        training.extend({"dataset": dataset.name, "name": name, "error": error} for name, error in failures.items())
         test_set = real_test_set(dataset, paths)
         functions = denoise_functions(config.denoisers, models, test_set.pixel_size_a, config.lowpass_a)
-        outcomes = judge_all(test_set, functions, config.judges, config.learned, config.classes)
-        datasets.append(JudgedDataset(dataset.name, "real", test_set, outcomes, decoy=_decoy_control(outcomes)))
+        outcomes = judge_all(test_set, functions, config.judges, config.learned, config.classes, failures)
+        datasets.append(JudgedDataset(dataset.name, "real", test_set, outcomes, decoy=_decoy_control(outcomes),
+                                      failed=failures))
     return datasets, training
 
 
@@ -215,25 +247,31 @@ def _summary(datasets: list[JudgedDataset], denoisers: Sequence[str]) -> dict[st
             entry.setdefault("n_datasets", len(aps))
         summary["denoisers"][name] = entry
     simulated = [record for record in datasets if record.kind == "simulated"]
-    checks: dict[str, Any] = {}
+    every_failure = _failures(datasets, names=None)
+    checks: dict[str, Any] = {"every_denoiser_ran": {"failed": every_failure, "holds": not every_failure}}
     order = [name for name in ("guided", "score", "n2n", "lowpass", "raw") if name in denoisers]
     mean_ap = {name: summary["denoisers"][name]["ap"] for name in order if name in summary["denoisers"]}
     if len(order) > 1 and len(mean_ap) == len(order) and None not in mean_ap.values():  # an order needs two
-        pairs = [_ap_gap(datasets, judge, first, second) for first, second in zip(order, order[1:])]
-        checks["ap_order"] = {"expected": " > ".join(order), "judge": judge, "pairs": pairs,
-                              "holds": all(pair["holds"] for pair in pairs)}
+        complete = _complete(datasets, order)
+        pairs = [_ap_gap(complete, judge, first, second) for first, second in zip(order, order[1:])] if complete else []
+        checks["ap_order"] = _unless_failed({"expected": " > ".join(order), "judge": judge, "pairs": pairs,
+                                             "holds": bool(pairs) and all(pair["holds"] for pair in pairs)},
+                                            _failures(datasets, order))
     if simulated and {"guided", "n2n"} <= set(denoisers):
         lowest = min(record.dose_e_per_a2 for record in simulated if record.dose_e_per_a2 is not None)
-        gap = _ap_gap([record for record in simulated if record.dose_e_per_a2 == lowest], judge, "guided", "n2n",
-                      minimum=0.05)
-        checks["guided_minus_n2n_ap_at_lowest_dose"] = {"dose_e_per_a2": lowest, "judge": judge, **gap}
+        at_lowest = [record for record in simulated if record.dose_e_per_a2 == lowest]
+        complete = _complete(at_lowest, ("guided", "n2n"))
+        gap = _ap_gap(complete, judge, "guided", "n2n", minimum=0.05) if complete else {"holds": False}
+        checks["guided_minus_n2n_ap_at_lowest_dose"] = _unless_failed(
+            {"dose_e_per_a2": lowest, "judge": judge, **gap}, _failures(at_lowest, ("guided", "n2n")))
     reconstructions = {name: [(record.label, record.outcomes[name].metrics.get("reconstruction"))
-                              for record in simulated] for name in ("guided", "n2n") if name in denoisers}
+                              for record in simulated if name in record.outcomes]
+                       for name in ("guided", "n2n") if name in denoisers}
     judged = [(dataset, name, result) for name, results in reconstructions.items() for dataset, result in results
               if result is not None]
     if len(reconstructions) == 2 and judged:
         failed = [f"{dataset}, {name}: {result.get('error', 'no half-map resolution')}" for dataset, name, result
-                  in judged if result.get("resolution_half_maps_a") is None]
+                  in judged if result.get("resolution_half_maps_a") is None] + _failures(simulated, ("guided", "n2n"))
         if failed:  # a judge that failed fails its check, visibly
             checks["reconstruction_guided_vs_n2n"] = {"failed": failed, "holds": False}
         else:
@@ -244,8 +282,9 @@ def _summary(datasets: list[JudgedDataset], denoisers: Sequence[str]) -> dict[st
                                                       "holds": mean["guided"] <= mean["n2n"]}
     background = _background_ratios(simulated, "guided", "n2n")
     if background:
-        checks["guided_background_vs_n2n"] = {"ratios": background, "bound": BACKGROUND_RATIO_BOUND,
-                                              "holds": max(background) <= BACKGROUND_RATIO_BOUND}
+        checks["guided_background_vs_n2n"] = _unless_failed(
+            {"ratios": background, "bound": BACKGROUND_RATIO_BOUND, "holds": max(background) <= BACKGROUND_RATIO_BOUND},
+            _failures(simulated, ("guided", "n2n")))
     controls = [record.particle_free["pass"] for record in simulated
                 if record.particle_free is not None and "pass" in record.particle_free]
     if controls:
@@ -277,11 +316,30 @@ def _raw_checks(datasets: list[JudgedDataset], judge: str) -> dict[str, Any]:
     others = [name for name in dict.fromkeys(name for record in easy for name in record.outcomes) if name != "raw"
               and all(name in record.outcomes for record in easy)]
     if others:
-        checks["no_harm_where_raw_is_easy"] = _not_below_raw(easy, judge, others, NO_HARM_MARGIN)
+        checks["no_harm_where_raw_is_easy"] = _unless_failed(_not_below_raw(easy, judge, others, NO_HARM_MARGIN),
+                                                             _failures(easy, names=None))
     with_default = [record for record in judged if "default" in record.outcomes]
     if with_default:
-        checks["default_not_below_raw"] = _not_below_raw(with_default, judge, ["default"], 0.0)
+        checks["default_not_below_raw"] = _unless_failed(_not_below_raw(with_default, judge, ["default"], 0.0),
+                                                         _failures(judged, ("default",)))
     return checks
+
+
+def _failures(datasets: list[JudgedDataset], names: Sequence[str] | None) -> list[str]:
+    """``"DATASET: NAME: error"`` for each denoiser of ``names`` (None: any) that failed on one of ``datasets``."""
+    return [f"{record.label}: {name}: {error}" for record in datasets for name, error in record.failed.items()
+            if names is None or name in names]
+
+
+def _complete(datasets: list[JudgedDataset], names: Sequence[str]) -> list[JudgedDataset]:
+    """The ``datasets`` on which every one of ``names`` was judged."""
+    return [record for record in datasets if all(name in record.outcomes for name in names)]
+
+
+def _unless_failed(check: dict[str, Any], failed: list[str]) -> dict[str, Any]:
+    """``check`` as it is, or, when a denoiser it compares failed (``failed``, from :func:`_failures`), with
+    those failures and ``holds`` False: a check that could not see all its denoisers does not hold."""
+    return {**check, "failed": failed, "holds": False} if failed else check
 
 
 def _not_below_raw(datasets: list[JudgedDataset], judge: str, names: list[str], margin: float) -> dict[str, Any]:
@@ -385,6 +443,7 @@ def metrics_document(config: dict[str, Any], denoisers: Sequence[str], datasets:
                 "n_particles": int(sum(len(micrograph.truth) for micrograph in record.test_set.micrographs)),
                 "template_density": record.test_set.template,
                 "denoisers": {name: outcome.metrics for name, outcome in record.outcomes.items()},
+                "failed": record.failed,
                 **{key: value for key, value in (("dose_e_per_a2", record.dose_e_per_a2),
                                                  ("particle_free", record.particle_free), ("decoy", record.decoy))
                    if value is not None},
