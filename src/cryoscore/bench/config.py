@@ -344,22 +344,24 @@ QUICK_CONFIG = BenchConfig(
 DEFAULT_CONFIG = BenchConfig(
     simulated=(
         SimulatedSpecimen("apoferritin", doses=(20.0, 240.0), decoy="elongated", template=INDEPENDENT_APOFERRITIN),
-        SimulatedSpecimen("elongated", doses=(60.0,), decoy="apoferritin"),
+        SimulatedSpecimen("elongated", doses=(180.0,), decoy="apoferritin"),
         SimulatedSpecimen("small", doses=(60.0,), decoy="apoferritin"),
     ),
-    simulation=SimulationSettings(contrast_scale=0.2, background_strength=0.1),
+    simulation=SimulationSettings(test_micrographs=9, contrast_scale=0.2, background_strength=0.1),
     learned=LearnedJudgeSettings(folds=3, steps=800),
 )
 """The default simulated benchmark: three specimens at the real EMPIAR-10146 set's signal level
 (particles at a fifth of the weak-phase contrast, ice at a tenth of the simulator's default
 strength: the real set's band powers, benchmarks/RESULTS.md section 6), with a carbon edge
 and a contamination blob, at doses where the converged (800-step) learned picker on the
-raw micrographs is neither blind nor saturated: apoferritin at 20 e/A^2 (raw AP 0.44), the
-elongated particle at 60 (0.38), the small one at 60 (0.71); apoferritin at 240 e/A^2 (0.99,
-the signal of a full-contrast particle at about 10 e/A^2) is the easy no-harm condition
-(calibration: RESULTS.md section 2). The learned judge trains each picker for its converged 800
-steps, 3 folds x 3 seeds: about 250 picker trainings of about 2 minutes on one CPU thread,
-so most of a day on 2 cores; ``--device cuda`` takes the pickers to a GPU."""
+raw micrographs is neither blind nor saturated: apoferritin at 20 e/A^2 (raw AP 0.61), the
+elongated particle at 180 (0.57; 0.23 at 60), the small one at 60 (0.59); apoferritin at 240
+e/A^2 (0.99, the signal of a full-contrast particle at about 10 e/A^2) is the easy no-harm
+condition. Each condition has 9 test micrographs, so each of the 3 folds' pickers trains on 6
+annotated micrographs, as a user who annotates 5-10 would (calibration: RESULTS.md section 2).
+The learned judge trains each picker for its converged 800 steps, 3 folds x 3 seeds: about 250
+picker trainings of about 2 minutes on one CPU thread, so most of a day on 2 cores;
+``--device cuda`` takes the pickers to a GPU."""
 
 
 def _section(table: dict[str, Any], cls: type, source: Path, where: str) -> Any:
