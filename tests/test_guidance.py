@@ -163,3 +163,27 @@ def test_a_reference_whose_spectrum_explains_nothing_falls_back_to_the_band_powe
         examples = GuidanceExamples(GuidanceConfig(reference="apoferritin"), pairs, PIXEL_SIZE_A, seed=0)
     assert examples.spectrum.ice_coefficient > 0 and examples.amplitude > 0
     assert "explains none of the data" in caplog.text
+
+
+def test_the_datas_own_ice_between_two_and_four_diameters_is_background_in_the_synthetic_inputs(tmp_path):
+    """Wavelengths longer than two particle diameters cannot describe a particle (the bench's background
+    metric takes them as background too), so the synthetic inputs carry the data's own ice there: ice
+    that varies over 2-4 diameters (contamination the size of a large particle, as on the default
+    benchmark's elongated particle) is taught as background, not left for the network to keep."""
+    from cryoscore.pairs.guidance import BACKGROUND_DIAMETERS
+    from cryoscore.simulate.background import BackgroundParams
+
+    background = BackgroundParams(strength=10.0, spectral_exponent=1.0, shortest_wavelength_a=250.0)
+    config = SimulationConfig(n_micrographs=2, size_px=384, pixel_size_a=PIXEL_SIZE_A, particles_per_micrograph=12,
+                              dose_e_per_a2=30.0, n_frames=4, background=background, seed=7)
+    write_dataset(config, tmp_path, progress=False)
+    normalised = [normalise_pair(pair) for pair in pairs_from_dataset(tmp_path)]
+    examples = GuidanceExamples(GuidanceConfig(reference=str(tmp_path / "reference.mrc")), normalised,
+                                PIXEL_SIZE_A, seed=0)
+    diameter_a = examples.diameter_px * PIXEL_SIZE_A
+    assert BACKGROUND_DIAMETERS == 2.0
+    longest_a, shortest_a = 4 * diameter_a, 2.2 * diameter_a  # the band a 4-diameter cut-off left out
+    data = np.mean([band_power(p.even, p.odd, PIXEL_SIZE_A, longest_a, shortest_a) for p in normalised])
+    kept = np.mean([band_power(b, b, PIXEL_SIZE_A, longest_a, shortest_a) for b in examples.backgrounds])
+    assert data > 1.0  # the band holds ice well above a half's noise
+    assert kept > 0.5 * data

@@ -45,9 +45,13 @@ from cryoscore.simulate.volume import load_specimen
 
 logger = logging.getLogger(__name__)
 
-BACKGROUND_DIAMETERS = 4.0
+BACKGROUND_DIAMETERS = 2.0
 """Wavelengths longer than this many particle diameters are taken from the data as background;
-shorter ones get random ice of the fitted spectrum (the data there mixes ice and particles)."""
+shorter ones get random ice of the fitted spectrum (the data there mixes ice and particles).
+Two diameters, the longest wavelength that can describe a particle (the bench's background metric,
+``metrics.pixel.pixel_metrics``, uses the same): at four, the data's contamination and ice that vary
+over 2-4 diameters of a large particle were in neither part, and the guided model kept them
+(benchmarks/RESULTS.md section 6, "Guided background on the elongated particle")."""
 
 ICE_EXPONENTS = np.linspace(1.0, 5.0, 33)
 """Power-law exponents tried for the ice spectrum ``b * k^-alpha``."""
