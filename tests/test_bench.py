@@ -351,8 +351,8 @@ def test_the_class_judge_finds_the_particle_in_the_classes_of_good_picks_only(tm
 def test_a_failed_reconstruction_judge_fails_its_check_instead_of_dropping_it():
     from types import SimpleNamespace
 
+    from cryoscore.bench.checks import summarise
     from cryoscore.bench.judges import JudgedDataset
-    from cryoscore.bench.run import _summary
 
     def outcome(resolution_a):
         reconstruction = ({"error": "no particles to reconstruct", "n_particles": 0} if resolution_a is None
@@ -363,34 +363,34 @@ def test_a_failed_reconstruction_judge_fails_its_check_instead_of_dropping_it():
         outcomes = {"raw": outcome(30.0), "n2n": outcome(20.0), "guided": outcome(guided_resolution_a)}
         return [JudgedDataset("sim-12e", "simulated", None, outcomes, dose_e_per_a2=12.0)]
 
-    judged = _summary(datasets(18.0), ["raw", "n2n", "guided"])["checks"]["reconstruction_guided_vs_n2n"]
+    judged = summarise(datasets(18.0), ["raw", "n2n", "guided"])["checks"]["reconstruction_guided_vs_n2n"]
     assert judged["holds"] and judged["guided_half_map_a"] == 18.0
-    failed = _summary(datasets(None), ["raw", "n2n", "guided"])["checks"]["reconstruction_guided_vs_n2n"]
+    failed = summarise(datasets(None), ["raw", "n2n", "guided"])["checks"]["reconstruction_guided_vs_n2n"]
     assert failed == {"failed": ["sim-12e, guided: no particles to reconstruct"], "holds": False}
 
 
 def test_the_background_check_bounds_guided_by_a_quarter_of_n2ns_background_on_every_dataset():
     from types import SimpleNamespace
 
+    from cryoscore.bench.checks import summarise
     from cryoscore.bench.judges import JudgedDataset
-    from cryoscore.bench.run import _summary
 
     def dataset(label, guided_power, n2n_power=100.0):
         outcomes = {name: SimpleNamespace(metrics={"blob": {"ap": 0.5}, "pixel": {"background_power": power}})
                     for name, power in (("raw", 120.0), ("n2n", n2n_power), ("guided", guided_power))}
         return JudgedDataset(label, "simulated", None, outcomes, dose_e_per_a2=12.0)
 
-    check = _summary([dataset("a", 10.0), dataset("b", 20.0)], ["raw", "n2n", "guided"])["checks"]
+    check = summarise([dataset("a", 10.0), dataset("b", 20.0)], ["raw", "n2n", "guided"])["checks"]
     assert check["guided_background_vs_n2n"] == {"ratios": [0.1, 0.2], "bound": 0.25, "holds": True}
-    check = _summary([dataset("a", 10.0), dataset("b", 30.0)], ["raw", "n2n", "guided"])["checks"]
+    check = summarise([dataset("a", 10.0), dataset("b", 30.0)], ["raw", "n2n", "guided"])["checks"]
     assert check["guided_background_vs_n2n"]["holds"] is False  # one dataset over the bound fails it
 
 
 def test_the_raw_checks_hold_a_denoiser_to_raw_on_easy_datasets_and_the_default_model_on_every_one():
     from types import SimpleNamespace
 
+    from cryoscore.bench.checks import EASY_RAW_AP, NO_HARM_MARGIN, summarise
     from cryoscore.bench.judges import JudgedDataset
-    from cryoscore.bench.run import EASY_RAW_AP, NO_HARM_MARGIN, _summary
 
     def dataset(label, aps):
         outcomes = {name: SimpleNamespace(metrics={"blob": {"ap": ap}}) for name, ap in aps.items()}
@@ -399,7 +399,7 @@ def test_the_raw_checks_hold_a_denoiser_to_raw_on_easy_datasets_and_the_default_
     hard = dataset("hard", {"raw": 0.50, "default": 0.52, "n2n": 0.30})
     easy = dataset("easy", {"raw": EASY_RAW_AP + 0.03, "default": EASY_RAW_AP + 0.03 - NO_HARM_MARGIN / 2,
                             "n2n": EASY_RAW_AP + 0.03 - 2 * NO_HARM_MARGIN})
-    checks = _summary([hard, easy], ["raw", "default", "n2n"])["checks"]
+    checks = summarise([hard, easy], ["raw", "default", "n2n"])["checks"]
     no_harm = checks["no_harm_where_raw_is_easy"]
     assert no_harm["datasets"] == "easy" and not no_harm["holds"]  # the hard dataset's n2n loss does not count
     assert [(pair["pair"], pair["holds"]) for pair in no_harm["pairs"]] == [("default - raw", True), ("n2n - raw", False)]
@@ -407,9 +407,9 @@ def test_the_raw_checks_hold_a_denoiser_to_raw_on_easy_datasets_and_the_default_
     default = checks["default_not_below_raw"]
     assert default["datasets"] == "hard, easy" and not default["holds"]  # below raw on the easy one, by any margin
     assert default["pairs"][0]["differences"] == pytest.approx([0.02, -NO_HARM_MARGIN / 2])
-    checks = _summary([hard], ["raw", "default", "n2n"])["checks"]
+    checks = summarise([hard], ["raw", "default", "n2n"])["checks"]
     assert "no_harm_where_raw_is_easy" not in checks and checks["default_not_below_raw"]["holds"]
-    assert "ap_order" not in _summary([hard], ["raw", "default"])["checks"]  # no order of raw alone
+    assert "ap_order" not in summarise([hard], ["raw", "default"])["checks"]  # no order of raw alone
 
 
 def test_the_particle_free_control_counts_false_picks_with_each_denoisers_learned_pickers(tmp_path):
@@ -501,21 +501,21 @@ def test_a_denoiser_that_fails_is_recorded_and_the_others_are_still_trained_and_
 def test_a_failed_denoiser_fails_every_check_that_compares_it_and_shows_in_the_summary(tmp_path):
     from types import SimpleNamespace
 
+    from cryoscore.bench.checks import summarise
     from cryoscore.bench.judges import JudgedDataset
     from cryoscore.bench.report import markdown_summary
-    from cryoscore.bench.run import _summary
 
     def dataset(label, aps, failed):
         outcomes = {name: SimpleNamespace(metrics={"blob": {"ap": ap}}) for name, ap in aps.items()}
         return JudgedDataset(label, "simulated", None, outcomes, dose_e_per_a2=12.0, failed=failed)
 
     complete = dataset("a", {"raw": 0.5, "n2n": 0.6, "guided": 0.7, "default": 0.55}, {})
-    checks = _summary([complete], ["raw", "n2n", "guided", "default"])["checks"]
+    checks = summarise([complete], ["raw", "n2n", "guided", "default"])["checks"]
     assert checks["every_denoiser_ran"] == {"failed": [], "holds": True} and checks["ap_order"]["holds"]
     assert checks["guided_minus_n2n_ap_at_lowest_dose"]["holds"] and checks["default_not_below_raw"]["holds"]
     # The same numbers on dataset a, and guided failed on b: what compares guided cannot hold.
     broken = dataset("b", {"raw": 0.5, "n2n": 0.6, "default": 0.55}, {"guided": "training failed: InputError: x"})
-    checks = _summary([complete, broken], ["raw", "n2n", "guided", "default"])["checks"]
+    checks = summarise([complete, broken], ["raw", "n2n", "guided", "default"])["checks"]
     assert checks["every_denoiser_ran"] == {"failed": ["b: guided: training failed: InputError: x"], "holds": False}
     for name in ("ap_order", "guided_minus_n2n_ap_at_lowest_dose"):
         assert checks[name]["holds"] is False and checks[name]["failed"] == ["b: guided: training failed: InputError: x"]
@@ -523,7 +523,7 @@ def test_a_failed_denoiser_fails_every_check_that_compares_it_and_shows_in_the_s
     assert checks["default_not_below_raw"]["holds"] and "failed" not in checks["default_not_below_raw"]
     document = {"command_line": ["cryoscore", "bench"], "created": "now", "seconds": 1.0,
                 "versions": {"cryoscore": "0", "torch": "0"}, "machine": {"torch_threads": 1},
-                "summary": _summary([complete, broken], ["raw", "n2n", "guided", "default"]),
+                "summary": summarise([complete, broken], ["raw", "n2n", "guided", "default"]),
                 "datasets": {"b": {"kind": "simulated", "n_micrographs": 1, "n_particles": 3, "pixel_size_a": 4.0,
                                    "diameter_a": 120.0, "failed": broken.failed, "denoisers": {}}}}
     summary = markdown_summary(document)
