@@ -41,7 +41,7 @@ def main() -> None:
     guidance.BACKGROUND_DIAMETERS = args.diameters
     specimen = SimulatedSpecimen(args.specimen, doses=(args.dose,), seed_index=args.seed_index)
     config = BenchConfig(simulated=(specimen,), simulation=SimulationSettings(contrast_scale=0.2, background_strength=0.1))
-    train_dirs, test_dirs, _ = simulate_specimen(config, specimen, args.seed_index, args.output / "data")
+    train_dirs, test_dirs, _ = simulate_specimen(config, 0, args.output / "data")
     started = time.perf_counter()
     models = {} if args.method == "raw" else train_models(
         [pair for directory in train_dirs for pair in pairs_from_dataset(directory)], [args.method], TrainingSettings(),

@@ -61,8 +61,7 @@ def main() -> None:
     started = time.perf_counter()
     config = BenchConfig(simulated=(SimulatedSpecimen("apoferritin", doses=(args.dose,)),),
                          denoisers=("raw",) + METHODS, simulation=SimulationSettings())
-    specimen = config.simulated[0]
-    train_dirs, test_dirs, _ = simulate_specimen(config, specimen, 0, args.output / "data")
+    train_dirs, test_dirs, _ = simulate_specimen(config, 0, args.output / "data")
     pairs = [pair for directory in train_dirs for pair in pairs_from_dataset(directory)]
     test_set = simulated_test_set(test_dirs[0], f"apoferritin {args.dose:g} e/A^2")
     learned = LearnedJudgeSettings(folds=3, seeds=(0,), steps=args.picker_steps)

@@ -78,19 +78,17 @@ def test_a_specimen_given_its_seed_index_simulates_what_it_would_in_its_place(tm
     gets the micrographs it gets as the second of two, and not those of the first place."""
     from cryoscore.bench.config import SimulationSettings
     from cryoscore.bench.datasets import simulate_specimen
-    from cryoscore.bench.run import _seed_index
 
     path = tmp_path / "split.toml"
     path.write_text('[[simulated]]\nspecimen = "small"\ndoses = [40.0]\nseed_index = 1\n')
-    alone = load_bench_config(path)
-    both = BenchConfig(simulated=(SimulatedSpecimen("elongated", doses=(40.0,)), SimulatedSpecimen("small", doses=(40.0,))))
-    assert _seed_index(alone, 0) == _seed_index(both, 1) == 1 and _seed_index(both, 0) == 0
     settings = SimulationSettings(size_px=96, train_micrographs=1, test_micrographs=1, empty_micrographs=1)
+    alone = replace(load_bench_config(path), simulation=settings)
+    elongated, small = SimulatedSpecimen("elongated", doses=(40.0,)), SimulatedSpecimen("small", doses=(40.0,))
     written = {}
-    for label, config, place in (("alone", alone, 0), ("second", both, 1), ("first", both, 0)):
-        config = replace(config, simulation=settings)
-        specimen = replace(config.simulated[place], specimen="small")
-        _, test_dirs, _ = simulate_specimen(config, specimen, _seed_index(config, place), tmp_path / label)
+    for label, specimens, place in (("alone", alone.simulated, 0), ("second", (elongated, small), 1),
+                                    ("first", (small, elongated), 0)):
+        config = replace(alone, simulated=specimens)
+        _, test_dirs, _ = simulate_specimen(config, place, tmp_path / label)
         written[label] = (test_dirs[0] / "micrographs" / "mic_0000.mrc").read_bytes()
     assert written["alone"] == written["second"] and written["alone"] != written["first"]
 

@@ -93,14 +93,15 @@ def _simulation(config: BenchConfig, specimen: SimulatedSpecimen, specimen_index
     )
 
 
-def simulate_specimen(
-    config: BenchConfig, specimen: SimulatedSpecimen, specimen_index: int, work_dir: Path
-) -> tuple[list[Path], list[Path], Path]:
+def simulate_specimen(config: BenchConfig, place: int, work_dir: Path) -> tuple[list[Path], list[Path], Path]:
     """Write the training and test datasets (one per dose) and the particle-free dataset
-    (at the lowest dose) of ``specimen`` under ``work_dir``.
+    (at the lowest dose) of ``config.simulated[place]`` under ``work_dir``, seeded by its
+    ``seed_index`` or else by ``place`` (:data:`SEED_BASES`).
 
     Returns (training dataset directories, test dataset directories, the particle-free one).
     """
+    specimen = config.simulated[place]
+    specimen_index = place if specimen.seed_index is None else specimen.seed_index
     diameter_a = load_specimen(specimen.specimen, config.simulation.pixel_size_a).diameter_a
     directories: dict[str, list[Path]] = {"train": [], "test": [], "empty": []}
     lowest = int(np.argmin(specimen.doses))

@@ -169,18 +169,12 @@ def _decoy_control(outcomes: dict[str, DenoiserOutcome]) -> dict[str, Any] | Non
     return {"judge": judge, "ap": ap, "decoy_gain_over_score": gain, "pass": gain <= DECOY_AP_MARGIN}
 
 
-def _seed_index(config: BenchConfig, place: int) -> int:
-    """The index that seeds the datasets of ``config``'s simulated specimen number ``place`` (from 0)."""
-    given = config.simulated[place].seed_index
-    return place if given is None else given
-
-
 def _simulated_results(config: BenchConfig, work_dir: Path) -> tuple[list[JudgedDataset], list[dict]]:
     datasets: list[JudgedDataset] = []
     training: list[dict] = []
     for index, specimen in enumerate(config.simulated):
         specimen_dir = work_dir / work_dir_name(specimen.specimen)
-        train_dirs, test_dirs, empty_dir = simulate_specimen(config, specimen, _seed_index(config, index), specimen_dir)
+        train_dirs, test_dirs, empty_dir = simulate_specimen(config, index, specimen_dir)
         pairs = [pair for directory in train_dirs for pair in pairs_from_dataset(directory)]
         reference = str(train_dirs[0] / "reference.mrc")
         training_failures: dict[str, str] = {}
