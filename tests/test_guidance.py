@@ -115,6 +115,18 @@ def test_examples_at_a_step_do_not_depend_on_the_steps_drawn_before(dataset, exa
     assert not np.array_equal(later[1], without_history[1])  # the bank moved on
 
 
+def _examples_on_ice(directory, background, *, particles, n_frames, seed):
+    """Two simulated apoferritin micrographs (384 px at PIXEL_SIZE_A, 30 e/A^2) on ``background``
+    (BackgroundParams) written to ``directory``: their halves in noise units, and the guidance
+    examples drawn from them with the dataset's own reference."""
+    config = SimulationConfig(n_micrographs=2, size_px=384, pixel_size_a=PIXEL_SIZE_A, particles_per_micrograph=particles,
+                              dose_e_per_a2=30.0, n_frames=n_frames, background=background, seed=seed)
+    write_dataset(config, directory, progress=False)
+    normalised = [normalise_pair(pair) for pair in pairs_from_dataset(directory)]
+    return normalised, GuidanceExamples(GuidanceConfig(reference=str(directory / "reference.mrc")), normalised,
+                                        PIXEL_SIZE_A, seed=0)
+
+
 @pytest.mark.parametrize("ice", ["flat", "particle-scale"])
 def test_the_spectrum_fit_separates_ice_from_particles(tmp_path, ice):
     """Ice whose power-law spectrum reaches the particle's own scale is fitted as ice (large
@@ -124,12 +136,7 @@ def test_the_spectrum_fit_separates_ice_from_particles(tmp_path, ice):
 
     background = (BackgroundParams(strength=0.0) if ice == "flat" else
                   BackgroundParams(strength=4.0, spectral_exponent=2.5, shortest_wavelength_a=60.0))
-    config = SimulationConfig(n_micrographs=2, size_px=384, pixel_size_a=PIXEL_SIZE_A, particles_per_micrograph=24,
-                              dose_e_per_a2=30.0, n_frames=8, background=background, seed=5)
-    write_dataset(config, tmp_path, progress=False)
-    normalised = [normalise_pair(pair) for pair in pairs_from_dataset(tmp_path)]
-    examples = GuidanceExamples(GuidanceConfig(reference=str(tmp_path / "reference.mrc")), normalised,
-                                PIXEL_SIZE_A, seed=0)
+    normalised, examples = _examples_on_ice(tmp_path, background, particles=24, n_frames=8, seed=5)
     even, _ = read_mrc(tmp_path / "even" / "mic_0000.mrc")
     assert examples.amplitude == pytest.approx(math.sqrt(even.mean()), rel=0.3)
     ice_field = examples.ice_field(256, np.random.default_rng(0))
@@ -174,12 +181,7 @@ def test_the_datas_own_ice_between_two_and_four_diameters_is_background_in_the_s
     from cryoscore.simulate.background import BackgroundParams
 
     background = BackgroundParams(strength=10.0, spectral_exponent=1.0, shortest_wavelength_a=250.0)
-    config = SimulationConfig(n_micrographs=2, size_px=384, pixel_size_a=PIXEL_SIZE_A, particles_per_micrograph=12,
-                              dose_e_per_a2=30.0, n_frames=4, background=background, seed=7)
-    write_dataset(config, tmp_path, progress=False)
-    normalised = [normalise_pair(pair) for pair in pairs_from_dataset(tmp_path)]
-    examples = GuidanceExamples(GuidanceConfig(reference=str(tmp_path / "reference.mrc")), normalised,
-                                PIXEL_SIZE_A, seed=0)
+    normalised, examples = _examples_on_ice(tmp_path, background, particles=12, n_frames=4, seed=7)
     diameter_a = examples.diameter_px * PIXEL_SIZE_A
     assert BACKGROUND_DIAMETERS == 2.0
     longest_a, shortest_a = 4 * diameter_a, 2.2 * diameter_a  # the band a 4-diameter cut-off left out
