@@ -14,7 +14,7 @@ import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Sequence, TypeVar
 
 import numpy as np
 
@@ -61,8 +61,8 @@ def train_models(
     as it is, ``adapted`` the shipped model fine-tuned on the pairs' full sums as
     ``denoise --adapt`` does it (:mod:`cryoscore.infer.adapt`), for the steps, batch and crop
     of ``settings``. Returns models by name. With a ``failures`` dict, a model whose training
-    raises is left out and its :func:`failure_message` stored there under its name (the others
-    still train); without one the error propagates.
+    raises is left out and its error stored there under its name (:func:`call_or_record`; the
+    others still train); without one the error propagates.
     """
     models = {}
     if "default" in methods or "adapted" in methods:
@@ -86,13 +86,9 @@ def train_models(
     for name, method, guidance in runs:
         config = TrainConfig(method=method, steps=settings.steps, batch_size=settings.batch_size,
                              crop_px=settings.crop_px, seed=settings.seed, guidance=guidance)
-        try:
-            result = train_model(list(pairs), config, model_dir / f"{name}.pt", progress=False, device=settings.device)
-        except Exception as error:
-            if failures is None:
-                raise
-            failures[name] = f"training failed: {failure_message(error)}"
-            logger.error("%s: %s; left out of the benchmark", name, failures[name])
+        result = call_or_record(failures, name, "training failed: ", train_model, list(pairs), config,
+                                model_dir / f"{name}.pt", progress=False, device=settings.device)
+        if result is None:
             continue
         logger.info("trained %s on %d micrographs in %.1f s", name, len(pairs), result.seconds)
         tail = result.losses[-20:]
@@ -113,6 +109,24 @@ def failure_message(error: BaseException) -> str:
     """``error`` as one line for a benchmark's record: its type and its message's first line."""
     lines = str(error).strip().splitlines()
     return f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
+
+
+Result = TypeVar("Result")
+
+
+def call_or_record(failures: dict[str, str] | None, name: str, prefix: str, function: Callable[..., Result],
+                   *args: Any, **kwargs: Any) -> Result | None:
+    """``function(*args, **kwargs)`` for denoiser ``name``; if it raises and ``failures`` is a dict,
+    ``prefix`` + :func:`failure_message` is stored there under ``name``, logged, and None returned,
+    so a benchmark goes on without that denoiser; with ``failures`` None the error propagates."""
+    try:
+        return function(*args, **kwargs)
+    except Exception as error:
+        if failures is None:
+            raise
+        failures[name] = prefix + failure_message(error)
+        logger.error("%s: %s; left out", name, failures[name])
+        return None
 
 
 def loss_curve(losses: Sequence[float], points: int = 40) -> list[list[float]]:

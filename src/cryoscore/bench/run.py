@@ -32,7 +32,7 @@ from cryoscore.bench.datasets import (
     simulate_specimen,
     simulated_test_set,
 )
-from cryoscore.bench.denoisers import DenoiseFunction, denoise_functions, failure_message, train_models
+from cryoscore.bench.denoisers import DenoiseFunction, call_or_record, denoise_functions, train_models
 from cryoscore.bench.judges import (
     DenoiserOutcome,
     JudgedDataset,
@@ -71,7 +71,7 @@ def judge_all(test_set: TestSet, functions: dict[str, DenoiseFunction], judges: 
     :data:`~cryoscore.bench.config.JUDGES`; ``learned`` and ``classes`` set those judges); the
     template and class judges only with the test set's own ``template`` density. With a
     ``failures`` dict, a denoiser that raises while it is judged is left out of the outcomes and
-    its :func:`~cryoscore.bench.denoisers.failure_message` stored there under its name (the
+    its error stored there under its name (:func:`~cryoscore.bench.denoisers.call_or_record`; the
     others are still judged); without one the error propagates.
 
     Reconstruction: on simulated data (a ``true_map``) aligned to the reference, which is the
@@ -86,15 +86,11 @@ def judge_all(test_set: TestSet, functions: dict[str, DenoiseFunction], judges: 
                 if test_set.template is not None and template_used else None)
     outcomes = {}
     for name, function in functions.items():
-        try:
-            outcomes[name] = judge_denoiser(test_set, name, function, tuple(judges),
-                                            template_reference=template if "template" in judges else None,
-                                            learned_settings=learned)
-        except Exception as error:
-            if failures is None:
-                raise
-            failures[name] = failure_message(error)
-            logger.error("%s on %s: %s; left out of the benchmark", name, test_set.label, failures[name])
+        outcome = call_or_record(failures, name, "", judge_denoiser, test_set, name, function, tuple(judges),
+                                 template_reference=template if "template" in judges else None,
+                                 learned_settings=learned)
+        if outcome is not None:
+            outcomes[name] = outcome
     alignment, aligned_to = ((reference, test_set.reference) if simulated or template is None
                              else (template, test_set.template))
     if "reconstruction" in judges and alignment is not None:
@@ -128,12 +124,12 @@ def _particle_free_control(
         outcome = outcomes.get(name)
         matches = outcome.matches if outcome is not None else None
         threshold = matches.threshold if matches is not None else None
-        try:
-            judged = judge_denoiser(empty_set, name, function, ("blob",), correlation_reference=reference,
-                                    counting_pickers=(outcome.learned_pickers or ()) if outcome is not None else ())
-        except Exception as error:
-            control[name] = {"error": failure_message(error)}
-            logger.error("%s on %s: %s", name, empty_set.label, control[name]["error"])
+        errors: dict[str, str] = {}
+        judged = call_or_record(errors, name, "", judge_denoiser, empty_set, name, function, ("blob",),
+                                correlation_reference=reference,
+                                counting_pickers=(outcome.learned_pickers or ()) if outcome is not None else ())
+        if judged is None:
+            control[name] = {"error": errors[name]}
             continue
         kept = picks_above(judged.picks, threshold if threshold is not None else 0.0)
         control[name] = {"threshold": threshold,
