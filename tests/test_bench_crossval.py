@@ -190,13 +190,14 @@ def test_the_transfer_benchmark_cuts_a_run_over_two_target_sets_back_into_one_ru
 
 
 def test_each_folds_picker_is_kept_with_the_threshold_of_its_best_f1(fake_training):
-    """The first seed's picker of every fold comes back with the threshold its best F1 chose on the fold's
+    """Every seed's picker of every fold comes back with the threshold its best F1 chose on the fold's
     unseen micrographs, and counts the picks it keeps at that threshold."""
     rng = np.random.default_rng(5)
     images, truths = zip(*[_dotted(rng, n) for n in (40, 44, 48, 52)])
     run = cross_validate(images, truths, 1.0, 10.0, 3.0, LearnedJudgeSettings(folds=2, seeds=(0, 1), bootstrap=20))
-    assert len(run.pickers) == 2 and len(fake_training) == 4  # one kept per fold, of the first seed
-    for kept, fold_labels in zip(run.pickers, (44 + 52, 40 + 48)):  # fold 0 trains on micrographs 1 and 3
+    assert len(run.pickers) == 4 and len(fake_training) == 4  # one kept per fold and seed
+    assert len({id(kept.picker) for kept in run.pickers}) == 4
+    for kept, fold_labels in zip(run.pickers, 2 * (44 + 52, 40 + 48)):  # fold 0 trains on micrographs 1 and 3
         assert kept.threshold == float(fold_labels)  # every pick scores its training label count
         assert kept.count(images[0], 1.0) == 40
     image, _ = _dotted(rng, 7)

@@ -98,9 +98,10 @@ class CrossValidation:
 
     ``picks[i]`` are the first seed's picks on micrograph ``i`` (every local maximum, best
     first, by the picker that did not see it), for judges that work on picks (2D classes);
-    ``pickers`` the first seed's picker of each fold with the threshold of its best F1 on
-    the fold's unseen micrographs, for judging other micrographs as a user would (the
-    particle-free control).
+    ``pickers`` every seed's picker of each fold (seed-major: all folds of the first seed,
+    then of the next) with the threshold of its best F1 on the fold's unseen micrographs, for
+    judging other micrographs as a user would (the particle-free control counts with all of
+    them; :func:`transfer` keeps the first seed's).
     ``train_micrographs`` is how many micrographs each fold's picker trained on (a list
     over folds); ``restarted_trainings`` how many of the pickers ended dead at first and
     were trained again (:data:`~cryoscore.pick.learned_training.TRAINING_ATTEMPTS`); ``seconds`` the
@@ -240,8 +241,8 @@ def cross_validate(
                     picks[index] = found
             if seed == settings.seeds[0]:
                 train_counts.append(len(train))
-                best = pool_matches([row[index] for index in unseen], match_pairs=False)  # type: ignore[misc]
-                pickers.append(ThresholdedPicker(picker, best.threshold))
+            best = pool_matches([row[index] for index in unseen], match_pairs=False)  # type: ignore[misc]
+            pickers.append(ThresholdedPicker(picker, best.threshold))
         results.append(row)  # type: ignore[arg-type]
     return CrossValidation(results, picks, pickers, tuple(settings.seeds), n_folds,  # type: ignore[arg-type]
                            train_counts, restarted, time.perf_counter() - started)

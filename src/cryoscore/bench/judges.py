@@ -55,7 +55,7 @@ class DenoiserOutcome:
     (frequencies 1/A, power). ``learned_results[s][i]``: the learned picker's match on
     test micrograph ``i`` with seed ``s``, judged unseen (None without the learned judge),
     for paired comparisons between denoisers; ``learned_picks`` its first seed's picks per
-    micrograph name (matched in ``learned_results[0]``) and ``learned_pickers`` that seed's
+    micrograph name (matched in ``learned_results[0]``) and ``learned_pickers`` every seed's
     picker of each fold at its best-F1 threshold.
     """
 

@@ -110,8 +110,8 @@ def _particle_free_control(
     and the local correlation with projections of the reference (the guided model's).
 
     Picks are counted with the blob picker at the threshold that denoiser's best F1 chose on the
-    particle test set of the same dose, and, where the learned judge ran, with each fold's
-    learned picker trained on that denoiser's outputs at its own best-F1 threshold
+    particle test set of the same dose, and, where the learned judge ran, with every seed's
+    fold pickers trained on that denoiser's outputs, each at its own best-F1 threshold (the mean count)
     (``learned_picks_per_micrograph``). The count that decides is the primary judge's
     (``picker``): the learned one when every denoiser has it.
 
