@@ -22,8 +22,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
+import sys
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -44,7 +45,8 @@ def _standardised(image: np.ndarray) -> np.ndarray:
 
 def picker_inputs(names: list[str], images: list[np.ndarray], pixel_a: float,
                   diameter_a: float) -> dict[str, list[np.ndarray]]:
-    """Each input of ``names`` (see the module docstring) for every (H, W) micrograph of ``images``."""
+    """Each input of ``names`` (see the module docstring) for every (H, W) micrograph of ``images``;
+    each of raw, lowpass and default is made once, whichever inputs need it."""
     made: dict[str, list[np.ndarray]] = {}
 
     def base(name: str) -> list[np.ndarray]:
@@ -52,16 +54,17 @@ def picker_inputs(names: list[str], images: list[np.ndarray], pixel_a: float,
             made[name] = outputs(name, images, pixel_a)
         return made[name]
 
-    def highpass(image: np.ndarray) -> np.ndarray:
-        return image - gaussian_filter(image, diameter_a / pixel_a)
-
-    recipes: dict[str, Callable[[], list[np.ndarray]]] = {
-        "blend": lambda: [0.5 * _standardised(denoised) + 0.5 * _standardised(smoothed)
-                          for denoised, smoothed in zip(base("default"), base("lowpass"))]}
-    for name in ("raw", "lowpass", "default"):
-        recipes[name] = lambda name=name: base(name)
-        recipes[f"{name}-highpass"] = lambda name=name: [highpass(image) for image in base(name)]
-    return {name: recipes[name]() for name in names}
+    inputs = {}
+    for name in names:
+        source, _, highpass = name.partition("-")
+        if name == "blend":
+            inputs[name] = [0.5 * _standardised(denoised) + 0.5 * _standardised(smoothed)
+                            for denoised, smoothed in zip(base("default"), base("lowpass"))]
+        elif highpass:
+            inputs[name] = [image - gaussian_filter(image, diameter_a / pixel_a) for image in base(source)]
+        else:
+            inputs[name] = base(name)
+    return inputs
 
 
 def main() -> None:
@@ -79,9 +82,7 @@ def main() -> None:
     inputs = picker_inputs(args.inputs, [micrograph.full_sum for micrograph in test_set.micrographs], pixel_a,
                            diameter_a)
     settings = LearnedJudgeSettings(folds=args.folds, seeds=tuple(args.seeds), steps=args.steps)
-    document = {"command": "OMP_NUM_THREADS=1 python benchmarks/bench_picker_inputs.py " + " ".join(
-                    [str(args.dataset), "-o", str(args.output), "--inputs", *args.inputs, "--folds", str(args.folds),
-                     "--seeds", *map(str, args.seeds), "--steps", str(args.steps)]),
+    document = {"command": shlex.join(["python", "benchmarks/bench_picker_inputs.py", *sys.argv[1:]]),
                 "machine": machine(), "versions": {"cryoscore": __version__, "torch": torch.__version__},
                 "dataset": str(args.dataset), "pixel_size_a": pixel_a, "diameter_a": diameter_a, "rows": []}
     for name, images in inputs.items():
