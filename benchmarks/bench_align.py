@@ -14,15 +14,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
-import torch
+from bench_learned_picker import run_record
 
-from cryoscore import __version__
 from cryoscore.io.layout import DatasetLayout
 from cryoscore.io.movie import open_movie
 from cryoscore.preprocess.align import align_frames
@@ -67,9 +64,7 @@ def main() -> None:
                            "seconds": seconds, "rounds": aligned.rounds, "converged": aligned.converged,
                            "smoothing": aligned.smoothing})
         conditions.append({"pixel_size_a": pixel_a, "dose_e_per_a2": dose, "drift_a": drift_a, "movies": movies})
-    document = {"command": " ".join(["python", "benchmarks/bench_align.py", *sys.argv[1:]]),
-                "seconds": time.perf_counter() - started, "cryoscore": __version__, "torch": torch.__version__,
-                "threads": torch.get_num_threads(), "machine": platform.processor() or platform.machine(),
+    document = {**run_record(), "seconds": time.perf_counter() - started,
                 "size_px": args.size, "frames": 24, "conditions": conditions}
     args.output.write_text(json.dumps(document, indent=1))
     lines = ["| A/px | e/A^2 | drift (A) | drift path (px) | RMS error (px) | largest error (px) | s / movie |",

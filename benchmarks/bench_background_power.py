@@ -21,7 +21,7 @@ import json
 from pathlib import Path
 
 import numpy as np
-from bench_learned_picker import machine, real_set
+from bench_learned_picker import real_set, run_record
 
 from cryoscore.bench.datasets import simulated_test_set
 from cryoscore.fourier import pad_or_crop_centred, radial_frequency
@@ -70,10 +70,7 @@ def main() -> None:
     datasets = {name: median_band_powers(images, pixel_a, args.field_px) for name, (images, pixel_a) in sets.items()}
     for name, bands in datasets.items():
         print(name, " ".join(f"{band}: {value:.2f}" for band, value in bands.items()))
-    command = f"OMP_NUM_THREADS=1 python benchmarks/bench_background_power.py -o {args.output} --field-px {args.field_px}"
-    if args.simulated:
-        command += " --simulated " + " ".join(map(str, args.simulated))
-    document = {"command": command, "machine": machine(), "power_over_noise_power": datasets}
+    document = {**run_record(), "power_over_noise_power": datasets}
     args.output.write_text(json.dumps(document, indent=2) + "\n")
     if args.panel:
         denoiser, panels = load_denoiser(), []

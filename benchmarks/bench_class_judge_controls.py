@@ -29,10 +29,8 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
-from bench_learned_picker import machine
+from bench_learned_picker import run_record
 
-from cryoscore import __version__
 from cryoscore.bench.config import ClassJudgeSettings, load_bench_config
 from cryoscore.bench.datasets import real_micrograph_paths, real_test_set
 from cryoscore.bench.judges import RADIUS_FRACTION, DenoiserOutcome, attach_classes, picks_above
@@ -93,8 +91,7 @@ def main() -> None:
         chance_offsets.extend(match.distance_px / diameter_px)
 
     offsets_diameters = np.asarray(offsets) / diameter_px
-    document = {"command": "OMP_NUM_THREADS=1 python benchmarks/bench_class_judge_controls.py -o " + str(args.output),
-                "machine": machine(), "versions": {"cryoscore": __version__, "torch": torch.__version__},
+    document = {**run_record(),
                 "dataset": test_set.label, "pixel_size_a": test_set.pixel_size_a, "diameter_a": test_set.diameter_a,
                 "class_settings": settings.__dict__,
                 "blob": {"threshold": pooled.threshold, "ap": pooled.average_precision, "f1": pooled.f1,

@@ -15,15 +15,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
-import torch
+from bench_learned_picker import run_record
 
-from cryoscore import __version__
 from cryoscore.io.layout import DatasetLayout
 from cryoscore.io.mrc import read_mrc
 from cryoscore.preprocess.ctf import RELIABLE_FIGURE_OF_MERIT, CtfSearch, estimate_ctf
@@ -91,9 +88,7 @@ def main() -> None:
                      "defocus_v_um": estimate.params.defocus_v_um, "fit_resolution_a": estimate.fit_resolution_a,
                      "figure_of_merit": estimate.figure_of_merit,
                      "reliable": estimate.figure_of_merit >= RELIABLE_FIGURE_OF_MERIT})
-    document = {"command": " ".join(["python", "benchmarks/bench_ctf.py", *sys.argv[1:]]),
-                "seconds": time.perf_counter() - started, "cryoscore": __version__, "torch": torch.__version__,
-                "threads": torch.get_num_threads(), "machine": platform.processor() or platform.machine(),
+    document = {**run_record(), "seconds": time.perf_counter() - started,
                 "conditions": conditions, "real": real}
     args.output.write_text(json.dumps(document, indent=1))
     lines = ["| A/px | e/A^2 | ice (A) | mean abs error U, V (nm) | max (nm) | max angle error (deg) | "

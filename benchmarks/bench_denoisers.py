@@ -23,7 +23,6 @@ import json
 import logging
 import math
 import platform
-import shlex
 import statistics
 import sys
 import tempfile
@@ -34,7 +33,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
-import torch
+from bench_learned_picker import run_record
 from bench_simulate import cpu_description
 
 from cryoscore.bench.config import TrainingSettings
@@ -327,8 +326,8 @@ def markdown_report(settings: Settings, results: dict[str, Any], run: dict[str, 
         "",
         f"Command: `{run['command']}`",
         "",
-        f"Machine: {run['cpu']}, {run['torch_threads']} torch threads; Python {run['python']}, "
-        f"torch {run['torch']}; {run['date']}.",
+        f"Machine: {run['cpu']}, {run['machine']['torch_threads']} torch threads; Python {run['python']}, "
+        f"torch {run['versions']['torch']}; {run['date']}.",
         "",
         f"Data: {settings.size_px} x {settings.size_px} px micrographs at {PIXEL_SIZE_A} A/px, "
         f"{settings.dose_e_per_a2:g} e/A^2 in {SimulationConfig().n_frames} frames, ice background strength "
@@ -459,11 +458,9 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr)
     settings, args = parse_settings()
     run = {
-        "command": shlex.join(["python", *sys.argv]),
+        **run_record(),
         "cpu": cpu_description(),
-        "torch_threads": torch.get_num_threads(),
         "python": platform.python_version(),
-        "torch": torch.__version__,
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
     }
     with contextlib.ExitStack() as stack:

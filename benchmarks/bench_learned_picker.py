@@ -12,15 +12,18 @@ minus blob; each denoiser minus raw, same folds and seeds), and the label-budget
 Micrographs at their full 1.85 A/px; both pickers resample them themselves. The JSON is
 rewritten after every stage, so an interrupted run keeps what it finished.
 
-benchmarks/bench_picker_transfer.py imports :func:`real_set`, :func:`outputs`,
-:func:`blob_results` and :func:`machine` from here.
+benchmarks/bench_picker_transfer.py imports :func:`real_set`, :func:`outputs` and
+:func:`blob_results` from here; every benchmark's JSON starts with :func:`run_record`.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
+import shlex
+import sys
 import time
 from pathlib import Path
 
@@ -94,8 +97,20 @@ def blob_results(images: list[np.ndarray], truths: list[ParticleCoordinates], pi
 
 def machine() -> dict:
     """Where it ran, for the JSON."""
-    return {"platform": platform.platform(), "cpus": __import__("os").cpu_count(),
-            "torch_threads": torch.get_num_threads()}
+    return {"platform": platform.platform(), "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads()}
+
+
+def run_record() -> dict:
+    """The JSON's provenance: the command as run, :func:`machine` and the versions of cryoscore and torch.
+
+    The command is ``python benchmarks/SCRIPT`` and the arguments, prefixed with ``OMP_NUM_THREADS=N``
+    when that variable is set.
+    """
+    command = shlex.join(["python", f"benchmarks/{Path(sys.argv[0]).name}", *sys.argv[1:]])
+    if "OMP_NUM_THREADS" in os.environ:
+        command = f"OMP_NUM_THREADS={shlex.quote(os.environ['OMP_NUM_THREADS'])} {command}"
+    return {"command": command, "machine": machine(),
+            "versions": {"cryoscore": __version__, "torch": torch.__version__}}
 
 
 def main() -> None:
@@ -115,11 +130,7 @@ def main() -> None:
     paths, raw, pixel_a, truths = real_set()
     radius_px = DIAMETER_A / pixel_a / 2
     settings = LearnedJudgeSettings(folds=args.folds, seeds=tuple(args.seeds), steps=args.steps)
-    document = {"command": "OMP_NUM_THREADS=1 python benchmarks/bench_learned_picker.py " + " ".join(
-                    f"--{key.replace('_', '-')} {' '.join(map(str, value)) if isinstance(value, list) else value}"
-                    for key, value in vars(args).items()),
-                "machine": machine(),
-                "versions": {"cryoscore": __version__, "torch": torch.__version__},
+    document = {**run_record(),
                 "micrographs": [path.stem for path in paths], "pixel_size_a": pixel_a, "diameter_a": DIAMETER_A,
                 "settings": {"folds": settings.folds, "seeds": list(settings.seeds), "steps": settings.steps,
                              "batch_size": settings.batch_size, "bootstrap": settings.bootstrap},

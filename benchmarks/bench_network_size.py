@@ -23,12 +23,11 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
-import platform
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-import torch
+from bench_learned_picker import run_record
 
 from cryoscore.bench.datasets import simulated_test_set
 from cryoscore.bench.run import judge_all
@@ -130,8 +129,7 @@ def main() -> None:
     validation = validation_sets(args.output / "validation", args.validation)
     results_path = args.output / "results.json"
     results = json.loads(results_path.read_text()) if results_path.is_file() else {}
-    results.update({"corpus": str(args.corpus), "corpus_micrographs": len(pairs), "steps": args.steps,
-                    "torch_threads": torch.get_num_threads(), "machine": platform.platform(),
+    results.update({**run_record(), "corpus": str(args.corpus), "corpus_micrographs": len(pairs), "steps": args.steps,
                     "sizes": results.get("sizes", {})})
     if args.shipped:
         shipped = load_denoiser(None)

@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from bench_learned_picker import run_record
 
 from cryoscore.bench.config import LearnedJudgeSettings
 from cryoscore.bench.crossval import cross_validate, paired_difference
@@ -90,9 +91,7 @@ def main() -> None:
     denoised = [denoise_image(model, image, pixel_size_a=pixel_size_a) for image in raw]
     settings = LearnedJudgeSettings(folds=args.folds, seeds=(args.seed,), steps=args.steps, device=args.device)
     document = {
-        "command": "python benchmarks/bench_partial_annotation.py " + " ".join(
-            [str(args.dataset), f"-o {args.output}", f"--keep {args.keep:g}", f"--selection {args.selection}",
-             f"--folds {args.folds}", f"--steps {args.steps}", f"--seed {args.seed}"]),
+        **run_record(),
         "annotation": {"kept_fraction": args.keep, "selection": args.selection,
                        "kept_per_micrograph": [len(truth.x_px) for truth in truths]},
         "rows": [],

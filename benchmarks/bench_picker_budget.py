@@ -22,10 +22,8 @@ import itertools
 import json
 from pathlib import Path
 
-import torch
-from bench_learned_picker import DIAMETER_A, machine, outputs, real_set
+from bench_learned_picker import DIAMETER_A, outputs, real_set, run_record
 
-from cryoscore import __version__
 from cryoscore.bench.config import LearnedJudgeSettings
 from cryoscore.bench.crossval import cross_validate, paired_difference
 from cryoscore.bench.datasets import simulated_test_set
@@ -59,10 +57,7 @@ def main() -> None:
         truths = [micrograph.truth for micrograph in test_set.micrographs]
         pixel_a, diameter_a, label = test_set.pixel_size_a, test_set.diameter_a, str(args.dataset)
     radius_px = diameter_a / pixel_a / 2
-    document = {"command": "OMP_NUM_THREADS=1 python benchmarks/bench_picker_budget.py " + " ".join(
-                    f"--{key.replace('_', '-')} {' '.join(map(str, value)) if isinstance(value, list) else value}"
-                    for key, value in vars(args).items() if value is not None),
-                "machine": machine(), "versions": {"cryoscore": __version__, "torch": torch.__version__},
+    document = {**run_record(),
                 "dataset": label, "pixel_size_a": pixel_a, "diameter_a": diameter_a,
                 "folds": args.folds, "seeds": args.seeds, "rows": []}
     denoised = {name: outputs(name, images, pixel_a, paths=paths, topaz_dir=args.topaz_dir, model_path=args.model,

@@ -22,16 +22,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import shlex
-import sys
 from pathlib import Path
 
 import numpy as np
-import torch
-from bench_learned_picker import machine, outputs
+from bench_learned_picker import outputs, run_record
 from scipy.ndimage import gaussian_filter
 
-from cryoscore import __version__
 from cryoscore.bench.config import LearnedJudgeSettings
 from cryoscore.bench.crossval import cross_validate
 from cryoscore.bench.datasets import simulated_test_set
@@ -82,8 +78,7 @@ def main() -> None:
     inputs = picker_inputs(args.inputs, [micrograph.full_sum for micrograph in test_set.micrographs], pixel_a,
                            diameter_a)
     settings = LearnedJudgeSettings(folds=args.folds, seeds=tuple(args.seeds), steps=args.steps)
-    document = {"command": shlex.join(["python", "benchmarks/bench_picker_inputs.py", *sys.argv[1:]]),
-                "machine": machine(), "versions": {"cryoscore": __version__, "torch": torch.__version__},
+    document = {**run_record(),
                 "dataset": str(args.dataset), "pixel_size_a": pixel_a, "diameter_a": diameter_a, "rows": []}
     for name, images in inputs.items():
         run = cross_validate(images, truths, pixel_a, diameter_a, diameter_a / pixel_a / 2, settings)

@@ -44,10 +44,8 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-import torch
-from bench_learned_picker import DIAMETER_A, blob_results, machine, outputs, real_set
+from bench_learned_picker import DIAMETER_A, blob_results, outputs, real_set, run_record
 
-from cryoscore import __version__
 from cryoscore.bench.config import LearnedJudgeSettings
 from cryoscore.bench.crossval import CrossValidation, bootstrap_interval, cross_validate, paired_difference, pooled
 from cryoscore.bench.crossval import transfer as transfer_judge
@@ -123,11 +121,7 @@ def main() -> None:
         trained[name] = {"real": Path(real_model), "sim": Path(sim_model)}
     paths, real, pixel_a, real_truths = real_set()
     radius_px = DIAMETER_A / pixel_a / 2
-    options = [f"--{key.replace('_', '-')}" + ("" if value is True else
-               f" {' '.join(map(str, value)) if isinstance(value, list) else value}")
-               for key, value in vars(args).items() if value is not None and value is not False]
-    document = {"command": "OMP_NUM_THREADS=1 python benchmarks/bench_picker_transfer.py " + " ".join(options),
-                "machine": machine(), "versions": {"cryoscore": __version__, "torch": torch.__version__},
+    document = {**run_record(),
                 "trained_per_dataset": {name: {dataset: str(path) for dataset, path in models.items()}
                                         for name, models in trained.items()},
                 "real": {"micrographs": [path.stem for path in paths], "pixel_size_a": pixel_a,

@@ -31,10 +31,8 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
-from bench_learned_picker import machine
+from bench_learned_picker import run_record
 
-from cryoscore import __version__
 from cryoscore.bench.config import TrainingSettings, load_bench_config
 from cryoscore.bench.datasets import real_micrograph_paths, real_test_set
 from cryoscore.bench.denoisers import denoise_functions, train_models
@@ -93,9 +91,7 @@ def main() -> None:
                                                  y_px=truth.y_px[sorted(drawn[name])], figure_of_merit=None)
                        for name, truth in annotated.items()}
     document: dict = {
-        "command": "OMP_NUM_THREADS=1 python benchmarks/bench_reconstruct_real.py -o " + str(args.output)
-                   + " --denoisers " + " ".join(args.denoisers) + (" --learned" if args.learned else ""),
-        "machine": machine(), "versions": {"cryoscore": __version__, "torch": torch.__version__},
+        **run_record(),
         "dataset": test_set.label, "pixel_size_a": test_set.pixel_size_a, "diameter_a": test_set.diameter_a,
         "reference": test_set.template, "symmetry": test_set.symmetry,
         "ctf_corrected": known_ctfs(test_set) is not None, "picks": {},

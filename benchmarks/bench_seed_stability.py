@@ -18,14 +18,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import time
 from pathlib import Path
 
 import numpy as np
-import torch
+from bench_learned_picker import run_record
 
-from cryoscore import __version__
 from cryoscore.bench.config import (
     BenchConfig,
     LearnedJudgeSettings,
@@ -66,11 +64,7 @@ def main() -> None:
     test_set = simulated_test_set(test_dirs[0], f"apoferritin {args.dose:g} e/A^2")
     learned = LearnedJudgeSettings(folds=3, seeds=(0,), steps=args.picker_steps)
     results: dict = {
-        "command": "python benchmarks/bench_seed_stability.py " + " ".join(
-            [f"-o {args.output}", f"--dose {args.dose:g}", "--seeds", *map(str, args.seeds), f"--steps {args.steps}"]
-            + ([f"--picker-steps {args.picker_steps}"] if args.picker_steps else [])),
-        "machine": {"platform": platform.platform(), "cpus": torch.get_num_threads()},
-        "versions": {"cryoscore": __version__, "torch": torch.__version__},
+        **run_record(),
         "condition": {"specimen": "apoferritin", "dose_e_per_a2": args.dose, "pixel_size_a": test_set.pixel_size_a,
                       "train_micrographs": len(pairs), "test_micrographs": len(test_set.micrographs),
                       "test_particles": int(sum(len(m.truth) for m in test_set.micrographs))},

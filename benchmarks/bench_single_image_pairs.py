@@ -38,7 +38,7 @@ from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
-from bench_learned_picker import DIAMETER_A, machine, real_set
+from bench_learned_picker import DIAMETER_A, real_set, run_record
 from scipy import ndimage, stats
 
 from cryoscore.bench.config import LearnedJudgeSettings
@@ -184,10 +184,7 @@ def main() -> None:
     parser.add_argument("--anscombe-adapt", type=Path, metavar="DIR", help="adapt and judge in the Anscombe domain")
     args = parser.parse_args()
     paths, images, pixel_a, truths = real_set()
-    document: dict = {"command": "OMP_NUM_THREADS=1 python benchmarks/bench_single_image_pairs.py " + " ".join(
-        f"--{key.replace('_', '-')} {' '.join(map(str, value)) if isinstance(value, list) else value}"
-        for key, value in vars(args).items() if value not in (None, [])), "machine": machine(),
-        "pixel_size_a": pixel_a}
+    document: dict = {**run_record(), "pixel_size_a": pixel_a}
     per_micrograph: dict[str, list[dict[str, float]]] = {"blind": [], "white_shared": [], "coloured_shared": []}
     edges = 1 / BAND_EDGES_A
     shape_rows = []

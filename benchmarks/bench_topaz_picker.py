@@ -27,10 +27,8 @@ import pickle
 from pathlib import Path
 
 import numpy as np
-import torch
-from bench_learned_picker import DIAMETER_A, machine, outputs, real_set
+from bench_learned_picker import DIAMETER_A, outputs, real_set, run_record
 
-from cryoscore import __version__
 from cryoscore.bench.config import LearnedJudgeSettings
 from cryoscore.bench.crossval import CrossValidation, cross_validate, fold_of_each, paired_difference
 from cryoscore.metrics.picking import MatchResult, match_picks
@@ -118,14 +116,9 @@ def main() -> None:
                          f"{cache_path}, run again when they are")
     if names != record["names"] or record["folds"] != args.folds or record["seeds"] != args.seeds:
         raise SystemExit(f"{args.topaz_picks}: Topaz's picks are of other micrographs, folds or seeds")
-    document = {"command": "OMP_NUM_THREADS=1 python benchmarks/bench_topaz_picker.py " + " ".join(
-                    [str(args.topaz_picks), "-o", str(args.output), "--ours", *args.ours, "--steps", str(args.steps),
-                     "--folds", str(args.folds), "--seeds", *map(str, args.seeds),
-                     "--topaz-denoiser", args.topaz_denoiser,
-                     *(["--minus-topaz", str(args.minus_topaz)] if args.minus_topaz else [])]),
+    document = {**run_record(),
                 "topaz_commands": record["commands"], "topaz_denoiser": args.topaz_denoiser, "topaz_settings": {key: record[key] for key in (
                     "topaz", "torch", "threads", "scale", "extract_radius_px", "epochs", "epoch_size", "seconds")},
-                "machine": machine(), "versions": {"cryoscore": __version__, "torch": torch.__version__},
                 "dataset": "EMPIAR-10146", "pixel_size_a": pixel_a, "diameter_a": DIAMETER_A,
                 "folds": args.folds, "seeds": args.seeds, "rows": []}
 
