@@ -40,7 +40,7 @@ from cryoscore.bench.crossval import (
 )
 from cryoscore.filters import lowpass_filter
 from cryoscore.infer.adapt import AdaptSettings, adapt_denoiser
-from cryoscore.infer.denoise import denoise_image, load_denoiser
+from cryoscore.infer.denoise import denoise_image, flatten_image, load_denoiser
 from cryoscore.io.coords import ParticleCoordinates, read_coordinates
 from cryoscore.io.mrc import read_mrc
 from cryoscore.metrics.picking import MatchResult, match_picks
@@ -49,7 +49,7 @@ from cryoscore.pick.blob import pick_blobs
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "apoferritin-empiar10146"
 DIAMETER_A = 120.0
 #: The denoiser outputs :func:`outputs` makes.
-DENOISERS = ("raw", "lowpass", "default", "adapted", "topaz")
+DENOISERS = ("raw", "lowpass", "default", "flattened", "adapted", "topaz")
 
 
 def real_set() -> tuple[list[Path], list[np.ndarray], float, list[ParticleCoordinates]]:
@@ -65,7 +65,8 @@ def outputs(name: str, images: list[np.ndarray], pixel_a: float, *, lowpass_a: f
             adapted_path: Path | None = None, adapt: AdaptSettings = AdaptSettings(),
             model_path: Path | None = None, device: str = "cpu") -> list[np.ndarray]:
     """Denoiser ``name``'s outputs of ``images`` (at ``pixel_a`` A/px): ``raw`` (the images),
-    ``lowpass`` (``lowpass_a`` A), ``default`` (the shipped model, or ``model_path``), ``adapted`` (the default
+    ``lowpass`` (``lowpass_a`` A), ``default`` (the shipped model, or ``model_path``), ``flattened`` (the
+    images minus that model's background estimate, low-passed: ``denoise --flatten``), ``adapted`` (the default
     fine-tuned on the micrograph files ``paths`` with ``adapt``, by default ``--adapt``'s
     defaults, saved at ``adapted_path``) or ``topaz`` (``topaz_dir``/NAME.mrc for each of ``paths``);
     the models run (and adapt) on ``device``."""
@@ -81,7 +82,8 @@ def outputs(name: str, images: list[np.ndarray], pixel_a: float, *, lowpass_a: f
     if name == "adapted":
         adapt_denoiser(model, paths, adapted_path, adapt, progress=False, device=device)
         model = load_denoiser(adapted_path, device)
-    return [denoise_image(model, image, pixel_size_a=pixel_a) for image in images]
+    estimate = flatten_image if name == "flattened" else denoise_image
+    return [estimate(model, image, pixel_size_a=pixel_a) for image in images]
 
 
 def blob_results(images: list[np.ndarray], truths: list[ParticleCoordinates], pixel_a: float) -> list[MatchResult]:

@@ -39,7 +39,7 @@ def main() -> None:
     parser.add_argument("--label-budgets", type=int, nargs="+", help="annotated micrographs per fold "
                         "(default: all of the other folds')")
     parser.add_argument("--denoisers", nargs="+", default=["raw", "default"], help="raw first, then any of "
-                        "lowpass, default, adapted, topaz (benchmarks/bench_learned_picker.py's outputs)")
+                        "lowpass, default, flattened, adapted, topaz (benchmarks/bench_learned_picker.py's outputs)")
     parser.add_argument("--topaz-dir", type=Path, help="Topaz-Denoise outputs NAME.mrc of the micrographs")
     parser.add_argument("--model", type=Path, help="judge this model as 'default' instead of the shipped one")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu",

@@ -405,9 +405,14 @@ def test_the_raw_checks_hold_a_denoiser_to_raw_on_easy_datasets_and_the_default_
     default = checks["default_not_below_raw"]
     assert default["datasets"] == "hard, easy" and not default["holds"]  # below raw on the easy one, by any margin
     assert default["pairs"][0]["differences"] == pytest.approx([0.02, -NO_HARM_MARGIN / 2])
+    assert "flattened_not_below_raw" not in checks  # not judged, no check
     checks = summarise([hard], ["raw", "default", "n2n"])["checks"]
     assert "no_harm_where_raw_is_easy" not in checks and checks["default_not_below_raw"]["holds"]
     assert "ap_order" not in summarise([hard], ["raw", "default"])["checks"]  # no order of raw alone
+    flattened = dataset("hard", {"raw": 0.50, "default": 0.45, "flattened": 0.49})
+    checks = summarise([flattened], ["raw", "default", "flattened"])["checks"]
+    assert not checks["default_not_below_raw"]["holds"] and not checks["flattened_not_below_raw"]["holds"]
+    assert checks["flattened_not_below_raw"]["pairs"][0]["differences"] == pytest.approx([-0.01])
 
 
 def test_the_particle_free_control_counts_false_picks_with_each_denoisers_learned_pickers(tmp_path):

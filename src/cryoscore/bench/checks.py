@@ -99,8 +99,9 @@ NO_HARM_MARGIN = 0.01
 def _raw_checks(datasets: list[JudgedDataset], judge: str) -> dict[str, Any]:
     """The checks against the raw micrographs, each only where the denoisers it needs were judged:
     ``no_harm_where_raw_is_easy`` (on every dataset where raw's AP is above :data:`EASY_RAW_AP`, every
-    denoiser's AP at least raw's minus :data:`NO_HARM_MARGIN`) and ``default_not_below_raw`` (on every
-    dataset, the shipped model's AP at least raw's). Each holds on the measured AP differences; the
+    denoiser's AP at least raw's minus :data:`NO_HARM_MARGIN`), ``default_not_below_raw`` (on every
+    dataset, the shipped model's AP at least raw's) and ``flattened_not_below_raw`` (the same for
+    its flattened output). Each holds on the measured AP differences; the
     learned judge's paired intervals are reported beside them."""
     judged = [record for record in datasets if "raw" in record.outcomes]
     checks: dict[str, Any] = {}
@@ -110,10 +111,11 @@ def _raw_checks(datasets: list[JudgedDataset], judge: str) -> dict[str, Any]:
     if others:
         checks["no_harm_where_raw_is_easy"] = _unless_failed(_not_below_raw(easy, judge, others, NO_HARM_MARGIN),
                                                              _failures(easy, names=None))
-    with_default = [record for record in judged if "default" in record.outcomes]
-    if with_default:
-        checks["default_not_below_raw"] = _unless_failed(_not_below_raw(with_default, judge, ["default"], 0.0),
-                                                         _failures(judged, ("default",)))
+    for name in ("default", "flattened"):
+        with_name = [record for record in judged if name in record.outcomes]
+        if with_name:
+            checks[f"{name}_not_below_raw"] = _unless_failed(_not_below_raw(with_name, judge, [name], 0.0),
+                                                             _failures(judged, (name,)))
     return checks
 
 

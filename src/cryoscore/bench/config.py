@@ -4,7 +4,7 @@ A benchmark config file (TOML) looks like this; every key is optional except the
 datasets, and paths (micrographs, coordinates, and a specimen, decoy or reference that is not
 a built-in name) are relative to the file's folder unless absolute::
 
-    denoisers = ["raw", "lowpass", "n2n", "score", "guided", "default", "topaz"]   # + "adapted"; topaz: if installed
+    denoisers = ["raw", "lowpass", "n2n", "score", "guided", "default", "flattened", "topaz"]   # + "adapted"; topaz: if installed
     judges = ["learned", "pixel", "blob", "template", "reconstruction"]   # learned: the primary judge; + "classes"
     lowpass_a = 20.0
 
@@ -85,10 +85,11 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
-DENOISERS = ("raw", "lowpass", "n2n", "score", "guided", "default", "adapted", "topaz")
+DENOISERS = ("raw", "lowpass", "n2n", "score", "guided", "default", "flattened", "adapted", "topaz")
 """Every denoiser a benchmark can judge: ``default`` is the model shipped with cryoscore,
-``adapted`` that model after ``denoise --adapt`` on the dataset's training micrographs;
-``topaz`` only where the ``topaz`` command is installed."""
+``flattened`` the micrograph minus that model's background estimate, low-passed (``denoise
+--flatten``), ``adapted`` that model after ``denoise --adapt`` on the dataset's training
+micrographs; ``topaz`` only where the ``topaz`` command is installed."""
 DEFAULT_DENOISERS = tuple(name for name in DENOISERS if name != "adapted")
 """What a benchmark judges unless told (``adapted`` costs minutes of fine-tuning per dataset)."""
 JUDGES = ("learned", "pixel", "blob", "template", "reconstruction", "classes")

@@ -21,7 +21,7 @@ import numpy as np
 from cryoscore.bench.config import TrainingSettings
 from cryoscore.filters import lowpass_filter
 from cryoscore.infer.adapt import AdaptSettings, Micrograph, adapt_to_images
-from cryoscore.infer.denoise import TrainedDenoiser, denoise_image, load_denoiser
+from cryoscore.infer.denoise import TrainedDenoiser, denoise_image, flatten_image, load_denoiser
 from cryoscore.io.mrc import read_mrc, write_mrc
 from cryoscore.pairs.halves import HalfPair
 from cryoscore.settings import METHODS, GuidanceConfig, TrainConfig
@@ -58,17 +58,19 @@ def train_models(
     ``guided`` is guided by ``reference`` (a map, an atomic model or a built-in specimen
     name); with a ``decoy`` density a second guided model, ``guided-decoy``, is trained
     with it in the reference's place, for the bias control. ``default`` is the shipped model
-    as it is, ``adapted`` the shipped model fine-tuned on the pairs' full sums as
+    as it is (``flattened`` too: :func:`denoise_functions` subtracts its background estimate),
+    ``adapted`` the shipped model fine-tuned on the pairs' full sums as
     ``denoise --adapt`` does it (:mod:`cryoscore.infer.adapt`), for the steps, batch and crop
     of ``settings``. Returns models by name. With a ``failures`` dict, a model whose training
     raises is left out and its error stored there under its name (:func:`call_or_record`; the
     others still train); without one the error propagates.
     """
     models = {}
-    if "default" in methods or "adapted" in methods:
+    if {"default", "flattened", "adapted"} & set(methods):
         shipped = load_denoiser(device=settings.device)
-        if "default" in methods:
-            models["default"] = TrainedModel("default", shipped, {"name": "default", "method": "default"})
+        for name in ("default", "flattened"):
+            if name in methods:
+                models[name] = TrainedModel(name, shipped, {"name": name, "method": name})
         if "adapted" in methods:
             models["adapted"] = _adapted_model(shipped, pairs, settings, model_dir / "adapted.pt")
     runs: list[tuple[str, str, GuidanceConfig | None]] = []
@@ -160,7 +162,8 @@ def denoise_functions(
     ``topaz`` Topaz-Denoise's pretrained model (left out, with a warning, when the ``topaz``
     command is not installed),
     the learned ones the one-step Tweedie estimate of their model for a full sum of two of the
-    halves it trained on.
+    halves it trained on, ``flattened`` the micrograph minus its model's background estimate,
+    low-passed at :data:`~cryoscore.infer.FLATTEN_LOWPASS_A` (:func:`~cryoscore.infer.denoise.flatten_image`).
     """
     functions: dict[str, DenoiseFunction] = {}
     for name in denoisers:
@@ -171,7 +174,8 @@ def denoise_functions(
         elif name == "topaz" and (command := _installed_topaz(os.environ.get("PATH", ""))) is not None:
             functions[name] = functools.partial(topaz_denoise, command=command)
     for name, model in models.items():
-        functions[name] = functools.partial(denoise_image, model.denoiser, pixel_size_a=pixel_size_a)
+        estimate = flatten_image if name == "flattened" else denoise_image
+        functions[name] = functools.partial(estimate, model.denoiser, pixel_size_a=pixel_size_a)
     return functions
 
 

@@ -15,7 +15,7 @@ from cryoscore.cli.common import (
     positive_float,
 )
 from cryoscore.errors import InputError
-from cryoscore.infer import DEFAULT_TILE_PX
+from cryoscore.infer import DEFAULT_TILE_PX, FLATTEN_LOWPASS_A
 from cryoscore.io.atomic import check_output_directory
 from cryoscore.settings import DEVICES
 
@@ -26,6 +26,7 @@ examples:
   cryoscore denoise mic.mrc -o out/ --uncertainty 8                     # + out/mic_std.mrc, 8 samples
   cryoscore denoise even/*.mrc -o denoised_even/ --model score.pt --halves 1
   cryoscore denoise micrographs/*.mrc -o lowpassed/ --lowpass 20        # Gaussian low-pass at 20 A
+  cryoscore denoise micrographs/*.mrc -o flattened/ --flatten           # background removed, for picking
   cryoscore denoise mic.mrc -o out/ --model score.pt --float16 --tile 512
   cryoscore denoise micrographs/ -o denoised/ --workers 4               # 4 processes on this machine
   cryoscore denoise micrographs/ -o denoised/ --scheduler tcp://head:8786   # an existing Dask cluster
@@ -52,6 +53,11 @@ def add_args(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--lowpass", type=positive_float, metavar="A", help="low-pass at this resolution instead")
     parser.add_argument("--lowpass-kind", choices=("gaussian", "butterworth"), default="gaussian",
                         help="low-pass filter shape (default: gaussian)")
+    parser.add_argument("--flatten", type=positive_float, nargs="?", const=FLATTEN_LOWPASS_A, metavar="A",
+                        help="write each micrograph minus the model's estimate of its background (ice, carbon, "
+                        "gradients), low-passed at A Angstrom (default: %(const)s): the particles on a flat "
+                        "background, for picking. At low particle contrast the model's own estimate keeps the "
+                        "background and loses weak particles; this keeps them (benchmarks/RESULTS.md, section 6)")
     parser.add_argument("--halves", type=int, choices=(1, 2), default=2,
                         help="how many frame halves an input holds: 2 for full sums, 1 for even/odd sums (default: 2)")
     parser.add_argument("--pixel-size", type=positive_float, metavar="A", help="A per pixel, overriding the headers")
@@ -138,7 +144,7 @@ def main(args: argparse.Namespace) -> int:
         model=model, lowpass_a=args.lowpass, lowpass_kind=args.lowpass_kind,
         halves=args.halves, pixel_size_a=args.pixel_size, tile_px=args.tile, sampler=_sampler_config(args),
         write_std=args.uncertainty is not None, float16=args.float16, device=args.device, overwrite=args.overwrite,
-        precision=args.precision, tile_batch=args.tile_batch, bin_factor=args.bin,
+        precision=args.precision, tile_batch=args.tile_batch, bin_factor=args.bin, flatten_lowpass_a=args.flatten,
     )
     records = denoise_micrographs(args.inputs, args.output, settings, workers=args.workers,
                                   scheduler=args.scheduler, torch_threads=args.threads,

@@ -86,6 +86,10 @@ class DenoiseSettings:
         Block-average each micrograph over ``bin_factor`` x ``bin_factor`` pixels before
         denoising (speed over detail: ``bin_factor``^2 fewer pixels to denoise); the
         output has that many times the pixel size.
+    flatten_lowpass_a:
+        Write the micrograph minus the model's estimate of its background, low-passed at this
+        resolution (Angstrom; :func:`~cryoscore.infer.denoise.flatten_image`) instead of the
+        estimate itself; None writes the estimate.
     """
 
     model: str | None = None
@@ -102,6 +106,7 @@ class DenoiseSettings:
     precision: str | None = None
     tile_batch: int = 1
     bin_factor: int = 1
+    flatten_lowpass_a: float | None = None
 
 
 @dataclass(frozen=True)
@@ -172,12 +177,15 @@ def _denoise_array(image: np.ndarray, pixel_size_a: float,
     1/b^2 of their noise variance, as if it summed b^2 times the halves (``halves_in_image``).
     """
     from cryoscore.filters import lowpass_filter
-    from cryoscore.infer.denoise import denoise_image, sample_image
+    from cryoscore.infer.denoise import denoise_image, flatten_image, sample_image
 
     if settings.lowpass_a is not None:
         return lowpass_filter(image, pixel_size_a, settings.lowpass_a, kind=settings.lowpass_kind), None
     denoiser = cached_denoiser(settings.model, settings.device, settings.precision)
     halves = settings.halves * settings.bin_factor**2
+    if settings.flatten_lowpass_a is not None:
+        return flatten_image(denoiser, image, pixel_size_a=pixel_size_a, lowpass_a=settings.flatten_lowpass_a,
+                             halves_in_image=halves, tile_px=settings.tile_px, batch_size=settings.tile_batch), None
     if settings.sampler is None:
         return denoise_image(denoiser, image, pixel_size_a=pixel_size_a, halves_in_image=halves,
                              tile_px=settings.tile_px, batch_size=settings.tile_batch), None
@@ -261,6 +269,9 @@ def denoise_micrographs(inputs: Sequence[Path], output_dir: Path, settings: Deno
         raise InputError("--bin", f"must be >= 1, got {settings.bin_factor}")
     if settings.lowpass_a is not None and settings.sampler is not None:
         raise InputError("--lowpass", "the low-pass baseline has no sampler or uncertainty")
+    if settings.flatten_lowpass_a is not None and (settings.lowpass_a is not None or settings.sampler is not None):
+        raise InputError("--flatten", "subtracts a model's background estimate; it does not go with --lowpass, "
+                         "--sampler sde or --uncertainty")
     check_output_directory(output_dir)
     jobs = plan_denoise_jobs(expand_inputs(inputs), output_dir, write_std=settings.write_std)
     if scheduler is None:

@@ -27,8 +27,8 @@ import torch
 
 from cryoscore.allocator import heap_allocations
 from cryoscore.errors import InputError
-from cryoscore.filters import fourier_resample
-from cryoscore.infer import DEFAULT_TILE_PX
+from cryoscore.filters import fourier_resample, lowpass_filter
+from cryoscore.infer import DEFAULT_TILE_PX, FLATTEN_LOWPASS_A
 from cryoscore.infer.sampler import DenoiseFunction, SamplerConfig, sample_mean_and_std
 from cryoscore.infer.tiling import TilingConfig, apply_tiled
 from cryoscore.nn.checkpoint import load_model
@@ -197,6 +197,7 @@ def denoise_image(
     halves_in_image: int = 2,
     tile_px: int = DEFAULT_TILE_PX,
     batch_size: int = 1,
+    level_factor: float = 1.0,
 ) -> np.ndarray:
     """The one-step Tweedie estimate of ``image`` (H, W), float32 in the input's units and grid.
 
@@ -205,12 +206,48 @@ def denoise_image(
     (:mod:`cryoscore.pairs.scale`); without it the image is taken as it is.
     ``halves_in_image`` is 2 for a full frame sum, 1 for an even or odd half sum. Tiles of
     ``tile_px`` with a halo of the network's receptive field keep memory bounded and give
-    the same result as whole-image inference.
+    the same result as whole-image inference. ``level_factor`` tells the network that many
+    times the level :meth:`TrainedDenoiser.network_sigma` gives: above 1 it asks for a smoother
+    estimate (:func:`background_image`).
     """
     working, normalisation = _working_image(denoiser, image, pixel_size_a, halves_in_image)
     denoise = _tiled_denoise_function(denoiser, tile_px, batch_size)
-    estimate = denoise(torch.from_numpy(normalisation.apply(working)), denoiser.network_sigma(normalisation.noise_sigma))
+    level = level_factor * denoiser.network_sigma(normalisation.noise_sigma)
+    estimate = denoise(torch.from_numpy(normalisation.apply(working)), level)
     return fourier_resample(normalisation.invert(estimate.numpy()), image.shape)
+
+
+BACKGROUND_LEVEL_FACTOR = 2.0
+"""How many times the usual noise level a model is told for :func:`background_image`."""
+
+
+def background_image(denoiser: TrainedDenoiser, image: np.ndarray, *, pixel_size_a: float | None = None,
+                     halves_in_image: int = 2, tile_px: int = DEFAULT_TILE_PX, batch_size: int = 1) -> np.ndarray:
+    """A model's estimate of the background of ``image`` (H, W): ice, carbon, gradients, contamination.
+
+    The one-step estimate for :data:`BACKGROUND_LEVEL_FACTOR` times the image's noise level
+    (:func:`denoise_image`). At the particle contrast of real micrographs a score model's
+    posterior mean keeps the background and little of the particles, and told a higher level it
+    drops more of them still (benchmarks/RESULTS.md, section 6), so what it returns is what lies
+    under the particles. Float32 in the input's units and grid.
+    """
+    return denoise_image(denoiser, image, pixel_size_a=pixel_size_a, halves_in_image=halves_in_image,
+                         tile_px=tile_px, batch_size=batch_size, level_factor=BACKGROUND_LEVEL_FACTOR)
+
+
+def flatten_image(denoiser: TrainedDenoiser, image: np.ndarray, *, pixel_size_a: float,
+                  lowpass_a: float = FLATTEN_LOWPASS_A, halves_in_image: int = 2, tile_px: int = DEFAULT_TILE_PX,
+                  batch_size: int = 1) -> np.ndarray:
+    """``image`` (H, W) minus :func:`background_image`, low-passed at ``lowpass_a`` Angstrom: the
+    particles on a flat background, for picking (``cryoscore denoise --flatten``).
+
+    Linear in the particles (nothing of them is shrunk away, unlike the posterior mean), with the
+    shot noise of a low-pass at ``lowpass_a``; ``pixel_size_a`` (Angstrom) is needed for the
+    low-pass. Float32 in the input's units (its background level removed) and grid.
+    """
+    background = background_image(denoiser, image, pixel_size_a=pixel_size_a, halves_in_image=halves_in_image,
+                                  tile_px=tile_px, batch_size=batch_size)
+    return lowpass_filter(image - background, pixel_size_a, lowpass_a)
 
 
 def sample_image(
