@@ -226,10 +226,12 @@ def background_image(denoiser: TrainedDenoiser, image: np.ndarray, *, pixel_size
     """A model's estimate of the background of ``image`` (H, W): ice, carbon, gradients, contamination.
 
     The one-step estimate for :data:`BACKGROUND_LEVEL_FACTOR` times the image's noise level
-    (:func:`denoise_image`). At the particle contrast of real micrographs a score model's
-    posterior mean keeps the background and little of the particles, and told a higher level it
-    drops more of them still (benchmarks/RESULTS.md, section 6), so what it returns is what lies
-    under the particles. Float32 in the input's units and grid.
+    (:func:`denoise_image`). Where particles are faint and sparse (simulated at the real
+    EMPIAR-10146 set's contrast) the shipped model's posterior mean keeps the background and
+    little of the particles, and told a higher level it drops more of them, so what it returns is
+    what lies under them; where it keeps the particles (the crowded real set) the estimate holds
+    part of them too (benchmarks/RESULTS.md, section 6, "Flattened micrographs"). Float32 in the
+    input's units and grid.
     """
     return denoise_image(denoiser, image, pixel_size_a=pixel_size_a, halves_in_image=halves_in_image,
                          tile_px=tile_px, batch_size=batch_size, level_factor=BACKGROUND_LEVEL_FACTOR)
@@ -241,9 +243,10 @@ def flatten_image(denoiser: TrainedDenoiser, image: np.ndarray, *, pixel_size_a:
     """``image`` (H, W) minus :func:`background_image`, low-passed at ``lowpass_a`` Angstrom: the
     particles on a flat background, for picking (``cryoscore denoise --flatten``).
 
-    Linear in the particles (nothing of them is shrunk away, unlike the posterior mean), with the
-    shot noise of a low-pass at ``lowpass_a``; ``pixel_size_a`` (Angstrom) is needed for the
-    low-pass. Float32 in the input's units (its background level removed) and grid.
+    Linear in whatever of the particles the background estimate does not hold (not shrunk as in
+    the posterior mean), with the shot noise of a low-pass at ``lowpass_a``; ``pixel_size_a``
+    (Angstrom) is needed for the low-pass. Float32 in the input's units (its background level
+    removed) and grid.
     """
     background = background_image(denoiser, image, pixel_size_a=pixel_size_a, halves_in_image=halves_in_image,
                                   tile_px=tile_px, batch_size=batch_size)
