@@ -56,8 +56,9 @@ def add_args(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--flatten", type=positive_float, nargs="?", const=FLATTEN_LOWPASS_A, metavar="A",
                         help="write each micrograph minus the model's estimate of its background (ice, carbon, "
                         "gradients), low-passed at A Angstrom (default: %(const)s): the particles on a flat "
-                        "background, for picking. At low particle contrast the model's own estimate keeps the "
-                        "background and loses weak particles; this keeps them (benchmarks/RESULTS.md, section 6)")
+                        "background, for picking. For faint, sparse particles, where the model's own output shows "
+                        "the background and not the particles; where it shows them, use it instead "
+                        "(benchmarks/RESULTS.md, section 6)")
     parser.add_argument("--halves", type=int, choices=(1, 2), default=2,
                         help="how many frame halves an input holds: 2 for full sums, 1 for even/odd sums (default: 2)")
     parser.add_argument("--pixel-size", type=positive_float, metavar="A", help="A per pixel, overriding the headers")
