@@ -8,7 +8,6 @@ import pytest
 from cryoscore.cli import main
 from cryoscore.infer.denoise import background_image, denoise_image, flatten_image, load_denoiser
 from cryoscore.io.mrc import read_mrc, write_mrc
-from cryoscore.pairs.guidance import band_power
 from cryoscore.simulate.background import BackgroundParams
 from cryoscore.simulate.dataset import SimulationConfig, render_truth, sample_halves
 from cryoscore.simulate.procedural import builtin_specimen
@@ -23,11 +22,11 @@ FAINT = SimulationConfig(specimen="apoferritin", n_micrographs=1, size_px=384, p
 
 
 def _particle_band_correlation(first: np.ndarray, second: np.ndarray) -> float:
-    """Correlation over wavelengths from an eighth of a particle diameter to two diameters."""
-    def power(a: np.ndarray, b: np.ndarray) -> float:
-        return band_power(a, b, PIXEL_A, 2 * DIAMETER_A, DIAMETER_A / 8)
+    """Correlation over wavelengths from an eighth of a particle diameter to two diameters, as
+    benchmarks/bench_particle_band.py measures it (the fixture ``benchmarks_on_path`` makes it importable)."""
+    from bench_particle_band import band_correlation
 
-    return power(first, second) / np.sqrt(power(first, first) * power(second, second))
+    return band_correlation(first, second, PIXEL_A, DIAMETER_A / 8, 2 * DIAMETER_A)
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +36,7 @@ def faint_micrograph():
     return (even + odd).numpy(), truth.clean.numpy(), truth.background.numpy()
 
 
-def test_flattening_removes_the_background_and_keeps_the_faint_particles(faint_micrograph):
+def test_flattening_removes_the_background_and_keeps_the_faint_particles(faint_micrograph, benchmarks_on_path):
     micrograph, particles, background = faint_micrograph
     model = load_denoiser()
     estimate = background_image(model, micrograph, pixel_size_a=PIXEL_A)
