@@ -23,16 +23,7 @@ from bench_learned_picker import outputs
 
 from cryoscore.bench.datasets import simulated_test_set
 from cryoscore.io.mrc import read_mrc
-from cryoscore.pairs.guidance import band_power
-
-
-def band_correlation(first: np.ndarray, second: np.ndarray, pixel_a: float, shortest_a: float,
-                     longest_a: float) -> float:
-    """Correlation of two (H, W) images over the wavelengths from ``shortest_a`` to ``longest_a`` Angstrom."""
-    def power(a: np.ndarray, b: np.ndarray) -> float:
-        return band_power(a, b, pixel_a, longest_a, shortest_a)
-
-    return power(first, second) / np.sqrt(power(first, first) * power(second, second))
+from cryoscore.pairs.guidance import band_correlation, particle_band_a
 
 
 def denoised_outputs(spec: str, images: list[np.ndarray], pixel_a: float) -> tuple[str, list[np.ndarray]]:
@@ -52,7 +43,7 @@ def main() -> None:
     args = parser.parse_args()
     test_set = simulated_test_set(args.dataset, args.dataset.name)
     pixel_a, diameter_a = test_set.pixel_size_a, test_set.diameter_a
-    band = (diameter_a / 8, 2 * diameter_a)
+    band = particle_band_a(diameter_a)
     micrographs = test_set.micrographs[: args.micrographs]
     denoised = dict(denoised_outputs(spec, [micrograph.full_sum for micrograph in micrographs], pixel_a)
                     for spec in args.denoisers)

@@ -27,6 +27,7 @@ examples:
   cryoscore denoise even/*.mrc -o denoised_even/ --model score.pt --halves 1
   cryoscore denoise micrographs/*.mrc -o lowpassed/ --lowpass 20        # Gaussian low-pass at 20 A
   cryoscore denoise micrographs/*.mrc -o flattened/ --flatten           # background removed, for picking
+  cryoscore denoise micrographs/*.mrc -o picking/ --flatten auto --diameter 120   # whichever suits picking
   cryoscore denoise mic.mrc -o out/ --model score.pt --float16 --tile 512
   cryoscore denoise micrographs/ -o denoised/ --workers 4               # 4 processes on this machine
   cryoscore denoise micrographs/ -o denoised/ --scheduler tcp://head:8786   # an existing Dask cluster
@@ -53,12 +54,16 @@ def add_args(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--lowpass", type=positive_float, metavar="A", help="low-pass at this resolution instead")
     parser.add_argument("--lowpass-kind", choices=("gaussian", "butterworth"), default="gaussian",
                         help="low-pass filter shape (default: gaussian)")
-    parser.add_argument("--flatten", type=positive_float, nargs="?", const=FLATTEN_LOWPASS_A, metavar="A",
+    parser.add_argument("--flatten", type=_flatten_value, nargs="?", const=FLATTEN_LOWPASS_A, metavar="A|auto",
                         help="write each micrograph minus the model's estimate of its background (ice, carbon, "
                         "gradients), low-passed at A Angstrom (default: %(const)s): the particles on a flat "
                         "background, for picking. For faint, sparse particles, where the model's own output shows "
-                        "the background and not the particles; where it shows them, use it instead "
+                        "the background and not the particles; where it shows them, use it instead. 'auto' "
+                        "chooses per micrograph: flattened where the model's output is mostly its background "
+                        "estimate at the scale of particles --diameter across, the model's output elsewhere "
                         "(benchmarks/RESULTS.md, section 6)")
+    parser.add_argument("--diameter", type=positive_float, metavar="A",
+                        help="particle diameter in Angstrom, for --flatten auto")
     parser.add_argument("--halves", type=int, choices=(1, 2), default=2,
                         help="how many frame halves an input holds: 2 for full sums, 1 for even/odd sums (default: 2)")
     parser.add_argument("--pixel-size", type=positive_float, metavar="A", help="A per pixel, overriding the headers")
@@ -92,6 +97,22 @@ def add_args(subparsers: argparse._SubParsersAction) -> None:
                         help="recompute outputs that already exist (default: skip micrographs whose outputs are "
                         "complete, so an interrupted run can be restarted)")
     parser.set_defaults(handler=main)
+
+
+def _flatten_value(text: str) -> float | str:
+    """``--flatten``'s value: a low-pass resolution in Angstrom, or ``auto``."""
+    return text if text == "auto" else positive_float(text)
+
+
+def _flatten_settings(args: argparse.Namespace) -> dict[str, float | None]:
+    """The :class:`~cryoscore.infer.batch.DenoiseSettings` fields of ``--flatten`` and ``--diameter``."""
+    if args.flatten != "auto":
+        if args.diameter is not None:
+            raise InputError("--diameter", "is used only by --flatten auto")
+        return {"flatten_lowpass_a": args.flatten}
+    if args.diameter is None:
+        raise InputError("--flatten auto", "needs the particle diameter: add --diameter A (Angstrom)")
+    return {"flatten_lowpass_a": FLATTEN_LOWPASS_A, "auto_flatten_diameter_a": args.diameter}
 
 
 def _sampler_config(args: argparse.Namespace):
@@ -145,7 +166,7 @@ def main(args: argparse.Namespace) -> int:
         model=model, lowpass_a=args.lowpass, lowpass_kind=args.lowpass_kind,
         halves=args.halves, pixel_size_a=args.pixel_size, tile_px=args.tile, sampler=_sampler_config(args),
         write_std=args.uncertainty is not None, float16=args.float16, device=args.device, overwrite=args.overwrite,
-        precision=args.precision, tile_batch=args.tile_batch, bin_factor=args.bin, flatten_lowpass_a=args.flatten,
+        precision=args.precision, tile_batch=args.tile_batch, bin_factor=args.bin, **_flatten_settings(args),
     )
     records = denoise_micrographs(args.inputs, args.output, settings, workers=args.workers,
                                   scheduler=args.scheduler, torch_threads=args.threads,

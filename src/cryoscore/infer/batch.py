@@ -26,7 +26,7 @@ import functools
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -90,6 +90,10 @@ class DenoiseSettings:
         Write the micrograph minus the model's estimate of its background, low-passed at this
         resolution (Angstrom; :func:`~cryoscore.infer.denoise.flatten_image`) instead of the
         estimate itself; None writes the estimate.
+    auto_flatten_diameter_a:
+        With a particle diameter (Angstrom) and ``flatten_lowpass_a``, choose per micrograph between the
+        flattened micrograph and the estimate, whichever suits picking
+        (:func:`~cryoscore.infer.denoise.picking_image`, ``--flatten auto``); the run record says which.
     """
 
     model: str | None = None
@@ -107,6 +111,7 @@ class DenoiseSettings:
     tile_batch: int = 1
     bin_factor: int = 1
     flatten_lowpass_a: float | None = None
+    auto_flatten_diameter_a: float | None = None
 
 
 @dataclass(frozen=True)
@@ -170,27 +175,31 @@ def _input_shape(source: Path, pixel_size_a: float | None) -> tuple[int, int]:
 
 
 def _denoise_array(image: np.ndarray, pixel_size_a: float,
-                   settings: DenoiseSettings) -> tuple[np.ndarray, np.ndarray | None]:
-    """The denoised image (H, W) and, with a sampler, its per-pixel std map (H, W), input units.
+                   settings: DenoiseSettings) -> tuple[np.ndarray, np.ndarray | None, dict[str, Any] | None]:
+    """The denoised image (H, W), with a sampler its per-pixel std map (H, W), input units, and with
+    ``auto_flatten_diameter_a`` which output it is (the job record's details).
 
     ``image`` is the micrograph after any binning; a pixel that averages b x b pixels has
     1/b^2 of their noise variance, as if it summed b^2 times the halves (``halves_in_image``).
     """
     from cryoscore.filters import lowpass_filter
-    from cryoscore.infer.denoise import denoise_image, flatten_image, sample_image
+    from cryoscore.infer.denoise import denoise_image, flatten_image, picking_image, sample_image
 
     if settings.lowpass_a is not None:
-        return lowpass_filter(image, pixel_size_a, settings.lowpass_a, kind=settings.lowpass_kind), None
+        return lowpass_filter(image, pixel_size_a, settings.lowpass_a, kind=settings.lowpass_kind), None, None
     denoiser = cached_denoiser(settings.model, settings.device, settings.precision)
-    halves = settings.halves * settings.bin_factor**2
+    options: dict[str, Any] = {"pixel_size_a": pixel_size_a, "halves_in_image": settings.halves * settings.bin_factor**2,
+               "tile_px": settings.tile_px, "batch_size": settings.tile_batch}
+    if settings.flatten_lowpass_a is not None and settings.auto_flatten_diameter_a is not None:
+        chosen = picking_image(denoiser, image, diameter_a=settings.auto_flatten_diameter_a,
+                               lowpass_a=settings.flatten_lowpass_a, **options)
+        return chosen.image, None, {"output": "flattened" if chosen.flattened else "estimate",
+                                    "background_correlation": round(chosen.background_correlation, 4)}
     if settings.flatten_lowpass_a is not None:
-        return flatten_image(denoiser, image, pixel_size_a=pixel_size_a, lowpass_a=settings.flatten_lowpass_a,
-                             halves_in_image=halves, tile_px=settings.tile_px, batch_size=settings.tile_batch), None
+        return flatten_image(denoiser, image, lowpass_a=settings.flatten_lowpass_a, **options), None, None
     if settings.sampler is None:
-        return denoise_image(denoiser, image, pixel_size_a=pixel_size_a, halves_in_image=halves,
-                             tile_px=settings.tile_px, batch_size=settings.tile_batch), None
-    return sample_image(denoiser, image, settings.sampler, pixel_size_a=pixel_size_a, halves_in_image=halves,
-                        tile_px=settings.tile_px, batch_size=settings.tile_batch)
+        return denoise_image(denoiser, image, **options), None, None
+    return (*sample_image(denoiser, image, settings.sampler, **options), None)
 
 
 def denoise_micrograph(job: DenoiseJob, settings: DenoiseSettings, torch_threads: int | None = None) -> JobRecord:
@@ -219,14 +228,14 @@ def denoise_micrograph(job: DenoiseJob, settings: DenoiseSettings, torch_threads
         image, pixel_size_a = bin_image(image, settings.bin_factor), pixel_size_a * settings.bin_factor
         check_micrograph_data(job.source, image, measure_noise=settings.lowpass_a is None,
                               what=f" after --bin {settings.bin_factor}" if settings.bin_factor > 1 else "")
-        result, std = _denoise_array(image, pixel_size_a, settings)
+        result, std, details = _denoise_array(image, pixel_size_a, settings)
         if job.std_output is not None:
             assert std is not None, "a std map is written only with a sampler, which makes one"
             write_mrc(job.std_output, std, pixel_size_a, float16=settings.float16)
         write_mrc(job.output, result, pixel_size_a, float16=settings.float16)
     except InputError as error:
         return JobRecord(name, "failed", time.perf_counter() - start, str(error))
-    return JobRecord(name, "ok", time.perf_counter() - start)
+    return JobRecord(name, "ok", time.perf_counter() - start, details=details)
 
 
 def minimum_tile_px(halo_px: int, multiple: int) -> int:
@@ -272,6 +281,8 @@ def denoise_micrographs(inputs: Sequence[Path], output_dir: Path, settings: Deno
     if settings.flatten_lowpass_a is not None and (settings.lowpass_a is not None or settings.sampler is not None):
         raise InputError("--flatten", "subtracts a model's background estimate; it does not go with --lowpass, "
                          "--sampler sde or --uncertainty")
+    if settings.auto_flatten_diameter_a is not None and settings.flatten_lowpass_a is None:
+        raise InputError("--diameter", "is used only by --flatten auto")
     check_output_directory(output_dir)
     jobs = plan_denoise_jobs(expand_inputs(inputs), output_dir, write_std=settings.write_std)
     if scheduler is None:

@@ -34,6 +34,7 @@ from cryoscore.infer.tiling import TilingConfig, apply_tiled
 from cryoscore.nn.checkpoint import load_model
 from cryoscore.nn.precondition import Denoiser
 from cryoscore.objectives import HALF_NOISE_SIGMA
+from cryoscore.pairs.guidance import band_correlation, particle_band_a
 from cryoscore.pairs.normalise import NORMALISATION, Normalisation, normalisation_for_image, relative_noise_map
 from cryoscore.pairs.scale import WorkingScale, working_shape
 from cryoscore.settings import DEVICES
@@ -251,6 +252,47 @@ def flatten_image(denoiser: TrainedDenoiser, image: np.ndarray, *, pixel_size_a:
     background = background_image(denoiser, image, pixel_size_a=pixel_size_a, halves_in_image=halves_in_image,
                                   tile_px=tile_px, batch_size=batch_size)
     return lowpass_filter(image - background, pixel_size_a, lowpass_a)
+
+
+BACKGROUND_CORRELATION_TO_FLATTEN = 0.9
+"""Above this correlation of a posterior mean with its model's background estimate in the particles' band,
+:func:`picking_image` flattens: the model's output is then its background and little of the particles.
+Measured on the first micrograph of every condition (benchmarks/RESULTS.md, section 6, "Which output to pick
+on"): 0.80-0.84 where the posterior mean keeps the particles (the real EMPIAR-10146 set, its simulated
+stand-in), 0.93-1.00 on the simulated conditions where the flattened micrograph holds more of them."""
+
+
+@dataclass(frozen=True)
+class PickingImage:
+    """What :func:`picking_image` chose for one micrograph: ``image`` (H, W), float32 in the input's
+    units, is the flattened micrograph when ``flattened``, else the posterior mean; ``background_correlation``
+    the correlation it decided by."""
+
+    image: np.ndarray
+    flattened: bool
+    background_correlation: float
+
+
+def picking_image(denoiser: TrainedDenoiser, image: np.ndarray, *, pixel_size_a: float, diameter_a: float,
+                  lowpass_a: float = FLATTEN_LOWPASS_A, halves_in_image: int = 2, tile_px: int = DEFAULT_TILE_PX,
+                  batch_size: int = 1) -> PickingImage:
+    """The better of a model's two outputs of ``image`` (H, W) for picking particles ``diameter_a``
+    Angstrom across (``cryoscore denoise --flatten auto``).
+
+    The posterior mean (:func:`denoise_image`) where it keeps the particles; the flattened micrograph
+    (:func:`flatten_image`, low-passed at ``lowpass_a`` Angstrom) where the posterior mean is mostly
+    the model's background estimate at the particles' scales (their correlation over
+    :func:`~cryoscore.pairs.guidance.particle_band_a` above :data:`BACKGROUND_CORRELATION_TO_FLATTEN`):
+    faint, sparse particles that the model takes for noise. Costs two forward passes.
+    """
+    options: dict[str, Any] = {"pixel_size_a": pixel_size_a, "halves_in_image": halves_in_image, "tile_px": tile_px,
+               "batch_size": batch_size}
+    posterior_mean = denoise_image(denoiser, image, **options)
+    background = background_image(denoiser, image, **options)
+    correlation = band_correlation(posterior_mean, background, pixel_size_a, *particle_band_a(diameter_a))
+    if correlation > BACKGROUND_CORRELATION_TO_FLATTEN:
+        return PickingImage(lowpass_filter(image - background, pixel_size_a, lowpass_a), True, correlation)
+    return PickingImage(posterior_mean, False, correlation)
 
 
 def sample_image(

@@ -124,6 +124,22 @@ def band_power(first: np.ndarray, second: np.ndarray, pixel_size_a: float, longe
     return float(cross.real[band].sum() / first.size**2)
 
 
+def particle_band_a(diameter_a: float) -> tuple[float, float]:
+    """The scales of particles ``diameter_a`` Angstrom across: wavelengths from an eighth of a diameter to
+    two diameters, (shortest, longest) in Angstrom."""
+    return diameter_a / 8, 2 * diameter_a
+
+
+def band_correlation(first: np.ndarray, second: np.ndarray, pixel_size_a: float, shortest_a: float,
+                     longest_a: float) -> float:
+    """Correlation of two images (H, W) over the wavelengths from ``shortest_a`` to ``longest_a`` Angstrom
+    (:func:`band_power`)."""
+    def power(a: np.ndarray, b: np.ndarray) -> float:
+        return band_power(a, b, pixel_size_a, longest_a, shortest_a)
+
+    return power(first, second) / np.sqrt(power(first, first) * power(second, second))
+
+
 class GuidanceExamples:
     """Draws synthetic (input, target) crops for one training run.
 
