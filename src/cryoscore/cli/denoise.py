@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import json
+import statistics
 import sys
 from pathlib import Path
 
@@ -155,7 +157,7 @@ def _adapted_model(args: argparse.Namespace) -> str:
 
 
 def main(args: argparse.Namespace) -> int:
-    from cryoscore.infer.batch import DenoiseSettings, denoise_micrographs
+    from cryoscore.infer.batch import DENOISE_RECORD_NAME, DenoiseSettings, denoise_micrographs
     from cryoscore.jobs import summary_line
 
     check_parallel_options(args)
@@ -172,5 +174,18 @@ def main(args: argparse.Namespace) -> int:
                                   scheduler=args.scheduler, torch_threads=args.threads,
                                   report=failure_reporter("denoise"),
                                   command_line=args.command_line)
+    if args.flatten == "auto":
+        _print_flatten_choice(args.output / DENOISE_RECORD_NAME)
     print(f"{summary_line(records)}; outputs in {args.output}")
     return batch_exit_code(records)
+
+
+def _print_flatten_choice(record_path: Path) -> None:
+    """Say what ``--flatten auto`` chose, from the run record (``flatten_auto``)."""
+    choice = json.loads(record_path.read_text())["flatten_auto"]
+    correlations = list(choice["background_correlations"].values())
+    measured = (f"median correlation {statistics.median(correlations):.3f} with the background estimate at the "
+                f"particles' scale over {len(correlations)} micrographs" if correlations else "no micrograph readable")
+    verdict = ("the model's output is mostly background: wrote flattened micrographs" if choice["flattened"]
+               else "the model's output keeps the particles: wrote it")
+    print(f"--flatten auto: {measured}; {verdict}", file=sys.stderr)

@@ -24,9 +24,9 @@ from __future__ import annotations
 
 import functools
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 
@@ -44,6 +44,9 @@ from cryoscore.jobs import (
     set_torch_threads,
     write_run_record,
 )
+
+if TYPE_CHECKING:
+    from cryoscore.infer.denoise import TrainedDenoiser
 
 DENOISE_RECORD_NAME = "denoise.json"
 """The run record written into the output folder (:func:`denoise_micrographs`)."""
@@ -91,9 +94,9 @@ class DenoiseSettings:
         resolution (Angstrom; :func:`~cryoscore.infer.denoise.flatten_image`) instead of the
         estimate itself; None writes the estimate.
     auto_flatten_diameter_a:
-        With a particle diameter (Angstrom) and ``flatten_lowpass_a``, choose per micrograph between the
-        flattened micrograph and the estimate, whichever suits picking
-        (:func:`~cryoscore.infer.denoise.picking_image`, ``--flatten auto``); the run record says which.
+        With a particle diameter (Angstrom) and ``flatten_lowpass_a``: flatten only if the model's estimate
+        of these micrographs is mostly its background at the particles' scales, else write the estimate;
+        one choice for the run, made on a sample of them (:func:`choose_flatten`, ``--flatten auto``).
     """
 
     model: str | None = None
@@ -174,32 +177,75 @@ def _input_shape(source: Path, pixel_size_a: float | None) -> tuple[int, int]:
         return stack.shape[1:]
 
 
-def _denoise_array(image: np.ndarray, pixel_size_a: float,
-                   settings: DenoiseSettings) -> tuple[np.ndarray, np.ndarray | None, dict[str, Any] | None]:
-    """The denoised image (H, W), with a sampler its per-pixel std map (H, W), input units, and with
-    ``auto_flatten_diameter_a`` which output it is (the job record's details).
+def _model_options(pixel_size_a: float, settings: DenoiseSettings) -> dict[str, Any]:
+    """The keyword arguments of :mod:`cryoscore.infer.denoise`'s functions for an image at ``pixel_size_a``
+    (after any binning: a pixel that averages b x b pixels has 1/b^2 of their noise variance, as if it
+    summed b^2 times the halves)."""
+    return {"pixel_size_a": pixel_size_a, "halves_in_image": settings.halves * settings.bin_factor**2,
+            "tile_px": settings.tile_px, "batch_size": settings.tile_batch}
 
-    ``image`` is the micrograph after any binning; a pixel that averages b x b pixels has
-    1/b^2 of their noise variance, as if it summed b^2 times the halves (``halves_in_image``).
-    """
+
+def _denoise_array(image: np.ndarray, pixel_size_a: float,
+                   settings: DenoiseSettings) -> tuple[np.ndarray, np.ndarray | None]:
+    """The denoised image (H, W) and, with a sampler, its per-pixel std map (H, W), input units.
+    ``image`` is the micrograph after any binning."""
     from cryoscore.filters import lowpass_filter
-    from cryoscore.infer.denoise import denoise_image, flatten_image, picking_image, sample_image
+    from cryoscore.infer.denoise import denoise_image, flatten_image, sample_image
 
     if settings.lowpass_a is not None:
-        return lowpass_filter(image, pixel_size_a, settings.lowpass_a, kind=settings.lowpass_kind), None, None
+        return lowpass_filter(image, pixel_size_a, settings.lowpass_a, kind=settings.lowpass_kind), None
     denoiser = cached_denoiser(settings.model, settings.device, settings.precision)
-    options: dict[str, Any] = {"pixel_size_a": pixel_size_a, "halves_in_image": settings.halves * settings.bin_factor**2,
-               "tile_px": settings.tile_px, "batch_size": settings.tile_batch}
-    if settings.flatten_lowpass_a is not None and settings.auto_flatten_diameter_a is not None:
-        chosen = picking_image(denoiser, image, diameter_a=settings.auto_flatten_diameter_a,
-                               lowpass_a=settings.flatten_lowpass_a, **options)
-        return chosen.image, None, {"output": "flattened" if chosen.flattened else "estimate",
-                                    "background_correlation": round(chosen.background_correlation, 4)}
+    options = _model_options(pixel_size_a, settings)
     if settings.flatten_lowpass_a is not None:
-        return flatten_image(denoiser, image, lowpass_a=settings.flatten_lowpass_a, **options), None, None
+        return flatten_image(denoiser, image, lowpass_a=settings.flatten_lowpass_a, **options), None
     if settings.sampler is None:
-        return denoise_image(denoiser, image, **options), None, None
-    return (*sample_image(denoiser, image, settings.sampler, **options), None)
+        return denoise_image(denoiser, image, **options), None
+    return sample_image(denoiser, image, settings.sampler, **options)
+
+
+def _read_binned(source: Path, settings: DenoiseSettings) -> tuple[np.ndarray, float]:
+    """The micrograph in ``source`` after ``--bin`` and its pixel size (Angstrom); InputError when it cannot
+    be read or holds no usable data."""
+    from cryoscore.filters import bin_image
+    from cryoscore.io.mrc import read_mrc
+
+    image, pixel_size_a = read_mrc(source, pixel_size_a=settings.pixel_size_a)
+    image, pixel_size_a = bin_image(image, settings.bin_factor), pixel_size_a * settings.bin_factor
+    check_micrograph_data(source, image, measure_noise=settings.lowpass_a is None,
+                          what=f" after --bin {settings.bin_factor}" if settings.bin_factor > 1 else "")
+    return image, pixel_size_a
+
+
+AUTO_FLATTEN_SAMPLE = 5
+"""How many micrographs of a run, spread over its inputs, ``--flatten auto`` measures before choosing."""
+
+
+def choose_flatten(jobs: Sequence[DenoiseJob], settings: DenoiseSettings,
+                   denoiser: TrainedDenoiser) -> tuple[DenoiseSettings, dict[str, Any]]:
+    """``--flatten auto``: the settings with the choice made (``flatten_lowpass_a`` kept or set to None,
+    ``auto_flatten_diameter_a`` None), and what it was made on, for the run record.
+
+    Measures :func:`~cryoscore.infer.denoise.background_correlation` on up to :data:`AUTO_FLATTEN_SAMPLE`
+    micrographs spread over ``jobs`` (those that cannot be read are left to fail in their own job) and
+    flattens when :func:`~cryoscore.infer.denoise.should_flatten` says so; none readable, no flattening.
+    """
+    from cryoscore.infer.denoise import background_correlation, should_flatten
+
+    assert settings.auto_flatten_diameter_a is not None, "choose_flatten is for --flatten auto"
+    spread = np.linspace(0, len(jobs) - 1, min(AUTO_FLATTEN_SAMPLE, len(jobs))).round().astype(int)
+    correlations = {}
+    for job in (jobs[i] for i in sorted(set(spread))):
+        try:
+            image, pixel_size_a = _read_binned(job.source, settings)
+        except InputError:
+            continue
+        correlations[job.source.name] = round(background_correlation(
+            denoiser, image, diameter_a=settings.auto_flatten_diameter_a, **_model_options(pixel_size_a, settings)), 4)
+    flatten = bool(correlations) and should_flatten(list(correlations.values()))
+    chosen = replace(settings, auto_flatten_diameter_a=None,
+                     flatten_lowpass_a=settings.flatten_lowpass_a if flatten else None)
+    return chosen, {"diameter_a": settings.auto_flatten_diameter_a, "background_correlations": correlations,
+                    "flattened": flatten}
 
 
 def denoise_micrograph(job: DenoiseJob, settings: DenoiseSettings, torch_threads: int | None = None) -> JobRecord:
@@ -211,8 +257,7 @@ def denoise_micrograph(job: DenoiseJob, settings: DenoiseSettings, torch_threads
     Returns a :class:`JobRecord`; an :class:`InputError` (unreadable input, NaN pixels, ...)
     becomes a ``failed`` record, other exceptions (bugs) propagate.
     """
-    from cryoscore.filters import bin_image
-    from cryoscore.io.mrc import read_mrc, write_mrc
+    from cryoscore.io.mrc import write_mrc
 
     set_torch_threads(torch_threads)
     start = time.perf_counter()
@@ -224,18 +269,15 @@ def denoise_micrograph(job: DenoiseJob, settings: DenoiseSettings, torch_threads
         shape = (rows // settings.bin_factor, columns // settings.bin_factor)
         if not settings.overwrite and all(is_complete(output, shape) for output in job.outputs):
             return JobRecord(name, "skipped", time.perf_counter() - start)
-        image, pixel_size_a = read_mrc(job.source, pixel_size_a=settings.pixel_size_a)
-        image, pixel_size_a = bin_image(image, settings.bin_factor), pixel_size_a * settings.bin_factor
-        check_micrograph_data(job.source, image, measure_noise=settings.lowpass_a is None,
-                              what=f" after --bin {settings.bin_factor}" if settings.bin_factor > 1 else "")
-        result, std, details = _denoise_array(image, pixel_size_a, settings)
+        image, pixel_size_a = _read_binned(job.source, settings)
+        result, std = _denoise_array(image, pixel_size_a, settings)
         if job.std_output is not None:
             assert std is not None, "a std map is written only with a sampler, which makes one"
             write_mrc(job.std_output, std, pixel_size_a, float16=settings.float16)
         write_mrc(job.output, result, pixel_size_a, float16=settings.float16)
     except InputError as error:
         return JobRecord(name, "failed", time.perf_counter() - start, str(error))
-    return JobRecord(name, "ok", time.perf_counter() - start, details=details)
+    return JobRecord(name, "ok", time.perf_counter() - start)
 
 
 def minimum_tile_px(halo_px: int, multiple: int) -> int:
@@ -296,10 +338,13 @@ def denoise_micrographs(inputs: Sequence[Path], output_dir: Path, settings: Deno
         if settings.sampler is not None:
             denoiser.check_can_sample()
         model = denoiser.source
+    chosen: dict[str, Any] = {}
+    if settings.auto_flatten_diameter_a is not None:
+        settings, chosen["flatten_auto"] = choose_flatten(jobs, settings, denoiser)
     records = run_jobs(denoise_micrograph, jobs, workers=workers, scheduler=scheduler, torch_threads=torch_threads,
                        progress=progress, report=report, settings=settings)
     write_run_record(output_dir / DENOISE_RECORD_NAME,
-                     {"denoiser": model, "settings": settings,
+                     {"denoiser": model, "settings": settings, **chosen,
                       "micrographs": [job_entry(job.source, job.output, record) for job, record in zip(jobs, records)]},
                      command_line)
     return records

@@ -20,7 +20,7 @@ import logging
 import os
 from dataclasses import dataclass
 from importlib import resources
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -255,44 +255,31 @@ def flatten_image(denoiser: TrainedDenoiser, image: np.ndarray, *, pixel_size_a:
 
 
 BACKGROUND_CORRELATION_TO_FLATTEN = 0.9
-"""Above this correlation of a posterior mean with its model's background estimate in the particles' band,
-:func:`picking_image` flattens: the model's output is then its background and little of the particles.
-Measured on the first micrograph of every condition (benchmarks/RESULTS.md, section 6, "Which output to pick
-on"): 0.80-0.84 where the posterior mean keeps the particles (the real EMPIAR-10146 set, its simulated
-stand-in), 0.93-1.00 on the simulated conditions where the flattened micrograph holds more of them."""
+"""Above this median :func:`background_correlation` of a set of micrographs, ``--flatten auto`` flattens them:
+the model's output is then its background and little of the particles. Measured on every micrograph of
+each benchmark condition (benchmarks/RESULTS.md, section 6, "Which output to pick on"): medians 0.80-0.83
+where the posterior mean holds more of the particles than the flattened micrograph (the real EMPIAR-10146
+set, its simulated stand-in), 0.93-1.00 on the simulated conditions where the flattened one holds more."""
 
 
-@dataclass(frozen=True)
-class PickingImage:
-    """What :func:`picking_image` chose for one micrograph: ``image`` (H, W), float32 in the input's
-    units, is the flattened micrograph when ``flattened``, else the posterior mean; ``background_correlation``
-    the correlation it decided by."""
+def background_correlation(denoiser: TrainedDenoiser, image: np.ndarray, *, pixel_size_a: float, diameter_a: float,
+                           halves_in_image: int = 2, tile_px: int = DEFAULT_TILE_PX, batch_size: int = 1) -> float:
+    """How much the posterior mean of ``image`` (H, W) is the model's background estimate at the scales of
+    particles ``diameter_a`` Angstrom across: the correlation of :func:`denoise_image` with
+    :func:`background_image` over :func:`~cryoscore.pairs.guidance.particle_band_a`. Near 1 where the model
+    takes faint, sparse particles for noise and keeps only what lies under them; lower where its output
+    holds the particles. Costs two forward passes."""
+    options: dict[str, Any] = {"pixel_size_a": pixel_size_a, "halves_in_image": halves_in_image,
+                               "tile_px": tile_px, "batch_size": batch_size}
+    return band_correlation(denoise_image(denoiser, image, **options), background_image(denoiser, image, **options),
+                            pixel_size_a, *particle_band_a(diameter_a))
 
-    image: np.ndarray
-    flattened: bool
-    background_correlation: float
 
-
-def picking_image(denoiser: TrainedDenoiser, image: np.ndarray, *, pixel_size_a: float, diameter_a: float,
-                  lowpass_a: float = FLATTEN_LOWPASS_A, halves_in_image: int = 2, tile_px: int = DEFAULT_TILE_PX,
-                  batch_size: int = 1) -> PickingImage:
-    """The better of a model's two outputs of ``image`` (H, W) for picking particles ``diameter_a``
-    Angstrom across (``cryoscore denoise --flatten auto``).
-
-    The posterior mean (:func:`denoise_image`) where it keeps the particles; the flattened micrograph
-    (:func:`flatten_image`, low-passed at ``lowpass_a`` Angstrom) where the posterior mean is mostly
-    the model's background estimate at the particles' scales (their correlation over
-    :func:`~cryoscore.pairs.guidance.particle_band_a` above :data:`BACKGROUND_CORRELATION_TO_FLATTEN`):
-    faint, sparse particles that the model takes for noise. Costs two forward passes.
-    """
-    options: dict[str, Any] = {"pixel_size_a": pixel_size_a, "halves_in_image": halves_in_image, "tile_px": tile_px,
-               "batch_size": batch_size}
-    posterior_mean = denoise_image(denoiser, image, **options)
-    background = background_image(denoiser, image, **options)
-    correlation = band_correlation(posterior_mean, background, pixel_size_a, *particle_band_a(diameter_a))
-    if correlation > BACKGROUND_CORRELATION_TO_FLATTEN:
-        return PickingImage(lowpass_filter(image - background, pixel_size_a, lowpass_a), True, correlation)
-    return PickingImage(posterior_mean, False, correlation)
+def should_flatten(correlations: Sequence[float]) -> bool:
+    """Whether micrographs of one dataset, with these :func:`background_correlation` values, are better
+    picked flattened (:func:`flatten_image`) than as the posterior mean (``--flatten auto``): one choice
+    for the whole set, by the median, so that a picker sees one kind of image."""
+    return float(np.median(correlations)) > BACKGROUND_CORRELATION_TO_FLATTEN
 
 
 def sample_image(

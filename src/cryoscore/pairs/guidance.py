@@ -137,7 +137,7 @@ def band_correlation(first: np.ndarray, second: np.ndarray, pixel_size_a: float,
     def power(a: np.ndarray, b: np.ndarray) -> float:
         return band_power(a, b, pixel_size_a, longest_a, shortest_a)
 
-    return power(first, second) / np.sqrt(power(first, first) * power(second, second))
+    return float(power(first, second) / np.sqrt(power(first, first) * power(second, second)))
 
 
 class GuidanceExamples:
