@@ -61,9 +61,9 @@ def add_args(subparsers: argparse._SubParsersAction) -> None:
                         "gradients), low-passed at A Angstrom (default: %(const)s): the particles on a flat "
                         "background, for picking. For faint, sparse particles, where the model's own output shows "
                         "the background and not the particles; where it shows them, use it instead. 'auto' "
-                        "chooses per micrograph: flattened where the model's output is mostly its background "
-                        "estimate at the scale of particles --diameter across, the model's output elsewhere "
-                        "(benchmarks/RESULTS.md, section 6)")
+                        "chooses for the whole run, measured on up to 5 of the micrographs: flattened if the model's "
+                        "output is mostly its background estimate at the scale of particles --diameter across, "
+                        "the model's output if not (benchmarks/RESULTS.md, section 6)")
     parser.add_argument("--diameter", type=positive_float, metavar="A",
                         help="particle diameter in Angstrom, for --flatten auto")
     parser.add_argument("--halves", type=int, choices=(1, 2), default=2,
