@@ -18,8 +18,9 @@ The learning rate rises linearly over the first ``warmup_steps`` and then falls 
 cosine: without the warm-up, Adam's first full-size steps overshoot on high-contrast
 inputs (flattened denoised micrographs), the nnPU correction then pushes every logit
 down, and the ReLUs stop firing one layer after another (benchmarks/RESULTS.md,
-"The picker's warm-up"). A training whose network still ends dead, its output (nearly) the same whatever the
-image, is started again from other initial weights (:data:`TRAINING_ATTEMPTS`).
+"The picker's warm-up"). A training whose network still ends dead, its output (nearly)
+the same whatever the image, is started again from other initial weights
+(:data:`TRAINING_ATTEMPTS`).
 """
 
 from __future__ import annotations
