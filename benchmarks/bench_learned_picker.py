@@ -39,6 +39,7 @@ from cryoscore.bench.crossval import (
     pooled,
 )
 from cryoscore.filters import lowpass_filter
+from cryoscore.infer import FLATTEN_LOWPASS_A
 from cryoscore.infer.adapt import AdaptSettings, adapt_denoiser
 from cryoscore.infer.denoise import denoise_image, flatten_image, load_denoiser
 from cryoscore.io.coords import ParticleCoordinates, read_coordinates
@@ -61,14 +62,14 @@ def real_set() -> tuple[list[Path], list[np.ndarray], float, list[ParticleCoordi
 
 
 def outputs(name: str, images: list[np.ndarray], pixel_a: float, *, lowpass_a: float = 20.0,
-            paths: list[Path] | None = None, topaz_dir: Path | None = None,
-            adapted_path: Path | None = None, adapt: AdaptSettings = AdaptSettings(),
+            flatten_lowpass_a: float = FLATTEN_LOWPASS_A, paths: list[Path] | None = None,
+            topaz_dir: Path | None = None, adapted_path: Path | None = None, adapt: AdaptSettings = AdaptSettings(),
             model_path: Path | None = None, device: str = "cpu") -> list[np.ndarray]:
     """Denoiser ``name``'s outputs of ``images`` (at ``pixel_a`` A/px): ``raw`` (the images),
     ``lowpass`` (``lowpass_a`` A), ``default`` (the shipped model, or ``model_path``), ``flattened`` (the
-    images minus that model's background estimate, low-passed: ``denoise --flatten``), ``adapted`` (the default
-    fine-tuned on the micrograph files ``paths`` with ``adapt``, by default ``--adapt``'s
-    defaults, saved at ``adapted_path``) or ``topaz`` (``topaz_dir``/NAME.mrc for each of ``paths``);
+    images minus that model's background estimate, low-passed at ``flatten_lowpass_a`` A: ``denoise
+    --flatten``), ``adapted`` (the default fine-tuned on the micrograph files ``paths`` with ``adapt``, by
+    default ``--adapt``'s defaults, saved at ``adapted_path``) or ``topaz`` (``topaz_dir``/NAME.mrc for each of ``paths``);
     the models run (and adapt) on ``device``."""
     if name not in DENOISERS:
         raise ValueError(f"unknown denoiser {name!r}; use one of {', '.join(DENOISERS)}")
@@ -82,8 +83,9 @@ def outputs(name: str, images: list[np.ndarray], pixel_a: float, *, lowpass_a: f
     if name == "adapted":
         adapt_denoiser(model, paths, adapted_path, adapt, progress=False, device=device)
         model = load_denoiser(adapted_path, device)
-    estimate = flatten_image if name == "flattened" else denoise_image
-    return [estimate(model, image, pixel_size_a=pixel_a) for image in images]
+    if name == "flattened":
+        return [flatten_image(model, image, pixel_size_a=pixel_a, lowpass_a=flatten_lowpass_a) for image in images]
+    return [denoise_image(model, image, pixel_size_a=pixel_a) for image in images]
 
 
 def blob_results(images: list[np.ndarray], truths: list[ParticleCoordinates], pixel_a: float) -> list[MatchResult]:

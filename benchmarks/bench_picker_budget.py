@@ -27,6 +27,7 @@ from bench_learned_picker import DIAMETER_A, outputs, real_set, run_record
 from cryoscore.bench.config import LearnedJudgeSettings
 from cryoscore.bench.crossval import cross_validate, paired_difference
 from cryoscore.bench.datasets import simulated_test_set
+from cryoscore.infer import FLATTEN_LOWPASS_A
 
 
 def main() -> None:
@@ -40,6 +41,8 @@ def main() -> None:
                         "(default: all of the other folds')")
     parser.add_argument("--denoisers", nargs="+", default=["raw", "default"], help="raw first, then any of "
                         "lowpass, default, flattened, adapted, topaz (benchmarks/bench_learned_picker.py's outputs)")
+    parser.add_argument("--flatten-lowpass", type=float, default=FLATTEN_LOWPASS_A, metavar="A",
+                        help=f"the flattened output's low-pass, Angstrom (default {FLATTEN_LOWPASS_A:g}, as denoise --flatten)")
     parser.add_argument("--topaz-dir", type=Path, help="Topaz-Denoise outputs NAME.mrc of the micrographs")
     parser.add_argument("--model", type=Path, help="judge this model as 'default' instead of the shipped one")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
@@ -60,8 +63,8 @@ def main() -> None:
     document = {**run_record(),
                 "dataset": label, "pixel_size_a": pixel_a, "diameter_a": diameter_a,
                 "folds": args.folds, "seeds": args.seeds, "rows": []}
-    denoised = {name: outputs(name, images, pixel_a, paths=paths, topaz_dir=args.topaz_dir, model_path=args.model,
-                              adapted_path=args.output.with_name(args.output.stem + "-adapted.pt"), device=args.device)
+    denoised = {name: outputs(name, images, pixel_a, flatten_lowpass_a=args.flatten_lowpass, paths=paths,
+                              topaz_dir=args.topaz_dir, model_path=args.model, adapted_path=args.output.with_name(args.output.stem + "-adapted.pt"), device=args.device)
                 for name in args.denoisers}
     for steps, label_budget in itertools.product(args.steps, args.label_budgets or [None]):
         settings = LearnedJudgeSettings(folds=args.folds, seeds=tuple(args.seeds), steps=steps, device=args.device)
