@@ -69,8 +69,8 @@ def outputs(name: str, images: list[np.ndarray], pixel_a: float, *, lowpass_a: f
     ``lowpass`` (``lowpass_a`` A), ``default`` (the shipped model, or ``model_path``), ``flattened`` (the
     images minus that model's background estimate, low-passed at ``flatten_lowpass_a`` A: ``denoise
     --flatten``), ``adapted`` (the default fine-tuned on the micrograph files ``paths`` with ``adapt``, by
-    default ``--adapt``'s defaults, saved at ``adapted_path``) or ``topaz`` (``topaz_dir``/NAME.mrc for each of ``paths``);
-    the models run (and adapt) on ``device``."""
+    default ``--adapt``'s defaults, saved at ``adapted_path``) or ``topaz`` (``topaz_dir``/NAME.mrc for each
+    of ``paths``); the models run (and adapt) on ``device``."""
     if name not in DENOISERS:
         raise ValueError(f"unknown denoiser {name!r}; use one of {', '.join(DENOISERS)}")
     if name == "raw":

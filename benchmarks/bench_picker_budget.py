@@ -63,8 +63,10 @@ def main() -> None:
     document = {**run_record(),
                 "dataset": label, "pixel_size_a": pixel_a, "diameter_a": diameter_a,
                 "folds": args.folds, "seeds": args.seeds, "rows": []}
+    adapted_path = args.output.with_name(args.output.stem + "-adapted.pt")
     denoised = {name: outputs(name, images, pixel_a, flatten_lowpass_a=args.flatten_lowpass, paths=paths,
-                              topaz_dir=args.topaz_dir, model_path=args.model, adapted_path=args.output.with_name(args.output.stem + "-adapted.pt"), device=args.device)
+                              topaz_dir=args.topaz_dir, model_path=args.model, adapted_path=adapted_path,
+                              device=args.device)
                 for name in args.denoisers}
     for steps, label_budget in itertools.product(args.steps, args.label_budgets or [None]):
         settings = LearnedJudgeSettings(folds=args.folds, seeds=tuple(args.seeds), steps=steps, device=args.device)
