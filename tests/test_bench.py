@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
+import re
 import shutil
 import sys
 from dataclasses import replace
@@ -131,9 +133,10 @@ def test_line_chart_is_valid_svg_and_skips_bad_points():
     assert svg.count("<polyline") == 2
 
 
-def test_bench_runs_end_to_end_on_a_tiny_config(tmp_path):
+def test_bench_runs_end_to_end_on_a_tiny_config(tmp_path, caplog):
     """Simulate, train, judge (pixels, blob picker, reconstruction), run the bias controls and
-    write metrics.json, report.html and summary.md, on a config small enough for seconds."""
+    write metrics.json, report.html and summary.md, on a config small enough for seconds; each
+    step is logged as it ends (the progress ``cryoscore bench`` shows)."""
     from cryoscore.bench.config import LearnedJudgeSettings, SimulationSettings, TrainingSettings
     from cryoscore.bench.run import run_bench
 
@@ -146,9 +149,17 @@ def test_bench_runs_end_to_end_on_a_tiny_config(tmp_path):
         learned=LearnedJudgeSettings(folds=3, seeds=(0, 1, 2), steps=3, batch_size=2, crop_px=32, label_budgets=(1,),
                                      bootstrap=50),
     )
-    run_bench(config, tmp_path)
+    with caplog.at_level(logging.INFO, logger="cryoscore.bench"):
+        run_bench(config, tmp_path)
     document = json.loads((tmp_path / "metrics.json").read_text())
     names = ("raw", "lowpass", "n2n", "score", "guided", "guided-decoy", "default", "adapted")
+    progress = caplog.messages
+    assert progress[0].startswith("apoferritin: simulated 1 training and 1 test sets in ")
+    assert {f"trained {name} on 1 micrographs" for name in ("n2n", "score", "guided", "guided-decoy")} <= {
+        message.partition(" in ")[0] for message in progress}
+    for name in names:  # one line per denoiser judged, with its APs and time
+        assert any(re.fullmatch(rf"apoferritin 30 e/A\^2 / {name}: learned AP [01]\.\d{{3}}, .* \(\d+ s\)", message)
+                   for message in progress), name
     for name in names:
         ap = document["summary"]["denoisers"][name]["ap"]
         assert 0.0 <= ap <= 1.0

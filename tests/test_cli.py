@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import re
 import subprocess
 import sys
@@ -24,6 +25,25 @@ def run_cli(capsys, *args: str) -> tuple[int, str]:
     except SystemExit as exit_info:  # argparse's own usage errors
         code = exit_info.code
     return code, capsys.readouterr().err
+
+
+def test_bench_shows_its_progress_without_verbose(tmp_path, monkeypatch, caplog):
+    """A benchmark runs for hours: the progress its stages log at INFO reaches the user without -v."""
+    import cryoscore.bench.report
+    import cryoscore.bench.run
+
+    def run_bench(config, output_dir, command_line):
+        logging.getLogger("cryoscore.bench.judges").info("apoferritin 20 e/A^2 / raw: learned AP 0.646 (786 s)")
+        logging.getLogger("cryoscore.infer").info("not the benchmark's progress")
+        return {}
+
+    monkeypatch.setattr(cryoscore.bench.run, "run_bench", run_bench)
+    monkeypatch.setattr(cryoscore.bench.report, "headline_markdown", lambda document: "")
+    try:
+        assert main(["bench", "--quick", "-o", str(tmp_path / "bench")]) == 0
+    finally:
+        logging.getLogger("cryoscore.bench").setLevel(logging.NOTSET)
+    assert caplog.messages == ["apoferritin 20 e/A^2 / raw: learned AP 0.646 (786 s)"]
 
 
 def test_python_m_cryoscore_cli_is_the_cryoscore_command(tmp_path):

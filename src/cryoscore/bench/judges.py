@@ -143,6 +143,7 @@ def judge_denoiser(
     the defaults). Reconstruction is done afterwards (:func:`attach_reconstruction`), as it
     needs the picking threshold.
     """
+    judging_started = time.perf_counter()
     diameter_px = test_set.diameter_a / test_set.pixel_size_a
     seconds, pixel_records, picks, template_picks, correlations, estimates, counts = [], [], {}, {}, [], [], []
     example = None
@@ -193,9 +194,10 @@ def judge_denoiser(
         learned_picks = {micrograph.name: found
                          for micrograph, found in zip(test_set.micrographs, cross_validation.picks)}
         learned_pickers = cross_validation.pickers
-    logger.info("%s / %s: %s", test_set.label, name,
+    logger.info("%s / %s: %s (%.0f s)", test_set.label, name,
                 ", ".join(f"{judge} AP {metrics[judge]['ap']:.3f}" for judge in ("learned", "blob", "template")
-                          if judge in metrics and metrics[judge]["ap"] is not None))
+                          if judge in metrics and metrics[judge]["ap"] is not None) or "judged",
+                time.perf_counter() - judging_started)
     return DenoiserOutcome(metrics, picks, matches, example, radial_power_spectrum(example, test_set.pixel_size_a),
                            template_matches=template_matches, learned_results=learned_results,
                            learned_picks=learned_picks, learned_pickers=learned_pickers)

@@ -171,6 +171,8 @@ def _simulated_results(config: BenchConfig, work_dir: Path) -> tuple[list[Judged
     for index, specimen in enumerate(config.simulated):
         specimen_dir = work_dir / work_dir_name(specimen.specimen)
         train_dirs, test_dirs, empty_dir = simulate_specimen(config, index, specimen_dir)
+        logger.info("%s: simulated %d training and %d test sets in %s", specimen.specimen, len(train_dirs),
+                    len(test_dirs), specimen_dir)
         pairs = [pair for directory in train_dirs for pair in pairs_from_dataset(directory)]
         reference = str(train_dirs[0] / "reference.mrc")
         training_failures: dict[str, str] = {}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 from pathlib import Path
 
 from cryoscore.cli.common import require_empty_output
@@ -54,6 +55,9 @@ def main(args: argparse.Namespace) -> int:
         config = replace(config, training=replace(config.training, device=device),
                          learned=replace(config.learned, device=device))
     require_empty_output(args.output, args.overwrite)
+    # A benchmark runs for minutes to hours: its progress (each dataset simulated, each model trained,
+    # each denoiser judged) goes to standard error without --verbose.
+    logging.getLogger("cryoscore.bench").setLevel(logging.INFO)
     document = run_bench(config, args.output, command_line=args.command_line)
     print(headline_markdown(document), end="")
     print(f"report: {args.output / 'report.html'}; every number: {args.output / 'metrics.json'}")
