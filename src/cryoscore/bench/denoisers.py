@@ -19,6 +19,7 @@ from typing import Any, Callable, Sequence, TypeVar
 import numpy as np
 
 from cryoscore.bench.config import TrainingSettings
+from cryoscore.bench.resume import NO_STORE, StepStore
 from cryoscore.filters import lowpass_filter
 from cryoscore.infer.adapt import AdaptSettings, Micrograph, adapt_to_images
 from cryoscore.infer.denoise import TrainedDenoiser, denoise_image, flatten_image, load_denoiser
@@ -52,6 +53,7 @@ def train_models(
     decoy: str | None = None,
     defocus_range_um: tuple[float, float] = (1.0, 2.5),
     failures: dict[str, str] | None = None,
+    store: StepStore = NO_STORE,
 ) -> dict[str, TrainedModel]:
     """Train every learned method of ``methods`` on ``pairs``; models go to ``model_dir``.
 
@@ -63,16 +65,21 @@ def train_models(
     ``denoise --adapt`` does it (:mod:`cryoscore.infer.adapt`), for the steps, batch and crop
     of ``settings``. Returns models by name. With a ``failures`` dict, a model whose training
     raises is left out and its error stored there under its name (:func:`call_or_record`; the
-    others still train); without one the error propagates.
+    others still train); without one the error propagates. Each model trained is a step of
+    ``store`` (``trained/DATASET/NAME``, DATASET the name of ``model_dir``'s parent): one kept
+    there is loaded from ``model_dir``, not trained again.
     """
     models = {}
+    dataset = model_dir.parent.name
     if {"default", "flattened", "adapted"} & set(methods):
         shipped = load_denoiser(device=settings.device)
         for name in ("default", "flattened"):
             if name in methods:
                 models[name] = TrainedModel(name, shipped, {"name": name, "method": name})
         if "adapted" in methods:
-            models["adapted"] = _adapted_model(shipped, pairs, settings, model_dir / "adapted.pt")
+            adapted = store.load_or_run(f"trained/{dataset}/adapted",
+                                        lambda: _adapt(shipped, pairs, settings, model_dir / "adapted.pt"))
+            models["adapted"] = TrainedModel("adapted", load_denoiser(model_dir / "adapted.pt", settings.device), adapted)
     runs: list[tuple[str, str, GuidanceConfig | None]] = []
     for method in methods:
         if method not in METHODS:
@@ -88,23 +95,31 @@ def train_models(
     for name, method, guidance in runs:
         config = TrainConfig(method=method, steps=settings.steps, batch_size=settings.batch_size,
                              crop_px=settings.crop_px, seed=settings.seed, guidance=guidance)
-        result = call_or_record(failures, name, "training failed: ", train_model, list(pairs), config,
-                                model_dir / f"{name}.pt", progress=False, device=settings.device)
-        if result is None:
-            continue
-        logger.info("trained %s on %d micrographs in %.1f s", name, len(pairs), result.seconds)
-        tail = result.losses[-20:]
-        models[name] = TrainedModel(name, load_denoiser(result.model_path, settings.device), {
-            "name": name,
-            "method": method,
-            "n_micrographs": len(pairs),
-            "seconds": result.seconds,
-            "final_loss": float(np.mean(tail)),
-            "loss_curve": loss_curve(result.losses),
-            "reference": guidance.reference if guidance else None,
-            "steps": settings.steps,
-        })
+        record = store.load_or_run(f"trained/{dataset}/{name}", functools.partial(
+            _train, name, pairs, config, model_dir / f"{name}.pt", settings.device, failures))
+        if record is not None:
+            models[name] = TrainedModel(name, load_denoiser(model_dir / f"{name}.pt", settings.device), record)
     return models
+
+
+def _train(name: str, pairs: Sequence[HalfPair], config: TrainConfig, model_path: Path, device: str,
+           failures: dict[str, str] | None) -> dict[str, Any] | None:
+    """Train model ``name`` into ``model_path``; its record, or None if it failed (``failures``: :func:`call_or_record`)."""
+    result = call_or_record(failures, name, "training failed: ", train_model, list(pairs), config, model_path,
+                            progress=False, device=device)
+    if result is None:
+        return None
+    logger.info("trained %s on %d micrographs in %.1f s", name, len(pairs), result.seconds)
+    return {
+        "name": name,
+        "method": config.method,
+        "n_micrographs": len(pairs),
+        "seconds": result.seconds,
+        "final_loss": float(np.mean(result.losses[-20:])),
+        "loss_curve": loss_curve(result.losses),
+        "reference": config.guidance.reference if config.guidance else None,
+        "steps": config.steps,
+    }
 
 
 def failure_message(error: BaseException) -> str:
@@ -139,18 +154,16 @@ def loss_curve(losses: Sequence[float], points: int = 40) -> list[list[float]]:
     return [[int(end), float(block.mean())] for end, block in zip(ends, blocks)]
 
 
-def _adapted_model(shipped: TrainedDenoiser, pairs: Sequence[HalfPair], settings: TrainingSettings,
-                   model_path: Path) -> TrainedModel:
-    """The ``shipped`` model after ``denoise --adapt`` on the full sums of ``pairs``."""
+def _adapt(shipped: TrainedDenoiser, pairs: Sequence[HalfPair], settings: TrainingSettings,
+           model_path: Path) -> dict[str, Any]:
+    """Write the ``shipped`` model after ``denoise --adapt`` on the full sums of ``pairs`` to ``model_path``; its record."""
     micrographs = [Micrograph(pair.name, pair.even + pair.odd, pair.pixel_size_a, pair.name) for pair in pairs]
     adapt = AdaptSettings(steps=settings.steps, batch_size=settings.batch_size, crop_px=settings.crop_px,
                           seed=settings.seed)
     result = adapt_to_images(shipped, micrographs, model_path, adapt, progress=False, device=settings.device)
     logger.info("adapted the default model to %d micrographs in %.1f s", len(pairs), result.seconds)
-    return TrainedModel("adapted", load_denoiser(model_path, settings.device), {
-        "name": "adapted", "method": "adapted", "n_micrographs": len(pairs), "seconds": result.seconds,
-        "held_out_loss": {"default": result.initial_loss, "adapted": result.adapted_loss}, "kept": result.kept,
-    })
+    return {"name": "adapted", "method": "adapted", "n_micrographs": len(pairs), "seconds": result.seconds,
+            "held_out_loss": {"default": result.initial_loss, "adapted": result.adapted_loss}, "kept": result.kept}
 
 
 def denoise_functions(

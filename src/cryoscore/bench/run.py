@@ -11,6 +11,7 @@ checks are :mod:`cryoscore.bench.checks`.
 
 from __future__ import annotations
 
+import functools
 import logging
 import platform
 import time
@@ -43,6 +44,7 @@ from cryoscore.bench.judges import (
     reference_volume,
 )
 from cryoscore.bench.report import write_reports
+from cryoscore.bench.resume import NO_STORE, StepStore
 from cryoscore.io.layout import write_json
 from cryoscore.pairs.halves import pairs_from_dataset
 from cryoscore.pairs.single import pairs_from_single_micrographs
@@ -66,13 +68,14 @@ def _versions() -> dict[str, str]:
 def judge_all(test_set: TestSet, functions: dict[str, DenoiseFunction], judges: Sequence[str],
               learned: LearnedJudgeSettings | None = None,
               classes: ClassJudgeSettings | None = None,
-              failures: dict[str, str] | None = None) -> dict[str, DenoiserOutcome]:
+              failures: dict[str, str] | None = None, store: StepStore = NO_STORE) -> dict[str, DenoiserOutcome]:
     """Every denoiser of ``functions`` judged on ``test_set`` by ``judges`` (names from
     :data:`~cryoscore.bench.config.JUDGES`; ``learned`` and ``classes`` set those judges); the
     template and class judges only with the test set's own ``template`` density. With a
     ``failures`` dict, a denoiser that raises while it is judged is left out of the outcomes and
     its error stored there under its name (:func:`~cryoscore.bench.denoisers.call_or_record`; the
-    others are still judged); without one the error propagates.
+    others are still judged); without one the error propagates. Each denoiser judged is a step of
+    ``store`` (``judged/LABEL/NAME``): one kept there is loaded, not judged again.
 
     Reconstruction: on simulated data (a ``true_map``) aligned to the reference, which is the
     true map, with the CTFs; on real data aligned to the ``template`` where there is one (a
@@ -86,9 +89,9 @@ def judge_all(test_set: TestSet, functions: dict[str, DenoiseFunction], judges: 
                 if test_set.template is not None and template_used else None)
     outcomes = {}
     for name, function in functions.items():
-        outcome = call_or_record(failures, name, "", judge_denoiser, test_set, name, function, tuple(judges),
-                                 template_reference=template if "template" in judges else None,
-                                 learned_settings=learned)
+        outcome = store.load_or_run(f"judged/{test_set.label}/{name}", functools.partial(
+            call_or_record, failures, name, "", judge_denoiser, test_set, name, function, tuple(judges),
+            template_reference=template if "template" in judges else None, learned_settings=learned))
         if outcome is not None:
             outcomes[name] = outcome
     alignment, aligned_to = ((reference, test_set.reference) if simulated or template is None
@@ -104,7 +107,7 @@ def judge_all(test_set: TestSet, functions: dict[str, DenoiseFunction], judges: 
 
 
 def _particle_free_control(
-    empty_set: TestSet, functions: dict, outcomes: dict[str, DenoiserOutcome]
+    empty_set: TestSet, functions: dict, outcomes: dict[str, DenoiserOutcome], store: StepStore = NO_STORE
 ) -> dict[str, Any]:
     """After each denoiser, on particle-free micrographs: the picks per micrograph a user would get,
     and the local correlation with projections of the reference (the guided model's).
@@ -117,26 +120,15 @@ def _particle_free_control(
 
     Passes when guided makes no more picks than score and its 99th-percentile reference
     correlation is no higher than score's by more than :data:`CORRELATION_MARGIN`. A denoiser
-    that raises here gets ``{"error": ...}``; when it is guided or score the control fails."""
+    that raises here gets ``{"error": ...}``; when it is guided or score the control fails. Each
+    denoiser's counts are a step of ``store`` (``particle-free/LABEL/NAME``)."""
     reference = reference_volume(empty_set)
     control: dict[str, Any] = {}
     for name, function in functions.items():
-        outcome = outcomes.get(name)
-        matches = outcome.matches if outcome is not None else None
-        threshold = matches.threshold if matches is not None else None
         errors: dict[str, str] = {}
-        judged = call_or_record(errors, name, "", judge_denoiser, empty_set, name, function, ("blob",),
-                                correlation_reference=reference,
-                                counting_pickers=(outcome.learned_pickers or ()) if outcome is not None else ())
-        if judged is None:
-            control[name] = {"error": errors[name]}
-            continue
-        kept = picks_above(judged.picks, threshold if threshold is not None else 0.0)
-        control[name] = {"threshold": threshold,
-                         "picks_per_micrograph": float(np.mean([len(found) for found in kept.values()])),
-                         "reference_correlation": judged.metrics["reference_correlation"]}
-        if "learned_picks_per_micrograph" in judged.metrics:
-            control[name]["learned_picks_per_micrograph"] = judged.metrics["learned_picks_per_micrograph"]
+        entry = store.load_or_run(f"particle-free/{empty_set.label}/{name}", functools.partial(
+            _particle_free_counts, empty_set, name, function, outcomes.get(name), reference, errors))
+        control[name] = entry if entry is not None else {"error": errors[name]}
     failed = [f"{name}: {control[name]['error']}" for name in ("guided", "score") if "error" in control.get(name, {})]
     if failed:
         control["failed"] = failed
@@ -153,6 +145,25 @@ def _particle_free_control(
     return control
 
 
+def _particle_free_counts(empty_set: TestSet, name: str, function: DenoiseFunction, outcome: DenoiserOutcome | None,
+                          reference: np.ndarray, errors: dict[str, str]) -> dict[str, Any] | None:
+    """One denoiser's entry of :func:`_particle_free_control`, or None with its error in ``errors``."""
+    matches = outcome.matches if outcome is not None else None
+    threshold = matches.threshold if matches is not None else None
+    judged = call_or_record(errors, name, "", judge_denoiser, empty_set, name, function, ("blob",),
+                            correlation_reference=reference,
+                            counting_pickers=(outcome.learned_pickers or ()) if outcome is not None else ())
+    if judged is None:
+        return None
+    kept = picks_above(judged.picks, threshold if threshold is not None else 0.0)
+    entry = {"threshold": threshold,
+             "picks_per_micrograph": float(np.mean([len(found) for found in kept.values()])),
+             "reference_correlation": judged.metrics["reference_correlation"]}
+    if "learned_picks_per_micrograph" in judged.metrics:
+        entry["learned_picks_per_micrograph"] = judged.metrics["learned_picks_per_micrograph"]
+    return entry
+
+
 def _decoy_control(outcomes: dict[str, DenoiserOutcome]) -> dict[str, Any] | None:
     """AP of the decoy-guided model against score's and guided's on the same test set, by the primary
     judge (the learned picker when all three have it, else the blob picker)."""
@@ -165,7 +176,7 @@ def _decoy_control(outcomes: dict[str, DenoiserOutcome]) -> dict[str, Any] | Non
     return {"judge": judge, "ap": ap, "decoy_gain_over_score": gain, "pass": gain <= DECOY_AP_MARGIN}
 
 
-def _simulated_results(config: BenchConfig, work_dir: Path) -> tuple[list[JudgedDataset], list[dict]]:
+def _simulated_results(config: BenchConfig, work_dir: Path, store: StepStore) -> tuple[list[JudgedDataset], list[dict]]:
     datasets: list[JudgedDataset] = []
     training: list[dict] = []
     for index, specimen in enumerate(config.simulated):
@@ -178,7 +189,7 @@ def _simulated_results(config: BenchConfig, work_dir: Path) -> tuple[list[Judged
         training_failures: dict[str, str] = {}
         models = train_models(pairs, config.denoisers, config.training, specimen_dir / "models", reference=reference,
                               decoy=specimen.decoy, defocus_range_um=config.simulation.defocus_range_um,
-                              failures=training_failures)
+                              failures=training_failures, store=store)
         training.extend({"dataset": specimen.specimen, **model.record} for model in models.values())
         training.extend({"dataset": specimen.specimen, "name": name, "error": error}
                         for name, error in training_failures.items())
@@ -187,19 +198,20 @@ def _simulated_results(config: BenchConfig, work_dir: Path) -> tuple[list[Judged
                                template=specimen.template)
             functions = denoise_functions(config.denoisers, models, test_set.pixel_size_a, config.lowpass_a)
             failures = dict(training_failures)
-            outcomes = judge_all(test_set, functions, config.judges, config.learned, config.classes, failures)
+            outcomes = judge_all(test_set, functions, config.judges, config.learned, config.classes, failures, store)
             particle_free = None
             if dose == min(specimen.doses):
                 empty_set = simulated_test_set(empty_dir, f"{specimen.specimen} particle-free")
                 particle_free = _particle_free_control(
-                    empty_set, {name: function for name, function in functions.items() if name in outcomes}, outcomes)
+                    empty_set, {name: function for name, function in functions.items() if name in outcomes}, outcomes,
+                    store)
             datasets.append(JudgedDataset(test_set.label, "simulated", test_set, outcomes, dose_e_per_a2=dose,
                                           particle_free=particle_free, decoy=_decoy_control(outcomes),
                                           failed=failures))
     return datasets, training
 
 
-def _real_results(config: BenchConfig, work_dir: Path) -> tuple[list[JudgedDataset], list[dict]]:
+def _real_results(config: BenchConfig, work_dir: Path, store: StepStore) -> tuple[list[JudgedDataset], list[dict]]:
     datasets: list[JudgedDataset] = []
     training: list[dict] = []
     for dataset in config.real:
@@ -209,23 +221,25 @@ def _real_results(config: BenchConfig, work_dir: Path) -> tuple[list[JudgedDatas
         failures: dict[str, str] = {}
         models = train_models(pairs, methods, config.training, work_dir / work_dir_name(dataset.name) / "models",
                               reference=dataset.reference, decoy=dataset.decoy,
-                              defocus_range_um=config.simulation.defocus_range_um, failures=failures)
+                              defocus_range_um=config.simulation.defocus_range_um, failures=failures, store=store)
         training.extend({"dataset": dataset.name, **model.record} for model in models.values())
         training.extend({"dataset": dataset.name, "name": name, "error": error} for name, error in failures.items())
         test_set = real_test_set(dataset, paths)
         functions = denoise_functions(config.denoisers, models, test_set.pixel_size_a, config.lowpass_a)
-        outcomes = judge_all(test_set, functions, config.judges, config.learned, config.classes, failures)
+        outcomes = judge_all(test_set, functions, config.judges, config.learned, config.classes, failures, store)
         datasets.append(JudgedDataset(dataset.name, "real", test_set, outcomes, decoy=_decoy_control(outcomes),
                                       failed=failures))
     return datasets, training
 
 
 def metrics_document(config: dict[str, Any], denoisers: Sequence[str], datasets: list[JudgedDataset], training: list[dict],
-                     seconds: float, command_line: Sequence[str]) -> dict[str, Any]:
+                     seconds: float, command_line: Sequence[str], resumed_steps: Sequence[str] = ()) -> dict[str, Any]:
     """Every number of the run as one JSON-ready dict (the content of metrics.json).
 
     ``config`` records what was run (a benchmark's ``BenchConfig.to_dict()``), ``denoisers``
-    the names the summary's checks compare, ``datasets`` one record per judged test set.
+    the names the summary's checks compare, ``datasets`` one record per judged test set,
+    ``seconds`` this run's time and ``resumed_steps`` the steps an interrupted run had
+    finished (:mod:`cryoscore.bench.resume`; their time is not in ``seconds``).
     """
     return json_ready({
         "cryoscore_bench": 1,
@@ -235,6 +249,7 @@ def metrics_document(config: dict[str, Any], denoisers: Sequence[str], datasets:
         "machine": {"platform": platform.platform(), "torch_threads": torch.get_num_threads()},
         "config": config,
         "seconds": seconds,
+        "resumed_steps": list(resumed_steps),
         "training": training,
         "datasets": {
             record.label: {
@@ -258,19 +273,25 @@ def metrics_document(config: dict[str, Any], denoisers: Sequence[str], datasets:
     })
 
 
-def run_bench(config: BenchConfig, output_dir: Path, *, command_line: Sequence[str] = ("cryoscore", "bench")) -> dict:
+def run_bench(config: BenchConfig, output_dir: Path, *, command_line: Sequence[str] = ("cryoscore", "bench"),
+              resume: bool = False) -> dict:
     """Run the benchmark ``config`` into ``output_dir``; returns the metrics document.
 
     Writes ``metrics.json``, ``report.html`` and ``summary.md`` (atomically) and keeps the
-    datasets and models under ``output_dir/work``.
+    datasets, models and finished steps under ``output_dir/work``; with ``resume``, the
+    steps an interrupted run of the same ``config`` kept there are loaded, not run again
+    (:mod:`cryoscore.bench.resume`; InputError if they were made with another config or version).
     """
     started = time.perf_counter()
     work_dir = output_dir / "work"
-    simulated, simulated_training = _simulated_results(config, work_dir)
-    real, real_training = _real_results(config, work_dir)
+    versions = _versions()
+    store = StepStore(work_dir / "steps", {"config": config.to_dict(), "cryoscore": versions["cryoscore"],
+                                          "torch": versions["torch"]}, resume=resume)
+    simulated, simulated_training = _simulated_results(config, work_dir, store)
+    real, real_training = _real_results(config, work_dir, store)
     datasets = simulated + real
     document = metrics_document(config.to_dict(), config.denoisers, datasets, simulated_training + real_training,
-                                time.perf_counter() - started, command_line)
+                                time.perf_counter() - started, command_line, store.resumed)
     write_json(output_dir / "metrics.json", document)
     write_reports(output_dir, document, datasets)
     return document

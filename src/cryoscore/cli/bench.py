@@ -16,6 +16,7 @@ examples:
   cryoscore bench -o bench/                        # the default simulated benchmark
   cryoscore bench benchmarks/real.toml -o bench-real/
   cryoscore bench -o bench/ --device cuda          # train, denoise and pick on a GPU
+  cryoscore bench -o bench/ --resume               # continue bench/ where an interrupted run stopped
 """
 
 
@@ -33,6 +34,10 @@ def add_args(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--quick", action="store_true", help="the built-in smoke benchmark (about 30 s on 2 cores)")
     parser.add_argument("-o", "--output", type=Path, required=True, metavar="OUTDIR")
     parser.add_argument("--overwrite", action="store_true", help="write into a non-empty output directory")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue an interrupted run in OUTDIR with the same CONFIG: the models it trained and "
+                        "the denoisers it judged are loaded from OUTDIR/work/steps, not run again (the datasets are "
+                        "simulated again, the same); only for output directories you made, as the steps are pickles")
     parser.add_argument("--device", choices=DEVICES,
                         help="where the denoisers and the learned pickers train and run, overriding the config's "
                         "[training] and [learned] device (default: the config's, cpu)")
@@ -54,11 +59,14 @@ def main(args: argparse.Namespace) -> int:
         device = resolve_device(args.device)
         config = replace(config, training=replace(config.training, device=device),
                          learned=replace(config.learned, device=device))
-    require_empty_output(args.output, args.overwrite)
+    if args.resume and args.overwrite:
+        raise InputError("options", "give --resume or --overwrite, not both")
+    if not args.resume:
+        require_empty_output(args.output, args.overwrite)
     # A benchmark runs for minutes to hours: its progress (each dataset simulated, each model trained,
     # each denoiser judged) goes to standard error without --verbose.
     logging.getLogger("cryoscore.bench").setLevel(logging.INFO)
-    document = run_bench(config, args.output, command_line=args.command_line)
+    document = run_bench(config, args.output, command_line=args.command_line, resume=args.resume)
     print(headline_markdown(document), end="")
     print(f"report: {args.output / 'report.html'}; every number: {args.output / 'metrics.json'}")
     return 0

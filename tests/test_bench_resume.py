@@ -1,0 +1,125 @@
+"""cryoscore bench --resume: an interrupted benchmark continues from the steps it finished."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import pytest
+
+from cryoscore.bench.config import (
+    BenchConfig,
+    LearnedJudgeSettings,
+    SimulatedSpecimen,
+    SimulationSettings,
+    TrainingSettings,
+)
+from cryoscore.errors import InputError
+
+TINY = BenchConfig(
+    simulated=(SimulatedSpecimen("apoferritin", doses=(30.0,), decoy="elongated"),),
+    denoisers=("raw", "lowpass", "n2n"),
+    judges=("learned", "blob"),
+    training=TrainingSettings(steps=3, batch_size=2, crop_px=64),
+    simulation=SimulationSettings(size_px=160, train_micrographs=1, test_micrographs=2, empty_micrographs=1),
+    learned=LearnedJudgeSettings(folds=2, seeds=(0,), steps=12, batch_size=2, crop_px=32, label_budgets=(), bootstrap=20),
+)
+
+
+def _numbers(document: dict) -> dict:
+    """What a run measured, without the times and the record of how it ran."""
+    datasets = json.loads(json.dumps(document["datasets"]))
+    for dataset in datasets.values():
+        for metrics in dataset["denoisers"].values():
+            metrics.pop("denoise_seconds_per_micrograph")
+            metrics["learned"].pop("seconds")
+    return datasets
+
+
+def test_an_interrupted_benchmark_resumes_from_its_finished_steps_to_the_same_numbers(tmp_path, monkeypatch, caplog):
+    """Killed while judging the third denoiser, a run continued with ``resume`` loads the model it
+    trained and the two denoisers it judged (they are not run again) and ends with the numbers of
+    a run that was never interrupted."""
+    import cryoscore.bench.denoisers
+    import cryoscore.bench.run
+    from cryoscore.bench.run import run_bench
+
+    whole = run_bench(TINY, tmp_path / "whole")
+
+    judge = cryoscore.bench.run.judge_denoiser
+    judged: list[str] = []
+
+    def killed_at_n2n(test_set, name, *args, **kwargs):
+        if name == "n2n":
+            raise KeyboardInterrupt  # as a run stopped by the user or its session; not a denoiser's failure
+        judged.append(name)
+        return judge(test_set, name, *args, **kwargs)
+
+    monkeypatch.setattr(cryoscore.bench.run, "judge_denoiser", killed_at_n2n)
+    with pytest.raises(KeyboardInterrupt):
+        run_bench(TINY, tmp_path / "interrupted")
+    assert judged == ["raw", "lowpass"]
+    assert not (tmp_path / "interrupted" / "metrics.json").exists()
+
+    judged.clear()
+    monkeypatch.setattr(cryoscore.bench.run, "judge_denoiser",
+                        lambda test_set, name, *args, **kwargs: judged.append(name) or judge(test_set, name, *args,
+                                                                                             **kwargs))
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a kept model was trained again")
+
+    monkeypatch.setattr(cryoscore.bench.denoisers, "train_model", no_training)
+    with caplog.at_level(logging.INFO, logger="cryoscore.bench"):
+        resumed = run_bench(TINY, tmp_path / "interrupted", resume=True)
+    label = "apoferritin 30 e/A^2"
+    # n2n on the test set, then each denoiser on the particle-free micrographs (never reached before).
+    assert judged == ["n2n", "raw", "lowpass", "n2n"]
+    assert resumed["resumed_steps"] == ["trained/apoferritin/n2n", f"judged/{label}/raw", f"judged/{label}/lowpass"]
+    assert f"judged/{label}/raw: kept from the interrupted run" in caplog.messages
+    assert whole["resumed_steps"] == []
+    assert _numbers(resumed) == _numbers(whole)
+    assert [{**record, "seconds": 0} for record in resumed["training"]] == [
+        {**record, "seconds": 0} for record in whole["training"]]
+    assert resumed["summary"] == whole["summary"]
+
+
+def test_resume_refuses_another_config_and_a_directory_without_steps(tmp_path):
+    """Steps are never mixed between runs: a changed config (here the picker's steps) or versions
+    is one clear error naming the directory and what differs, as is a directory with nothing kept.
+    A run without ``resume`` starts again from nothing."""
+    from dataclasses import replace
+
+    from cryoscore.bench.resume import StepStore
+
+    steps = tmp_path / "out" / "work" / "steps"
+    with pytest.raises(InputError, match="nothing to resume"):
+        StepStore(steps, {"config": {"a": 1}}, resume=True)
+    store = StepStore(steps, {"config": TINY.to_dict(), "cryoscore": "1", "torch": "2"})
+    assert store.load_or_run("judged/x/raw", lambda: {"ap": 0.5}) == {"ap": 0.5}
+    assert store.load_or_run("judged/x/broken", lambda: None) is None  # a failed step is not kept
+    changed = replace(TINY, learned=replace(TINY.learned, steps=4))
+    with pytest.raises(InputError, match=r"out: cannot resume: its steps were made with another config"):
+        StepStore(steps, {"config": changed.to_dict(), "cryoscore": "1", "torch": "2"}, resume=True)
+    with pytest.raises(InputError, match="another cryoscore and torch"):
+        StepStore(steps, {"config": TINY.to_dict(), "cryoscore": "0", "torch": "3"}, resume=True)
+    again = StepStore(steps, {"config": TINY.to_dict(), "cryoscore": "1", "torch": "2"}, resume=True)
+    assert again.load_or_run("judged/x/raw", lambda: {"ap": 0.0}) == {"ap": 0.5} and again.resumed == ["judged/x/raw"]
+    assert again.load_or_run("judged/x/broken", lambda: {"ap": 0.1}) == {"ap": 0.1}
+    fresh = StepStore(steps, {"config": TINY.to_dict(), "cryoscore": "1", "torch": "2"})
+    assert fresh.load_or_run("judged/x/raw", lambda: {"ap": 0.25}) == {"ap": 0.25} and fresh.resumed == []
+
+
+def test_the_command_line_resumes_only_a_run_it_kept(tmp_path, capsys):
+    """``cryoscore bench --resume`` in a directory with no kept steps, or with --overwrite, is one
+    line and exit code 2."""
+    from cryoscore.cli import main
+
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "notes.txt").write_text("mine")
+    assert main(["bench", "--quick", "-o", str(tmp_path / "out"), "--resume"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert "out: nothing to resume" in error and len(error.splitlines()) == 1
+    assert main(["bench", "--quick", "-o", str(tmp_path / "out"), "--resume", "--overwrite"]) == 2
+    assert "give --resume or --overwrite, not both" in capsys.readouterr().err
+    assert (tmp_path / "out" / "notes.txt").read_text() == "mine"
