@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -203,3 +204,36 @@ def test_each_folds_picker_is_kept_with_the_threshold_of_its_best_f1(fake_traini
     image, _ = _dotted(rng, 7)
     assert crossval.ThresholdedPicker(run.pickers[0].picker, run.pickers[0].threshold + 1).count(image, 1.0) == 0
     assert crossval.ThresholdedPicker(run.pickers[0].picker, None).count(image, 1.0) == 7
+
+
+def test_pickers_trained_in_worker_processes_are_those_of_one_thread_here():
+    """``workers = 2``: the folds' pickers train two at a time in single-threaded processes and come
+    back with the very weights, picks and APs of training them one after another on one thread."""
+    import torch
+    from scipy import ndimage
+
+    rng = np.random.default_rng(8)
+    images, truths = [], []
+    for _ in range(4):
+        dots, truth = _dotted(rng, 12, size=96)
+        images.append(ndimage.gaussian_filter(dots, 2.0) * 30 + rng.normal(size=dots.shape).astype(np.float32))
+        truths.append(truth)
+    settings = LearnedJudgeSettings(folds=2, seeds=(0, 1), steps=6, batch_size=2, crop_px=32, bootstrap=20)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        here = cross_validate(images, truths, 10.0, 80.0, 4.0, settings)
+    finally:
+        torch.set_num_threads(threads)
+    apart = cross_validate(images, truths, 10.0, 80.0, 4.0, replace(settings, workers=2))
+    assert len(apart.pickers) == len(here.pickers) == 4
+    for mine, theirs in zip(here.pickers, apart.pickers):
+        assert mine.threshold == theirs.threshold and mine.picker.record["torch_threads"] == 1
+        assert theirs.picker.record["torch_threads"] == 1
+        for name, weights in mine.picker.network.state_dict().items():
+            assert torch.equal(weights, theirs.picker.network.state_dict()[name]), name
+    assert [[result.average_precision for result in row] for row in apart.results] == [
+        [result.average_precision for result in row] for row in here.results]
+    assert apart.summary(settings)["ap"] == here.summary(settings)["ap"]
+    with pytest.raises(ValueError, match="workers must be >= 1, and 1 on a GPU"):
+        LearnedJudgeSettings(workers=2, device="cuda")

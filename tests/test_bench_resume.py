@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import replace
 
 import pytest
 
@@ -22,7 +23,8 @@ TINY = BenchConfig(
     judges=("learned", "blob"),
     training=TrainingSettings(steps=3, batch_size=2, crop_px=64),
     simulation=SimulationSettings(size_px=160, train_micrographs=1, test_micrographs=2, empty_micrographs=1),
-    learned=LearnedJudgeSettings(folds=2, seeds=(0,), steps=12, batch_size=2, crop_px=32, label_budgets=(), bootstrap=20),
+    learned=LearnedJudgeSettings(folds=2, seeds=(0,), steps=12, batch_size=2, crop_px=32, label_budgets=(),
+                                 bootstrap=20),
 )
 
 
@@ -36,10 +38,22 @@ def _numbers(document: dict) -> dict:
     return datasets
 
 
-def test_an_interrupted_benchmark_resumes_from_its_finished_steps_to_the_same_numbers(tmp_path, monkeypatch, caplog):
+@pytest.fixture
+def one_thread():
+    """torch on one thread for the test, as worker processes train pickers (their numbers are one thread's)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_an_interrupted_benchmark_resumes_from_its_finished_steps_to_the_same_numbers(tmp_path, monkeypatch, caplog,
+                                                                                     one_thread):
     """Killed while judging the third denoiser, a run continued with ``resume`` loads the model it
     trained and the two denoisers it judged (they are not run again) and ends with the numbers of
-    a run that was never interrupted."""
+    a run that was never interrupted, here with its pickers trained in two worker processes."""
     import cryoscore.bench.denoisers
     import cryoscore.bench.run
     from cryoscore.bench.run import run_bench
@@ -71,7 +85,9 @@ def test_an_interrupted_benchmark_resumes_from_its_finished_steps_to_the_same_nu
 
     monkeypatch.setattr(cryoscore.bench.denoisers, "train_model", no_training)
     with caplog.at_level(logging.INFO, logger="cryoscore.bench"):
-        resumed = run_bench(TINY, tmp_path / "interrupted", resume=True)
+        # Pickers trained two at a time in worker processes: the same numbers, so the run may resume with them.
+        resumed = run_bench(replace(TINY, learned=replace(TINY.learned, workers=2)), tmp_path / "interrupted",
+                            resume=True)
     label = "apoferritin 30 e/A^2"
     # n2n on the test set, then each denoiser on the particle-free micrographs (never reached before).
     assert judged == ["n2n", "raw", "lowpass", "n2n"]
@@ -88,8 +104,6 @@ def test_resume_refuses_another_config_and_a_directory_without_steps(tmp_path):
     """Steps are never mixed between runs: a changed config (here the picker's steps) or versions
     is one clear error naming the directory and what differs, as is a directory with nothing kept.
     A run without ``resume`` starts again from nothing."""
-    from dataclasses import replace
-
     from cryoscore.bench.resume import StepStore
 
     steps = tmp_path / "out" / "work" / "steps"
@@ -112,7 +126,7 @@ def test_resume_refuses_another_config_and_a_directory_without_steps(tmp_path):
 
 def test_the_command_line_resumes_only_a_run_it_kept(tmp_path, capsys):
     """``cryoscore bench --resume`` in a directory with no kept steps, or with --overwrite, is one
-    line and exit code 2."""
+    line and exit code 2, as are --workers below 1; nothing in the directory is touched."""
     from cryoscore.cli import main
 
     (tmp_path / "out").mkdir()
@@ -122,4 +136,6 @@ def test_the_command_line_resumes_only_a_run_it_kept(tmp_path, capsys):
     assert "out: nothing to resume" in error and len(error.splitlines()) == 1
     assert main(["bench", "--quick", "-o", str(tmp_path / "out"), "--resume", "--overwrite"]) == 2
     assert "give --resume or --overwrite, not both" in capsys.readouterr().err
+    assert main(["bench", "--quick", "-o", str(tmp_path / "out"), "--resume", "--workers", "0"]) == 2
+    assert "--workers: [learned] workers must be >= 1" in capsys.readouterr().err
     assert (tmp_path / "out" / "notes.txt").read_text() == "mine"

@@ -14,6 +14,8 @@ a built-in name) are relative to the file's folder unless absolute::
     steps = 800                    # picker training steps (default: the picker's own, 800)
     label_budgets = [1, 2]         # also train on 1 and 2 annotated micrographs per fold
     bootstrap = 1000               # replicates of the 95 % intervals
+    workers = 2                    # pickers trained at a time, each in a single-threaded process
+                                   # (default 1; the numbers are those of one thread: cryoscore bench --workers)
 
     [classes]             # the 2D class judge (with "classes" in judges and a template density)
     classes = 4
@@ -132,7 +134,9 @@ class LearnedJudgeSettings:
     ``crop_px``: the picker's training (None: :class:`~cryoscore.pick.learned_training.PickerTraining`'s
     defaults); ``label_budgets``: numbers of annotated training micrographs per fold to
     judge with as well (AP against labels); ``bootstrap``: replicates of the interval of
-    coverage ``confidence``; ``device``: where the pickers train and pick ("cpu" or "cuda").
+    coverage ``confidence``; ``device``: where the pickers train and pick ("cpu" or "cuda");
+    ``workers``: pickers trained at a time, each in a single-threaded process (CPU only; 1: one
+    after another in this process), which changes no number against a single-threaded run.
     """
 
     folds: int = 5
@@ -144,9 +148,12 @@ class LearnedJudgeSettings:
     bootstrap: int = 1000
     confidence: float = 0.95
     device: str = "cpu"
+    workers: int = 1
 
     def __post_init__(self) -> None:
         _check_device("[learned]", self.device)
+        if self.workers < 1 or (self.workers > 1 and self.device != "cpu"):
+            raise ValueError(f"[learned] workers must be >= 1, and 1 on a GPU; got {self.workers} on {self.device}")
         if self.folds < 2 or not self.seeds or self.bootstrap < 1 or not 0 < self.confidence < 1:
             raise ValueError(f"[learned] needs folds >= 2, at least one seed, bootstrap >= 1 and 0 < confidence < 1; "
                              f"got {self}")

@@ -18,11 +18,17 @@ replicate resamples the micrographs with replacement (the same draw for every se
 the seeds with replacement, so it holds both the spread between micrographs and between
 training runs. Differences between two denoisers are bootstrapped *paired* (the same
 micrographs and seeds for both), which is what the headline checks use.
+
+The pickers of a cross-validation are independent trainings: with ``workers`` > 1 in the
+settings they train that many at a time, each in its own single-threaded process, with the
+numbers of one thread (a single-threaded training is the same wherever it runs).
 """
 
 from __future__ import annotations
 
+import multiprocessing
 import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
@@ -30,6 +36,7 @@ import numpy as np
 
 from cryoscore.bench.config import LearnedJudgeSettings
 from cryoscore.io.coords import ParticleCoordinates
+from cryoscore.jobs import set_torch_threads
 from cryoscore.metrics.picking import MatchResult, match_picks, pool_matches
 from cryoscore.pick.learned import LearnedPicker
 from cryoscore.pick.learned_training import PickerTraining, train_picker
@@ -187,6 +194,29 @@ def paired_difference(first: list[list[MatchResult]], second: list[list[MatchRes
     return {"difference": difference, "ci": _interval(replicates, confidence), "confidence": confidence}
 
 
+def _train_one(images: Sequence[np.ndarray], labels: Sequence[ParticleCoordinates], training: PickerTraining,
+               pixel_size_a: float, diameter_a: float, device: str) -> LearnedPicker:
+    return train_picker(images, labels, pixel_size_a, diameter_a, training=training, device=device)
+
+
+def train_pickers(jobs: Sequence[tuple[Sequence[np.ndarray], Sequence[ParticleCoordinates], PickerTraining]],
+                  pixel_size_a: float, diameter_a: float, settings: LearnedJudgeSettings) -> list[LearnedPicker]:
+    """One picker per job (its training micrographs, their annotations, its training), in order.
+
+    With ``settings.workers`` > 1 they train that many at a time in single-threaded processes
+    (started fresh, as ``spawn`` does, so no thread pool is inherited half-used), giving the
+    pickers a single-threaded run in this process gives; otherwise one after another here.
+    """
+    arguments = [(images, labels, training, pixel_size_a, diameter_a, settings.device)
+                 for images, labels, training in jobs]
+    if settings.workers <= 1 or len(jobs) <= 1:
+        return [_train_one(*job) for job in arguments]
+    with ProcessPoolExecutor(max_workers=min(settings.workers, len(jobs)), initializer=set_torch_threads,
+                             initargs=(1,), mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = [pool.submit(_train_one, *job) for job in arguments]
+        return [future.result() for future in futures]
+
+
 def cross_validate(
     images: Sequence[np.ndarray],
     truths: Sequence[ParticleCoordinates],
@@ -213,13 +243,8 @@ def cross_validate(
     fold = fold_of_each(len(images), settings.folds)
     n_folds = int(fold.max()) + 1
     diameter_px = diameter_a / pixel_size_a
-    results: list[list[MatchResult]] = []
-    picks: list[ParticleCoordinates | None] = [None] * len(images)
-    pickers: list[ThresholdedPicker] = []
-    train_counts: list[int] = []
-    restarted = 0
+    plan: list[tuple[list[int], list[ParticleCoordinates], PickerTraining]] = []  # seed-major, then fold
     for seed in settings.seeds:
-        row: list[MatchResult | None] = [None] * len(images)
         for held_out in range(n_folds):
             train = np.flatnonzero(fold != held_out).tolist()
             if label_budget is not None and label_budget < len(train):
@@ -230,20 +255,27 @@ def cross_validate(
             if particle_budget is not None:
                 expected = float(np.mean([len(truth) for truth in labels]))
                 labels = annotation_subset(labels, particle_budget, np.random.default_rng([seed, held_out, 1]))
-            picker = train_picker([images[index] for index in train], labels, pixel_size_a, diameter_a,
-                                  training=picker_training(settings, seed, expected), device=settings.device)
-            restarted += picker.record["attempts"] > 1
+            plan.append((train, labels, picker_training(settings, seed, expected)))
+    trained = train_pickers([([images[index] for index in train], labels, training)
+                             for train, labels, training in plan], pixel_size_a, diameter_a, settings)
+    results: list[list[MatchResult]] = []
+    picks: list[ParticleCoordinates | None] = [None] * len(images)
+    pickers: list[ThresholdedPicker] = []
+    for seed_index in range(len(settings.seeds)):
+        row: list[MatchResult | None] = [None] * len(images)
+        for held_out in range(n_folds):
+            picker = trained[seed_index * n_folds + held_out]
             unseen = np.flatnonzero(fold == held_out).tolist()
             for index in unseen:
                 row[index], found = _judge(picker, images[index], truths[index], pixel_size_a, match_radius_px,
                                            diameter_px)
-                if seed == settings.seeds[0]:
+                if seed_index == 0:
                     picks[index] = found
-            if seed == settings.seeds[0]:
-                train_counts.append(len(train))
             best = pool_matches([row[index] for index in unseen], match_pairs=False)  # type: ignore[misc]
             pickers.append(ThresholdedPicker(picker, best.threshold))
         results.append(row)  # type: ignore[arg-type]
+    train_counts = [len(train) for train, _, _ in plan[:n_folds]]
+    restarted = sum(picker.record["attempts"] > 1 for picker in trained)
     return CrossValidation(results, picks, pickers, tuple(settings.seeds), n_folds,  # type: ignore[arg-type]
                            train_counts, restarted, time.perf_counter() - started)
 

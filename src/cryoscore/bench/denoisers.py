@@ -79,7 +79,8 @@ def train_models(
         if "adapted" in methods:
             adapted = store.load_or_run(f"trained/{dataset}/adapted",
                                         lambda: _adapt(shipped, pairs, settings, model_dir / "adapted.pt"))
-            models["adapted"] = TrainedModel("adapted", load_denoiser(model_dir / "adapted.pt", settings.device), adapted)
+            models["adapted"] = TrainedModel("adapted", load_denoiser(model_dir / "adapted.pt", settings.device),
+                                             adapted)
     runs: list[tuple[str, str, GuidanceConfig | None]] = []
     for method in methods:
         if method not in METHODS:
@@ -104,7 +105,8 @@ def train_models(
 
 def _train(name: str, pairs: Sequence[HalfPair], config: TrainConfig, model_path: Path, device: str,
            failures: dict[str, str] | None) -> dict[str, Any] | None:
-    """Train model ``name`` into ``model_path``; its record, or None if it failed (``failures``: :func:`call_or_record`)."""
+    """Train model ``name`` into ``model_path``; its record, or None if it failed (``failures``:
+    :func:`call_or_record`)."""
     result = call_or_record(failures, name, "training failed: ", train_model, list(pairs), config, model_path,
                             progress=False, device=device)
     if result is None:
@@ -156,7 +158,8 @@ def loss_curve(losses: Sequence[float], points: int = 40) -> list[list[float]]:
 
 def _adapt(shipped: TrainedDenoiser, pairs: Sequence[HalfPair], settings: TrainingSettings,
            model_path: Path) -> dict[str, Any]:
-    """Write the ``shipped`` model after ``denoise --adapt`` on the full sums of ``pairs`` to ``model_path``; its record."""
+    """Write the ``shipped`` model after ``denoise --adapt`` on the full sums of ``pairs`` to ``model_path``;
+    returns its record."""
     micrographs = [Micrograph(pair.name, pair.even + pair.odd, pair.pixel_size_a, pair.name) for pair in pairs]
     adapt = AdaptSettings(steps=settings.steps, batch_size=settings.batch_size, crop_px=settings.crop_px,
                           seed=settings.seed)

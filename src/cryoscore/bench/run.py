@@ -233,7 +233,8 @@ def _real_results(config: BenchConfig, work_dir: Path, store: StepStore) -> tupl
 
 
 def metrics_document(config: dict[str, Any], denoisers: Sequence[str], datasets: list[JudgedDataset], training: list[dict],
-                     seconds: float, command_line: Sequence[str], resumed_steps: Sequence[str] = ()) -> dict[str, Any]:
+                     seconds: float, command_line: Sequence[str],
+                     resumed_steps: Sequence[str] = ()) -> dict[str, Any]:
     """Every number of the run as one JSON-ready dict (the content of metrics.json).
 
     ``config`` records what was run (a benchmark's ``BenchConfig.to_dict()``), ``denoisers``
@@ -285,7 +286,9 @@ def run_bench(config: BenchConfig, output_dir: Path, *, command_line: Sequence[s
     started = time.perf_counter()
     work_dir = output_dir / "work"
     versions = _versions()
-    store = StepStore(work_dir / "steps", {"config": config.to_dict(), "cryoscore": versions["cryoscore"],
+    what_steps_depend_on = config.to_dict()
+    del what_steps_depend_on["learned"]["workers"]  # the numbers are the same for any number of workers
+    store = StepStore(work_dir / "steps", {"config": what_steps_depend_on, "cryoscore": versions["cryoscore"],
                                           "torch": versions["torch"]}, resume=resume)
     simulated, simulated_training = _simulated_results(config, work_dir, store)
     real, real_training = _real_results(config, work_dir, store)

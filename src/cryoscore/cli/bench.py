@@ -17,6 +17,7 @@ examples:
   cryoscore bench benchmarks/real.toml -o bench-real/
   cryoscore bench -o bench/ --device cuda          # train, denoise and pick on a GPU
   cryoscore bench -o bench/ --resume               # continue bench/ where an interrupted run stopped
+  OMP_NUM_THREADS=1 cryoscore bench -o bench/ --workers 2   # two pickers at a time, on 2 cores
 """
 
 
@@ -34,6 +35,9 @@ def add_args(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--quick", action="store_true", help="the built-in smoke benchmark (about 30 s on 2 cores)")
     parser.add_argument("-o", "--output", type=Path, required=True, metavar="OUTDIR")
     parser.add_argument("--overwrite", action="store_true", help="write into a non-empty output directory")
+    parser.add_argument("--workers", type=int, metavar="N",
+                        help="train the learned judge's pickers N at a time, each in a single-threaded process, "
+                        "overriding the config's [learned] workers (default 1; the numbers are those of one thread)")
     parser.add_argument("--resume", action="store_true",
                         help="continue an interrupted run in OUTDIR with the same CONFIG: the models it trained and "
                         "the denoisers it judged are loaded from OUTDIR/work/steps, not run again (the datasets are "
@@ -59,6 +63,11 @@ def main(args: argparse.Namespace) -> int:
         device = resolve_device(args.device)
         config = replace(config, training=replace(config.training, device=device),
                          learned=replace(config.learned, device=device))
+    if args.workers is not None:
+        try:
+            config = replace(config, learned=replace(config.learned, workers=args.workers))
+        except ValueError as error:
+            raise InputError("--workers", str(error)) from None
     if args.resume and args.overwrite:
         raise InputError("options", "give --resume or --overwrite, not both")
     if not args.resume:
