@@ -98,6 +98,10 @@ def test_an_interrupted_benchmark_resumes_from_its_finished_steps_to_the_same_nu
     assert [{**record, "seconds": 0} for record in resumed["training"]] == [
         {**record, "seconds": 0} for record in whole["training"]]
     assert resumed["summary"] == whole["summary"]
+    summary = (tmp_path / "interrupted" / "summary.md").read_text()
+    assert "(resumed: 3 steps kept from the interrupted run, their time not counted)" in summary
+    assert "resumed" not in (tmp_path / "whole" / "summary.md").read_text()
+    assert "resumed: 3 steps kept" in (tmp_path / "interrupted" / "report.html").read_text()
 
 
 def test_resume_refuses_another_config_and_a_directory_without_steps(tmp_path):

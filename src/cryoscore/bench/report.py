@@ -88,12 +88,18 @@ def _checks_lines(summary: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _resumed(document: dict[str, Any]) -> str:
+    """What a resumed run's time leaves out: `` (resumed: N steps kept from the interrupted run)`` or nothing."""
+    kept = len(document.get("resumed_steps", ()))
+    return f" (resumed: {kept} steps kept from the interrupted run, their time not counted)" if kept else ""
+
+
 def headline_markdown(document: dict[str, Any]) -> str:
     """The head of the Markdown summary: the command, the mean AP per denoiser and the checks."""
     summary = document["summary"]
     lines = [f"# {report_title(document)}", "",
              f"Command: `{' '.join(document['command_line'])}`; {document['created']}; "
-             f"{document['seconds']:.0f} s; cryoscore {document['versions']['cryoscore']}, "
+             f"{document['seconds']:.0f} s{_resumed(document)}; cryoscore {document['versions']['cryoscore']}, "
              f"torch {document['versions']['torch']}, {document['machine']['torch_threads']} torch threads.", "",
              f"## Mean {summary.get('judge', 'blob')}-picker AP over datasets", "", "| denoiser | AP | datasets |",
              "|---|---|---|"]
@@ -289,7 +295,7 @@ def html_report(document: dict[str, Any], records: list[JudgedDataset]) -> str:
     by_label = {record.label: record for record in records}
     title = report_title(document)
     body = [f"<h1>{title}</h1><p>Command: <code>{html.escape(' '.join(document['command_line']))}</code>; "
-            f"{document['created']}; {document['seconds']:.0f} s.</p>",
+            f"{document['created']}; {document['seconds']:.0f} s{html.escape(_resumed(document))}.</p>",
             "<h2>Summary</h2><table><tr><th>denoiser</th><th>mean blob AP</th><th>datasets</th></tr>"]
     body += [f"<tr><td>{html.escape(name)}</td><td>{_number(entry['ap'], '.3f')}</td><td>{entry['n_datasets']}</td></tr>"
              for name, entry in document["summary"]["denoisers"].items()]
