@@ -98,7 +98,16 @@ def test_an_interrupted_benchmark_resumes_from_its_finished_steps_to_the_same_nu
     assert [{**record, "seconds": 0} for record in resumed["training"]] == [
         {**record, "seconds": 0} for record in whole["training"]]
     assert resumed["summary"] == whole["summary"]
+    # Each denoiser against raw, paired over micrographs and seeds: in metrics.json and the summary's table.
+    against_raw = resumed["datasets"][label]["learned_ap_minus_raw"]
+    assert set(against_raw) == {"lowpass", "n2n"}
+    for name, difference in against_raw.items():
+        learned = resumed["datasets"][label]["denoisers"]
+        assert difference["ap"] == pytest.approx(learned[name]["learned"]["ap"] - learned["raw"]["learned"]["ap"])
+        assert difference["ci"][0] <= difference["ap"] <= difference["ci"][1]
     summary = (tmp_path / "interrupted" / "summary.md").read_text()
+    assert "| minus raw, paired |" in summary
+    assert f"| {against_raw['n2n']['ap']:+.3f} [{against_raw['n2n']['ci'][0]:+.3f}, " in summary
     assert "(resumed: 3 steps kept from the interrupted run, their time not counted)" in summary
     assert "resumed" not in (tmp_path / "whole" / "summary.md").read_text()
     assert "resumed: 3 steps kept" in (tmp_path / "interrupted" / "report.html").read_text()

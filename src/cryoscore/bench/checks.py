@@ -199,6 +199,20 @@ def _ap_differences(datasets: list[JudgedDataset], judge: str, first: str,
     return differences, intervals
 
 
+def learned_minus_raw(record: JudgedDataset) -> dict[str, dict[str, Any]]:
+    """Each denoiser's learned-picker AP minus raw's on ``record``, paired over micrographs and seeds:
+    ``{name: {"ap": difference, "ci": [low, high]}}`` (the interval of the learned judge's coverage);
+    empty without raw or where the learned judge did not judge every denoiser."""
+    if "raw" not in record.outcomes or judge_of(list(record.outcomes.values())) != "learned":
+        return {}
+    against = {}
+    for name in record.outcomes:
+        if name != "raw":
+            differences, intervals = _ap_differences([record], "learned", name, "raw")
+            against[name] = {"ap": differences[0], "ci": intervals[0]}
+    return against
+
+
 def _ap_gap(datasets: list[JudgedDataset], judge: str, first: str, second: str, minimum: float = 0.0) -> dict[str, Any]:
     """``first``'s AP minus ``second``'s on each dataset, and whether it is above ``minimum`` on average and,
     with the learned judge, above 0 with 95 % confidence (paired bootstrap) on every dataset."""

@@ -21,25 +21,31 @@ def _number(value: Any, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
 
-def with_interval(value: float | None, interval: list[float] | None) -> str:
-    """``0.512 [0.470, 0.551]``: a value and its confidence interval, 3 decimals; ``-`` when unknown."""
+def with_interval(value: float | None, interval: list[float] | None, spec: str = ".3f") -> str:
+    """``0.512 [0.470, 0.551]``: a value and its confidence interval, each formatted with ``spec``
+    (``"+.3f"`` for a difference); ``-`` when unknown."""
     if value is None:
         return "-"
-    return f"{value:.3f}" + ("" if interval is None else f" [{interval[0]:.3f}, {interval[1]:.3f}]")
+    bounds = "" if interval is None else f" [{format(interval[0], spec)}, {format(interval[1], spec)}]"
+    return format(value, spec) + bounds
 
 
 def _table_rows(dataset: dict[str, Any]) -> list[tuple[str, list[str]]]:
     """(denoiser, cells) rows of one dataset's summary table, cells as in :data:`TABLE_COLUMNS`."""
     rows = []
+    against_raw = dataset.get("learned_ap_minus_raw", {})
     for name, metrics in dataset["denoisers"].items():
         learned = metrics.get("learned", {})
+        minus_raw = against_raw.get(name, {})
         blob = metrics.get("blob", {})
         template = metrics.get("template", {})
         pixel = metrics.get("pixel", {})
         reconstruction = metrics.get("reconstruction", {})
         classes = metrics.get("classes", {})
         rows.append((name, [
-            with_interval(learned.get("ap"), learned.get("ap_ci")), with_interval(learned.get("f1"), learned.get("f1_ci")),
+            with_interval(learned.get("ap"), learned.get("ap_ci")),
+            with_interval(minus_raw.get("ap"), minus_raw.get("ci"), "+.3f"),
+            with_interval(learned.get("f1"), learned.get("f1_ci")),
             _number(blob.get("ap"), ".3f"), _number(blob.get("f1"), ".3f"), _number(template.get("ap"), ".3f"),
             _number(pixel.get("psnr_db"), ".2f"), _number(pixel.get("background_power"), ".3g"),
             _number(reconstruction.get("resolution_half_maps_a"), ".1f"),
@@ -50,8 +56,8 @@ def _table_rows(dataset: dict[str, Any]) -> list[tuple[str, list[str]]]:
     return rows
 
 
-TABLE_COLUMNS = ("learned AP [95% CI]", "learned F1 [95% CI]", "blob AP", "blob F1", "template AP", "PSNR (dB)", "bg power",
-                 "FSC 0.143 (A)", "vs truth 0.5 (A)", "2D particle-like", "2D true picks", "s / mic")
+TABLE_COLUMNS = ("learned AP [95% CI]", "minus raw, paired", "learned F1 [95% CI]", "blob AP", "blob F1", "template AP",
+                 "PSNR (dB)", "bg power", "FSC 0.143 (A)", "vs truth 0.5 (A)", "2D particle-like", "2D true picks", "s / mic")
 
 
 EXPECTATIONS_NOTE = ("What the methods are expected to show, tested on this run's numbers: one that does not hold "

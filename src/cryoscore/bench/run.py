@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from cryoscore import __version__
-from cryoscore.bench.checks import judge_of, summarise
+from cryoscore.bench.checks import judge_of, learned_minus_raw, summarise
 from cryoscore.bench.config import BenchConfig, ClassJudgeSettings, LearnedJudgeSettings, json_ready, work_dir_name
 from cryoscore.bench.datasets import (
     TestSet,
@@ -261,6 +261,7 @@ def metrics_document(config: dict[str, Any], denoisers: Sequence[str], datasets:
                 "n_particles": int(sum(len(micrograph.truth) for micrograph in record.test_set.micrographs)),
                 "template_density": record.test_set.template,
                 "denoisers": {name: outcome.metrics for name, outcome in record.outcomes.items()},
+                "learned_ap_minus_raw": learned_minus_raw(record),
                 "failed": record.failed,
                 **{key: value for key, value in (("dose_e_per_a2", record.dose_e_per_a2),
                                                  ("particle_free", record.particle_free), ("decoy", record.decoy))
