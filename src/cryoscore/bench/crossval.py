@@ -306,18 +306,17 @@ def transfer(
     started = time.perf_counter()
     diameter_px = diameter_a / target_pixel_size_a
     results, picks, pickers = [], [], []
-    restarted = 0
-    for seed in settings.seeds:
-        picker = train_picker(source_images, source_truths, source_pixel_size_a, diameter_a,
-                              training=picker_training(settings, seed), device=settings.device)
-        restarted += picker.record["attempts"] > 1
+    trained = train_pickers([(source_images, source_truths, picker_training(settings, seed)) for seed in settings.seeds],
+                            source_pixel_size_a, diameter_a, settings)
+    for picker in trained:
         judged = [_judge(picker, image, truth, target_pixel_size_a, match_radius_px, diameter_px)
                   for image, truth in zip(target_images, target_truths)]
         results.append([result for result, _ in judged])
-        if seed == settings.seeds[0]:
+        if picker is trained[0]:
             picks = [found for _, found in judged]
             best = pool_matches(results[0], match_pairs=False)
             pickers = [ThresholdedPicker(picker, best.threshold)]
+    restarted = sum(picker.record["attempts"] > 1 for picker in trained)
     return CrossValidation(results, picks, pickers, tuple(settings.seeds), 1, [len(source_images)], restarted,
                            time.perf_counter() - started)
 
