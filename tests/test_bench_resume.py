@@ -113,11 +113,12 @@ def test_an_interrupted_benchmark_resumes_from_its_finished_steps_to_the_same_nu
     assert "resumed: 3 steps kept" in (tmp_path / "interrupted" / "report.html").read_text()
 
 
-def test_resume_refuses_another_config_and_a_directory_without_steps(tmp_path):
+def test_resume_refuses_another_config_and_a_directory_without_steps(tmp_path, caplog):
     """Steps are never mixed between runs: a changed config (here the picker's steps) or versions
     is one clear error naming the directory and what differs, as is a directory with nothing kept.
-    A run without ``resume`` starts again from nothing."""
-    from cryoscore.bench.resume import StepStore
+    A run without ``resume`` starts again from nothing; one made by other source code resumes with
+    a warning."""
+    from cryoscore.bench.resume import StepStore, source_digest
 
     steps = tmp_path / "out" / "work" / "steps"
     with pytest.raises(InputError, match="nothing to resume"):
@@ -133,8 +134,17 @@ def test_resume_refuses_another_config_and_a_directory_without_steps(tmp_path):
     again = StepStore(steps, {"config": TINY.to_dict(), "cryoscore": "1", "torch": "2"}, resume=True)
     assert again.load_or_run("judged/x/raw", lambda: {"ap": 0.0}) == {"ap": 0.5} and again.resumed == ["judged/x/raw"]
     assert again.load_or_run("judged/x/broken", lambda: {"ap": 0.1}) == {"ap": 0.1}
-    fresh = StepStore(steps, {"config": TINY.to_dict(), "cryoscore": "1", "torch": "2"})
+    fresh = StepStore(steps, {"config": TINY.to_dict(), "cryoscore": "1", "torch": "2"}, source="code 1")
     assert fresh.load_or_run("judged/x/raw", lambda: {"ap": 0.25}) == {"ap": 0.25} and fresh.resumed == []
+    # Other source code with the same config and versions: resumed, with a warning and a mark.
+    same = StepStore(steps, {"config": TINY.to_dict(), "cryoscore": "1", "torch": "2"}, resume=True, source="code 1")
+    assert not same.source_changed
+    with caplog.at_level(logging.WARNING, logger="cryoscore.bench"):
+        other = StepStore(steps, {"config": TINY.to_dict(), "cryoscore": "1", "torch": "2"}, resume=True,
+                          source="code 2")
+    assert other.source_changed and "made by other cryoscore source" in caplog.text
+    assert other.load_or_run("judged/x/raw", lambda: {"ap": 0.0}) == {"ap": 0.25}
+    assert len(source_digest()) == 64 and source_digest() == source_digest()
 
 
 def test_the_command_line_resumes_only_a_run_it_kept(tmp_path, capsys):

@@ -44,7 +44,7 @@ from cryoscore.bench.judges import (
     reference_volume,
 )
 from cryoscore.bench.report import write_reports
-from cryoscore.bench.resume import NO_STORE, StepStore
+from cryoscore.bench.resume import NO_STORE, StepStore, source_digest
 from cryoscore.io.layout import write_json
 from cryoscore.pairs.halves import pairs_from_dataset
 from cryoscore.pairs.single import pairs_from_single_micrographs
@@ -290,12 +290,14 @@ def run_bench(config: BenchConfig, output_dir: Path, *, command_line: Sequence[s
     what_steps_depend_on = config.to_dict()
     del what_steps_depend_on["learned"]["workers"]  # the numbers are the same for any number of workers
     store = StepStore(work_dir / "steps", {"config": what_steps_depend_on, "cryoscore": versions["cryoscore"],
-                                          "torch": versions["torch"]}, resume=resume)
+                                          "torch": versions["torch"]}, resume=resume, source=source_digest())
     simulated, simulated_training = _simulated_results(config, work_dir, store)
     real, real_training = _real_results(config, work_dir, store)
     datasets = simulated + real
     document = metrics_document(config.to_dict(), config.denoisers, datasets, simulated_training + real_training,
                                 time.perf_counter() - started, command_line, store.resumed)
+    if store.source_changed:
+        document["resumed_from_other_source"] = True
     write_json(output_dir / "metrics.json", document)
     write_reports(output_dir, document, datasets)
     return document
