@@ -32,7 +32,8 @@ def test_bench_shows_its_progress_without_verbose(tmp_path, monkeypatch, caplog)
     import cryoscore.bench.report
     import cryoscore.bench.run
 
-    def run_bench(config, output_dir, command_line):
+    def run_bench(config, output_dir, command_line, resume):
+        assert resume is False
         logging.getLogger("cryoscore.bench.judges").info("apoferritin 20 e/A^2 / raw: learned AP 0.646 (786 s)")
         logging.getLogger("cryoscore.infer").info("not the benchmark's progress")
         return {}
