@@ -162,3 +162,20 @@ def test_the_command_line_resumes_only_a_run_it_kept(tmp_path, capsys):
     assert main(["bench", "--quick", "-o", str(tmp_path / "out"), "--resume", "--workers", "0"]) == 2
     assert "--workers: [learned] workers must be >= 1" in capsys.readouterr().err
     assert (tmp_path / "out" / "notes.txt").read_text() == "mine"
+
+
+def test_the_command_line_refuses_parallel_pickers_on_a_gpu(tmp_path, capsys, monkeypatch):
+    """A config with ``[learned] workers = 2`` run with ``--device cuda`` (on a machine with CUDA)
+    is one line naming --device and exit code 2, not a traceback; nothing is written."""
+    import cryoscore.infer.denoise
+    from cryoscore.cli import main
+
+    monkeypatch.setattr(cryoscore.infer.denoise.torch.cuda, "is_available", lambda: True)
+    config = tmp_path / "bench.toml"
+    config.write_text('denoisers = ["raw"]\n\n[learned]\nworkers = 2\n\n[[simulated]]\nspecimen = "small"\n')
+    assert main(["bench", str(config), "-o", str(tmp_path / "out"), "--device", "cuda"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert "--device: [learned] workers must be >= 1, and 1 on a GPU; got 2 on cuda" in error
+    assert len(error.splitlines()) == 1 and not (tmp_path / "out").exists()
+    assert main(["bench", str(config), "-o", str(tmp_path / "out"), "--device", "cuda", "--workers", "3"]) == 2
+    assert "--device --workers: [learned] workers must be >= 1, and 1 on a GPU; got 3 on cuda" in capsys.readouterr().err

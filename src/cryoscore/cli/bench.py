@@ -59,15 +59,17 @@ def main(args: argparse.Namespace) -> int:
     if args.quick and args.config is not None:
         raise InputError("options", "give CONFIG or --quick, not both")
     config = QUICK_CONFIG if args.quick else DEFAULT_CONFIG if args.config is None else load_bench_config(args.config)
+    learned_device, workers = config.learned.device, config.learned.workers
     if args.device is not None:
-        device = resolve_device(args.device)
-        config = replace(config, training=replace(config.training, device=device),
-                         learned=replace(config.learned, device=device))
+        learned_device = resolve_device(args.device)
+        config = replace(config, training=replace(config.training, device=learned_device))
     if args.workers is not None:
-        try:
-            config = replace(config, learned=replace(config.learned, workers=args.workers))
-        except ValueError as error:
-            raise InputError("--workers", str(error)) from None
+        workers = args.workers
+    try:  # --device cuda with the config's workers > 1 is refused as --workers 2 on a GPU is
+        config = replace(config, learned=replace(config.learned, device=learned_device, workers=workers))
+    except ValueError as error:
+        options = [f"--{name}" for name in ("device", "workers") if getattr(args, name) is not None]
+        raise InputError(" ".join(options), str(error)) from None
     if args.resume and args.overwrite:
         raise InputError("options", "give --resume or --overwrite, not both")
     if not args.resume:
