@@ -111,6 +111,16 @@ def test_an_interrupted_benchmark_resumes_from_its_finished_steps_to_the_same_nu
     assert "(resumed: 3 steps kept from the interrupted run, their time not counted)" in summary
     assert "resumed" not in (tmp_path / "whole" / "summary.md").read_text()
     assert "resumed: 3 steps kept" in (tmp_path / "interrupted" / "report.html").read_text()
+    assert resumed["resumed_from_other_source"] is False and whole["resumed_from_other_source"] is False
+
+    # Resumed again by other source code: every step is kept (nothing trained or judged) and the run says so.
+    judged.clear()
+    monkeypatch.setattr(cryoscore.bench.run, "source_digest", lambda: "0" * 64)
+    again = run_bench(TINY, tmp_path / "interrupted", resume=True)
+    assert judged == [] and again["resumed_from_other_source"] is True
+    assert _numbers(again) == _numbers(whole)
+    assert "steps kept from the interrupted run, made by other cryoscore source" in (
+        tmp_path / "interrupted" / "summary.md").read_text()
 
 
 def test_resume_refuses_another_config_and_a_directory_without_steps(tmp_path, caplog):

@@ -234,13 +234,14 @@ def _real_results(config: BenchConfig, work_dir: Path, store: StepStore) -> tupl
 
 def metrics_document(config: dict[str, Any], denoisers: Sequence[str], datasets: list[JudgedDataset], training: list[dict],
                      seconds: float, command_line: Sequence[str],
-                     resumed_steps: Sequence[str] = ()) -> dict[str, Any]:
+                     resumed_steps: Sequence[str] = (), resumed_from_other_source: bool = False) -> dict[str, Any]:
     """Every number of the run as one JSON-ready dict (the content of metrics.json).
 
     ``config`` records what was run (a benchmark's ``BenchConfig.to_dict()``), ``denoisers``
     the names the summary's checks compare, ``datasets`` one record per judged test set,
     ``seconds`` this run's time and ``resumed_steps`` the steps an interrupted run had
-    finished (:mod:`cryoscore.bench.resume`; their time is not in ``seconds``).
+    finished (:mod:`cryoscore.bench.resume`; their time is not in ``seconds``),
+    ``resumed_from_other_source`` whether other cryoscore source code made them.
     """
     return json_ready({
         "cryoscore_bench": 1,
@@ -251,6 +252,7 @@ def metrics_document(config: dict[str, Any], denoisers: Sequence[str], datasets:
         "config": config,
         "seconds": seconds,
         "resumed_steps": list(resumed_steps),
+        "resumed_from_other_source": resumed_from_other_source,
         "training": training,
         "datasets": {
             record.label: {
@@ -295,9 +297,8 @@ def run_bench(config: BenchConfig, output_dir: Path, *, command_line: Sequence[s
     real, real_training = _real_results(config, work_dir, store)
     datasets = simulated + real
     document = metrics_document(config.to_dict(), config.denoisers, datasets, simulated_training + real_training,
-                                time.perf_counter() - started, command_line, store.resumed)
-    if store.source_changed:
-        document["resumed_from_other_source"] = True
+                                time.perf_counter() - started, command_line, store.resumed,
+                                store.source_changed)
     write_json(output_dir / "metrics.json", document)
     write_reports(output_dir, document, datasets)
     return document
