@@ -77,10 +77,10 @@ def train_models(
             if name in methods:
                 models[name] = TrainedModel(name, shipped, {"name": name, "method": name})
         if "adapted" in methods:
+            adapted_path = model_dir / "adapted.pt"
             adapted = store.load_or_run(f"trained/{dataset}/adapted",
-                                        lambda: _adapt(shipped, pairs, settings, model_dir / "adapted.pt"))
-            models["adapted"] = TrainedModel("adapted", load_denoiser(model_dir / "adapted.pt", settings.device),
-                                             adapted)
+                                        lambda: _adapt(shipped, pairs, settings, adapted_path))
+            models["adapted"] = TrainedModel("adapted", load_denoiser(adapted_path, settings.device), adapted)
     runs: list[tuple[str, str, GuidanceConfig | None]] = []
     for method in methods:
         if method not in METHODS:
@@ -96,10 +96,11 @@ def train_models(
     for name, method, guidance in runs:
         config = TrainConfig(method=method, steps=settings.steps, batch_size=settings.batch_size,
                              crop_px=settings.crop_px, seed=settings.seed, guidance=guidance)
+        model_path = model_dir / f"{name}.pt"
         record = store.load_or_run(f"trained/{dataset}/{name}", functools.partial(
-            _train, name, pairs, config, model_dir / f"{name}.pt", settings.device, failures))
+            _train, name, pairs, config, model_path, settings.device, failures))
         if record is not None:
-            models[name] = TrainedModel(name, load_denoiser(model_dir / f"{name}.pt", settings.device), record)
+            models[name] = TrainedModel(name, load_denoiser(model_path, settings.device), record)
     return models
 
 
