@@ -92,7 +92,7 @@ def test_an_interrupted_benchmark_resumes_from_its_finished_steps_to_the_same_nu
     # n2n on the test set, then each denoiser on the particle-free micrographs (never reached before).
     assert judged == ["n2n", "raw", "lowpass", "n2n"]
     assert resumed["resumed_steps"] == ["trained/apoferritin/n2n", f"judged/{label}/raw", f"judged/{label}/lowpass"]
-    assert f"judged/{label}/raw: kept from the interrupted run" in caplog.messages
+    assert f"judged/{label}/raw: kept from an earlier run" in caplog.messages
     assert whole["resumed_steps"] == []
     assert _numbers(resumed) == _numbers(whole)
     assert [{**record, "seconds": 0} for record in resumed["training"]] == [
@@ -108,7 +108,7 @@ def test_an_interrupted_benchmark_resumes_from_its_finished_steps_to_the_same_nu
     summary = (tmp_path / "interrupted" / "summary.md").read_text()
     assert "| minus raw, paired |" in summary
     assert f"| {against_raw['n2n']['ap']:+.3f} [{against_raw['n2n']['ci'][0]:+.3f}, " in summary
-    assert "(resumed: 3 steps kept from the interrupted run, their time not counted)" in summary
+    assert "(resumed: 3 steps kept from an earlier run, their time not counted)" in summary
     assert "resumed" not in (tmp_path / "whole" / "summary.md").read_text()
     assert "resumed: 3 steps kept" in (tmp_path / "interrupted" / "report.html").read_text()
     assert resumed["resumed_from_other_source"] is False and whole["resumed_from_other_source"] is False
@@ -119,8 +119,34 @@ def test_an_interrupted_benchmark_resumes_from_its_finished_steps_to_the_same_nu
     again = run_bench(TINY, tmp_path / "interrupted", resume=True)
     assert judged == [] and again["resumed_from_other_source"] is True
     assert _numbers(again) == _numbers(whole)
-    assert "steps kept from the interrupted run, made by other cryoscore source" in (
+    assert "steps kept from an earlier run, made by other cryoscore source" in (
         tmp_path / "interrupted" / "summary.md").read_text()
+
+
+def test_a_run_with_more_denoisers_resumes_from_one_with_fewer(tmp_path, monkeypatch, one_thread):
+    """Each step is one denoiser's: a run of two of TINY's three denoisers, then TINY with ``resume``
+    into the same directory, trains and judges only the third and ends with the numbers of TINY run
+    whole (a benchmark run in parts, or a denoiser added to a finished one)."""
+    import cryoscore.bench.run
+    from cryoscore.bench.run import run_bench
+
+    label = "apoferritin 30 e/A^2"
+    whole = run_bench(TINY, tmp_path / "whole")
+    part = run_bench(replace(TINY, denoisers=("raw", "lowpass")), tmp_path / "parts")
+    assert set(part["datasets"][label]["denoisers"]) == {"raw", "lowpass"}
+
+    judge = cryoscore.bench.run.judge_denoiser
+    judged: list[str] = []
+    monkeypatch.setattr(cryoscore.bench.run, "judge_denoiser",
+                        lambda test_set, name, *args, **kwargs: judged.append(name) or judge(test_set, name, *args,
+                                                                                             **kwargs))
+    resumed = run_bench(TINY, tmp_path / "parts", resume=True)
+    assert judged == ["n2n", "n2n"]  # the test set, then the particle-free micrographs
+    assert resumed["resumed_steps"] == [f"judged/{label}/raw", f"judged/{label}/lowpass",
+                                        "particle-free/apoferritin particle-free/raw",
+                                        "particle-free/apoferritin particle-free/lowpass"]
+    assert [record["name"] for record in resumed["training"]] == ["n2n"]
+    assert _numbers(resumed) == _numbers(whole) and resumed["summary"] == whole["summary"]
 
 
 def test_resume_refuses_another_config_and_a_directory_without_steps(tmp_path, caplog):

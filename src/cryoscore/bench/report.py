@@ -95,10 +95,10 @@ def _checks_lines(summary: dict[str, Any]) -> list[str]:
 
 
 def _resumed(document: dict[str, Any]) -> str:
-    """What a resumed run's time leaves out: `` (resumed: N steps kept from the interrupted run, ...)`` or nothing."""
+    """What a resumed run's time leaves out: `` (resumed: N steps kept from an earlier run, ...)`` or nothing."""
     kept = len(document.get("resumed_steps", ()))
     other = ", made by other cryoscore source" if document.get("resumed_from_other_source") else ""
-    return f" (resumed: {kept} steps kept from the interrupted run{other}, their time not counted)" if kept else ""
+    return f" (resumed: {kept} steps kept from an earlier run{other}, their time not counted)" if kept else ""
 
 
 def headline_markdown(document: dict[str, Any]) -> str:

@@ -285,12 +285,15 @@ def run_bench(config: BenchConfig, output_dir: Path, *, command_line: Sequence[s
     datasets, models and finished steps under ``output_dir/work``; with ``resume``, the
     steps an interrupted run of the same ``config`` kept there are loaded, not run again
     (:mod:`cryoscore.bench.resume`; InputError if they were made with another config or version).
+    The list of denoisers may differ: each step is one denoiser's, so a run that adds denoisers
+    to a finished one resumes from its steps and judges only the new ones.
     """
     started = time.perf_counter()
     work_dir = output_dir / "work"
     versions = _versions()
     what_steps_depend_on = config.to_dict()
     del what_steps_depend_on["learned"]["workers"]  # the numbers are the same for any number of workers
+    del what_steps_depend_on["denoisers"]  # each step is one denoiser's: a run with more resumes from one with fewer
     store = StepStore(work_dir / "steps", {"config": what_steps_depend_on, "cryoscore": versions["cryoscore"],
                                           "torch": versions["torch"]}, resume=resume, source=source_digest())
     simulated, simulated_training = _simulated_results(config, work_dir, store)
