@@ -36,6 +36,28 @@ def test_a_config_file_reads_with_paths_relative_to_it(tmp_path):
     assert json.dumps(config.to_dict())  # JSON-ready
 
 
+def test_a_config_read_through_two_spellings_of_its_path_has_the_same_absolute_paths(tmp_path, monkeypatch):
+    """What ``cryoscore bench --resume`` compares: the config with absolute paths, the same whether
+    its file was named from its own folder or from elsewhere; built-in names stay names."""
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "configs" / "bench.toml").write_text(
+        '[[simulated]]\nspecimen = "maps/particle.mrc"\ndecoy = "apoferritin"\n'
+        '[[real]]\nname = "r"\nmicrographs = "../data/mics"\ncoordinates = "../data/coords"\npixel_size_a = 2.0\n'
+        'diameter_a = 100.0\nreference = "small"\ntemplate = "shell:100:60"\n')
+    monkeypatch.chdir(tmp_path)
+    here = load_bench_config(Path("configs/bench.toml"))
+    from_here = here.with_absolute_paths()
+    monkeypatch.chdir(tmp_path / "configs")
+    inside = load_bench_config(Path("bench.toml"))
+    absolute = inside.with_absolute_paths()
+    assert here.to_dict() != inside.to_dict()  # the paths as read name the config's folder differently
+    assert from_here.to_dict() == absolute.to_dict()
+    assert absolute.real[0].micrographs == tmp_path / "data" / "mics"
+    assert absolute.simulated[0].specimen == str(tmp_path / "configs" / "maps" / "particle.mrc")
+    assert (absolute.simulated[0].decoy, absolute.real[0].reference, absolute.real[0].template) == (
+        "apoferritin", "small", "shell:100:60")
+
+
 @pytest.mark.parametrize(
     "text, needle",
     [

@@ -73,11 +73,12 @@ directory name, or a specimen's built-in name or file stem (:func:`work_dir_name
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
 from cryoscore.errors import InputError
 from cryoscore.settings import DEVICES, POINT_GROUP, GuidanceConfig
@@ -305,6 +306,21 @@ class BenchConfig:
     def to_dict(self) -> dict[str, Any]:
         return json_ready(dataclasses.asdict(self))
 
+    def with_absolute_paths(self) -> BenchConfig:
+        """This config with every file path absolute and normalised (from the current directory;
+        built-in specimen names as they are): the same for two spellings of one config file's path,
+        which :func:`load_bench_config` joins to the paths inside it."""
+        real = tuple(dataclasses.replace(dataset, micrographs=Path(os.path.abspath(dataset.micrographs)),
+                                         coordinates=Path(os.path.abspath(dataset.coordinates)),
+                                         ctf=None if dataset.ctf is None else Path(os.path.abspath(dataset.ctf)),
+                                         reference=_absolute(dataset.reference), template=_absolute(dataset.template),
+                                         decoy=_absolute(dataset.decoy))
+                     for dataset in self.real)
+        simulated = tuple(dataclasses.replace(specimen, specimen=_absolute(specimen.specimen),
+                                              decoy=_absolute(specimen.decoy), template=_absolute(specimen.template))
+                          for specimen in self.simulated)
+        return dataclasses.replace(self, real=real, simulated=simulated)
+
 
 def work_dir_name(label: str) -> str:
     """The directory under the work directory for a dataset ``label`` (a real dataset's name, or a
@@ -325,6 +341,19 @@ def _relative_to(base: Path, spec: str | None) -> str | None:
     if spec is None or is_generated_specimen(spec) or Path(spec).is_absolute():
         return spec
     return str(base / spec)
+
+
+@overload
+def _absolute(spec: str) -> str: ...
+@overload
+def _absolute(spec: None) -> None: ...
+def _absolute(spec: str | None) -> str | None:
+    """A specimen or reference with its file path absolute and normalised; a built-in name as it is."""
+    from cryoscore.simulate.procedural import is_generated_specimen
+
+    if spec is None or is_generated_specimen(spec):
+        return spec
+    return os.path.abspath(spec)
 
 
 def json_ready(value: Any) -> Any:

@@ -291,7 +291,7 @@ def run_bench(config: BenchConfig, output_dir: Path, *, command_line: Sequence[s
     started = time.perf_counter()
     work_dir = output_dir / "work"
     versions = _versions()
-    what_steps_depend_on = config.to_dict()
+    what_steps_depend_on = config.with_absolute_paths().to_dict()  # whichever way its path is spelled
     del what_steps_depend_on["learned"]["workers"]  # the numbers are the same for any number of workers
     del what_steps_depend_on["denoisers"]  # each step is one denoiser's: a run with more resumes from one with fewer
     store = StepStore(work_dir / "steps", {"config": what_steps_depend_on, "cryoscore": versions["cryoscore"],
