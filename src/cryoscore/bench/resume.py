@@ -8,8 +8,9 @@ cryoscore's source. A run with ``--resume`` loads the steps that are there inste
 them again, provided its configuration and versions are the same (an
 :class:`~cryoscore.errors.InputError` otherwise, so the steps of different runs are never
 mixed). The configuration's list of denoisers is not part of it: each step is one denoiser's,
-so a run with more denoisers resumes from one with fewer and runs only the new ones. Where only the source differs (a change between releases, perhaps one that changes no
-number) it resumes with a warning, and the run's record says so. A run without ``--resume``
+so a run with more denoisers resumes from one with fewer and runs only the new ones. Where only
+the source differs (a change between releases, perhaps one that changes no number) it resumes
+with a warning, and the run's record says so. A run without ``--resume``
 starts from nothing. The datasets are simulated again either way (the simulator is seeded, so they
 come out the same, in minutes); a step that failed is not kept and runs again.
 

@@ -239,7 +239,7 @@ def metrics_document(config: dict[str, Any], denoisers: Sequence[str], datasets:
 
     ``config`` records what was run (a benchmark's ``BenchConfig.to_dict()``), ``denoisers``
     the names the summary's checks compare, ``datasets`` one record per judged test set,
-    ``seconds`` this run's time and ``resumed_steps`` the steps an interrupted run had
+    ``seconds`` this run's time and ``resumed_steps`` the steps an earlier run had
     finished (:mod:`cryoscore.bench.resume`; their time is not in ``seconds``),
     ``resumed_from_other_source`` whether other cryoscore source code made them.
     """
@@ -283,7 +283,7 @@ def run_bench(config: BenchConfig, output_dir: Path, *, command_line: Sequence[s
 
     Writes ``metrics.json``, ``report.html`` and ``summary.md`` (atomically) and keeps the
     datasets, models and finished steps under ``output_dir/work``; with ``resume``, the
-    steps an interrupted run of the same ``config`` kept there are loaded, not run again
+    steps an earlier (interrupted) run of the same ``config`` kept there are loaded, not run again
     (:mod:`cryoscore.bench.resume`; InputError if they were made with another config or version).
     The list of denoisers may differ: each step is one denoiser's, so a run that adds denoisers
     to a finished one resumes from its steps and judges only the new ones.
