@@ -38,6 +38,24 @@ def _numbers(document: dict) -> dict:
     return datasets
 
 
+def _record_judging(monkeypatch, stop_at: str | None = None) -> list[str]:
+    """The names of the denoisers the bench judges from now on, in order; judging ``stop_at`` raises
+    KeyboardInterrupt instead, as a run stopped by its user or session (not a denoiser's failure)."""
+    import cryoscore.bench.run
+    from cryoscore.bench.judges import judge_denoiser
+
+    judged: list[str] = []
+
+    def recorded(test_set, name, *args, **kwargs):
+        if name == stop_at:
+            raise KeyboardInterrupt
+        judged.append(name)
+        return judge_denoiser(test_set, name, *args, **kwargs)
+
+    monkeypatch.setattr(cryoscore.bench.run, "judge_denoiser", recorded)
+    return judged
+
+
 @pytest.fixture
 def one_thread():
     """torch on one thread for the test, as worker processes train pickers (their numbers are one thread's)."""
@@ -60,25 +78,13 @@ def test_an_interrupted_benchmark_resumes_from_its_finished_steps_to_the_same_nu
 
     whole = run_bench(TINY, tmp_path / "whole")
 
-    judge = cryoscore.bench.run.judge_denoiser
-    judged: list[str] = []
-
-    def killed_at_n2n(test_set, name, *args, **kwargs):
-        if name == "n2n":
-            raise KeyboardInterrupt  # as a run stopped by the user or its session; not a denoiser's failure
-        judged.append(name)
-        return judge(test_set, name, *args, **kwargs)
-
-    monkeypatch.setattr(cryoscore.bench.run, "judge_denoiser", killed_at_n2n)
+    judged = _record_judging(monkeypatch, stop_at="n2n")
     with pytest.raises(KeyboardInterrupt):
         run_bench(TINY, tmp_path / "interrupted")
     assert judged == ["raw", "lowpass"]
     assert not (tmp_path / "interrupted" / "metrics.json").exists()
 
-    judged.clear()
-    monkeypatch.setattr(cryoscore.bench.run, "judge_denoiser",
-                        lambda test_set, name, *args, **kwargs: judged.append(name) or judge(test_set, name, *args,
-                                                                                             **kwargs))
+    judged = _record_judging(monkeypatch)
 
     def no_training(*args, **kwargs):
         raise AssertionError("a kept model was trained again")
@@ -127,7 +133,6 @@ def test_a_run_with_more_denoisers_resumes_from_one_with_fewer(tmp_path, monkeyp
     """Each step is one denoiser's: a run of two of TINY's three denoisers, then TINY with ``resume``
     into the same directory, trains and judges only the third and ends with the numbers of TINY run
     whole (a benchmark run in parts, or a denoiser added to a finished one)."""
-    import cryoscore.bench.run
     from cryoscore.bench.run import run_bench
 
     label = "apoferritin 30 e/A^2"
@@ -135,11 +140,7 @@ def test_a_run_with_more_denoisers_resumes_from_one_with_fewer(tmp_path, monkeyp
     part = run_bench(replace(TINY, denoisers=("raw", "lowpass")), tmp_path / "parts")
     assert set(part["datasets"][label]["denoisers"]) == {"raw", "lowpass"}
 
-    judge = cryoscore.bench.run.judge_denoiser
-    judged: list[str] = []
-    monkeypatch.setattr(cryoscore.bench.run, "judge_denoiser",
-                        lambda test_set, name, *args, **kwargs: judged.append(name) or judge(test_set, name, *args,
-                                                                                             **kwargs))
+    judged = _record_judging(monkeypatch)
     resumed = run_bench(TINY, tmp_path / "parts", resume=True)
     assert judged == ["n2n", "n2n"]  # the test set, then the particle-free micrographs
     assert resumed["resumed_steps"] == [f"judged/{label}/raw", f"judged/{label}/lowpass",
