@@ -78,7 +78,7 @@ import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, overload
+from typing import Any, Callable, overload
 
 from cryoscore.errors import InputError
 from cryoscore.settings import DEVICES, POINT_GROUP, GuidanceConfig
@@ -333,14 +333,18 @@ def work_dir_name(label: str) -> str:
     return safe or "dataset"
 
 
+def _file_spec(spec: str | None, path_of: Callable[[str], str]) -> str | None:
+    """A specimen, reference, template or decoy with ``path_of`` applied if it names a file; ``None`` and
+    built-in names as they are."""
+    from cryoscore.simulate.procedural import is_generated_specimen
+
+    return spec if spec is None or is_generated_specimen(spec) else path_of(spec)
+
+
 def _relative_to(base: Path, spec: str | None) -> str | None:
     """A specimen or reference as the config file means it: a built-in name as it is, a file path
     relative to ``base`` (the config file's folder) unless absolute."""
-    from cryoscore.simulate.procedural import is_generated_specimen
-
-    if spec is None or is_generated_specimen(spec) or Path(spec).is_absolute():
-        return spec
-    return str(base / spec)
+    return _file_spec(spec, lambda path: path if Path(path).is_absolute() else str(base / path))
 
 
 @overload
@@ -349,11 +353,7 @@ def _absolute(spec: str) -> str: ...
 def _absolute(spec: None) -> None: ...
 def _absolute(spec: str | None) -> str | None:
     """A specimen or reference with its file path absolute and normalised; a built-in name as it is."""
-    from cryoscore.simulate.procedural import is_generated_specimen
-
-    if spec is None or is_generated_specimen(spec):
-        return spec
-    return os.path.abspath(spec)
+    return _file_spec(spec, os.path.abspath)
 
 
 def json_ready(value: Any) -> Any:
