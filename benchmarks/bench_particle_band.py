@@ -1,7 +1,7 @@
 """What a denoiser keeps in the particles' band: the noise-free particles, or the ice?
 
     OMP_NUM_THREADS=1 python benchmarks/bench_particle_band.py DATASET_DIR -o OUT.json \
-        [--denoisers raw lowpass default NAME=MODEL.pt ...] [--micrographs 2] [--periodic]
+        [--denoisers raw lowpass default NAME=MODEL.pt ...] [--micrographs 2]
 
 On a simulated dataset (``cryoscore simulate``: ``clean/`` holds the noise-free particles,
 ``background/`` the noise-free ice and carbon), each denoiser's output of the first
@@ -9,10 +9,9 @@ micrographs is band-passed to the particles' scales (wavelengths from a particle
 / 8 to 2 diameters, hard edges) and correlated there with the band-passed particles, the
 background and their sum. A denoiser that helps a picker raises the correlation with the
 particles; one that keeps the ice and shrinks the particles raises only the other two.
-With ``--periodic`` every image is first replaced by the periodic part of its periodic-plus-smooth
-decomposition: a micrograph's edges (an ice gradient or carbon edge that does not wrap around)
-otherwise put power at every frequency on the axes, which the band counts as background (measured:
-benchmarks/RESULTS.md section 6, "A correction"). Prints a table and writes every number to OUT.json,
+The band measures (``pairs.guidance.band_power``) exclude each image's edges, which the plain FFT once
+counted as power at every frequency (benchmarks/RESULTS.md section 6, "A correction"; the ``--periodic``
+option of that correction measured as this script now always does). Prints a table and writes every number to OUT.json,
 with the background's band power over the particles' per micrograph.
 """
 
@@ -26,7 +25,6 @@ import numpy as np
 from bench_learned_picker import outputs, run_record
 
 from cryoscore.bench.datasets import simulated_test_set
-from cryoscore.filters import periodic_smooth_decomposition
 from cryoscore.io.mrc import read_mrc
 from cryoscore.pairs.guidance import band_correlation, band_power, particle_band_a
 
@@ -45,11 +43,7 @@ def main() -> None:
     parser.add_argument("-o", "--output", type=Path, required=True)
     parser.add_argument("--denoisers", nargs="+", default=["raw", "lowpass", "default"])
     parser.add_argument("--micrographs", type=int, default=2, help="the first N micrographs (default: 2)")
-    parser.add_argument("--periodic", action="store_true", help="measure without the micrographs' edges")
     args = parser.parse_args()
-
-    def measured(image: np.ndarray) -> np.ndarray:
-        return periodic_smooth_decomposition(image.astype(np.float32))[0] if args.periodic else image
     test_set = simulated_test_set(args.dataset, args.dataset.name)
     pixel_a, diameter_a = test_set.pixel_size_a, test_set.diameter_a
     band = particle_band_a(diameter_a)
@@ -59,12 +53,11 @@ def main() -> None:
     rows, power_ratio = [], {}
     for index, micrograph in enumerate(micrographs):
         ice, _ = read_mrc(args.dataset / "background" / f"{micrograph.name}.mrc")
-        truths = {key: measured(truth) for key, truth in
-                  (("particles", micrograph.clean), ("background", ice), ("both", micrograph.clean + ice))}
+        truths = {"particles": micrograph.clean, "background": ice, "both": micrograph.clean + ice}
         power_ratio[micrograph.name] = (band_power(truths["background"], truths["background"], pixel_a, band[1], band[0])
                                         / band_power(truths["particles"], truths["particles"], pixel_a, band[1], band[0]))
         for name, images in denoised.items():
-            output = measured(images[index])
+            output = images[index]
             rows.append({"micrograph": micrograph.name, "denoiser": name,
                          **{key: band_correlation(output, truth, pixel_a, *band) for key, truth in truths.items()}})
             print(" ".join(f"{value:.3f}" if isinstance(value, float) else value for value in rows[-1].values()),
@@ -76,7 +69,7 @@ def main() -> None:
         print(f"| {name} | {mean['particles']:.3f} | {mean['background']:.3f} | {mean['both']:.3f} |")
     print("background's band power over the particles':", {name: round(ratio, 3) for name, ratio in power_ratio.items()})
     args.output.write_text(json.dumps({**run_record(), "dataset": str(args.dataset), "band_a": list(band),
-                                       "periodic": args.periodic, "background_over_particles_power": power_ratio,
+                                       "background_over_particles_power": power_ratio,
                                        "rows": rows, "means": means}, indent=1) + "\n")
 
 

@@ -74,6 +74,14 @@ def periodic_smooth_decomposition(image: np.ndarray) -> tuple[np.ndarray, np.nda
     return u - smooth, smooth
 
 
+def lowpass_filter_nonperiodic(image: np.ndarray, pixel_size_a: float, cutoff_a: float) -> np.ndarray:
+    """:func:`lowpass_filter` (Gaussian) of an image (H, W) that does not wrap around (an ice gradient, a
+    carbon edge): its periodic part low-passed plus its smooth part (:func:`periodic_smooth_decomposition`),
+    so the jump at the borders neither rings nor is smeared across them; float32 (H, W)."""
+    periodic, smooth = periodic_smooth_decomposition(image)
+    return lowpass_filter(periodic, pixel_size_a, cutoff_a) + smooth
+
+
 def _fourier_resample_periodic(image: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     """Crop or zero-pad the spectrum of a periodic image (H, W) to ``shape``; mean kept."""
     (height, width), (new_height, new_width) = image.shape, shape

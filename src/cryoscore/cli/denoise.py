@@ -62,8 +62,9 @@ def add_args(subparsers: argparse._SubParsersAction) -> None:
                         "background, for picking. For faint, sparse particles, where the model's own output shows "
                         "the background and not the particles; where it shows them, use it instead. 'auto' "
                         "chooses for the whole run, measured on up to 5 of the micrographs: flattened if the model's "
-                        "output is mostly its background estimate at the scale of particles --diameter across, "
-                        "the model's output if not (benchmarks/RESULTS.md, section 6)")
+                        "background estimate beyond two particle diameters (--diameter; gradients, carbon, "
+                        "contamination) is strong against what its output holds at the particles' scale, the "
+                        "model's output if not (benchmarks/RESULTS.md, section 6)")
     parser.add_argument("--diameter", type=positive_float, metavar="A",
                         help="particle diameter in Angstrom, for --flatten auto")
     parser.add_argument("--halves", type=int, choices=(1, 2), default=2,
@@ -183,9 +184,9 @@ def main(args: argparse.Namespace) -> int:
 def _print_flatten_choice(record_path: Path) -> None:
     """Say what ``--flatten auto`` chose, from the run record (``flatten_auto``)."""
     choice = json.loads(record_path.read_text())["flatten_auto"]
-    correlations = list(choice["background_correlations"].values())
-    measured = (f"median correlation {statistics.median(correlations):.3f} with the background estimate at the "
-                f"particles' scale over {len(correlations)} micrographs" if correlations else "no micrograph readable")
-    verdict = ("the model's output is mostly background: wrote flattened micrographs" if choice["flattened"]
-               else "the model's output keeps the particles: wrote it")
+    strengths = list(choice["background_strengths"].values())
+    measured = (f"median background strength {statistics.median(strengths):.2f} (large-scale background over the "
+                f"particles' scale) over {len(strengths)} micrographs" if strengths else "no micrograph readable")
+    verdict = ("a strong background (gradient, carbon, contamination): wrote flattened micrographs"
+               if choice["flattened"] else "a weak background: wrote the model's output")
     print(f"--flatten auto: {measured}; {verdict}", file=sys.stderr)

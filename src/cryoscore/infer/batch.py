@@ -225,26 +225,26 @@ def choose_flatten(jobs: Sequence[DenoiseJob], settings: DenoiseSettings,
     """``--flatten auto``: the settings with the choice made (``flatten_lowpass_a`` kept or set to None,
     ``auto_flatten_diameter_a`` None), and what it was made on, for the run record.
 
-    Measures :func:`~cryoscore.infer.denoise.background_correlation` on up to :data:`AUTO_FLATTEN_SAMPLE`
+    Measures :func:`~cryoscore.infer.denoise.background_strength` on up to :data:`AUTO_FLATTEN_SAMPLE`
     micrographs spread over ``jobs`` (those that cannot be read are left to fail in their own job) and
     flattens when :func:`~cryoscore.infer.denoise.should_flatten` says so; none readable, no flattening.
     """
-    from cryoscore.infer.denoise import background_correlation, should_flatten
+    from cryoscore.infer.denoise import background_strength, should_flatten
 
     assert settings.auto_flatten_diameter_a is not None, "choose_flatten is for --flatten auto"
     spread = np.linspace(0, len(jobs) - 1, min(AUTO_FLATTEN_SAMPLE, len(jobs))).round().astype(int)
-    correlations = {}
+    strengths = {}
     for job in (jobs[i] for i in sorted(set(spread))):
         try:
             image, pixel_size_a = _read_binned(job.source, settings)
         except InputError:
             continue
-        correlations[job.source.name] = round(background_correlation(
+        strengths[job.source.name] = round(background_strength(
             denoiser, image, diameter_a=settings.auto_flatten_diameter_a, **_model_options(pixel_size_a, settings)), 4)
-    flatten = bool(correlations) and should_flatten(list(correlations.values()))
+    flatten = bool(strengths) and should_flatten(list(strengths.values()))
     chosen = replace(settings, auto_flatten_diameter_a=None,
                      flatten_lowpass_a=settings.flatten_lowpass_a if flatten else None)
-    return chosen, {"diameter_a": settings.auto_flatten_diameter_a, "background_correlations": correlations,
+    return chosen, {"diameter_a": settings.auto_flatten_diameter_a, "background_strengths": strengths,
                     "flattened": flatten}
 
 

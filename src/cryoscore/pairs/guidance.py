@@ -112,16 +112,28 @@ def radial_cross_density(first: np.ndarray, second: np.ndarray, pixel_size_a: fl
     return totals / np.maximum(counts, 1) / first.size, counts
 
 
+def _periodic_cross_power(first: np.ndarray, second: np.ndarray, pixel_size_a: float, longest_a: float,
+                          shortest_a: float) -> float:
+    """:func:`band_power` of two images (H, W) that already wrap around without a jump."""
+    k = radial_frequency(first.shape, pixel_size_a, rfft=False)
+    band = (k >= 1 / longest_a) & (k <= 1 / shortest_a)
+    cross = np.fft.fft2(first.astype(np.float64)) * np.conj(np.fft.fft2(second.astype(np.float64)))
+    return float(cross.real[band].sum() / first.size**2)
+
+
 def band_power(first: np.ndarray, second: np.ndarray, pixel_size_a: float, longest_a: float, shortest_a: float) -> float:
     """Per-pixel cross power of two images (H, W) at wavelengths in [shortest_a, longest_a].
 
     For two halves of one micrograph the noise averages out and this is the signal's
     variance in that band (Parseval: ``sum Re(A B*) / N^2`` over the band's frequencies).
+    Measured on each image's periodic part (``filters.periodic_smooth_decomposition``): the
+    jump where an image with a gradient or a carbon edge wraps around would put power at every
+    frequency along the axes, and the band would count it (benchmarks/RESULTS.md section 6,
+    "A correction").
     """
-    k = radial_frequency(first.shape, pixel_size_a, rfft=False)
-    band = (k >= 1 / longest_a) & (k <= 1 / shortest_a)
-    cross = np.fft.fft2(first.astype(np.float64)) * np.conj(np.fft.fft2(second.astype(np.float64)))
-    return float(cross.real[band].sum() / first.size**2)
+    first_periodic = periodic_smooth_decomposition(first)[0]
+    second_periodic = first_periodic if second is first else periodic_smooth_decomposition(second)[0]
+    return _periodic_cross_power(first_periodic, second_periodic, pixel_size_a, longest_a, shortest_a)
 
 
 def particle_band_a(diameter_a: float) -> tuple[float, float]:
@@ -132,12 +144,14 @@ def particle_band_a(diameter_a: float) -> tuple[float, float]:
 
 def band_correlation(first: np.ndarray, second: np.ndarray, pixel_size_a: float, shortest_a: float,
                      longest_a: float) -> float:
-    """Correlation of two images (H, W) over the wavelengths from ``shortest_a`` to ``longest_a`` Angstrom
-    (:func:`band_power`)."""
-    def power(a: np.ndarray, b: np.ndarray) -> float:
-        return band_power(a, b, pixel_size_a, longest_a, shortest_a)
+    """Correlation of two images (H, W) over the wavelengths from ``shortest_a`` to ``longest_a`` Angstrom,
+    their edges excluded as in :func:`band_power`."""
+    a, b = (periodic_smooth_decomposition(image)[0] for image in (first, second))
 
-    return float(power(first, second) / np.sqrt(power(first, first) * power(second, second)))
+    def power(x: np.ndarray, y: np.ndarray) -> float:
+        return _periodic_cross_power(x, y, pixel_size_a, longest_a, shortest_a)
+
+    return float(power(a, b) / np.sqrt(power(a, a) * power(b, b)))
 
 
 class GuidanceExamples:
