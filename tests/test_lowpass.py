@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from cryoscore.errors import InputError
-from cryoscore.filters import lowpass_filter
+from cryoscore.filters import lowpass_filter, lowpass_filter_nonperiodic
 
 
 def _wave(period_a: float, pixel_size_a: float, size: int = 256) -> np.ndarray:
@@ -46,3 +46,16 @@ def test_bad_cutoff_and_kind_are_input_errors():
         lowpass_filter(np.zeros((8, 8)), 2.0, 3.0)
     with pytest.raises(InputError, match="unknown filter"):
         lowpass_filter(np.zeros((8, 8)), 2.0, 30.0, kind="box")
+
+
+def test_the_nonperiodic_low_pass_keeps_a_gradient_that_does_not_wrap_around():
+    rows, cols = np.mgrid[:128, :128]
+    gradient = 0.1 * cols.astype(np.float32)  # jumps by 12.7 where the image wraps around
+    plain = lowpass_filter(gradient, 2.0, 40.0)
+    kept = lowpass_filter_nonperiodic(gradient, 2.0, 40.0)
+    assert np.abs(plain - gradient)[:, [0, -1]].min() > 3  # the plain low-pass smears the jump into both borders
+    assert np.abs(kept - gradient).max() < 0.05
+    noise = np.random.default_rng(0).normal(size=(128, 128)).astype(np.float32)
+    assert np.allclose(lowpass_filter_nonperiodic(noise + gradient, 2.0, 40.0) - kept,
+                       lowpass_filter_nonperiodic(noise, 2.0, 40.0), atol=1e-4)  # linear
+    assert lowpass_filter_nonperiodic(noise, 2.0, 40.0).std() < 0.2 * noise.std()
