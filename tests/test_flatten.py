@@ -129,7 +129,8 @@ def test_cli_flatten_auto_chooses_per_run_and_needs_a_diameter(faint_micrograph,
         assert np.allclose(written, wanted, atol=1e-4 * wanted.std())
         record = json.loads((out / "denoise.json").read_text())["flatten_auto"]
         assert record["flattened"] is flattened and list(record["background_strengths"]) == [source.name]
-        assert ("flattened micrographs" in capsys.readouterr().err) is flattened
+        said = capsys.readouterr().err
+        assert ("flattened micrographs" in said) is flattened and "over 1 micrograph;" in said
     source = tmp_path / "faint.mrc"
     assert main(["denoise", str(source), "-o", str(tmp_path / "nodiameter"), "--flatten", "auto"]) == 2
     assert "--diameter" in capsys.readouterr().err

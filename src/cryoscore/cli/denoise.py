@@ -186,7 +186,8 @@ def _print_flatten_choice(record_path: Path) -> None:
     choice = json.loads(record_path.read_text())["flatten_auto"]
     strengths = list(choice["background_strengths"].values())
     measured = (f"median background strength {statistics.median(strengths):.2f} (large-scale background over the "
-                f"particles' scale) over {len(strengths)} micrographs" if strengths else "no micrograph readable")
+                f"particles' scale) over {len(strengths)} micrograph{'s' * (len(strengths) != 1)}" if strengths
+                else "no micrograph readable")
     verdict = ("a strong background (gradient, carbon, contamination): wrote flattened micrographs"
                if choice["flattened"] else "a weak background: wrote the model's output")
     print(f"--flatten auto: {measured}; {verdict}", file=sys.stderr)
