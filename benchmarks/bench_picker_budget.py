@@ -28,6 +28,7 @@ from cryoscore.bench.config import LearnedJudgeSettings
 from cryoscore.bench.crossval import cross_validate, paired_difference
 from cryoscore.bench.datasets import simulated_test_set
 from cryoscore.infer import FLATTEN_LOWPASS_A
+from cryoscore.settings import BACKGROUND_METHODS
 
 
 def main() -> None:
@@ -47,6 +48,8 @@ def main() -> None:
     parser.add_argument("--model", type=Path, help="judge this model as 'default' instead of the shipped one")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
                         help="where the denoisers and pickers run (default: cpu)")
+    parser.add_argument("--background", choices=BACKGROUND_METHODS, default=BACKGROUND_METHODS[0],
+                        help="how the picker removes the micrographs' background (default: %(default)s)")
     args = parser.parse_args()
     if args.model is not None and args.output.resolve() == args.model.with_suffix(".json").resolve():
         parser.error(f"-o {args.output} is the sidecar of --model {args.model}; write the results elsewhere")
@@ -61,7 +64,7 @@ def main() -> None:
         pixel_a, diameter_a, label = test_set.pixel_size_a, test_set.diameter_a, str(args.dataset)
     radius_px = diameter_a / pixel_a / 2
     document = {**run_record(),
-                "dataset": label, "pixel_size_a": pixel_a, "diameter_a": diameter_a,
+                "dataset": label, "pixel_size_a": pixel_a, "diameter_a": diameter_a, "background": args.background,
                 "folds": args.folds, "seeds": args.seeds, "rows": []}
     adapted_path = args.output.with_name(args.output.stem + "-adapted.pt")
     denoised = {name: outputs(name, images, pixel_a, flatten_lowpass_a=args.flatten_lowpass, paths=paths,
@@ -69,7 +72,8 @@ def main() -> None:
                               device=args.device)
                 for name in args.denoisers}
     for steps, label_budget in itertools.product(args.steps, args.label_budgets or [None]):
-        settings = LearnedJudgeSettings(folds=args.folds, seeds=tuple(args.seeds), steps=steps, device=args.device)
+        settings = LearnedJudgeSettings(folds=args.folds, seeds=tuple(args.seeds), steps=steps, device=args.device,
+                                        background=args.background)
         runs = {}
         for name, outputs_of_name in denoised.items():
             runs[name] = cross_validate(outputs_of_name, truths, pixel_a, diameter_a, radius_px, settings,

@@ -116,8 +116,9 @@ def fake_training(monkeypatch):
     The second call's picker says it had to be trained again."""
     calls = []
 
-    def fake(images, labels, pixel_size_a, diameter_a, *, training, device):
-        calls.append({"n_images": len(images), "labels": [len(label) for label in labels], "training": training})
+    def fake(images, labels, pixel_size_a, diameter_a, *, training, background, device):
+        calls.append({"n_images": len(images), "labels": [len(label) for label in labels], "training": training,
+                      "background": background})
         return _PerfectPicker(sum(len(label) for label in labels), attempts=2 if len(calls) == 2 else 1)
 
     monkeypatch.setattr(crossval, "train_picker", fake)
@@ -151,10 +152,11 @@ def test_particle_budget_trains_on_few_labels_with_the_full_count_and_scores_aga
         assert call["training"].particles_per_micrograph in {40.0, 44.0, 48.0, 52.0, 56.0, 60.0}
     # the perfect picker finds every particle: recall against the *full* annotations is 1
     assert all(result.recall == 1 and result.precision == 1 for row in run.results for result in row)
+    assert all(call["background"] == "median" for call in fake_training)  # the picker's default
     fake_training.clear()
-    cross_validate(images, truths, 1.0, 10.0, 3.0, settings, label_budget=1)
+    cross_validate(images, truths, 1.0, 10.0, 3.0, replace(settings, background="gaussian"), label_budget=1)
     assert all(call["training"].particles_per_micrograph is None and call["labels"][0] >= 40
-               for call in fake_training)
+               and call["background"] == "gaussian" for call in fake_training)
 
 
 def test_transfer_trains_once_per_seed_on_the_source_and_judges_every_target(fake_training):

@@ -17,6 +17,7 @@ from cryoscore.io.coords import ParticleCoordinates, read_coordinates
 from cryoscore.io.layout import DatasetLayout
 from cryoscore.io.mrc import read_mrc, write_mrc
 from cryoscore.pick import pick_blobs, pick_micrographs, pick_template
+from cryoscore.pick.peaks import flatten_background
 from cryoscore.simulate.dataset import SimulationConfig, render_truth, sample_halves, write_dataset
 from cryoscore.simulate.procedural import builtin_specimen
 
@@ -266,3 +267,27 @@ def test_local_normalised_correlation_is_pearson_with_the_best_template():
     # Pure noise correlates weakly with every template (Pearson over 81 pixels: sd about 0.11).
     noise = local_normalised_correlation(rng.normal(size=(60, 60)).astype(np.float32), templates)
     assert np.abs(noise).mean() < 0.15 and noise.max() < 0.6
+
+
+def test_the_median_background_follows_a_carbon_edge_that_the_gaussian_one_leaves():
+    """A sharp step of 10 (a carbon edge) under sparse particles of peak 1: the Gaussian background
+    (one diameter) leaves a band of the step a few units deep either side of it, the median one
+    (two diameters, edge-following) little of it, and the flat field and the particles as they are."""
+    diameter_px = 16.0
+    rows, columns = np.mgrid[:256, :256]
+    edge_distance = (columns + 0.3 * rows - 140) / np.hypot(1, 0.3)
+    centres = [(row, column) for row in range(24, 240, 48) for column in range(24, 240, 48)]
+    to_nearest = np.min([np.hypot(rows - row, columns - column) for row, column in centres], axis=0)
+    particles = np.exp(-(to_nearest ** 2) / (2 * (diameter_px / 4) ** 2))
+    image = np.where(edge_distance >= 0, 10.0, 0.0) + particles
+    beside_edge = (np.abs(edge_distance) > diameter_px / 2) & (np.abs(edge_distance) < 2 * diameter_px)
+    away = to_nearest > diameter_px
+    far_particles = [(row, column) for row, column in centres if abs(edge_distance[row, column]) > 2 * diameter_px]
+    gaussian, median = (flatten_background(image, diameter_px, method) for method in ("gaussian", "median"))
+    left_by_gaussian = np.abs(gaussian[beside_edge & away]).max()
+    left_by_median = np.abs(median[beside_edge & away]).max()
+    assert left_by_gaussian > 3 and left_by_median < 0.3 * left_by_gaussian  # measured 3.81 and 1.05
+    assert np.abs(median[(np.abs(edge_distance) > 2 * diameter_px) & away]).max() < 0.05  # measured 0.0
+    assert min(median[row, column] for row, column in far_particles) > 0.95  # peaks of 1
+    with pytest.raises(ValueError, match="median, gaussian"):
+        flatten_background(image, diameter_px, "mean")

@@ -99,12 +99,13 @@ def test_a_training_that_ends_dead_is_started_again_and_said(caplog):
     """Too large a learning rate kills every ReLU of a layer: the network then gives one logit
     whatever the image. Each such training is started again from other weights, a warning says
     so, and the record keeps the count. Whether a given draw dies is chance: this one (seed 1)
-    does, every attempt, at learning rate 1."""
+    does, every attempt, at learning rate 1, on the Gaussian background (the median's working
+    images differ, and its second attempt lives)."""
     rng = np.random.default_rng(1)
     images = [rng.normal(size=(128, 128)).astype(np.float32) for _ in range(2)]
     coords = [ParticleCoordinates(rng.uniform(10, 118, 8), rng.uniform(10, 118, 8)) for _ in range(2)]
     with caplog.at_level("WARNING", logger="cryoscore.pick.learned"):
-        picker = train_picker(images, coords, PIXEL_A, DIAMETER_A,
+        picker = train_picker(images, coords, PIXEL_A, DIAMETER_A, background="gaussian",
                               training=PickerTraining(steps=20, batch_size=4, crop_px=32, learning_rate=1.0))
     dead = [message for message in caplog.messages if "dead network" in message]
     assert picker.record["attempts"] == TRAINING_ATTEMPTS and len(dead) == TRAINING_ATTEMPTS
@@ -219,6 +220,26 @@ def test_save_and_load_give_identical_picks(tmp_path, simulated):
     np.testing.assert_array_equal(before.x_px, after.x_px)
     np.testing.assert_array_equal(before.figure_of_merit, after.figure_of_merit)
     assert loaded.record == sidecar["record"]
+    assert sidecar["format_version"] == 2 and sidecar["config"]["background"] == loaded.background == "median"
+
+
+def test_a_picker_of_format_version_1_is_read_with_the_gaussian_background_it_was_trained_on(tmp_path, simulated):
+    clean, _, coords = simulated
+    picker = train_picker(clean[:2], coords[:2], PIXEL_A, DIAMETER_A, background="gaussian",
+                          training=PickerTraining(steps=5, batch_size=2, crop_px=32, seed=3))
+    save_picker(tmp_path / "picker.pt", picker)
+    payload = torch.load(tmp_path / "picker.pt", weights_only=True)
+    payload["format_version"] = 1  # as cryoscore wrote pickers before the background was recorded
+    del payload["config"]["background"]
+    torch.save(payload, tmp_path / "version1.pt")
+    loaded = load_picker(tmp_path / "version1.pt")
+    assert loaded.background == "gaussian"
+    np.testing.assert_array_equal(loaded.pick(clean[4], PIXEL_A).figure_of_merit,
+                                  picker.pick(clean[4], PIXEL_A).figure_of_merit)
+    payload["format_version"] = 2  # a version 2 file says which
+    torch.save(payload, tmp_path / "unsaid.pt")
+    with pytest.raises(InputError, match="invalid picker config"):
+        load_picker(tmp_path / "unsaid.pt")
 
 
 def test_load_picker_rejects_what_is_not_a_picker(tmp_path):

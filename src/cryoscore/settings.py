@@ -26,6 +26,10 @@ METHODS = ("n2n", "score", "guided")
 DEVICES = ("cpu", "cuda")
 """Where training, denoising and picking run (every ``--device`` flag and ``device`` setting)."""
 
+BACKGROUND_METHODS = ("median", "gaussian")
+"""How a micrograph's background is removed before picking (:func:`cryoscore.pick.peaks.flatten_background`):
+a median that follows carbon edges, or a Gaussian low-pass. The first is the learned picker's default."""
+
 
 class SettingError(ValueError):
     """A setting out of its range: ``field`` is the dataclass field (``strength``), ``problem``

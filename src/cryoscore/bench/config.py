@@ -16,6 +16,7 @@ a built-in name) are relative to the file's folder unless absolute::
     bootstrap = 1000               # replicates of the 95 % intervals
     workers = 2                    # pickers trained at a time, each in a single-threaded process
                                    # (default 1; the numbers are those of one thread: cryoscore bench --workers)
+    background = "median"          # how the picker removes the background: "median" (default) or "gaussian"
 
     [classes]             # the 2D class judge (with "classes" in judges and a template density)
     classes = 4
@@ -81,7 +82,7 @@ from pathlib import Path
 from typing import Any, Callable, overload
 
 from cryoscore.errors import InputError
-from cryoscore.settings import DEVICES, POINT_GROUP, GuidanceConfig
+from cryoscore.settings import BACKGROUND_METHODS, DEVICES, POINT_GROUP, GuidanceConfig
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -137,7 +138,9 @@ class LearnedJudgeSettings:
     judge with as well (AP against labels); ``bootstrap``: replicates of the interval of
     coverage ``confidence``; ``device``: where the pickers train and pick ("cpu" or "cuda");
     ``workers``: pickers trained at a time, each in a single-threaded process (CPU only; 1: one
-    after another in this process), which changes no number against a single-threaded run.
+    after another in this process), which changes no number against a single-threaded run;
+    ``background``: how the pickers' working images lose their background (one of
+    :data:`~cryoscore.settings.BACKGROUND_METHODS`; runs before it existed used ``"gaussian"``).
     """
 
     folds: int = 5
@@ -150,9 +153,13 @@ class LearnedJudgeSettings:
     confidence: float = 0.95
     device: str = "cpu"
     workers: int = 1
+    background: str = BACKGROUND_METHODS[0]
 
     def __post_init__(self) -> None:
         _check_device("[learned]", self.device)
+        if self.background not in BACKGROUND_METHODS:
+            raise ValueError(f"[learned] background must be one of {', '.join(BACKGROUND_METHODS)}, "
+                             f"got {self.background!r}")
         if self.workers < 1 or (self.workers > 1 and self.device != "cpu"):
             raise ValueError(f"[learned] workers must be >= 1, and 1 on a GPU; got {self.workers} on {self.device}")
         if self.folds < 2 or not self.seeds or self.bootstrap < 1 or not 0 < self.confidence < 1:

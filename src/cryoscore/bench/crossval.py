@@ -195,8 +195,9 @@ def paired_difference(first: list[list[MatchResult]], second: list[list[MatchRes
 
 
 def _train_one(images: Sequence[np.ndarray], labels: Sequence[ParticleCoordinates], training: PickerTraining,
-               pixel_size_a: float, diameter_a: float, device: str) -> LearnedPicker:
-    return train_picker(images, labels, pixel_size_a, diameter_a, training=training, device=device)
+               pixel_size_a: float, diameter_a: float, background: str, device: str) -> LearnedPicker:
+    return train_picker(images, labels, pixel_size_a, diameter_a, training=training, background=background,
+                        device=device)
 
 
 def train_pickers(jobs: Sequence[tuple[Sequence[np.ndarray], Sequence[ParticleCoordinates], PickerTraining]],
@@ -207,7 +208,7 @@ def train_pickers(jobs: Sequence[tuple[Sequence[np.ndarray], Sequence[ParticleCo
     (started fresh, as ``spawn`` does, so no thread pool is inherited half-used), giving the
     pickers a single-threaded run in this process gives; otherwise one after another here.
     """
-    arguments = [(images, labels, training, pixel_size_a, diameter_a, settings.device)
+    arguments = [(images, labels, training, pixel_size_a, diameter_a, settings.background, settings.device)
                  for images, labels, training in jobs]
     if settings.workers <= 1 or len(jobs) <= 1:
         return [_train_one(*job) for job in arguments]

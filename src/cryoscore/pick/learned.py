@@ -6,8 +6,10 @@ crYOLO. It works at a fixed scale so it is fast on a CPU and transfers between d
 
 1. *Working image.* Each micrograph is Fourier-resampled so the particle diameter is
    :data:`WORKING_DIAMETER_PX` pixels (the working pixel size is ``diameter_a / 16``),
-   its slow background is removed (:func:`~cryoscore.pick.peaks.flatten_background`,
-   a Gaussian of one diameter) and it is scaled to robust noise standard deviations
+   its background is removed (:func:`~cryoscore.pick.peaks.flatten_background`: by
+   default a median over two diameters, which follows carbon edges and contamination
+   rims; pickers saved before it, format version 1, used a Gaussian of one diameter) and
+   it is scaled to robust noise standard deviations
    (:func:`~cryoscore.pick.peaks.robust_standardise`, median and MAD).
 2. *Network.* :class:`PickerNet`, a few 3 x 3 convolutions (dilated, receptive field
    21 px = 1.3 diameters) giving one logit per working pixel: high where a particle
@@ -43,13 +45,19 @@ from cryoscore.io.atomic import atomic_path
 from cryoscore.io.coords import ParticleCoordinates
 from cryoscore.nn.checkpoint import _check_state_dict
 from cryoscore.pick.peaks import check_arguments, find_peaks, flatten_background, robust_standardise
+from cryoscore.settings import BACKGROUND_METHODS
 
 #: Particle diameter in working pixels: every micrograph is resampled to this scale.
 WORKING_DIAMETER_PX = 16.0
 
 FORMAT = "cryoscore-picker"
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+"""Version 2 records the working image's background method (``config.background``); version 1 files,
+which have none, were trained on the Gaussian background and are read with it."""
+
+#: The working image's background method for new pickers (:func:`~cryoscore.pick.peaks.flatten_background`).
+DEFAULT_BACKGROUND = BACKGROUND_METHODS[0]
 
 
 @dataclass(frozen=True)
@@ -92,19 +100,21 @@ class PickerNet(nn.Module):
         return self.layers(image)
 
 
-def working_image(image: np.ndarray, pixel_size_a: float, diameter_a: float) -> tuple[np.ndarray, tuple[float, float]]:
+def working_image(image: np.ndarray, pixel_size_a: float, diameter_a: float,
+                  background: str = DEFAULT_BACKGROUND) -> tuple[np.ndarray, tuple[float, float]]:
     """The micrograph as the network sees it, and the original pixels per working pixel (rows, columns).
 
     ``image`` (H, W) is resampled so the particle is :data:`WORKING_DIAMETER_PX` across
-    (:func:`cryoscore.filters.fourier_resample`), its background flattened over one diameter and scaled to
-    robust noise standard deviations. Returns (float32 (h, w), (H / h, W / w)).
+    (:func:`cryoscore.filters.fourier_resample`), its background removed by the ``background`` method
+    (:func:`~cryoscore.pick.peaks.flatten_background`) and scaled to robust noise standard deviations.
+    Returns (float32 (h, w), (H / h, W / w)).
     """
     check_arguments(image, pixel_size_a, diameter_a)
     zoom = WORKING_DIAMETER_PX * pixel_size_a / diameter_a
     shape = (max(8, round(image.shape[0] * zoom)), max(8, round(image.shape[1] * zoom)))
     centred = np.asarray(image, dtype=np.float64) - float(np.mean(image))
     resampled = fourier_resample(centred, shape)
-    normalised = robust_standardise(flatten_background(resampled, WORKING_DIAMETER_PX))
+    normalised = robust_standardise(flatten_background(resampled, WORKING_DIAMETER_PX, background))
     return normalised, (image.shape[0] / shape[0], image.shape[1] / shape[1])
 
 
@@ -113,12 +123,14 @@ class LearnedPicker:
     """A trained :class:`PickerNet` with what it needs to pick: the particle diameter and its training record.
 
     ``record`` is JSON-ready: training settings, seed, class prior, training micrograph
-    names, final loss and seconds.
+    names, final loss and seconds. ``background``: how its working images lose their background
+    (:func:`working_image`), as when it was trained.
     """
 
     network: PickerNet
     diameter_a: float
     record: dict[str, Any] = field(default_factory=dict)
+    background: str = DEFAULT_BACKGROUND
 
     @property
     def working_pixel_size_a(self) -> float:
@@ -139,7 +151,7 @@ class LearnedPicker:
 
         Returns (float32 (h, w), original pixels per working pixel (rows, columns)).
         """
-        working, step_px = working_image(image, pixel_size_a, self.diameter_a)
+        working, step_px = working_image(image, pixel_size_a, self.diameter_a, self.background)
         self.network.eval()
         with torch.inference_mode():
             logits = self.network(torch.from_numpy(working)[None, None].to(self.device))
@@ -169,6 +181,7 @@ def _header(picker: LearnedPicker) -> dict[str, Any]:
         "config": {"network": {"channels": picker.network.config.channels,
                                "dilations": list(picker.network.config.dilations)},
                    "diameter_a": picker.diameter_a,
+                   "background": picker.background,
                    "working_diameter_px": WORKING_DIAMETER_PX,
                    "working_pixel_size_a": picker.working_pixel_size_a},
         "record": json.loads(json.dumps(picker.record, allow_nan=False)),
@@ -209,7 +222,7 @@ def load_picker(path: str | os.PathLike, device: str | torch.device = "cpu") -> 
     version = payload.get("format_version")
     if not isinstance(version, int) or not 1 <= version <= FORMAT_VERSION:
         raise InputError(path, f"unsupported picker format_version {version!r} (this cryoscore reads "
-                               f"{FORMAT_VERSION}); upgrade cryoscore")
+                               f"1 to {FORMAT_VERSION}); upgrade cryoscore")
     try:
         config = payload["config"]
         network_config = PickerNetConfig(int(config["network"]["channels"]),
@@ -217,6 +230,9 @@ def load_picker(path: str | os.PathLike, device: str | torch.device = "cpu") -> 
         diameter_a = float(config["diameter_a"])
         if float(config["working_diameter_px"]) != WORKING_DIAMETER_PX or not diameter_a > 0:
             raise ValueError(f"working diameter {config['working_diameter_px']} px or diameter {diameter_a} A")
+        background = config["background"] if version >= 2 else "gaussian"
+        if background not in BACKGROUND_METHODS:
+            raise ValueError(f"background {background!r}")
     except (KeyError, TypeError, ValueError) as exc:
         raise InputError(path, f"invalid picker config ({type(exc).__name__}: {exc})") from exc
     network = PickerNet(network_config)
@@ -226,4 +242,4 @@ def load_picker(path: str | os.PathLike, device: str | torch.device = "cpu") -> 
     _check_state_dict(path, network, state_dict)
     network.load_state_dict(state_dict)
     record: dict[str, Any] = payload["record"] if isinstance(payload.get("record"), dict) else {}
-    return LearnedPicker(network.eval(), diameter_a, record).to(device)
+    return LearnedPicker(network.eval(), diameter_a, record, background).to(device)

@@ -37,7 +37,14 @@ import torch
 from torch.nn import functional
 
 from cryoscore.io.coords import ParticleCoordinates
-from cryoscore.pick.learned import WORKING_DIAMETER_PX, LearnedPicker, PickerNet, PickerNetConfig, working_image
+from cryoscore.pick.learned import (
+    DEFAULT_BACKGROUND,
+    WORKING_DIAMETER_PX,
+    LearnedPicker,
+    PickerNet,
+    PickerNetConfig,
+    working_image,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -229,6 +236,7 @@ def train_picker(
     *,
     training: PickerTraining = PickerTraining(),
     network: PickerNetConfig = PickerNetConfig(),
+    background: str = DEFAULT_BACKGROUND,
     names: Sequence[str] | None = None,
     device: str | torch.device = "cpu",
 ) -> LearnedPicker:
@@ -251,6 +259,9 @@ def train_picker(
         ends with a dead network (logits spanning less than :data:`DEAD_LOGIT_RANGE`, the
         same whatever the image) is started again with seeds derived from ``[seed, attempt]``,
         at most :data:`TRAINING_ATTEMPTS` times in all; the record says how many were made.
+    background:
+        How the working images lose their background (:func:`~cryoscore.pick.learned.working_image`);
+        the picker keeps it for picking.
     names:
         Micrograph names for the record.
     device:
@@ -269,7 +280,7 @@ def train_picker(
     started = time.perf_counter()
     images, masks = [], []
     for image, coords, pixel_a in zip(micrographs, coordinates, pixel_sizes):
-        working, step_px = working_image(image, float(pixel_a), diameter_a)
+        working, step_px = working_image(image, float(pixel_a), diameter_a, background)
         images.append(working)
         masks.append(positive_mask(working.shape, coords, step_px))
     counts = [len(coords) for coords in coordinates]
@@ -301,4 +312,4 @@ def train_picker(
     }
     logger.info("picker trained on %d micrographs (%d particles, prior %.4f) in %.1f s, risk %.4f",
                 len(micrographs), sum(counts), prior, seconds, record["final_risk"])
-    return LearnedPicker(net, float(diameter_a), record)
+    return LearnedPicker(net, float(diameter_a), record, background)

@@ -14,7 +14,9 @@ from scipy import ndimage
 from scipy.spatial import cKDTree
 from skimage.feature import peak_local_max
 
+from cryoscore.filters import bin_image
 from cryoscore.io.coords import ParticleCoordinates
+from cryoscore.settings import BACKGROUND_METHODS
 
 #: Scale of a normal distribution's standard deviation in units of its median absolute deviation.
 _MAD_TO_STD = 1.4826
@@ -36,14 +38,44 @@ def binning_factor(diameter_px: float, target_px: float) -> int:
     return max(1, round(diameter_px / target_px))
 
 
-def flatten_background(image: np.ndarray, diameter_px: float) -> np.ndarray:
-    """``image`` (H, W) minus its Gaussian low-pass of standard deviation one particle diameter.
+def flatten_background(image: np.ndarray, diameter_px: float, method: str = "gaussian") -> np.ndarray:
+    """``image`` (H, W) minus its background, for particles ``diameter_px`` across; float32 (H, W).
 
-    Removes ice gradients and other background varying over a few diameters or more
-    (the Gaussian's half-maximum width is 2.4 diameters); float32 (H, W).
+    ``"gaussian"``: the background is the Gaussian low-pass of standard deviation one diameter. It
+    removes ice gradients and other background varying over a few diameters or more (the Gaussian's
+    half-maximum width is 2.4 diameters) but not a sharp step: a carbon edge or the rim of a
+    contamination is left as a band of about a diameter each side of the step.
+    ``"median"``: :func:`median_background`, which follows such steps.
+    """
+    if method not in BACKGROUND_METHODS:
+        raise ValueError(f"background method must be one of {', '.join(BACKGROUND_METHODS)}, got {method!r}")
+    image = np.asarray(image, dtype=np.float32)
+    if method == "median":
+        return image - median_background(image, diameter_px)
+    return image - ndimage.gaussian_filter(image, diameter_px, mode="reflect")
+
+
+def median_background(image: np.ndarray, diameter_px: float) -> np.ndarray:
+    """The background of ``image`` (H, W) under particles ``diameter_px`` across, following sharp edges.
+
+    The median over squares about two diameters wide: particles fill a minority of such a square and
+    barely move its median, while on either side of a carbon edge or a contamination's rim the side the
+    square's centre lies on is the majority, so the estimate steps where the image steps (a Gaussian
+    low-pass smears the step over a few diameters). Computed on a grid block-averaged to about a quarter
+    diameter (:func:`~cryoscore.filters.bin_image`, after reflect-padding to a whole number of blocks),
+    interpolated back linearly and smoothed by a Gaussian of a quarter diameter; float32 (H, W).
     """
     image = np.asarray(image, dtype=np.float32)
-    return image - ndimage.gaussian_filter(image, diameter_px, mode="reflect")
+    height, width = image.shape
+    factor = max(1, round(diameter_px / 4))
+    padded = np.pad(image, ((0, -height % factor), (0, -width % factor)), mode="reflect")
+    coarse = bin_image(padded, factor)
+    window = 2 * max(1, round(diameter_px / factor)) + 1
+    median = ndimage.median_filter(coarse, size=window, mode="reflect")
+    rows = (np.arange(height) - (factor - 1) / 2) / factor  # coarse pixel i is centred on i * factor + (factor - 1) / 2
+    columns = (np.arange(width) - (factor - 1) / 2) / factor
+    background = ndimage.map_coordinates(median, np.meshgrid(rows, columns, indexing="ij"), order=1, mode="nearest")
+    return ndimage.gaussian_filter(background, diameter_px / 4, mode="reflect").astype(np.float32)
 
 
 def robust_standardise(response: np.ndarray) -> np.ndarray:
