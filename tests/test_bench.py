@@ -269,6 +269,15 @@ def test_topaz_joins_the_benchmark_only_when_installed(tmp_path, monkeypatch):
     np.testing.assert_allclose(functions["topaz"](image), ndimage.gaussian_filter(image, 2.0), atol=1e-6)
 
 
+def test_denoisers_are_judged_in_the_order_the_config_lists_them_with_the_decoy_after_guided(tmp_path, monkeypatch):
+    from cryoscore.bench.denoisers import TrainedModel, denoise_functions
+
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    models = {name: TrainedModel(name, None, {}) for name in ("default", "guided", "guided-decoy", "n2n")}
+    functions = denoise_functions(["n2n", "raw", "guided", "topaz", "default", "lowpass"], models, 1.5, 20.0)
+    assert list(functions) == ["n2n", "raw", "guided", "guided-decoy", "default", "lowpass"]
+
+
 def test_a_topaz_that_cannot_start_is_left_out_before_the_benchmark_runs(tmp_path, monkeypatch, caplog):
     from cryoscore.bench.denoisers import denoise_functions
 

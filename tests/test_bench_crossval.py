@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import replace
 from pathlib import Path
 
@@ -239,3 +240,72 @@ def test_pickers_trained_in_worker_processes_are_those_of_one_thread_here():
     assert apart.summary(settings)["ap"] == here.summary(settings)["ap"]
     with pytest.raises(ValueError, match="workers must be >= 1, and 1 on a GPU"):
         LearnedJudgeSettings(workers=2, device="cuda")
+
+
+KILLED_PARENT_SCRIPT = """
+import numpy as np
+from cryoscore.bench.config import LearnedJudgeSettings
+from cryoscore.bench.crossval import picker_training, train_pickers
+from cryoscore.io.coords import ParticleCoordinates
+
+if __name__ == "__main__":
+    rng = np.random.default_rng(0)
+    images = [rng.normal(size=(96, 96)).astype(np.float32) for _ in range(2)]
+    labels = [ParticleCoordinates(x_px=np.array([30.0, 60.0]), y_px=np.array([40.0, 50.0]))] * 2
+    settings = LearnedJudgeSettings(folds=2, seeds=(0, 1), steps=10**6, batch_size=2, crop_px=32, workers=2)
+    train_pickers([(images, labels, picker_training(settings, seed)) for seed in (0, 1)], 10.0, 80.0, settings)
+"""
+
+
+def _children(parent_pid: int, marker: str) -> list[int]:
+    """Live processes whose parent is ``parent_pid`` and whose command line holds ``marker`` (Linux /proc)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            state, parent = stat.read_text().rsplit(")", 1)[1].split()[:2]
+            command = (stat.parent / "cmdline").read_bytes().decode(errors="replace")
+        except (OSError, IndexError):
+            continue
+        if int(parent) == parent_pid and state != "Z" and marker in command:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads the process table from Linux's /proc")
+def test_picker_workers_exit_when_the_bench_is_killed(tmp_path):
+    """SIGTERM to the process training pickers on two workers (a user's ``kill``, a scheduler's
+    time limit) stops the workers within seconds, not when their (here endless) trainings end."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    script = tmp_path / "train_forever.py"
+    script.write_text(KILLED_PARENT_SCRIPT)
+    parent = subprocess.Popen([sys.executable, str(script)])
+    workers: list[int] = []
+    try:
+        deadline = time.monotonic() + 120
+        while len(workers) < 2 and time.monotonic() < deadline and parent.poll() is None:
+            time.sleep(0.2)
+            workers = _children(parent.pid, "spawn_main")
+        assert len(workers) == 2, "the two picker workers did not start"
+        time.sleep(1.0)  # let them get into their trainings
+        parent.send_signal(signal.SIGTERM)
+        parent.wait(timeout=30)
+        deadline = time.monotonic() + 15
+        while any(_alive(pid) for pid in workers) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not any(_alive(pid) for pid in workers)
+    finally:
+        parent.kill()
+        for pid in workers:
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)

@@ -21,7 +21,9 @@ import dataclasses
 import datetime
 import glob
 import importlib.metadata
+import os
 import threading
+import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -109,6 +111,26 @@ def set_torch_threads(threads: int | None) -> None:
         import torch
 
         torch.set_num_threads(threads)
+
+
+PARENT_POLL_S = 1.0
+"""Seconds between a pool worker's checks that the process which started it is still alive."""
+
+
+def _exit_when_orphaned(parent_pid: int) -> None:
+    while os.getppid() == parent_pid:
+        time.sleep(PARENT_POLL_S)
+    os._exit(1)
+
+
+def start_pool_worker(threads: int, parent_pid: int) -> None:
+    """Initializer of a single-purpose worker process started by ``parent_pid``: use ``threads``
+    torch threads (:func:`set_torch_threads`), and exit within :data:`PARENT_POLL_S` seconds of
+    that parent's death. A ``ProcessPoolExecutor`` worker otherwise outlives a parent killed by
+    SIGTERM until its current job ends (minutes of a picker's training on every core), since
+    only a signal to the whole process group (Ctrl-C) reaches it too."""
+    set_torch_threads(threads)
+    threading.Thread(target=_exit_when_orphaned, args=(parent_pid,), name="exit with parent", daemon=True).start()
 
 
 def _cluster_client(stack: contextlib.ExitStack, workers: int, scheduler: str | None):

@@ -27,6 +27,7 @@ numbers of one thread (a single-threaded training is the same wherever it runs).
 from __future__ import annotations
 
 import multiprocessing
+import os
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -36,7 +37,7 @@ import numpy as np
 
 from cryoscore.bench.config import LearnedJudgeSettings
 from cryoscore.io.coords import ParticleCoordinates
-from cryoscore.jobs import set_torch_threads
+from cryoscore.jobs import start_pool_worker
 from cryoscore.metrics.picking import MatchResult, match_picks, pool_matches
 from cryoscore.pick.learned import LearnedPicker
 from cryoscore.pick.learned_training import PickerTraining, train_picker
@@ -205,15 +206,16 @@ def train_pickers(jobs: Sequence[tuple[Sequence[np.ndarray], Sequence[ParticleCo
     """One picker per job (its training micrographs, their annotations, its training), in order.
 
     With ``settings.workers`` > 1 they train that many at a time in single-threaded processes
-    (started fresh, as ``spawn`` does, so no thread pool is inherited half-used), giving the
+    (started fresh, as ``spawn`` does, so no thread pool is inherited half-used; each exits when
+    this process dies, killed or not: :func:`~cryoscore.jobs.start_pool_worker`), giving the
     pickers a single-threaded run in this process gives; otherwise one after another here.
     """
     arguments = [(images, labels, training, pixel_size_a, diameter_a, settings.background, settings.device)
                  for images, labels, training in jobs]
     if settings.workers <= 1 or len(jobs) <= 1:
         return [_train_one(*job) for job in arguments]
-    with ProcessPoolExecutor(max_workers=min(settings.workers, len(jobs)), initializer=set_torch_threads,
-                             initargs=(1,), mp_context=multiprocessing.get_context("spawn")) as pool:
+    with ProcessPoolExecutor(max_workers=min(settings.workers, len(jobs)), initializer=start_pool_worker,
+                             initargs=(1, os.getpid()), mp_context=multiprocessing.get_context("spawn")) as pool:
         futures = [pool.submit(_train_one, *job) for job in arguments]
         return [future.result() for future in futures]
 

@@ -173,7 +173,9 @@ def _adapt(shipped: TrainedDenoiser, pairs: Sequence[HalfPair], settings: Traini
 def denoise_functions(
     denoisers: Sequence[str], models: dict[str, TrainedModel], pixel_size_a: float, lowpass_a: float,
 ) -> dict[str, DenoiseFunction]:
-    """Each name of ``denoisers`` (and every trained model) as a function of a micrograph.
+    """Each name of ``denoisers`` (and every trained model) as a function of a micrograph, in the
+    order of ``denoisers`` (a model its name does not list, ``guided-decoy``, after ``guided``), the
+    order in which the benchmark judges them.
 
     ``raw`` is the identity, ``lowpass`` a Gaussian low-pass at ``lowpass_a`` Angstrom,
     ``topaz`` Topaz-Denoise's pretrained model (left out, with a warning, when the ``topaz``
@@ -193,7 +195,12 @@ def denoise_functions(
     for name, model in models.items():
         estimate = flatten_image if name == "flattened" else denoise_image
         functions[name] = functools.partial(estimate, model.denoiser, pixel_size_a=pixel_size_a)
-    return functions
+
+    def place(name: str) -> int:
+        return next((number for number, listed in enumerate(denoisers) if name.split("-")[0] == listed),
+                    len(denoisers))
+
+    return dict(sorted(functions.items(), key=lambda item: place(item[0])))
 
 
 TOPAZ_COMMAND = "topaz"
