@@ -257,23 +257,30 @@ if __name__ == "__main__":
 """
 
 
+def _state_and_parent(pid_dir: Path) -> tuple[str, int]:
+    """A process's state letter and parent pid from its ``/proc/PID/stat`` line (Linux);
+    OSError if it is gone."""
+    state, parent = (pid_dir / "stat").read_text().rsplit(")", 1)[1].split()[:2]
+    return state, int(parent)
+
+
 def _children(parent_pid: int, marker: str) -> list[int]:
     """Live processes whose parent is ``parent_pid`` and whose command line holds ``marker`` (Linux /proc)."""
     found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
+    for pid_dir in Path("/proc").glob("[0-9]*"):
         try:
-            state, parent = stat.read_text().rsplit(")", 1)[1].split()[:2]
-            command = (stat.parent / "cmdline").read_bytes().decode(errors="replace")
-        except (OSError, IndexError):
+            state, parent = _state_and_parent(pid_dir)
+            command = (pid_dir / "cmdline").read_bytes().decode(errors="replace")
+        except (OSError, IndexError, ValueError):
             continue
-        if int(parent) == parent_pid and state != "Z" and marker in command:
-            found.append(int(stat.parent.name))
+        if parent == parent_pid and state != "Z" and marker in command:
+            found.append(int(pid_dir.name))
     return found
 
 
 def _alive(pid: int) -> bool:
     try:
-        return (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+        return _state_and_parent(Path("/proc") / str(pid))[0] != "Z"
     except OSError:
         return False
 
