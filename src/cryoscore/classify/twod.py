@@ -29,8 +29,12 @@ half is classified on its own for ``half_iterations`` more iterations starting f
 averages low-passed to :data:`HALF_SET_START_A` (so the halves' classes correspond and share
 nothing finer), and the class's resolution is where the Fourier ring correlation of its two
 half averages falls below 0.143. Agreement finer than the start resolution comes from the
-data alone. (The first version weighted both halves by the same final averages in one
-expectation step; every class, junk included, then reached Nyquist on real apoferritin.)
+data alone, or from the mask: a junk class's smooth average cut by the disc mask's edge
+correlates at every frequency, so the FRC beyond the start resolution is corrected by the FRC of
+the halves with their phases randomised there (RELION's correction,
+:func:`~cryoscore.reconstruct.fsc.phase_randomised_fsc`). (The first version weighted both
+halves by the same final averages in one expectation step; every class, junk included, then
+reached Nyquist on real apoferritin.)
 """
 
 from __future__ import annotations
@@ -42,12 +46,11 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch_fourier_shell_correlation import fsc
 from torch_fourier_shift import fourier_shift_image_2d
 
 from cryoscore.fourier import radial_frequency
 from cryoscore.reconstruct.ctf import ctf_stack
-from cryoscore.reconstruct.fsc import HALF_MAP_THRESHOLD, FscCurve
+from cryoscore.reconstruct.fsc import HALF_MAP_THRESHOLD, phase_randomised_fsc
 from cryoscore.reconstruct.grid import centred_rfft2, soft_sphere_mask
 from cryoscore.simulate.ctf import CtfParams
 
@@ -240,11 +243,10 @@ def _gold_standard_resolution(images: torch.Tensor, averages: torch.Tensor, log_
                               alignment: _Alignment) -> list[float]:
     """Per class, the FRC 0.143 resolution (A) of the averages of two halves of ``images``
     (alternate particles), each refined on its own from ``averages`` low-passed to
-    :data:`HALF_SET_START_A`."""
+    :data:`HALF_SET_START_A`; the FRC beyond that corrected for the mask by phase randomisation."""
     start = gaussian_lowpass(averages, alignment.pixel_size_a, HALF_SET_START_A)
     halves = [_refine(images[part], start, log_priors, alignment.settings.half_iterations, alignment)[:2]
               for part in (torch.arange(0, len(images), 2), torch.arange(1, len(images), 2))]
-    box = images.shape[-1]
     resolution = []
     for index in range(len(averages)):
         weights = [float(half_weights[index]) for _, half_weights in halves]
@@ -252,8 +254,7 @@ def _gold_standard_resolution(images: torch.Tensor, averages: torch.Tensor, log_
             resolution.append(math.inf)
             continue
         first, second = (half_sums[index] / weight for (half_sums, _), weight in zip(halves, weights))
-        curve = FscCurve(np.fft.rfftfreq(box, d=alignment.pixel_size_a),
-                         fsc(first * alignment.mask, second * alignment.mask).double().numpy())
+        curve = phase_randomised_fsc(first, second, alignment.pixel_size_a, alignment.mask, HALF_SET_START_A)
         resolution.append(curve.resolution_a(HALF_MAP_THRESHOLD))
     return resolution
 
