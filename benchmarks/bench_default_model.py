@@ -119,11 +119,13 @@ def _grey(image: np.ndarray) -> Image.Image:
     return Image.fromarray((np.clip((image - low) / max(high - low, 1e-12), 0, 1) * 255).astype(np.uint8))
 
 
-def write_panels(path: Path, test_set: TestSet, examples: dict[str, np.ndarray], crop_px: int = 384) -> None:
+def write_panels(path: Path, test_set: TestSet, examples: dict[str, np.ndarray], crop_px: int = 384,
+                 origin_rc: tuple[int, int] | None = None) -> None:
     """One row: a full-resolution crop of the first micrograph per denoiser, true centres circled,
-    and a plot of their radial power spectra (log power, each normalised to its low-frequency mean)."""
+    and a plot of their radial power spectra (log power, each normalised to its low-frequency mean).
+    ``origin_rc``: the crop's top-left pixel (row, col); None centres it."""
     first = test_set.micrographs[0]
-    row0, col0 = [max((size - crop_px) // 2, 0) for size in first.full_sum.shape]
+    row0, col0 = origin_rc or [max((size - crop_px) // 2, 0) for size in first.full_sum.shape]
     radius = test_set.diameter_a / test_set.pixel_size_a / 2
     tiles = []
     for name, image in examples.items():
