@@ -332,7 +332,8 @@ def test_cli_bad_input_is_one_line_and_exit_2(tmp_path, annotated_files, case, c
 def test_pick_micrographs_learned_reports_an_unusable_input_and_picks_the_others(tmp_path, annotated_files):
     root, paths = annotated_files
     records = pick_micrographs([paths[3], tmp_path / "absent.mrc"], tmp_path / "out", DIAMETER_A, picker="learned",
-                               train_micrographs=paths[:1], train_coordinates=root / "coords", progress=False)
+                               train_micrographs=paths[:1], train_coordinates=root / "coords", training=QUICK,
+                               progress=False)
     assert [record.status for record in records] == ["ok", "failed"] and "absent.mrc" in records[1].error
     assert (tmp_path / "out" / f"{paths[3].stem}.star").is_file()
     with pytest.raises(InputError, match="absent"):  # training data are checked before training
