@@ -11,10 +11,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import mrcfile
 import numpy as np
 
 from cryoscore.io.coords import ParticleCoordinates, read_coordinates, write_coordinates
+from cryoscore.io.mrc import read_mrc
 
 
 def background_points(shape: tuple[int, int], particles: ParticleCoordinates, diameter_px: float, candidates: int,
@@ -42,10 +42,8 @@ def main() -> None:
     rng = np.random.default_rng(args.seed)
     total = 0
     for path in sorted(args.micrographs.glob("*.mrc")):
-        with mrcfile.open(path, permissive=True, header_only=True) as mrc:
-            shape = (int(mrc.header.ny), int(mrc.header.nx))
-            pixel_size_a = float(mrc.voxel_size.x)
-        points = background_points(shape, read_coordinates(args.coordinates / f"{path.stem}.star"),
+        micrograph, pixel_size_a = read_mrc(path)
+        points = background_points(micrograph.shape, read_coordinates(args.coordinates / f"{path.stem}.star"),
                                    args.diameter / pixel_size_a, args.candidates, rng)
         write_coordinates(args.output / f"{path.stem}.star", points)
         total += len(points.x_px)
