@@ -4,7 +4,8 @@ Both maps are multiplied by the same soft spherical mask before the FSC (torch-f
 shell-correlation): 1 within the particle radius, a raised-cosine edge outside it (the
 pipeline uses an edge of 0.1 diameter). The mask removes the solvent noise, so the FSC
 measures the particle. A mask this loose and soft correlates the maps only at the lowest
-frequencies (its own width); the 3D path applies no phase-randomisation correction.
+frequencies (its own width); the 3D path applies no phase-randomisation correction (on the real
+set's half maps it moves the resolution by at most 1.6 A: benchmarks/RESULTS.md, section 7).
 
 Where the maps are smooth and the mask's edge cuts through density they share (a 2D class
 average of junk: an offset over the whole disc), the mask's edge correlates them at every
