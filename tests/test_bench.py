@@ -276,6 +276,30 @@ def test_denoisers_are_judged_in_the_order_the_config_lists_them_with_the_decoy_
     models = {name: TrainedModel(name, None, {}) for name in ("default", "guided", "guided-decoy", "n2n")}
     functions = denoise_functions(["n2n", "raw", "guided", "topaz", "default", "lowpass"], models, 1.5, 20.0)
     assert list(functions) == ["n2n", "raw", "guided", "guided-decoy", "default", "lowpass"]
+    alone = {name: TrainedModel(name, None, {}) for name in ("n2n", "guided-decoy")}
+    assert list(denoise_functions(["raw", "guided-decoy", "n2n"], alone, 1.5, 20.0)) == ["raw", "guided-decoy", "n2n"]
+
+
+def test_guided_decoy_listed_alone_trains_the_decoy_model_only_and_guided_brings_it_once(monkeypatch, tmp_path):
+    """``guided-decoy`` in a benchmark's denoisers without ``guided`` trains the model guided by the
+    decoy and not the one guided by the reference (the bias control's row, without judging guided
+    again); listed beside ``guided`` it is trained once; without a decoy there is nothing to train."""
+    from cryoscore.bench import denoisers
+    from cryoscore.bench.config import TrainingSettings
+
+    trained: list[tuple[str, str, str]] = []
+
+    def record_training(name, pairs, config, model_path, device, failures):
+        trained.append((name, config.method, config.guidance.reference))
+
+    monkeypatch.setattr(denoisers, "_train", record_training)
+    settings = TrainingSettings(steps=2, batch_size=2, crop_px=32)
+    for methods, decoy in ((["raw", "guided-decoy"], "elongated"), (["guided", "guided-decoy"], "elongated"),
+                           (["guided-decoy", "guided"], "elongated"), (["guided-decoy"], None)):
+        denoisers.train_models([], methods, settings, tmp_path / "models", reference="apoferritin", decoy=decoy)
+    assert trained == [("guided-decoy", "guided", "elongated"),
+                       ("guided", "guided", "apoferritin"), ("guided-decoy", "guided", "elongated"),
+                       ("guided-decoy", "guided", "elongated"), ("guided", "guided", "apoferritin")]
 
 
 def test_a_topaz_that_cannot_start_is_left_out_before_the_benchmark_runs(tmp_path, monkeypatch, caplog):

@@ -5,6 +5,7 @@ datasets, and paths (micrographs, coordinates, and a specimen, decoy or referenc
 a built-in name) are relative to the file's folder unless absolute::
 
     denoisers = ["raw", "lowpass", "n2n", "score", "guided", "default", "flattened", "topaz"]   # + "adapted"; topaz: if installed
+                                   # guided judges guided-decoy too where there is a decoy; "guided-decoy" alone: the decoy only
     judges = ["learned", "pixel", "blob", "template", "reconstruction"]   # learned: the primary judge; + "classes"
     lowpass_a = 20.0
 
@@ -89,13 +90,16 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
-DENOISERS = ("raw", "lowpass", "n2n", "score", "guided", "default", "flattened", "adapted", "topaz")
-"""Every denoiser a benchmark can judge: ``default`` is the model shipped with cryoscore,
+DENOISERS = ("raw", "lowpass", "n2n", "score", "guided", "guided-decoy", "default", "flattened", "adapted", "topaz")
+"""Every denoiser a benchmark can judge: ``guided`` brings ``guided-decoy`` (guided by a dataset's
+decoy, the bias control) wherever a decoy is given, ``guided-decoy`` listed without ``guided`` trains
+and judges the decoy model alone; ``default`` is the model shipped with cryoscore,
 ``flattened`` the micrograph minus that model's background estimate, low-passed (``denoise
 --flatten``), ``adapted`` that model after ``denoise --adapt`` on the dataset's training
 micrographs; ``topaz`` only where the ``topaz`` command is installed."""
-DEFAULT_DENOISERS = tuple(name for name in DENOISERS if name != "adapted")
-"""What a benchmark judges unless told (``adapted`` costs minutes of fine-tuning per dataset)."""
+DEFAULT_DENOISERS = tuple(name for name in DENOISERS if name not in ("adapted", "guided-decoy"))
+"""What a benchmark judges unless told (``adapted`` costs minutes of fine-tuning per dataset;
+``guided`` brings ``guided-decoy``)."""
 JUDGES = ("learned", "pixel", "blob", "template", "reconstruction", "classes")
 """``learned``: the learned picker, k-fold (the primary judge when enabled); ``blob``,
 ``template``: the fixed pickers; ``pixel``: metrics against the clean image; ``classes``: 2D

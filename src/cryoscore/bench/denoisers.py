@@ -43,6 +43,11 @@ class TrainedModel:
     record: dict[str, Any]
 
 
+GUIDED_BY = {"guided": ("guided", "guided-decoy"), "guided-decoy": ("guided-decoy",)}
+"""The guided models each name of a benchmark's denoisers trains, where its density is given: ``guided``
+its reference's and its decoy's (the bias control beside it), ``guided-decoy`` the decoy's alone."""
+
+
 def train_models(
     pairs: Sequence[HalfPair],
     methods: Sequence[str],
@@ -59,7 +64,8 @@ def train_models(
 
     ``guided`` is guided by ``reference`` (a map, an atomic model or a built-in specimen
     name); with a ``decoy`` density a second guided model, ``guided-decoy``, is trained
-    with it in the reference's place, for the bias control. ``default`` is the shipped model
+    with it in the reference's place, for the bias control (``guided-decoy`` in ``methods``
+    without ``guided``: the decoy model alone, :data:`GUIDED_BY`). ``default`` is the shipped model
     as it is (``flattened`` too: :func:`denoise_functions` subtracts its background estimate),
     ``adapted`` the shipped model fine-tuned on the pairs' full sums as
     ``denoise --adapt`` does it (:mod:`cryoscore.infer.adapt`), for the steps, batch and crop
@@ -81,19 +87,17 @@ def train_models(
             adapted = store.load_or_run(f"trained/{dataset}/adapted",
                                         lambda: _adapt(shipped, pairs, settings, adapted_path))
             models["adapted"] = TrainedModel("adapted", load_denoiser(adapted_path, settings.device), adapted)
-    runs: list[tuple[str, str, GuidanceConfig | None]] = []
+    densities = {"guided": reference, "guided-decoy": decoy}
+    runs: dict[str, tuple[str, GuidanceConfig | None]] = {}
     for method in methods:
-        if method not in METHODS:
-            continue
-        if method != "guided":
-            runs.append((method, method, None))
-            continue
-        for name, density in (("guided", reference), ("guided-decoy", decoy)):
-            if density is not None:
-                runs.append((name, method, GuidanceConfig(reference=density, strength=settings.guidance_strength,
-                                                          resolution_a=settings.reference_resolution_a,
-                                                          defocus_range_um=defocus_range_um)))
-    for name, method, guidance in runs:
+        if method in METHODS and method != "guided":
+            runs[method] = (method, None)
+        for name in GUIDED_BY.get(method, ()):
+            if (density := densities[name]) is not None:
+                runs.setdefault(name, ("guided", GuidanceConfig(
+                    reference=density, strength=settings.guidance_strength,
+                    resolution_a=settings.reference_resolution_a, defocus_range_um=defocus_range_um)))
+    for name, (method, guidance) in runs.items():
         config = TrainConfig(method=method, steps=settings.steps, batch_size=settings.batch_size,
                              crop_px=settings.crop_px, seed=settings.seed, guidance=guidance)
         model_path = model_dir / f"{name}.pt"
@@ -174,7 +178,7 @@ def denoise_functions(
     denoisers: Sequence[str], models: dict[str, TrainedModel], pixel_size_a: float, lowpass_a: float,
 ) -> dict[str, DenoiseFunction]:
     """Each name of ``denoisers`` (and every trained model) as a function of a micrograph, in the
-    order of ``denoisers`` (a model its name does not list, ``guided-decoy``, after ``guided``), the
+    order of ``denoisers`` (``guided-decoy``, where it is not listed, after ``guided``), the
     order in which the benchmark judges them.
 
     ``raw`` is the identity, ``lowpass`` a Gaussian low-pass at ``lowpass_a`` Angstrom,
@@ -197,8 +201,8 @@ def denoise_functions(
         functions[name] = functools.partial(estimate, model.denoiser, pixel_size_a=pixel_size_a)
 
     def place(name: str) -> int:
-        return next((number for number, listed in enumerate(denoisers) if name.split("-")[0] == listed),
-                    len(denoisers))
+        listed = [candidate for candidate in (name, name.split("-")[0]) if candidate in denoisers]
+        return list(denoisers).index(listed[0]) if listed else len(denoisers)
 
     return dict(sorted(functions.items(), key=lambda item: place(item[0])))
 
