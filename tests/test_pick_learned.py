@@ -345,16 +345,16 @@ def test_pick_micrographs_learned_reports_an_unusable_input_and_picks_the_others
 
 @pytest.mark.slow
 def test_real_micrographs_learned_picker_matches_the_blob_picker(apoferritin_dir):
-    """Trained on two annotated EMPIAR-10146 micrographs (default training), tested on a third: about the
-    blob picker's AP already (0.478 against 0.483 when written; with 8-9 training micrographs it is above,
-    see benchmarks/RESULTS.md)."""
+    """Trained on two annotated EMPIAR-10146 micrographs (300 steps, three eighths of the default, to keep
+    CI short), tested on a third: above the blob picker's AP (0.571, seeds 1 and 2 0.530 and 0.567, 800
+    steps 0.576, against 0.483; with 8-9 training micrographs see benchmarks/RESULTS.md section 5)."""
     paths = sorted((apoferritin_dir / "micrographs").glob("*.mrc"))[:3]
     images = [read_mrc(path)[0] for path in paths]
     pixel_a = read_mrc(paths[0])[1]
     coords = [read_coordinates(apoferritin_dir / "coordinates" / f"{path.stem}.star") for path in paths]
-    picker = train_picker(images[1:], coords[1:], pixel_a, DIAMETER_A)
+    picker = train_picker(images[1:], coords[1:], pixel_a, DIAMETER_A, training=PickerTraining(steps=300))
     diameter_px = DIAMETER_A / pixel_a
     learned = _score([picker.pick(images[0], pixel_a)], coords[:1], diameter_px)
     blob = _score([pick_blobs(images[0], pixel_a, DIAMETER_A)], coords[:1], diameter_px)
-    assert learned.average_precision >= blob.average_precision - 0.03
-    assert learned.average_precision > 0.42
+    assert learned.average_precision >= blob.average_precision
+    assert learned.average_precision > 0.5
