@@ -36,7 +36,8 @@ from cryoscore.infer.denoise import TrainedDenoiser, denoise_image, load_denoise
 from cryoscore.io.mrc import read_mrc
 from cryoscore.pairs.noise import spectral_noise_sigma
 
-#: Ring edges, wavelengths in Angstrom from the longest down (the last is below 2 x 1.85 A Nyquist).
+#: Ring edges, wavelengths in Angstrom from the longest down. The last ring ends at 3 A: it holds the
+#: real set's Nyquist ring (3.7 A at 1.85 A/px) and leaves out only its grid's corners (2.6-3 A).
 BAND_EDGES_A = (np.inf, 400.0, 200.0, 100.0, 60.0, 40.0, 30.0, 20.0, 15.0, 10.0, 7.0, 5.0, 3.0)
 
 
