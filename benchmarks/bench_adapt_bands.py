@@ -12,8 +12,8 @@ by the input's noise variance. Between two models on the same pairs, a ring's di
 difference of their squared errors against the clean image in that ring (the target's noise is
 independent of the input's where the noise is white at the level ``spectral_noise_sigma`` says).
 
-Pairs are recorrupted with a strength ``alpha``: ``y + alpha z`` is denoised and compared with
-``y - z / alpha`` (Pang et al. 2021), ``z`` white noise of the micrograph's own level. ``alpha = 1``
+Pairs are recorrupted with a strength ``alpha`` (:func:`cryoscore.pairs.single.recorrupted_pair`):
+``y + alpha z`` is denoised and compared with ``y - z / alpha``, ``z`` white noise of the micrograph's own level. ``alpha = 1``
 is the check's own pair (input noise twice the micrograph's); smaller ``alpha`` judges the models
 on inputs nearer the micrograph itself, at the price of a noisier target. Writes OUTDIR/adapted.pt,
 OUTDIR/adapt_bands.json and OUTDIR/adapt_bands.md.
@@ -31,10 +31,11 @@ from bench_learned_picker import DATA, run_record
 
 from cryoscore.filters import fourier_resample
 from cryoscore.fourier import radial_frequency
-from cryoscore.infer.adapt import AdaptSettings, Micrograph, adapt_to_images
+from cryoscore.infer.adapt import AdaptSettings, Micrograph, adapt_to_images, split_held_out
 from cryoscore.infer.denoise import TrainedDenoiser, denoise_image, load_denoiser
 from cryoscore.io.mrc import read_mrc
 from cryoscore.pairs.noise import spectral_noise_sigma
+from cryoscore.pairs.single import recorrupted_pair
 
 #: Ring edges, wavelengths in Angstrom from the longest down. The last ring ends at 3 A: it holds the
 #: real set's Nyquist ring (3.7 A at 1.85 A/px) and leaves out only its grid's corners (2.6-3 A).
@@ -72,12 +73,9 @@ def main() -> None:
     for alpha in args.alphas:
         sums = {name: np.zeros(len(BAND_EDGES_A) - 1) for name in models}
         for index, micrograph in enumerate(micrographs):
-            held_rows = max(round(micrograph.image.shape[0] * settings.validation_fraction), 1)
-            held_out = micrograph.image[-held_rows:].astype(np.float64)
+            _, held_out = split_held_out(micrograph.image.astype(np.float64), settings.validation_fraction)
             for draw in range(args.draws):
-                extra = np.random.default_rng([1000 + draw, index]).normal(0.0, spectral_noise_sigma(held_out),
-                                                                          held_out.shape)
-                noisy, target = held_out + alpha * extra, held_out - extra / alpha
+                noisy, target = recorrupted_pair(held_out, np.random.default_rng([1000 + draw, index]), alpha)
                 for name, model in models.items():
                     sums[name] += band_errors(model, noisy, target, micrograph.pixel_size_a)
         bands[alpha] = {name: total / (len(micrographs) * args.draws) for name, total in sums.items()}

@@ -107,6 +107,18 @@ def test_recorrupted_pair_has_the_statistics_of_even_odd_halves():
     assert shared - missed_noise == pytest.approx(4 * halves_shared, rel=0.1)
 
 
+
+def test_a_weaker_recorruption_moves_the_noise_to_the_target():
+    """With ``alpha`` the first image carries ``alpha z`` and the second ``-z / alpha``: for white
+    noise of std 1, extra variances alpha^2 and 1 / alpha^2, and no correlation between the two noises."""
+    image = np.random.default_rng(1).normal(size=(512, 512))
+    first, second = recorrupted_pair(image, np.random.default_rng(2), alpha=0.5)
+    first_extra, second_extra = first - image, second - image
+    assert np.var(first_extra) == pytest.approx(0.25 * spectral_noise_sigma(image) ** 2, rel=0.02)
+    assert np.var(second_extra) == pytest.approx(4.0 * spectral_noise_sigma(image) ** 2, rel=0.02)
+    np.testing.assert_allclose(second_extra, -4.0 * first_extra, rtol=1e-4, atol=1e-4)
+    assert abs(np.corrcoef(first.ravel(), second.ravel())[0, 1]) < 0.02  # image's noise + alpha z against image's - z / alpha
+
 def test_pairs_from_a_simulated_dataset_and_from_folders(tmp_path):
     config = SimulationConfig(n_micrographs=2, size_px=128, pixel_size_a=4.0, particles_per_micrograph=3, n_frames=4)
     write_dataset(config, tmp_path / "data", progress=False)

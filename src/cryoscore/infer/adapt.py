@@ -86,7 +86,7 @@ class Micrograph:
     source: str
 
 
-def _split(image: np.ndarray, fraction: float) -> tuple[np.ndarray, np.ndarray]:
+def split_held_out(image: np.ndarray, fraction: float) -> tuple[np.ndarray, np.ndarray]:
     """``image`` (H, W) cut into its first rows (fine-tuning) and its last ``fraction`` (held out)."""
     held_rows = max(round(image.shape[0] * fraction), 1)
     return image[:-held_rows], image[-held_rows:]
@@ -128,7 +128,7 @@ def adapt_to_images(
     started = time.perf_counter()
     pairs, held_out_pairs = [], []
     for index, micrograph in enumerate(micrographs):
-        training_part, held_out = _split(micrograph.image.astype(np.float64), settings.validation_fraction)
+        training_part, held_out = split_held_out(micrograph.image.astype(np.float64), settings.validation_fraction)
         rng = np.random.default_rng([settings.seed, index])
         pairs.append(HalfPair(micrograph.name, *recorrupted_pair(training_part, rng), micrograph.pixel_size_a))
         held_out_pairs.append(HalfPair(micrograph.name, *recorrupted_pair(held_out, rng), micrograph.pixel_size_a))

@@ -58,12 +58,14 @@ def neighbour_subsample_pair(image: np.ndarray, rng: np.random.Generator) -> tup
     return take(first).astype(np.float32), take(second).astype(np.float32)
 
 
-def recorrupted_pair(image: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Two (H, W) float32 images ``image + z`` and ``image - z``, ``z`` white Gaussian noise of the
-    image's own noise level (``spectral_noise_sigma``): a pair with uncorrelated noises whose mean is ``image``."""
+def recorrupted_pair(image: np.ndarray, rng: np.random.Generator, alpha: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """Two (H, W) float32 images ``image + alpha z`` and ``image - z / alpha``, ``z`` white Gaussian noise
+    of the image's own noise level (``spectral_noise_sigma``): a pair with uncorrelated noises. With the
+    default ``alpha = 1`` its mean is ``image``; a smaller ``alpha`` makes the first image nearer ``image``
+    and the second noisier."""
     sigma = spectral_noise_sigma(image)
     extra = rng.normal(0.0, sigma, size=image.shape)
-    return (image + extra).astype(np.float32), (image - extra).astype(np.float32)
+    return (image + alpha * extra).astype(np.float32), (image - extra / alpha).astype(np.float32)
 
 
 def pairs_from_single_micrographs(
