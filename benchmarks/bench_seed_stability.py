@@ -113,8 +113,7 @@ def combine(directories: list[Path]) -> dict:
     if any(part["condition"] != parts[0]["condition"] for part in parts):
         raise SystemExit("--combine: the runs are of different conditions")
     raw_rows = [run for part in parts for run in part["runs"] if run["denoiser"] == "raw"]
-    if any({key: row[key] for key in ("blob_ap", "learned_ap")} != {key: raw_rows[0][key] for key in ("blob_ap", "learned_ap")}
-           for row in raw_rows):
+    if any(row[key] != raw_rows[0][key] for row in raw_rows for key in ("blob_ap", "learned_ap")):
         raise SystemExit(f"--combine: the runs' raw rows differ: {raw_rows}")
     runs = raw_rows[:1] + sorted((run for part in parts for run in part["runs"] if run["denoiser"] != "raw"),
                                  key=lambda run: (run["seed"], run["denoiser"]))
