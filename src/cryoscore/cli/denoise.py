@@ -66,7 +66,7 @@ def add_args(subparsers: argparse._SubParsersAction) -> None:
                         "contamination) is strong against what its output holds at the particles' scale, the "
                         "model's output if not (benchmarks/RESULTS.md, section 6)")
     parser.add_argument("--diameter", type=positive_float, metavar="A",
-                        help="particle diameter in Angstrom, for --flatten auto")
+                        help="particle diameter in Angstrom, for --flatten auto and --adapt-check")
     parser.add_argument("--halves", type=int, choices=(1, 2), default=2,
                         help="how many frame halves an input holds: 2 for full sums, 1 for even/odd sums (default: 2)")
     parser.add_argument("--pixel-size", type=positive_float, metavar="A", help="A per pixel, overriding the headers")
@@ -93,6 +93,11 @@ def add_args(subparsers: argparse._SubParsersAction) -> None:
                         "micrograph's rows; keep the result only if it lowers the Noise2Noise loss on that held-out "
                         "fifth; save it as OUTDIR/adapted.pt and denoise with it; a rerun reuses OUTDIR/adapted.pt. "
                         "Experimental: it lowered picking AP in cryoscore's benchmarks")
+    parser.add_argument("--adapt-check", type=Path, metavar="DIR",
+                        help="with --adapt: particle coordinates (NAME.star, .box or .csv, pixels) for at least 2 of "
+                        "the inputs; keep the adapted model only if a learned picker, trained k-fold on those "
+                        "micrographs, picks better on its outputs than on the initial model's (needs --diameter; "
+                        "about 15 minutes more on 2 cores)")
     add_parallel_options(parser, "denoise")
     parser.add_argument("--device", choices=DEVICES,
                         help="where the model runs, and --adapt trains (default: cuda if available)")
@@ -110,8 +115,8 @@ def _flatten_value(text: str) -> float | str:
 def _flatten_settings(args: argparse.Namespace) -> dict[str, float | None]:
     """The :class:`~cryoscore.infer.batch.DenoiseSettings` fields of ``--flatten`` and ``--diameter``."""
     if args.flatten != "auto":
-        if args.diameter is not None:
-            raise InputError("--diameter", "is used only by --flatten auto")
+        if args.diameter is not None and args.adapt_check is None:
+            raise InputError("--diameter", "is used only by --flatten auto and --adapt-check")
         return {"flatten_lowpass_a": args.flatten}
     if args.diameter is None:
         raise InputError("--flatten auto", "needs the particle diameter: add --diameter A (Angstrom)")
@@ -132,12 +137,14 @@ def _sampler_config(args: argparse.Namespace):
 
 def _adapted_model(args: argparse.Namespace) -> str:
     """Fine-tune --model (or the default model) on the inputs into OUTDIR/adapted.pt, unless it is there."""
-    from cryoscore.infer.adapt import AdaptSettings, adapt_denoiser
+    from cryoscore.infer.adapt import AdaptSettings, adapt_to_images, read_micrographs
     from cryoscore.infer.denoise import load_denoiser, resolve_device
     from cryoscore.jobs import expand_inputs
 
     if args.lowpass is not None:
         raise InputError("--adapt", "adapts a model; it does not go with --lowpass")
+    if args.adapt_check is not None and args.diameter is None:
+        raise InputError("--adapt-check", "needs the particle diameter: add --diameter A (Angstrom)")
     path = check_output_directory(args.output) / "adapted.pt"
     if path.is_file() and not args.overwrite:
         print(f"using the adapted model {path} of an earlier run (--overwrite adapts again)", file=sys.stderr)
@@ -146,15 +153,39 @@ def _adapted_model(args: argparse.Namespace) -> str:
         settings = AdaptSettings(steps=args.adapt, seed=args.seed)
     except ValueError as error:
         raise InputError("--adapt", str(error)) from None
+    denoiser, micrographs = load_denoiser(args.model), read_micrographs(expand_inputs(args.inputs), args.pixel_size)
+    check = None if args.adapt_check is None else _picking_check(args.adapt_check, micrographs, args.diameter)
     args.output.mkdir(parents=True, exist_ok=True)
-    denoiser, micrographs = load_denoiser(args.model), expand_inputs(args.inputs)
-    result = adapt_denoiser(denoiser, micrographs, path, settings, pixel_size_a=args.pixel_size,
-                            device=resolve_device(args.device))
+    result = adapt_to_images(denoiser, micrographs, path, settings, device=resolve_device(args.device))
     verdict = ("kept" if result.kept else f"not kept, {path} holds {denoiser.source} unchanged")
     print(f"adapted {denoiser.source} to {len(micrographs)} micrographs in {result.seconds:.0f} s; "
           f"held-out Noise2Noise loss {result.initial_loss:.4f} -> {result.adapted_loss:.4f} ({verdict}): {path}",
           file=sys.stderr)
+    if check is not None and result.kept:
+        from cryoscore.bench.picking_check import check_adaptation_by_picking
+
+        picking = check_adaptation_by_picking(denoiser, path, micrographs, check)
+        assert picking is not None  # the loss check kept the adapted model
+        verdict = "kept" if picking.kept else f"not kept, {path} now holds {denoiser.source} unchanged"
+        print(f"--adapt-check: learned-picker AP on {len(picking.micrographs)} annotated micrographs "
+              f"{picking.initial_ap:.3f} -> {picking.adapted_ap:.3f} ({verdict}; {picking.seconds:.0f} s)",
+              file=sys.stderr)
     return str(path)
+
+
+def _picking_check(directory: Path, micrographs, diameter_a: float):
+    """The :class:`~cryoscore.bench.picking_check.PickingCheck` of ``--adapt-check DIR`` for ``micrographs``."""
+    from cryoscore.bench.picking_check import PickingCheck
+    from cryoscore.io.coords import coordinate_file, read_coordinates
+
+    if not directory.is_dir():
+        raise InputError(directory, "coordinate directory not found")
+    files = {micrograph.name: coordinate_file(directory, micrograph.name) for micrograph in micrographs}
+    coordinates = {name: read_coordinates(file) for name, file in files.items() if file is not None}
+    if len(coordinates) < 2:
+        raise InputError(directory, f"needs coordinates (NAME.star, .box or .csv) for at least 2 of the "
+                         f"micrographs being adapted to, found {len(coordinates)}")
+    return PickingCheck(coordinates, diameter_a)
 
 
 def main(args: argparse.Namespace) -> int:

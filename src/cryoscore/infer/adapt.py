@@ -171,6 +171,15 @@ def adapt_to_images(
     return result
 
 
+def read_micrographs(paths: Sequence[str | os.PathLike], pixel_size_a: float | None = None) -> list[Micrograph]:
+    """The MRC files ``paths`` as :class:`Micrograph` s named by their stems (``pixel_size_a`` None: each header's)."""
+    micrographs = []
+    for path in paths:
+        image, pixel_size = read_mrc(path, pixel_size_a=pixel_size_a)
+        micrographs.append(Micrograph(Path(path).stem, image, pixel_size, str(path)))
+    return micrographs
+
+
 def adapt_denoiser(
     denoiser: TrainedDenoiser,
     micrographs: Sequence[str | os.PathLike],
@@ -183,9 +192,6 @@ def adapt_denoiser(
 ) -> AdaptResult:
     """Fine-tune ``denoiser`` on the micrograph files ``micrographs`` (see :func:`adapt_to_images`)."""
     started = time.perf_counter()
-    images = []
-    for path in micrographs:
-        image, pixel_size = read_mrc(path, pixel_size_a=pixel_size_a)
-        images.append(Micrograph(Path(path).stem, image, pixel_size, str(path)))
+    images = read_micrographs(micrographs, pixel_size_a)
     result = adapt_to_images(denoiser, images, model_path, settings, progress=progress, device=device)
     return replace(result, seconds=time.perf_counter() - started)
