@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from cryoscore.bench import picking_check
 from cryoscore.bench.config import LearnedJudgeSettings
 from cryoscore.bench.picking_check import PickingCheck, check_adaptation_by_picking
 from cryoscore.cli import main
@@ -111,3 +112,26 @@ def test_denoise_adapt_check_refuses_missing_diameter_and_coordinates(tmp_path, 
                  "--diameter", "120"]) == 2
     assert "at least 2" in capsys.readouterr().err
     assert not out.exists()  # refused before anything was trained or written
+
+
+def test_denoise_adapt_check_judges_the_adapted_model_by_picking(tmp_path, annotated, capsys, monkeypatch):
+    """The whole command: adapt, the loss check, the picking check on the annotated micrographs, denoise."""
+    monkeypatch.setattr(picking_check, "CHECK_JUDGE", QUICK_JUDGE)
+    micrographs, coordinates = annotated
+    inputs, stars = tmp_path / "mics", tmp_path / "stars"
+    inputs.mkdir(), stars.mkdir()
+    for micrograph in micrographs:
+        write_mrc(inputs / f"{micrograph.name}.mrc", micrograph.image, PIXEL_A)
+    for name in ("m0", "m1"):
+        write_coordinates(stars / f"{name}.star", coordinates[name])
+    out = tmp_path / "out"
+    assert main(["denoise", str(inputs), "-o", str(out), "--adapt", "4", "--adapt-check", str(stars),
+                 "--diameter", "120"]) == 0
+    record = load_denoiser(out / "adapted.pt").metadata["adaptation"]
+    err = capsys.readouterr().err
+    assert sorted(path.name for path in out.glob("*.mrc")) == ["m0.mrc", "m1.mrc", "m2.mrc"]
+    assert record["adapted_loss"] < record["initial_loss"]  # 1.0575 against 1.0666 (1 or 2 threads): judged by picking
+    check = record["picking_check"]
+    assert check["micrographs"] == ["m0", "m1"] and record["kept"] == check["kept"]
+    assert check["kept"] == (check["adapted_ap"] > check["initial_ap"])
+    assert f"learned-picker AP on 2 annotated micrographs {check['initial_ap']:.3f}" in err

@@ -30,6 +30,9 @@ from cryoscore.nn.checkpoint import save_model
 MATCH_RADIUS_DIAMETERS = 0.5
 """A pick matches an annotated particle within half a diameter (the benchmarks' radius)."""
 
+CHECK_JUDGE = LearnedJudgeSettings(folds=5, seeds=(0,))
+"""The check's learned judge: up to 5 folds, one picker seed, the picker's default 800 steps."""
+
 
 @dataclass(frozen=True)
 class PickingCheck:
@@ -39,7 +42,7 @@ class PickingCheck:
 
     coordinates: dict[str, ParticleCoordinates]
     diameter_a: float
-    judge: LearnedJudgeSettings = field(default_factory=lambda: LearnedJudgeSettings(folds=5, seeds=(0,)))
+    judge: LearnedJudgeSettings = field(default_factory=lambda: CHECK_JUDGE)
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,7 @@ examples:
   cryoscore denoise micrographs/*.mrc -o lowpassed/ --lowpass 20        # Gaussian low-pass at 20 A
   cryoscore denoise micrographs/*.mrc -o flattened/ --flatten           # background removed, for picking
   cryoscore denoise micrographs/*.mrc -o picking/ --flatten auto --diameter 120   # whichever suits picking
+  cryoscore denoise micrographs/*.mrc -o adapted/ --adapt --adapt-check picks/ --diameter 120   # kept if it picks better
   cryoscore denoise mic.mrc -o out/ --model score.pt --float16 --tile 512
   cryoscore denoise micrographs/ -o denoised/ --workers 4               # 4 processes on this machine
   cryoscore denoise micrographs/ -o denoised/ --scheduler tcp://head:8786   # an existing Dask cluster
