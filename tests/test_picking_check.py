@@ -111,6 +111,8 @@ def test_denoise_adapt_check_refuses_missing_diameter_and_coordinates(tmp_path, 
     assert main(["denoise", str(inputs), "-o", str(out), "--adapt", "2", "--adapt-check", str(stars),
                  "--diameter", "120"]) == 2
     assert "at least 2" in capsys.readouterr().err
+    assert main(["denoise", str(inputs), "-o", str(out), "--adapt-check", str(stars), "--diameter", "120"]) == 2
+    assert "add --adapt" in capsys.readouterr().err
     assert not out.exists()  # refused before anything was trained or written
 
 

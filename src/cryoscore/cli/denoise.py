@@ -195,6 +195,8 @@ def main(args: argparse.Namespace) -> int:
 
     check_parallel_options(args)
     model = None if args.model is None else str(args.model)
+    if args.adapt_check is not None and args.adapt is None:
+        raise InputError("--adapt-check", "judges an adaptation: add --adapt")
     if args.adapt is not None:
         model = _adapted_model(args)
     settings = DenoiseSettings(
