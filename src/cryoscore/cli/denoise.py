@@ -98,7 +98,7 @@ def add_args(subparsers: argparse._SubParsersAction) -> None:
                         help="with --adapt: particle coordinates (NAME.star, .box or .csv, pixels) for at least 2 of "
                         "the inputs; keep the adapted model only if a learned picker, trained k-fold on those "
                         "micrographs, picks better on its outputs than on the initial model's (needs --diameter; "
-                        "about 15 minutes more on 2 cores)")
+                        "two picker trainings per annotated micrograph)")
     add_parallel_options(parser, "denoise")
     parser.add_argument("--device", choices=DEVICES,
                         help="where the model runs, and --adapt trains (default: cuda if available)")
